@@ -1,0 +1,64 @@
+@_exported import PeregrineCore
+
+/// How the epoll engine is told about readiness.
+public enum Trigger: String, CaseIterable, Sendable {
+    /// Level-triggered: reported while readable; EPOLLOUT only while output is pending.
+    case level
+    /// Edge-triggered: read until EAGAIN (capped per wakeup, with a ready list).
+    case edge
+    /// EPOLLONESHOT: re-armed after every event.
+    case oneshot
+}
+
+/// Which engine serves the application.
+public enum Engine: String, CaseIterable, Sendable {
+    /// The C core on raw epoll.
+    case epoll
+}
+
+/// Request limits; each violation is answered with its status and a close.
+public struct Limits: Sendable, Equatable {
+    /// Request line without CRLF; 414 beyond.
+    public var maxRequestLine = 8 * 1024
+    /// Whole header section; 431 beyond.
+    public var maxHeaderBytes = 16 * 1024
+    /// Header fields; 431 beyond.
+    public var maxHeaders = 100
+    /// Decoded body; 413 beyond, without reading the rest.
+    public var maxBody = 1 << 20
+
+    public init() {}
+}
+
+public struct Configuration: Sendable {
+    /// Numeric IPv4/IPv6 address or host name to bind.
+    public var host = "0.0.0.0"
+    /// 0 picks an ephemeral port; read it back from `Server.port`.
+    public var port = 8080
+    /// Event loops, one thread each, each with its own SO_REUSEPORT listener.
+    public var threads = 1
+    /// listen() backlog; the kernel clamps it to net.core.somaxconn.
+    public var backlog = 1024
+    public var engine = Engine.epoll
+    public var trigger = Trigger.level
+    /// TCP_NODELAY on accepted sockets.
+    public var noDelay = true
+    /// TCP_CORK around each batch of responses (to compare with TCP_NODELAY).
+    public var cork = false
+    public var limits = Limits()
+    /// Output queued per connection before the engine stops reading from it.
+    public var maxOutputPerConnection = 1 << 20
+    /// Value of the `Server` header.
+    public var serverName = "Peregrine"
+    /// Print one line per request: method, target, status.
+    public var logRequests = false
+
+    public init() {}
+}
+
+/// A server error with the errno the C core reported.
+public struct ServerError: Error, CustomStringConvertible, Sendable {
+    public let operation: String
+    public let code: Int32
+    public var description: String { "\(operation) failed: errno \(code) (\(describeErrno(code)))" }
+}

@@ -1,0 +1,174 @@
+import CPeregrine
+#if canImport(Glibc)
+import Glibc
+#endif
+
+func describeErrno(_ code: Int32) -> String {
+    guard let s = strerror(code) else { return "unknown" }
+    return String(cString: s)
+}
+
+/// An HTTP/1.1 or raw-TCP server on the C core.
+///
+/// ```swift
+/// var config = Configuration()
+/// config.port = 0
+/// let server = Server(configuration: config, application: .http { request, response in
+///     response.send(body: "Hello, World!")
+/// })
+/// try server.start()
+/// print(server.port)
+/// server.stop()
+/// ```
+public final class Server: @unchecked Sendable {
+    // @unchecked: mutable state is touched only by start/stop, which the
+    // owner calls from one thread; the loops read `bridge` only.
+    public let configuration: Configuration
+    private let bridge: Bridge
+    private var handle: OpaquePointer?
+    private var started = false
+
+    public init(configuration: Configuration, application: Application) {
+        self.configuration = configuration
+        self.bridge = Bridge(application: application, logRequests: configuration.logRequests)
+    }
+
+    deinit {
+        stop()
+    }
+
+    /// The bound port (after `start`).
+    public private(set) var port = 0
+    /// The backlog the kernel really uses: min(requested, somaxconn).
+    public private(set) var effectiveBacklog = 0
+
+    /// Binds the listeners and starts one loop thread per `threads`.
+    public func start() throws {
+        precondition(!started, "server already started")
+        var cfg = prg_config()
+        prg_config_default(&cfg)
+        cfg.port = Int32(configuration.port)
+        cfg.threads = Int32(configuration.threads)
+        cfg.backlog = Int32(configuration.backlog)
+        cfg.trigger = switch configuration.trigger {
+        case .level: PRG_TRIGGER_LEVEL
+        case .edge: PRG_TRIGGER_EDGE
+        case .oneshot: PRG_TRIGGER_ONESHOT
+        }
+        if case .raw = bridge.application { cfg.mode = PRG_MODE_RAW } else { cfg.mode = PRG_MODE_HTTP }
+        cfg.tcp_nodelay = configuration.noDelay ? 1 : 0
+        cfg.tcp_cork = configuration.cork ? 1 : 0
+        cfg.limits.max_request_line = configuration.limits.maxRequestLine
+        cfg.limits.max_header_bytes = configuration.limits.maxHeaderBytes
+        cfg.limits.max_headers = configuration.limits.maxHeaders
+        cfg.limits.max_body = configuration.limits.maxBody
+        cfg.max_output = configuration.maxOutputPerConnection
+
+        var callbacks = prg_callbacks()
+        callbacks.ctx = Unmanaged.passUnretained(bridge).toOpaque()
+        callbacks.on_request = onRequest
+        callbacks.on_data = onData
+
+        var err: Int32 = 0
+        let created = configuration.host.withCString { host in
+            configuration.serverName.withCString { name -> OpaquePointer? in
+                cfg.host = host
+                cfg.server_name = name   // copied into each loop's Server line at create
+                let s = withUnsafePointer(to: &callbacks) { prg_server_create(&cfg, $0, &err) }
+                cfg.host = nil
+                cfg.server_name = nil
+                return s
+            }
+        }
+        guard let created else { throw ServerError(operation: "listen on \(configuration.host):\(configuration.port)", code: -err) }
+        let rc = prg_server_start(created)
+        if rc != 0 {
+            prg_server_destroy(created)
+            throw ServerError(operation: "start loop threads", code: -rc)
+        }
+        handle = created
+        port = Int(prg_server_port(created))
+        effectiveBacklog = Int(prg_server_effective_backlog(created))
+        started = true
+    }
+
+    /// Stops every loop, closes every connection and waits for the threads.
+    public func stop() {
+        guard started, let handle else { return }
+        prg_server_stop(handle)
+        prg_server_wait(handle)
+        prg_server_destroy(handle)
+        self.handle = nil
+        started = false
+    }
+
+    /// Starts, calls `started` (to log the bound port), then blocks until
+    /// SIGINT or SIGTERM, then stops.
+    public func run(started: (Server) -> Void = { _ in }) throws {
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        sigaddset(&signals, SIGINT)
+        sigaddset(&signals, SIGTERM)
+        // Blocked before the loop threads exist, so only sigwait sees them.
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+        try start()
+        started(self)
+        var received: Int32 = 0
+        sigwait(&signals, &received)
+        stop()
+    }
+}
+
+/// What the C callbacks reach through `ctx`: the application and the
+/// function tables handed to each request.
+final class Bridge: Sendable {
+    let application: Application
+    let httpHandler: HTTPHandler?
+    let dataHandler: DataHandler?
+    let logRequests: Bool
+    let responseFunctions = ResponseWriterFunctions(
+        respond: prg_respond, writeHeader: prg_write_header, writeBody: prg_write_body,
+        end: prg_end, send: prg_send, status: prg_response_status)
+    let connectionFunctions = ConnectionFunctions(
+        write: prg_conn_write, close: prg_conn_close, id: prg_conn_id, pendingOutput: prg_conn_pending_output)
+
+    init(application: Application, logRequests: Bool) {
+        self.application = application
+        self.logRequests = logRequests
+        switch application {
+        case .http(let h): httpHandler = h; dataHandler = nil
+        case .raw(let h): httpHandler = nil; dataHandler = h
+        }
+    }
+}
+
+private let onRequest: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<prg_request>?) -> Void = { ctx, conn, req in
+    let bridge = Unmanaged<Bridge>.fromOpaque(ctx!).takeUnretainedValue()
+    let r = req.unsafelyUnwrapped
+    let request = Request(
+        method: UnsafeRawBufferPointer(start: r.pointee.method.ptr, count: r.pointee.method.len),
+        target: UnsafeRawBufferPointer(start: r.pointee.target.ptr, count: r.pointee.target.len),
+        versionMinor: Int(r.pointee.version_minor),
+        keepAlive: r.pointee.flags & UInt32(PRG_REQ_KEEP_ALIVE) != 0,
+        headerTable: UnsafeRawPointer(r.pointee.headers),
+        headerCount: r.pointee.header_count,
+        body: UnsafeRawBufferPointer(start: r.pointee.body.ptr, count: r.pointee.body.len))
+    let response = Response(sink: conn.unsafelyUnwrapped, functions: bridge.responseFunctions)
+    bridge.httpHandler.unsafelyUnwrapped(request, response)
+    if bridge.logRequests { logRequest(request, response) }
+}
+
+private let onData: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<UInt8>?, Int) -> Int = { ctx, conn, bytes, count in
+    let bridge = Unmanaged<Bridge>.fromOpaque(ctx!).takeUnretainedValue()
+    let connection = Connection(handle: conn.unsafelyUnwrapped, functions: bridge.connectionFunctions)
+    return bridge.dataHandler.unsafelyUnwrapped(connection, UnsafeRawBufferPointer(start: bytes, count: count))
+}
+
+/// `--log`: one line per request. Off the hot path unless asked for.
+private func logRequest(_ request: Request, _ response: Response) {
+    // A handler that returned without answering is answered 500 by the core after this.
+    let status = response.status == 0 ? 500 : response.status
+    let line = "\(request.methodString) \(request.targetString) \(status)\n"
+    var bytes = Array(line.utf8)
+    _ = bytes.withUnsafeMutableBytes { write(STDOUT_FILENO, $0.baseAddress, $0.count) }
+}

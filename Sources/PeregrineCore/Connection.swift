@@ -1,0 +1,49 @@
+// The raw-TCP side of the handler API.
+
+/// The functions an engine provides for raw connections (the C engine passes
+/// `prg_conn_write`, `prg_conn_close`, `prg_conn_id` themselves).
+public struct ConnectionFunctions: Sendable {
+    public typealias Write = @convention(c) (OpaquePointer?, UnsafeRawPointer?, Int) -> Int32
+    public typealias Close = @convention(c) (OpaquePointer?) -> Void
+    public typealias Identifier = @convention(c) (OpaquePointer?) -> UInt64
+    public typealias Pending = @convention(c) (OpaquePointer?) -> Int
+
+    public var write: Write
+    public var close: Close
+    public var id: Identifier
+    public var pendingOutput: Pending
+
+    public init(write: Write, close: Close, id: Identifier, pendingOutput: Pending) {
+        self.write = write
+        self.close = close
+        self.id = id
+        self.pendingOutput = pendingOutput
+    }
+}
+
+/// A raw TCP connection as seen from a data handler. Valid only during the
+/// handler call.
+public struct Connection {
+    @usableFromInline let handle: OpaquePointer
+    @usableFromInline let functions: ConnectionFunctions
+
+    @inlinable
+    public init(handle: OpaquePointer, functions: ConnectionFunctions) {
+        self.handle = handle
+        self.functions = functions
+    }
+
+    /// Queues bytes for sending. `false` when the connection is closing.
+    /// The engine stops reading from this client while too much is queued.
+    @inlinable @discardableResult
+    public func write(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        functions.write(handle, bytes.baseAddress, bytes.count) == 0
+    }
+
+    /// Closes once the queued output is sent.
+    @inlinable public func close() { functions.close(handle) }
+    /// Unique for the life of the server.
+    @inlinable public var id: UInt64 { functions.id(handle) }
+    /// Bytes queued and not yet sent.
+    @inlinable public var pendingOutput: Int { functions.pendingOutput(handle) }
+}

@@ -1,0 +1,129 @@
+// The response writer every engine hands to a handler.
+
+/// The functions an engine provides to write a response. They match the C
+/// core's `prg_respond` / `prg_write_header` / `prg_write_body` / `prg_end` /
+/// `prg_send` / `prg_response_status`, so the C engine passes those functions
+/// themselves: writing a response costs no Swift thunk and no allocation.
+/// Every function returns 0 on success and -1 on failure.
+public struct ResponseWriterFunctions: Sendable {
+    public typealias Respond = @convention(c) (OpaquePointer?, Int32, UnsafePointer<CChar>?, Int) -> Int32
+    public typealias WriteHeader = @convention(c) (OpaquePointer?, UnsafePointer<CChar>?, Int, UnsafePointer<CChar>?, Int) -> Int32
+    public typealias WriteBody = @convention(c) (OpaquePointer?, UnsafeRawPointer?, Int) -> Int32
+    public typealias End = @convention(c) (OpaquePointer?) -> Int32
+    public typealias Send = @convention(c) (OpaquePointer?, Int32, UnsafePointer<CChar>?, Int, UnsafeRawPointer?, Int) -> Int32
+    public typealias Status = @convention(c) (OpaquePointer?) -> Int32
+
+    public var respond: Respond
+    public var writeHeader: WriteHeader
+    public var writeBody: WriteBody
+    public var end: End
+    public var send: Send
+    public var status: Status
+
+    public init(respond: Respond, writeHeader: WriteHeader, writeBody: WriteBody, end: End,
+                send: Send, status: Status) {
+        self.respond = respond
+        self.writeHeader = writeHeader
+        self.writeBody = writeBody
+        self.end = end
+        self.send = send
+        self.status = status
+    }
+}
+
+/// Writes the answer to one request straight into the connection's send
+/// buffer. Valid only during the handler call.
+///
+/// Either call `send(...)` once, or `begin`, any `header`s, any `write`s and
+/// `end`. Without a `Content-Length` header the body is sent chunked
+/// (HTTP/1.1) or delimited by closing the connection (HTTP/1.0). A handler
+/// that returns without answering gets a 500; one that began but did not end
+/// is ended for it.
+public struct Response {
+    @usableFromInline let sink: OpaquePointer
+    @usableFromInline let functions: ResponseWriterFunctions
+
+    @inlinable
+    public init(sink: OpaquePointer, functions: ResponseWriterFunctions) {
+        self.sink = sink
+        self.functions = functions
+    }
+
+    /// One-shot answer with a static body: no allocation.
+    @inlinable @discardableResult
+    public func send(status: Int = 200, contentType: StaticString = "text/plain", body: StaticString) -> Bool {
+        contentType.withUTF8Buffer { ct in
+            functions.send(sink, Int32(truncatingIfNeeded: status),
+                           UnsafeRawPointer(ct.baseAddress)?.assumingMemoryBound(to: CChar.self), ct.count,
+                           UnsafeRawPointer(body.utf8Start), body.utf8CodeUnitCount) == 0
+        }
+    }
+
+    /// One-shot answer with a byte body.
+    @inlinable @discardableResult
+    public func send(status: Int = 200, contentType: StaticString = "text/plain", bytes: UnsafeRawBufferPointer) -> Bool {
+        contentType.withUTF8Buffer { ct in
+            functions.send(sink, Int32(truncatingIfNeeded: status),
+                           UnsafeRawPointer(ct.baseAddress)?.assumingMemoryBound(to: CChar.self), ct.count,
+                           bytes.baseAddress, bytes.count) == 0
+        }
+    }
+
+    /// One-shot answer with a `String` body.
+    @discardableResult
+    public func send(status: Int = 200, contentType: String = "text/plain", body: String) -> Bool {
+        var contentType = contentType, body = body
+        return contentType.withUTF8 { ct in
+            body.withUTF8 { b in
+                functions.send(sink, Int32(truncatingIfNeeded: status),
+                               UnsafeRawPointer(ct.baseAddress)?.assumingMemoryBound(to: CChar.self), ct.count,
+                               UnsafeRawPointer(b.baseAddress), b.count) == 0
+            }
+        }
+    }
+
+    /// Starts a response: status line, `Server` and `Date`. `false` if one
+    /// was already started or the status is outside 100...999.
+    @discardableResult
+    public func begin(status: Int, reason: String? = nil) -> Bool {
+        guard var reason else { return functions.respond(sink, Int32(truncatingIfNeeded: status), nil, 0) == 0 }
+        return reason.withUTF8 { r in
+            functions.respond(sink, Int32(truncatingIfNeeded: status),
+                              UnsafeRawPointer(r.baseAddress)?.assumingMemoryBound(to: CChar.self), r.count) == 0
+        }
+    }
+
+    /// Adds a header. `false` (and nothing written) when the name is not a
+    /// token, the value holds CR, LF or NUL, or the head is already ended.
+    @discardableResult
+    public func header(_ name: String, _ value: String) -> Bool {
+        var name = name, value = value
+        return name.withUTF8 { n in
+            value.withUTF8 { v in
+                functions.writeHeader(sink, UnsafeRawPointer(n.baseAddress)?.assumingMemoryBound(to: CChar.self), n.count,
+                                      UnsafeRawPointer(v.baseAddress)?.assumingMemoryBound(to: CChar.self), v.count) == 0
+            }
+        }
+    }
+
+    /// Appends body bytes.
+    @inlinable @discardableResult
+    public func write(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        functions.writeBody(sink, bytes.baseAddress, bytes.count) == 0
+    }
+
+    /// Appends a `String` as body bytes.
+    @discardableResult
+    public func write(_ text: String) -> Bool {
+        var text = text
+        return text.withUTF8 { functions.writeBody(sink, UnsafeRawPointer($0.baseAddress), $0.count) == 0 }
+    }
+
+    /// Finishes the response. `false` when the body did not match the
+    /// declared `Content-Length` (the connection is then closed).
+    @inlinable @discardableResult
+    public func end() -> Bool { functions.end(sink) == 0 }
+
+    /// The status written so far (0 before `begin`/`send`).
+    @inlinable public var status: Int { Int(functions.status(sink)) }
+}

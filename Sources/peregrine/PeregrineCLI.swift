@@ -1,0 +1,97 @@
+import ArgumentParser
+import Peregrine
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct PeregrineCLI: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "peregrine",
+        abstract: "Peregrine: an HTTP/1.1 and raw-TCP server with a C hot path.",
+        subcommands: [Serve.self],
+        defaultSubcommand: Serve.self)
+}
+
+extension Trigger: ExpressibleByArgument {}
+extension Engine: ExpressibleByArgument {}
+extension BuiltinApp: ExpressibleByArgument {}
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve a built-in application until SIGINT or SIGTERM.")
+
+    @Option(help: "Application: \(BuiltinApp.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var app: BuiltinApp = .hello
+
+    @Option(help: "Engine: \(Engine.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var engine: Engine = .epoll
+
+    @Option(help: "epoll trigger mode: level, edge, oneshot.")
+    var trigger: Trigger = .level
+
+    @Option(help: "Address to bind (IPv4 or IPv6).")
+    var host = "0.0.0.0"
+
+    @Option(help: "Port (0 = ephemeral, printed at start).")
+    var port = 8080
+
+    @Option(help: "Event loops, one thread each, each with its own SO_REUSEPORT listener.")
+    var threads = 1
+
+    @Option(help: "listen() backlog (clamped by net.core.somaxconn).")
+    var backlog = 1024
+
+    @Flag(inversion: .prefixedNo, help: "TCP_NODELAY on accepted sockets.")
+    var nodelay = true
+
+    @Flag(help: "TCP_CORK around each batch of responses.")
+    var cork = false
+
+    @Flag(help: "Print one line per request: method, target, status.")
+    var log = false
+
+    @Option(help: "Largest request line in bytes (414 beyond).")
+    var maxRequestLine = Limits().maxRequestLine
+    @Option(help: "Largest header section in bytes (431 beyond).")
+    var maxHeaderBytes = Limits().maxHeaderBytes
+    @Option(help: "Most header fields (431 beyond).")
+    var maxHeaders = Limits().maxHeaders
+    @Option(help: "Largest request body in bytes (413 beyond).")
+    var maxBody = Limits().maxBody
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535") }
+        guard (1...1024).contains(threads) else { throw ValidationError("--threads must be 1...1024") }
+        guard backlog >= 1 else { throw ValidationError("--backlog must be at least 1") }
+        guard maxRequestLine > 0, maxHeaderBytes > 0, maxHeaders > 0, maxBody >= 0 else {
+            throw ValidationError("limits must be positive")
+        }
+    }
+
+    func run() throws {
+        var config = Configuration()
+        config.host = host
+        config.port = port
+        config.threads = threads
+        config.backlog = backlog
+        config.engine = engine
+        config.trigger = trigger
+        config.noDelay = nodelay
+        config.cork = cork
+        config.logRequests = log
+        config.limits.maxRequestLine = maxRequestLine
+        config.limits.maxHeaderBytes = maxHeaderBytes
+        config.limits.maxHeaders = maxHeaders
+        config.limits.maxBody = maxBody
+        let server = Server(configuration: config, application: app.application)
+        try server.run { server in
+            // Scripts wait for this line: it carries the real port.
+            let line = "peregrine: serving \(app.rawValue) on \(host):\(server.port) engine=\(engine.rawValue) "
+                + "trigger=\(trigger.rawValue) threads=\(threads) nodelay=\(nodelay) cork=\(cork) "
+                + "backlog=\(backlog) effective-backlog=\(server.effectiveBacklog)\n"
+            var bytes = Array(line.utf8)
+            _ = bytes.withUnsafeMutableBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+        }
+    }
+}

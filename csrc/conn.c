@@ -1,0 +1,462 @@
+/*
+ * conn.c: where bytes arrive and leave. A connection's receive buffer, its
+ * send queue (sendmsg with MSG_NOSIGNAL over a list of pooled blocks), the
+ * dispatch of parsed requests to Swift, backpressure and closing.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------- pool */
+
+void *prg_pool_get(prg_pool *pool) {
+    void *b = pool->free_list;
+    if (b) {
+        pool->free_list = *(void **)b;
+        pool->free_count--;
+        return b;
+    }
+    return malloc(PRG_BLOCK_SIZE);
+}
+
+void prg_pool_put(prg_pool *pool, void *block) {
+    if (pool->free_count >= PRG_POOL_MAX_FREE) {
+        free(block);
+        return;
+    }
+    *(void **)block = pool->free_list;
+    pool->free_list = block;
+    pool->free_count++;
+}
+
+void prg_pool_drain(prg_pool *pool) {
+    while (pool->free_list) {
+        void *b = pool->free_list;
+        pool->free_list = *(void **)b;
+        free(b);
+    }
+    pool->free_count = 0;
+}
+
+/* -------------------------------------------------------- receive buffer */
+
+static void in_release(prg_conn *c) {
+    if (!c->in) return;
+    if (c->in_cap == PRG_BLOCK_SIZE) prg_pool_put(&c->loop->pool, c->in);
+    else free(c->in);
+    c->in = NULL;
+    c->in_len = c->in_cap = 0;
+}
+
+/* Makes room for at least `want` more bytes. Returns 0, or -1 when the
+ * buffer may not grow (limit) or memory ran out. */
+static int in_reserve(prg_conn *c, size_t want, size_t limit) {
+    if (!c->in) {
+        c->in = prg_pool_get(&c->loop->pool);
+        if (!c->in) return -1;
+        c->in_cap = PRG_BLOCK_SIZE;
+        c->in_len = 0;
+    }
+    if (c->in_cap - c->in_len >= want) return 0;
+    size_t need = (size_t)c->in_len + want;
+    if (need > limit) return -1;
+    size_t cap = c->in_cap;
+    while (cap < need) cap *= 2;
+    if (cap > limit) cap = limit;
+    uint8_t *bigger = malloc(cap);
+    if (!bigger) return -1;
+    memcpy(bigger, c->in, c->in_len);
+    if (c->in_cap == PRG_BLOCK_SIZE) prg_pool_put(&c->loop->pool, c->in);
+    else free(c->in);
+    c->in = bigger;
+    c->in_cap = (uint32_t)cap;
+    return 0;
+}
+
+/* Largest receive buffer a connection may need: a full head, a full body
+ * and chunk framing (HTTP), or PRG_RAW_MAX_INPUT (raw). */
+static size_t in_limit(const prg_conn *c) {
+    const prg_config *cfg = &c->loop->server->cfg;
+    if (cfg->mode == PRG_MODE_RAW) return PRG_RAW_MAX_INPUT;
+    size_t framing = cfg->limits.max_body / 2 + cfg->limits.max_header_bytes + 4096;
+    return cfg->limits.max_header_bytes + cfg->limits.max_body + framing;
+}
+
+/* Drops `n` consumed bytes from the front of the receive buffer. */
+static void in_consume(prg_conn *c, size_t n) {
+    if (n >= c->in_len) {
+        in_release(c);
+        return;
+    }
+    memmove(c->in, c->in + n, c->in_len - n);
+    c->in_len -= (uint32_t)n;
+}
+
+/* ------------------------------------------------------------ send queue */
+
+static prg_chunk *chunk_new(prg_conn *c, size_t min_cap) {
+    prg_chunk *k;
+    if (min_cap <= PRG_CHUNK_DATA_CAP) {
+        k = prg_pool_get(&c->loop->pool);
+        if (!k) return NULL;
+        k->cap = PRG_CHUNK_DATA_CAP;
+        k->pooled = 1;
+    } else {
+        if (min_cap > UINT32_MAX - sizeof(prg_chunk)) return NULL;
+        k = malloc(sizeof(prg_chunk) + min_cap);
+        if (!k) return NULL;
+        k->cap = (uint32_t)min_cap;
+        k->pooled = 0;
+    }
+    k->next = NULL;
+    k->start = k->end = 0;
+    if (c->out_tail) c->out_tail->next = k;
+    else c->out_head = k;
+    c->out_tail = k;
+    return k;
+}
+
+static void chunk_release(prg_conn *c, prg_chunk *k) {
+    if (k->pooled) prg_pool_put(&c->loop->pool, k);
+    else free(k);
+}
+
+static void out_release_all(prg_conn *c) {
+    prg_chunk *k = c->out_head;
+    while (k) {
+        prg_chunk *next = k->next;
+        chunk_release(c, k);
+        k = next;
+    }
+    c->out_head = c->out_tail = NULL;
+    c->out_bytes = 0;
+}
+
+uint8_t *prg_out_reserve(prg_conn *c, size_t n) {
+    prg_chunk *t = c->out_tail;
+    if (t && t->cap - t->end >= n) return t->data + t->end;
+    t = chunk_new(c, n);
+    return t ? t->data : NULL;
+}
+
+void prg_out_commit(prg_conn *c, size_t n) {
+    c->out_tail->end += (uint32_t)n;
+    c->out_bytes += n;
+}
+
+int prg_out_append(prg_conn *c, const void *p, size_t n) {
+    const uint8_t *src = p;
+    while (n > 0) {
+        prg_chunk *t = c->out_tail;
+        if (!t || t->end == t->cap) {
+            t = chunk_new(c, 1);
+            if (!t) return -1;
+        }
+        size_t room = t->cap - t->end;
+        size_t take = n < room ? n : room;
+        memcpy(t->data + t->end, src, take);
+        t->end += (uint32_t)take;
+        c->out_bytes += take;
+        src += take;
+        n -= take;
+    }
+    return 0;
+}
+
+static void set_cork(prg_conn *c, int on) {
+    (void)setsockopt(c->fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
+}
+
+int prg_conn_flush(prg_conn *c) {
+    if (c->flags & CONN_CLOSED) return -1;
+    if (c->out_bytes == 0) return 0;
+    bool cork = c->loop->server->cfg.tcp_cork;
+    if (cork) set_cork(c, 1);
+    int result = 0;
+    while (c->out_bytes > 0) {
+        struct iovec iov[64];
+        int n = 0;
+        for (prg_chunk *k = c->out_head; k && n < 64; k = k->next) {
+            if (k->end == k->start) continue;
+            iov[n].iov_base = k->data + k->start;
+            iov[n].iov_len = k->end - k->start;
+            n++;
+        }
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t sent = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+        if (sent < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) { result = 1; break; }
+            prg_conn_close_now(c, PRG_CLOSE_ERROR);  /* EPIPE, ECONNRESET: peer is gone */
+            return -1;
+        }
+        size_t left = (size_t)sent;
+        c->out_bytes -= left;
+        while (left > 0 && c->out_head) {
+            prg_chunk *k = c->out_head;
+            size_t avail = k->end - k->start;
+            if (left < avail) {
+                k->start += (uint32_t)left;
+                left = 0;
+                break;
+            }
+            left -= avail;
+            c->out_head = k->next;
+            if (!c->out_head) c->out_tail = NULL;
+            chunk_release(c, k);
+        }
+    }
+    if (cork) set_cork(c, 0);
+    if (c->out_bytes == 0) {
+        /* Keep no empty links around: an idle connection holds no block. */
+        out_release_all(c);
+    }
+    return result;
+}
+
+/* ------------------------------------------------------------- lifecycle */
+
+prg_conn *prg_conn_open(prg_loop *loop, int fd) {
+    prg_conn *c = loop->free_conns;
+    if (c) loop->free_conns = c->ready_next;
+    else {
+        c = malloc(sizeof *c);
+        if (!c) return NULL;
+    }
+    memset(c, 0, sizeof *c);
+    c->fd = fd;
+    c->loop = loop;
+    c->id = loop->next_id++;
+    prg_http_parser_reset(&c->parser);
+    c->next = loop->live;
+    if (loop->live) loop->live->prev = c;
+    loop->live = c;
+    return c;
+}
+
+/* Closes the socket at once; the struct stays valid until the end of the
+ * loop's batch (events for it may still be in the array being processed,
+ * and a callback may be on the stack). */
+void prg_conn_close_now(prg_conn *c, int reason) {
+    if (c->flags & CONN_CLOSED) return;
+    c->flags |= CONN_CLOSED;
+    c->close_reason = (uint8_t)reason;
+    close(c->fd);   /* also removes it from epoll: the descriptor is not shared */
+    c->fd = -1;
+    prg_loop *loop = c->loop;
+    if (c->prev) c->prev->next = c->next;
+    else loop->live = c->next;
+    if (c->next) c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    const prg_callbacks *cb = &loop->server->cb;
+    if (cb->on_close) cb->on_close(cb->ctx, c, reason);
+    /* The ready list may hold it: it is skipped there (CONN_CLOSED) and
+     * unlinked when that list is rebuilt, so it goes on the dead list only
+     * once it left the ready list. */
+    if (!(c->flags & CONN_ON_READY_LIST)) {
+        c->ready_next = loop->dead;
+        loop->dead = c;
+    }
+}
+
+void prg_conn_free(prg_conn *c) {
+    prg_loop *loop = c->loop;
+    in_release(c);
+    out_release_all(c);
+    c->ready_next = loop->free_conns;
+    loop->free_conns = c;
+}
+
+void prg_conn_discard_urgent(prg_conn *c) {
+    uint8_t junk[64];
+    /* Out-of-band data: read it so level-triggered EPOLLPRI does not repeat. */
+    while (recv(c->fd, junk, sizeof junk, MSG_OOB | MSG_DONTWAIT) > 0) {
+    }
+}
+
+/* ---------------------------------------------------------------- dispatch */
+
+static bool over_output_limit(const prg_conn *c) {
+    return c->out_bytes > c->loop->server->cfg.max_output;
+}
+
+/* Parses and answers every complete request in the buffer (HTTP mode). */
+static void process_http(prg_conn *c) {
+    prg_loop *loop = c->loop;
+    prg_server *s = loop->server;
+    size_t used = 0;
+    while (used < c->in_len && !(c->flags & (CONN_CLOSED | CONN_CLOSE_AFTER))) {
+        if (over_output_limit(c)) {
+            c->flags |= CONN_PAUSED;   /* resumed when the queue drains */
+            break;
+        }
+        prg_request req;
+        int64_t r = prg_http_parse(&c->parser, c->in + used, c->in_len - used, &s->cfg.limits,
+                                   &req, loop->headers);
+        if (r == PRG_PARSE_INCOMPLETE) {
+            if (prg_http_head_complete(&c->parser) && (c->parser.flags & PRG_REQ_EXPECT_CONTINUE) &&
+                !(c->flags & CONN_CONTINUE_SENT)) {
+                prg_send_continue(c);
+                c->flags |= CONN_CONTINUE_SENT;
+            }
+            break;
+        }
+        if (r < 0) {
+            prg_send_error(c, (int)-r);
+            c->close_reason = PRG_CLOSE_BAD_REQUEST;
+            c->flags |= CONN_CLOSE_AFTER;
+            used = c->in_len;  /* nothing after a malformed request can be trusted */
+            break;
+        }
+        used += (size_t)r;
+        prg_http_parser_reset(&c->parser);
+        c->flags &= ~CONN_CONTINUE_SENT;
+        prg_response_reset(c, &req);
+        c->flags |= CONN_IN_CALLBACK;
+        s->cb.on_request(s->cb.ctx, c, &req);
+        c->flags &= ~CONN_IN_CALLBACK;
+        prg_response_finish_default(c);
+        if (!c->req_keep_alive) c->flags |= CONN_CLOSE_AFTER;
+    }
+    in_consume(c, used);
+}
+
+/* Hands the buffered bytes to the application (raw mode). */
+static void process_raw(prg_conn *c) {
+    prg_server *s = c->loop->server;
+    if (c->in_len == 0 || (c->flags & (CONN_CLOSED | CONN_CLOSE_AFTER))) return;
+    if (over_output_limit(c)) {
+        c->flags |= CONN_PAUSED;
+        return;
+    }
+    c->flags |= CONN_IN_CALLBACK;
+    size_t used = s->cb.on_data(s->cb.ctx, c, c->in, c->in_len);
+    c->flags &= ~CONN_IN_CALLBACK;
+    if (used > c->in_len) used = c->in_len;
+    in_consume(c, used);
+    if (over_output_limit(c)) c->flags |= CONN_PAUSED;
+}
+
+static void process_input(prg_conn *c) {
+    if (c->loop->server->cfg.mode == PRG_MODE_RAW) process_raw(c);
+    else process_http(c);
+}
+
+/* One recv into the receive buffer. Returns bytes read (and the room it
+ * offered in *offered), 0 at EOF, -1 when it would block or reading must
+ * stop, -2 when the connection was closed. */
+static ssize_t read_once(prg_conn *c, size_t *offered) {
+    size_t limit = in_limit(c);
+    size_t want = PRG_BLOCK_SIZE / 2;
+    if (c->in && c->in_cap - c->in_len >= 512) want = c->in_cap - c->in_len;
+    if (in_reserve(c, want, limit) != 0 && in_reserve(c, 1, limit) != 0) {
+        /* The buffer is at its limit and the application (raw) or the
+         * parser made no progress: give up on this client. */
+        if (c->loop->server->cfg.mode == PRG_MODE_HTTP) {
+            prg_send_error(c, prg_http_head_complete(&c->parser) ? 413 : 431);
+            c->flags |= CONN_CLOSE_AFTER;
+            c->close_reason = PRG_CLOSE_BAD_REQUEST;
+            return -1;
+        }
+        prg_conn_close_now(c, PRG_CLOSE_ERROR);
+        return -2;
+    }
+    *offered = c->in_cap - c->in_len;
+    for (;;) {
+        ssize_t n = recv(c->fd, c->in + c->in_len, *offered, 0);
+        if (n > 0) {
+            c->in_len += (uint32_t)n;
+            return n;
+        }
+        if (n == 0) {
+            if (c->in_len == 0) in_release(c);
+            return 0;
+        }
+        if (errno == EINTR) continue;
+        if (c->in_len == 0) in_release(c);
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return -1;
+        prg_conn_close_now(c, PRG_CLOSE_ERROR);
+        return -2;
+    }
+}
+
+void prg_conn_on_readable(prg_conn *c) {
+    prg_trigger trigger = c->loop->server->cfg.trigger;
+    int reads = trigger == PRG_TRIGGER_EDGE ? PRG_ET_READS_PER_WAKEUP : 1;
+    for (int i = 0; i < reads; i++) {
+        if (c->flags & (CONN_CLOSED | CONN_PAUSED | CONN_READ_EOF | CONN_CLOSE_AFTER)) return;
+        size_t offered = 0;
+        ssize_t n = read_once(c, &offered);
+        if (n == -2) return;
+        if (n == 0) {
+            /* Half-close: answer what was asked, then close. */
+            c->flags |= CONN_READ_EOF;
+            return;
+        }
+        if (n < 0) return;   /* drained (EAGAIN) */
+        process_input(c);
+        /* A short read means the socket is drained, so edge mode can stop
+         * without the extra recv that would return EAGAIN. Not after a hang-up
+         * was signalled: the FIN must still be read, and no new edge comes. */
+        if ((size_t)n < offered && !(c->flags & CONN_PEER_HUP)) return;
+        /* Flush between reads so a big pipelined burst does not pile up. */
+        if (c->out_bytes && prg_conn_flush(c) < 0) return;
+    }
+    /* Edge mode and the cap was reached: more may be waiting, and no new
+     * edge will come for it. Serve the others first, then come back. */
+    if (trigger == PRG_TRIGGER_EDGE) prg_loop_mark_ready(c);
+}
+
+void prg_conn_finish_io(prg_conn *c) {
+    if (c->flags & CONN_CLOSED) return;
+    if (c->out_bytes && prg_conn_flush(c) < 0) return;
+    if (c->out_bytes == 0) {
+        if (c->flags & CONN_PAUSED) {
+            /* Output drained: parse what is buffered, then read again. */
+            c->flags &= ~CONN_PAUSED;
+            process_input(c);
+            if (c->out_bytes && prg_conn_flush(c) < 0) return;
+            if (!(c->flags & CONN_PAUSED) && c->loop->server->cfg.trigger == PRG_TRIGGER_EDGE)
+                prg_loop_mark_ready(c);   /* the edge for waiting input was already consumed */
+        }
+        if (c->out_bytes == 0) {
+            if (c->flags & CONN_CLOSE_AFTER) {
+                prg_conn_close_now(c, c->close_reason);
+                return;
+            }
+            if (c->flags & CONN_READ_EOF) {
+                /* Peer half-closed and every answer is out. */
+                prg_conn_close_now(c, PRG_CLOSE_NORMAL);
+                return;
+            }
+        }
+    }
+    prg_loop_update_interest(c);
+}
+
+/* ------------------------------------------------------------ public API */
+
+int prg_conn_write(prg_conn *c, const void *p, size_t n) {
+    if (c->flags & (CONN_CLOSED | CONN_CLOSE_AFTER)) return -1;
+    return prg_out_append(c, p, n);
+}
+
+void prg_conn_close(prg_conn *c) {
+    if (c->flags & CONN_CLOSED) return;
+    if (!(c->flags & CONN_CLOSE_AFTER)) c->close_reason = PRG_CLOSE_APP;
+    c->flags |= CONN_CLOSE_AFTER;
+    if (!(c->flags & CONN_IN_CALLBACK)) prg_conn_finish_io(c);
+}
+
+uint64_t prg_conn_id(const prg_conn *c) { return c->id; }
+size_t prg_conn_pending_output(const prg_conn *c) { return c->out_bytes; }
+void *prg_conn_userdata(const prg_conn *c) { return c->userdata; }
+void prg_conn_set_userdata(prg_conn *c, void *userdata) { c->userdata = userdata; }

@@ -1,0 +1,234 @@
+/*
+ * peregrine.h: the one public header of the C core (target CPeregrine).
+ *
+ * Everything is prefixed prg_. Functions that can fail return an int:
+ * 0 (or a non-negative count) on success, a negative value on failure
+ * (-errno for system errors, or a negative HTTP status for parse errors).
+ *
+ * Threading: a server runs N loops, one per thread. A prg_conn belongs to
+ * exactly one loop and every prg_* call on it must come from that loop's
+ * thread, from inside a callback. prg_server_stop may be called from any
+ * thread.
+ */
+#ifndef PEREGRINE_H
+#define PEREGRINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ */
+/* Request view (zero-copy: every slice points into the receive buffer) */
+/* ------------------------------------------------------------------ */
+
+/* A byte range. Layout is part of the ABI: { pointer, length }, 16 bytes. */
+typedef struct prg_slice {
+    const uint8_t *ptr;
+    size_t len;
+} prg_slice;
+
+/* A header field as it appeared on the wire (name case preserved, value
+ * with leading/trailing whitespace removed). 32 bytes. */
+typedef struct prg_header {
+    prg_slice name;
+    prg_slice value;
+} prg_header;
+
+enum {
+    PRG_REQ_CHUNKED         = 1u << 0, /* body arrived with Transfer-Encoding: chunked (decoded) */
+    PRG_REQ_EXPECT_CONTINUE = 1u << 1, /* request carried Expect: 100-continue */
+    PRG_REQ_KEEP_ALIVE      = 1u << 2, /* connection persists after this response */
+    PRG_REQ_HAS_CONTENT_LENGTH = 1u << 3,
+};
+
+/* Valid only during the on_request callback: the bytes it points at are
+ * reused as soon as the callback returns. Copy what must outlive it. */
+typedef struct prg_request {
+    prg_slice method;
+    prg_slice target;
+    int version_minor;            /* HTTP/1.<version_minor>: 0 or 1 */
+    unsigned flags;               /* PRG_REQ_* */
+    const prg_header *headers;
+    size_t header_count;
+    prg_slice body;               /* contiguous; chunked bodies are decoded in place */
+    int64_t content_length;       /* -1 when the request had no Content-Length */
+} prg_request;
+
+/* ------------------------------------------------------------------ */
+/* HTTP/1.1 parser (http1.c): incremental, zero-copy, strict RFC 9112   */
+/* ------------------------------------------------------------------ */
+
+typedef struct prg_http_limits {
+    size_t max_request_line;   /* bytes, request line without CRLF: 414 beyond (default 8 KiB) */
+    size_t max_header_bytes;   /* bytes, whole header section: 431 beyond (default 16 KiB) */
+    size_t max_headers;        /* header fields: 431 beyond (default 100) */
+    size_t max_body;           /* bytes of decoded body: 413 beyond (default 1 MiB) */
+} prg_http_limits;
+
+/* Fills the defaults listed above. */
+void prg_http_limits_default(prg_http_limits *limits);
+
+/* Per-request parser state. Zero it (prg_http_parser_reset) before the
+ * first byte of each request. Holds offsets only, never pointers, so the
+ * buffer may move (realloc) between calls. */
+typedef struct prg_http_parser {
+    size_t scanned;        /* bytes of the head already searched for the blank line */
+    size_t head_len;       /* length of the head incl. the final CRLFCRLF, 0 until found */
+    int64_t content_length;
+    unsigned flags;        /* PRG_REQ_* known once the head is parsed */
+    int state;             /* internal: phase of the parse */
+    /* chunked decoding, all offsets relative to the start of the request */
+    size_t body_read;      /* raw bytes consumed after the head */
+    size_t body_decoded;   /* decoded bytes written (in place) after the head */
+    uint64_t chunk_left;   /* bytes left in the current chunk */
+    int chunk_state;       /* internal */
+} prg_http_parser;
+
+void prg_http_parser_reset(prg_http_parser *p);
+
+/* Result codes of prg_http_parse besides a positive byte count. */
+#define PRG_PARSE_INCOMPLETE 0
+
+/*
+ * Parse one request from buf[0..len). buf starts at the first byte of the
+ * request and is writable (chunked bodies are decoded in place).
+ *
+ * Returns
+ *   > 0  the request is complete: *req (and headers[0..req->header_count))
+ *        describe it; the return value is the number of bytes it used, so
+ *        the next pipelined request starts at buf + ret.
+ *   0    (PRG_PARSE_INCOMPLETE) more bytes are needed; call again with the
+ *        same prefix plus more bytes. After the head is complete,
+ *        prg_http_head_complete(p) is true and p->flags is known (used to
+ *        send 100 Continue).
+ *   < 0  the request is malformed: -status, the HTTP status to answer with
+ *        (-400, -413, -414, -431, -501, -505). The connection must close.
+ *
+ * headers must have room for limits->max_headers entries. Splitting the same
+ * bytes at any offset over several calls gives the same result.
+ */
+int64_t prg_http_parse(prg_http_parser *p, uint8_t *buf, size_t len,
+                       const prg_http_limits *limits,
+                       prg_request *req, prg_header *headers);
+
+/* True once the request head has been parsed successfully. */
+int prg_http_head_complete(const prg_http_parser *p);
+
+/* ------------------------------------------------------------------ */
+/* Server, loops and connections                                        */
+/* ------------------------------------------------------------------ */
+
+typedef struct prg_server prg_server;
+typedef struct prg_conn prg_conn;
+
+typedef enum prg_trigger {
+    PRG_TRIGGER_LEVEL = 0,
+    PRG_TRIGGER_EDGE = 1,
+    PRG_TRIGGER_ONESHOT = 2,
+} prg_trigger;
+
+typedef enum prg_mode {
+    PRG_MODE_HTTP = 0,  /* on_request per parsed request */
+    PRG_MODE_RAW = 1,   /* on_data with whatever bytes arrived */
+} prg_mode;
+
+/* Why a connection closed (on_close reason). */
+typedef enum prg_close_reason {
+    PRG_CLOSE_NORMAL = 0,     /* orderly: client closed, or Connection: close answered */
+    PRG_CLOSE_ERROR = 1,      /* socket error, reset, EPOLLERR/EPOLLHUP */
+    PRG_CLOSE_BAD_REQUEST = 2,/* malformed request answered with 4xx/5xx then closed */
+    PRG_CLOSE_APP = 3,        /* the application called prg_conn_close */
+    PRG_CLOSE_SHUTDOWN = 4,   /* the server stopped */
+} prg_close_reason;
+
+/* The only way C calls into Swift. Any pointer may be NULL except the one
+ * the mode needs (on_request for HTTP, on_data for RAW). */
+typedef struct prg_callbacks {
+    void *ctx;                                                        /* Unmanaged Swift server object */
+    void (*on_open)(void *ctx, prg_conn *c);
+    void (*on_request)(void *ctx, prg_conn *c, const prg_request *req);  /* HTTP mode */
+    size_t (*on_data)(void *ctx, prg_conn *c, const uint8_t *p, size_t n); /* raw mode: returns bytes consumed */
+    void (*on_close)(void *ctx, prg_conn *c, int reason);
+} prg_callbacks;
+
+typedef struct prg_config {
+    const char *host;          /* numeric IPv4 or IPv6 address; NULL or "" = 0.0.0.0 */
+    int port;                  /* 0 = ephemeral; read it back with prg_server_port */
+    int threads;               /* loops, each with its own SO_REUSEPORT listener; >= 1 */
+    int backlog;               /* listen() backlog requested; clamped by somaxconn */
+    prg_trigger trigger;
+    prg_mode mode;
+    int tcp_nodelay;           /* 1 = TCP_NODELAY on accepted sockets (default) */
+    int tcp_cork;              /* 1 = cork, write the batch of responses, uncork */
+    prg_http_limits limits;
+    size_t max_output;         /* queued output per connection before reads pause (backpressure) */
+    const char *server_name;   /* value of the Server header; NULL = "Peregrine" */
+} prg_config;
+
+void prg_config_default(prg_config *cfg);
+
+/* Creates listeners and loops (does not start threads). On failure returns
+ * NULL and stores -errno in *err. */
+prg_server *prg_server_create(const prg_config *cfg, const prg_callbacks *cb, int *err);
+/* Starts one thread per loop. Returns 0 or -errno. */
+int prg_server_start(prg_server *s);
+/* Asks every loop to stop (thread-safe, async-signal-safe) and returns at once. */
+void prg_server_stop(prg_server *s);
+/* Waits for the loop threads to end. Returns 0 or -errno. */
+int prg_server_wait(prg_server *s);
+/* Closes everything and frees the server. Loops must have ended. */
+void prg_server_destroy(prg_server *s);
+/* The bound port (useful after port 0). */
+int prg_server_port(const prg_server *s);
+/* The backlog the kernel really uses: min(requested, somaxconn). */
+int prg_server_effective_backlog(const prg_server *s);
+
+/* ------------------------------------------------------------------ */
+/* Writing answers (response.c). Only from inside a callback.           */
+/* ------------------------------------------------------------------ */
+
+/* Starts a response: status line, Server and Date. reason may be NULL
+ * for the standard phrase. Returns 0, or -1 if a response is already
+ * started or the status is outside 100..999. */
+int prg_respond(prg_conn *c, int status, const char *reason, size_t reason_len);
+/* Adds a header. Returns -1 (and writes nothing) if the name is not an
+ * RFC 9110 token or the value contains CR, LF or NUL, or the head is
+ * already finished. A Content-Length header makes the body fixed-length;
+ * without one the body is sent chunked (HTTP/1.1) or close-delimited (1.0). */
+int prg_write_header(prg_conn *c, const char *name, size_t name_len,
+                     const char *value, size_t value_len);
+/* Appends body bytes (ends the head on first call). Returns 0 or -1. */
+int prg_write_body(prg_conn *c, const void *p, size_t n);
+/* Finishes the response. Returns 0, or -1 if the body written does not
+ * match the declared Content-Length (the connection is then closed). */
+int prg_end(prg_conn *c);
+/* One call: status, Content-Type (may be NULL), Content-Length, body, end. */
+int prg_send(prg_conn *c, int status, const char *content_type, size_t content_type_len,
+             const void *body, size_t n);
+/* Status of the response being written or last written (0 if none). */
+int prg_response_status(const prg_conn *c);
+
+/* Raw mode: queues bytes for sending. Returns 0, or -1 if the connection
+ * is closing. Reads pause while more than max_output bytes are queued. */
+int prg_conn_write(prg_conn *c, const void *p, size_t n);
+/* Closes after the queued output is sent. The connection is freed only
+ * after the current callback returns. */
+void prg_conn_close(prg_conn *c);
+/* A number unique to the connection for the life of the server. */
+uint64_t prg_conn_id(const prg_conn *c);
+/* Bytes queued for sending on this connection. */
+size_t prg_conn_pending_output(const prg_conn *c);
+/* Application data slot. */
+void *prg_conn_userdata(const prg_conn *c);
+void prg_conn_set_userdata(prg_conn *c, void *userdata);
+
+/* Standard reason phrase for a status ("Unknown" if none). */
+const char *prg_status_reason(int status);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PEREGRINE_H */

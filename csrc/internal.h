@@ -1,0 +1,181 @@
+/*
+ * internal.h: private structures shared by the C core's files. Not installed.
+ *
+ *   conn.c        connection lifecycle, receive buffer, send queue, request dispatch
+ *   response.c    response writer (status line, headers, Date cache, body framing)
+ *   loop_epoll.c  the readiness loop on raw epoll (level, edge, oneshot)
+ *   server.c      listeners, socket options, threads, start/stop
+ *   http1.c       the HTTP/1.1 parser
+ */
+#ifndef PRG_INTERNAL_H
+#define PRG_INTERNAL_H
+
+#include "peregrine.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <time.h>
+
+/* Every buffer the hot path uses is one pooled block of this size: the
+ * receive buffer of a connection while a request is in flight, and each
+ * link of a send queue. Idle connections hold none. */
+#define PRG_BLOCK_SIZE 16384u
+/* Blocks kept in a loop's free list; beyond this they go back to malloc. */
+#define PRG_POOL_MAX_FREE 4096u
+/* Edge-triggered: recv calls per wakeup before the connection yields to
+ * others (it goes on the ready list and is served again next round). */
+#define PRG_ET_READS_PER_WAKEUP 4
+/* Accepts per wakeup before the listener yields. */
+#define PRG_ACCEPTS_PER_WAKEUP 64
+/* Raw mode: receive buffer limit when the application consumes nothing. */
+#define PRG_RAW_MAX_INPUT (1u << 20)
+
+/* One link of a send queue. Pooled links are PRG_BLOCK_SIZE bytes in all;
+ * a larger one (a single write bigger than a block) is malloc'd. */
+typedef struct prg_chunk {
+    struct prg_chunk *next;
+    uint32_t start;   /* first unsent byte */
+    uint32_t end;     /* end of data */
+    uint32_t cap;     /* bytes of data[] */
+    uint32_t pooled;  /* 1 = return to the pool, 0 = free() */
+    uint8_t data[];
+} prg_chunk;
+
+#define PRG_CHUNK_DATA_CAP (PRG_BLOCK_SIZE - (uint32_t)sizeof(prg_chunk))
+
+/* A loop's free list of PRG_BLOCK_SIZE blocks (the list is threaded
+ * through the free blocks themselves). */
+typedef struct prg_pool {
+    void *free_list;
+    size_t free_count;
+} prg_pool;
+
+void *prg_pool_get(prg_pool *pool);            /* NULL only when malloc fails */
+void prg_pool_put(prg_pool *pool, void *block);
+void prg_pool_drain(prg_pool *pool);
+
+/* Connection flags. */
+enum {
+    CONN_CLOSED        = 1u << 0,  /* fd closed, waiting to be freed at the end of the batch */
+    CONN_CLOSE_AFTER   = 1u << 1,  /* close once the send queue is empty */
+    CONN_READ_EOF      = 1u << 2,  /* peer sent FIN (or RDHUP): no more input */
+    CONN_PAUSED        = 1u << 3,  /* too much queued output: not reading or parsing */
+    CONN_ON_READY_LIST = 1u << 4,  /* edge mode: has more to read, served next round */
+    CONN_CONTINUE_SENT = 1u << 5,  /* 100 Continue already sent for the current request */
+    CONN_IN_CALLBACK   = 1u << 6,  /* a Swift callback is running for it */
+    CONN_PEER_HUP      = 1u << 7,  /* EPOLLRDHUP/EPOLLHUP seen: read until EOF */
+};
+
+/* Response writer states. */
+enum { RESP_NONE = 0, RESP_HEAD = 1, RESP_BODY = 2, RESP_DONE = 3 };
+/* Response flags. */
+enum {
+    RESP_HAS_LENGTH = 1u << 0, /* Content-Length written by the application */
+    RESP_CHUNKED    = 1u << 1, /* body framed with chunked encoding */
+    RESP_NO_BODY    = 1u << 2, /* HEAD request or 1xx/204/304: body bytes not sent */
+    RESP_CONN_HDR   = 1u << 3, /* application wrote its own Connection header */
+};
+
+typedef struct prg_loop prg_loop;
+
+struct prg_conn {
+    int fd;
+    uint32_t flags;             /* CONN_* */
+    prg_loop *loop;
+    uint64_t id;
+    struct prg_conn *prev, *next;   /* the loop's list of live connections */
+    struct prg_conn *ready_next;    /* edge ready list, or the dead list */
+
+    /* Receive buffer: [0, in_len) holds bytes; the current request starts at 0. */
+    uint8_t *in;
+    uint32_t in_len;
+    uint32_t in_cap;
+
+    /* Send queue. */
+    prg_chunk *out_head;
+    prg_chunk *out_tail;
+    size_t out_bytes;
+
+    uint32_t registered;        /* epoll events currently registered */
+    uint8_t close_reason;       /* prg_close_reason once closing */
+    uint8_t req_minor;          /* HTTP minor version of the request being answered */
+    uint8_t resp_state;         /* RESP_* */
+    uint8_t resp_flags;
+    uint16_t resp_status;
+    uint16_t req_keep_alive;    /* 1 = the request asked to keep the connection */
+    int64_t resp_length_left;   /* declared Content-Length minus body written */
+
+    prg_http_parser parser;
+    void *userdata;
+};
+
+/* The Date header, formatted once per second per loop. */
+typedef struct prg_date_cache {
+    time_t second;
+    size_t len;
+    char line[64];   /* "Date: Mon, 23 Nov 2026 12:57:34 GMT\r\n" */
+} prg_date_cache;
+
+struct prg_loop {
+    prg_server *server;
+    int index;
+    int epfd;
+    int listen_fd;
+    int wake_fd;               /* eventfd: prg_server_stop writes it */
+    int reserve_fd;            /* spare descriptor released to shed connections on EMFILE */
+    atomic_int stop;
+    pthread_t thread;
+    bool thread_started;
+
+    prg_pool pool;
+    prg_conn *free_conns;      /* recycled connection structs */
+    prg_conn *live;            /* every open connection */
+    prg_conn *ready;           /* edge mode: connections with input left to read */
+    prg_conn *dead;            /* closed during this batch; freed after it */
+    bool listener_ready;       /* edge mode: accept queue not yet drained */
+    time_t emfile_logged;      /* last time descriptor exhaustion was logged */
+    uint64_t next_id;
+
+    prg_header *headers;       /* parser output, limits.max_headers entries */
+    prg_date_cache date;
+    /* "Server: <name>\r\n", prebuilt */
+    char server_line[128];
+    size_t server_line_len;
+};
+
+struct prg_server {
+    prg_config cfg;
+    prg_callbacks cb;
+    int port;
+    int effective_backlog;
+    int loop_count;
+    prg_loop *loops;
+};
+
+/* conn.c */
+prg_conn *prg_conn_open(prg_loop *loop, int fd);
+void prg_conn_on_readable(prg_conn *c);       /* read what the trigger mode allows, then process */
+int prg_conn_flush(prg_conn *c);              /* 0 = all sent, 1 = would block, -1 = closed */
+void prg_conn_finish_io(prg_conn *c);          /* flush, close if done, update interest */
+void prg_conn_close_now(prg_conn *c, int reason);
+void prg_conn_free(prg_conn *c);               /* after the batch; returns memory to the loop */
+void prg_conn_discard_urgent(prg_conn *c);     /* EPOLLPRI: read and drop out-of-band data */
+int prg_out_append(prg_conn *c, const void *p, size_t n);
+uint8_t *prg_out_reserve(prg_conn *c, size_t n); /* contiguous space for n bytes, or NULL */
+void prg_out_commit(prg_conn *c, size_t n);
+
+/* response.c */
+void prg_date_refresh(prg_date_cache *d, time_t now);
+void prg_response_reset(prg_conn *c, const prg_request *req);
+int prg_response_finish_default(prg_conn *c);  /* after on_request: end or 500 */
+int prg_send_error(prg_conn *c, int status);   /* error answer with Connection: close */
+int prg_send_continue(prg_conn *c);
+
+/* loop_epoll.c */
+int prg_loop_init(prg_loop *loop);
+void *prg_loop_run(void *loop);
+void prg_loop_update_interest(prg_conn *c);
+void prg_loop_mark_ready(prg_conn *c);
+
+#endif

@@ -1,0 +1,350 @@
+/*
+ * response.c: the response writer. Appends straight into the connection's
+ * send queue: status line, Server and Date (formatted once per second per
+ * loop), application headers, then the body framed by Content-Length,
+ * chunked encoding (HTTP/1.1) or connection close (HTTP/1.0).
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <string.h>
+
+/* ------------------------------------------------------------------ Date */
+
+void prg_date_refresh(prg_date_cache *d, time_t now) {
+    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    struct tm tm;
+    if (d->second == now && d->len) return;
+    gmtime_r(&now, &tm);
+    char *p = d->line;
+    memcpy(p, "Date: ", 6); p += 6;
+    memcpy(p, days[tm.tm_wday], 3); p += 3;
+    *p++ = ','; *p++ = ' ';
+    *p++ = (char)('0' + tm.tm_mday / 10); *p++ = (char)('0' + tm.tm_mday % 10);
+    *p++ = ' ';
+    memcpy(p, months[tm.tm_mon], 3); p += 3;
+    *p++ = ' ';
+    int year = tm.tm_year + 1900;
+    p[0] = (char)('0' + year / 1000 % 10); p[1] = (char)('0' + year / 100 % 10);
+    p[2] = (char)('0' + year / 10 % 10); p[3] = (char)('0' + year % 10); p += 4;
+    *p++ = ' ';
+    *p++ = (char)('0' + tm.tm_hour / 10); *p++ = (char)('0' + tm.tm_hour % 10); *p++ = ':';
+    *p++ = (char)('0' + tm.tm_min / 10); *p++ = (char)('0' + tm.tm_min % 10); *p++ = ':';
+    *p++ = (char)('0' + tm.tm_sec / 10); *p++ = (char)('0' + tm.tm_sec % 10);
+    memcpy(p, " GMT\r\n", 6); p += 6;
+    d->len = (size_t)(p - d->line);
+    d->second = now;
+}
+
+/* ----------------------------------------------------------- validation */
+
+/* RFC 9110 tchar. */
+static const uint8_t token_char[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
+    ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
+    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
+    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+    ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
+    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
+    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1,
+};
+
+static bool is_token(const char *s, size_t n) {
+    if (n == 0) return false;
+    for (size_t i = 0; i < n; i++)
+        if (!token_char[(uint8_t)s[i]]) return false;
+    return true;
+}
+
+/* Header values and reason phrases: no CR, LF or NUL (response splitting). */
+static bool is_safe_text(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint8_t ch = (uint8_t)s[i];
+        if (ch == '\r' || ch == '\n' || ch == 0) return false;
+    }
+    return true;
+}
+
+static bool ieq(const char *a, size_t an, const char *lit) {
+    size_t ln = strlen(lit);
+    if (an != ln) return false;
+    for (size_t i = 0; i < an; i++) {
+        char x = a[i];
+        if (x >= 'A' && x <= 'Z') x = (char)(x + 32);
+        if (x != lit[i]) return false;
+    }
+    return true;
+}
+
+/* True when the comma-separated value holds the token (case-insensitive). */
+static bool has_token(const char *v, size_t n, const char *tok) {
+    size_t i = 0;
+    while (i < n) {
+        while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
+        size_t start = i;
+        while (i < n && v[i] != ',') i++;
+        size_t end = i;
+        while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t')) end--;
+        if (ieq(v + start, end - start, tok)) return true;
+    }
+    return false;
+}
+
+/* ---------------------------------------------------------------- writer */
+
+static size_t put_uint(char *out, uint64_t v) {
+    char tmp[20];
+    size_t n = 0;
+    do { tmp[n++] = (char)('0' + v % 10); v /= 10; } while (v);
+    for (size_t i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+    return n;
+}
+
+static bool status_has_no_body(int status) {
+    return (status >= 100 && status < 200) || status == 204 || status == 304;
+}
+
+void prg_response_reset(prg_conn *c, const prg_request *req) {
+    c->resp_state = RESP_NONE;
+    c->resp_status = 0;
+    c->resp_length_left = 0;
+    c->req_minor = (uint8_t)req->version_minor;
+    c->req_keep_alive = (req->flags & PRG_REQ_KEEP_ALIVE) != 0;
+    c->resp_flags = (req->method.len == 4 && memcmp(req->method.ptr, "HEAD", 4) == 0) ? RESP_NO_BODY : 0;
+}
+
+/* Status line plus the Server and Date lines, in one reservation. */
+static int write_status(prg_conn *c, int status, const char *reason, size_t reason_len) {
+    if (c->resp_state != RESP_NONE || status < 100 || status > 999) return -1;
+    if (!reason) {
+        reason = prg_status_reason(status);
+        reason_len = strlen(reason);
+    } else if (!is_safe_text(reason, reason_len)) {
+        return -1;
+    }
+    prg_loop *loop = c->loop;
+    size_t need = 13 + reason_len + 2 + loop->server_line_len + loop->date.len;
+    uint8_t *p = prg_out_reserve(c, need);
+    if (!p) return -1;
+    memcpy(p, "HTTP/1.1 ", 9);
+    p[9] = (uint8_t)('0' + status / 100);
+    p[10] = (uint8_t)('0' + status / 10 % 10);
+    p[11] = (uint8_t)('0' + status % 10);
+    p[12] = ' ';
+    memcpy(p + 13, reason, reason_len);
+    size_t at = 13 + reason_len;
+    p[at++] = '\r';
+    p[at++] = '\n';
+    memcpy(p + at, loop->server_line, loop->server_line_len);
+    at += loop->server_line_len;
+    memcpy(p + at, loop->date.line, loop->date.len);
+    prg_out_commit(c, need);
+    c->resp_status = (uint16_t)status;
+    c->resp_state = RESP_HEAD;
+    if (status_has_no_body(status)) c->resp_flags |= RESP_NO_BODY;
+    return 0;
+}
+
+/* Connection header and the blank line: decides keep-alive and framing. */
+static int end_head(prg_conn *c) {
+    char buf[64];
+    size_t n = 0;
+    bool body_allowed = !status_has_no_body(c->resp_status);
+    if (!(c->resp_flags & RESP_HAS_LENGTH) && body_allowed && !(c->resp_flags & RESP_NO_BODY)) {
+        if (c->req_minor >= 1) {
+            memcpy(buf, "Transfer-Encoding: chunked\r\n", 28);
+            n = 28;
+            c->resp_flags |= RESP_CHUNKED;
+        } else {
+            c->flags |= CONN_CLOSE_AFTER;   /* HTTP/1.0 without a length: the close ends the body */
+        }
+    }
+    if (!(c->resp_flags & RESP_CONN_HDR)) {
+        if (!c->req_keep_alive || (c->flags & CONN_CLOSE_AFTER)) {
+            memcpy(buf + n, "Connection: close\r\n", 19);
+            n += 19;
+        } else if (c->req_minor == 0) {
+            memcpy(buf + n, "Connection: keep-alive\r\n", 24);
+            n += 24;
+        }
+    }
+    if (!c->req_keep_alive) c->flags |= CONN_CLOSE_AFTER;
+    buf[n++] = '\r';
+    buf[n++] = '\n';
+    if (prg_out_append(c, buf, n) != 0) return -1;
+    c->resp_state = RESP_BODY;
+    return 0;
+}
+
+int prg_respond(prg_conn *c, int status, const char *reason, size_t reason_len) {
+    if (c->flags & CONN_CLOSED) return -1;
+    return write_status(c, status, reason, reason_len);
+}
+
+int prg_write_header(prg_conn *c, const char *name, size_t name_len, const char *value,
+                     size_t value_len) {
+    if (c->resp_state != RESP_HEAD) return -1;
+    if (!is_token(name, name_len) || !is_safe_text(value, value_len)) return -1;
+    /* Framing is the writer's job: the application declares a length or
+     * lets the writer chunk, but never frames by hand. */
+    if (ieq(name, name_len, "transfer-encoding")) return -1;
+    if (ieq(name, name_len, "content-length")) {
+        if (c->resp_flags & RESP_HAS_LENGTH || value_len == 0 || value_len > 18) return -1;
+        int64_t v = 0;
+        for (size_t i = 0; i < value_len; i++) {
+            if (value[i] < '0' || value[i] > '9') return -1;
+            v = v * 10 + (value[i] - '0');
+        }
+        c->resp_flags |= RESP_HAS_LENGTH;
+        c->resp_length_left = v;
+    } else if (ieq(name, name_len, "connection")) {
+        c->resp_flags |= RESP_CONN_HDR;
+        if (has_token(value, value_len, "close")) c->req_keep_alive = 0;
+    }
+    uint8_t *p = prg_out_reserve(c, name_len + value_len + 4);
+    if (!p) return -1;
+    memcpy(p, name, name_len);
+    p[name_len] = ':';
+    p[name_len + 1] = ' ';
+    memcpy(p + name_len + 2, value, value_len);
+    p[name_len + 2 + value_len] = '\r';
+    p[name_len + 3 + value_len] = '\n';
+    prg_out_commit(c, name_len + value_len + 4);
+    return 0;
+}
+
+int prg_write_body(prg_conn *c, const void *data, size_t n) {
+    if (c->resp_state == RESP_HEAD && end_head(c) != 0) return -1;
+    if (c->resp_state != RESP_BODY) return -1;
+    if (c->resp_flags & RESP_HAS_LENGTH) {
+        if ((int64_t)n > c->resp_length_left) return -1;
+        c->resp_length_left -= (int64_t)n;
+    }
+    if (c->resp_flags & RESP_NO_BODY || n == 0) return 0;
+    if (c->resp_flags & RESP_CHUNKED) {
+        static const char hex[] = "0123456789abcdef";
+        char line[20];
+        size_t len = 0;
+        char tmp[16];
+        size_t t = 0;
+        size_t v = n;
+        do { tmp[t++] = hex[v & 15]; v >>= 4; } while (v);
+        while (t) line[len++] = tmp[--t];
+        line[len++] = '\r';
+        line[len++] = '\n';
+        if (prg_out_append(c, line, len) != 0 || prg_out_append(c, data, n) != 0 ||
+            prg_out_append(c, "\r\n", 2) != 0)
+            return -1;
+        return 0;
+    }
+    return prg_out_append(c, data, n);
+}
+
+int prg_end(prg_conn *c) {
+    if (c->resp_state == RESP_HEAD) {
+        if (!(c->resp_flags & RESP_HAS_LENGTH) && !status_has_no_body(c->resp_status) &&
+            !(c->resp_flags & RESP_NO_BODY)) {
+            /* Nothing was written: an empty fixed-length body beats a chunked one. */
+            if (prg_write_header(c, "Content-Length", 14, "0", 1) != 0) return -1;
+        }
+        if (end_head(c) != 0) return -1;
+    }
+    if (c->resp_state != RESP_BODY) return -1;
+    c->resp_state = RESP_DONE;
+    if (c->resp_flags & RESP_CHUNKED) return prg_out_append(c, "0\r\n\r\n", 5);
+    if ((c->resp_flags & RESP_HAS_LENGTH) && c->resp_length_left != 0 &&
+        !(c->resp_flags & RESP_NO_BODY)) {
+        /* The body is shorter than declared: the client would wait for the
+         * rest forever, so the only honest end is closing the connection. */
+        c->flags |= CONN_CLOSE_AFTER;
+        c->close_reason = PRG_CLOSE_ERROR;
+        return -1;
+    }
+    return 0;
+}
+
+int prg_send(prg_conn *c, int status, const char *content_type, size_t content_type_len,
+             const void *body, size_t n) {
+    if (c->flags & CONN_CLOSED) return -1;
+    if (content_type && !is_safe_text(content_type, content_type_len)) return -1;
+    if (write_status(c, status, NULL, 0) != 0) return -1;
+    /* Content-Type, Content-Length and Connection in one reservation. */
+    size_t need = (content_type ? 16 + content_type_len : 0) + 16 + 20 + 2 + 24 + 2;
+    uint8_t *p = prg_out_reserve(c, need);
+    if (!p) return -1;
+    size_t at = 0;
+    if (content_type) {
+        memcpy(p, "Content-Type: ", 14);
+        memcpy(p + 14, content_type, content_type_len);
+        at = 14 + content_type_len;
+        p[at++] = '\r';
+        p[at++] = '\n';
+    }
+    bool body_allowed = !status_has_no_body(status);
+    if (body_allowed) {
+        memcpy(p + at, "Content-Length: ", 16);
+        at += 16;
+        at += put_uint((char *)p + at, n);
+        p[at++] = '\r';
+        p[at++] = '\n';
+    }
+    if (!c->req_keep_alive || (c->flags & CONN_CLOSE_AFTER)) {
+        memcpy(p + at, "Connection: close\r\n", 19);
+        at += 19;
+        c->flags |= CONN_CLOSE_AFTER;
+    } else if (c->req_minor == 0) {
+        memcpy(p + at, "Connection: keep-alive\r\n", 24);
+        at += 24;
+    }
+    p[at++] = '\r';
+    p[at++] = '\n';
+    prg_out_commit(c, at);
+    c->resp_state = RESP_DONE;
+    if (body_allowed && !(c->resp_flags & RESP_NO_BODY) && n > 0)
+        return prg_out_append(c, body, n);
+    return 0;
+}
+
+int prg_response_status(const prg_conn *c) { return c->resp_status; }
+
+int prg_response_finish_default(prg_conn *c) {
+    if (c->flags & CONN_CLOSED) return -1;
+    switch (c->resp_state) {
+    case RESP_NONE: {
+        /* The handler returned without answering: say so rather than hang. */
+        static const char msg[] = "handler did not respond\n";
+        return prg_send(c, 500, "text/plain", 10, msg, sizeof msg - 1);
+    }
+    case RESP_HEAD:
+    case RESP_BODY:
+        return prg_end(c);
+    default:
+        return 0;
+    }
+}
+
+int prg_send_error(prg_conn *c, int status) {
+    char body[64];
+    const char *reason = prg_status_reason(status);
+    size_t len = strlen(reason);
+    if (len > sizeof body - 2) len = sizeof body - 2;
+    memcpy(body, reason, len);
+    body[len++] = '\n';
+    c->resp_state = RESP_NONE;
+    c->resp_flags = 0;
+    c->req_minor = 1;
+    c->req_keep_alive = 0;   /* every error answer closes the connection */
+    return prg_send(c, status, "text/plain", 10, body, len);
+}
+
+int prg_send_continue(prg_conn *c) {
+    static const char line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    return prg_out_append(c, line, sizeof line - 1);
+}

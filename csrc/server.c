@@ -1,0 +1,198 @@
+/*
+ * server.c: listeners and threads. One loop per thread, each with its own
+ * listening socket bound to the same port with SO_REUSEPORT (the kernel
+ * spreads new connections across them), so loops share nothing.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+void prg_config_default(prg_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->host = NULL;
+    cfg->port = 8080;
+    cfg->threads = 1;
+    cfg->backlog = 1024;
+    cfg->trigger = PRG_TRIGGER_LEVEL;
+    cfg->mode = PRG_MODE_HTTP;
+    cfg->tcp_nodelay = 1;
+    cfg->tcp_cork = 0;
+    prg_http_limits_default(&cfg->limits);
+    cfg->max_output = 1u << 20;
+    cfg->server_name = NULL;
+}
+
+/* The kernel silently caps listen()'s backlog at net.core.somaxconn. */
+static int read_somaxconn(void) {
+    FILE *f = fopen("/proc/sys/net/core/somaxconn", "re");
+    int v = 4096;
+    if (f) {
+        if (fscanf(f, "%d", &v) != 1) v = 4096;
+        fclose(f);
+    }
+    return v;
+}
+
+static int resolve(const char *host, int port, struct sockaddr_storage *addr, socklen_t *len) {
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    char service[16];
+    snprintf(service, sizeof service, "%d", port);
+    struct addrinfo *res = NULL;
+    int rc = getaddrinfo(host && *host ? host : "0.0.0.0", service, &hints, &res);
+    if (rc != 0 || !res) return -EINVAL;
+    memcpy(addr, res->ai_addr, res->ai_addrlen);
+    *len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+static int open_listener(const prg_server *s, const struct sockaddr_storage *addr, socklen_t len) {
+    int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        (s->loop_count > 1 && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) ||
+        bind(fd, (const struct sockaddr *)addr, len) != 0 || listen(fd, s->effective_backlog) != 0) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    return fd;
+}
+
+static void set_port(struct sockaddr_storage *addr, int port) {
+    if (addr->ss_family == AF_INET6) ((struct sockaddr_in6 *)addr)->sin6_port = htons((uint16_t)port);
+    else ((struct sockaddr_in *)addr)->sin_port = htons((uint16_t)port);
+}
+
+prg_server *prg_server_create(const prg_config *cfg, const prg_callbacks *cb, int *err) {
+    *err = 0;
+    if (cfg->threads < 1 || cfg->threads > 1024 || cfg->port < 0 || cfg->port > 65535 ||
+        (cfg->mode == PRG_MODE_HTTP && !cb->on_request) || (cfg->mode == PRG_MODE_RAW && !cb->on_data) ||
+        cfg->limits.max_headers == 0) {
+        *err = -EINVAL;
+        return NULL;
+    }
+    prg_server *s = calloc(1, sizeof *s);
+    if (!s) { *err = -ENOMEM; return NULL; }
+    s->cfg = *cfg;
+    s->cb = *cb;
+    s->loop_count = cfg->threads;
+    int somaxconn = read_somaxconn();
+    int backlog = cfg->backlog > 0 ? cfg->backlog : 1024;
+    s->effective_backlog = backlog < somaxconn ? backlog : somaxconn;
+    s->loops = calloc((size_t)s->loop_count, sizeof(prg_loop));
+    if (!s->loops) { free(s); *err = -ENOMEM; return NULL; }
+    for (int i = 0; i < s->loop_count; i++) {
+        s->loops[i].listen_fd = s->loops[i].epfd = s->loops[i].wake_fd = s->loops[i].reserve_fd = -1;
+    }
+
+    struct sockaddr_storage addr;
+    socklen_t len;
+    int rc = resolve(cfg->host, cfg->port, &addr, &len);
+    for (int i = 0; rc == 0 && i < s->loop_count; i++) {
+        prg_loop *loop = &s->loops[i];
+        loop->server = s;
+        loop->index = i;
+        atomic_init(&loop->stop, 0);
+        int fd = open_listener(s, &addr, len);
+        if (fd < 0) { rc = fd; break; }
+        loop->listen_fd = fd;
+        if (i == 0) {
+            /* Port 0: the others bind the port the kernel picked. */
+            struct sockaddr_storage bound;
+            socklen_t blen = sizeof bound;
+            if (getsockname(fd, (struct sockaddr *)&bound, &blen) != 0) { rc = -errno; break; }
+            s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                        : ((struct sockaddr_in *)&bound)->sin_port);
+            set_port(&addr, s->port);
+        }
+        rc = prg_loop_init(loop);
+    }
+    if (rc != 0) {
+        *err = rc;
+        prg_server_destroy(s);
+        return NULL;
+    }
+    return s;
+}
+
+int prg_server_start(prg_server *s) {
+    /* Loop threads take no signals: SIGINT and SIGTERM stay with the
+     * application's main thread, which calls prg_server_stop. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = 0;
+    for (int i = 0; i < s->loop_count; i++) {
+        prg_loop *loop = &s->loops[i];
+        rc = pthread_create(&loop->thread, NULL, prg_loop_run, loop);
+        if (rc != 0) { rc = -rc; break; }
+        loop->thread_started = true;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        prg_server_stop(s);
+        prg_server_wait(s);
+    }
+    return rc;
+}
+
+void prg_server_stop(prg_server *s) {
+    for (int i = 0; i < s->loop_count; i++) {
+        prg_loop *loop = &s->loops[i];
+        atomic_store_explicit(&loop->stop, 1, memory_order_release);
+        uint64_t one = 1;
+        if (loop->wake_fd >= 0) {
+            ssize_t r = write(loop->wake_fd, &one, sizeof one);   /* async-signal-safe */
+            (void)r;
+        }
+    }
+}
+
+int prg_server_wait(prg_server *s) {
+    int rc = 0;
+    for (int i = 0; i < s->loop_count; i++) {
+        prg_loop *loop = &s->loops[i];
+        if (!loop->thread_started) continue;
+        int r = pthread_join(loop->thread, NULL);
+        if (r != 0 && rc == 0) rc = -r;
+        loop->thread_started = false;
+    }
+    return rc;
+}
+
+void prg_server_destroy(prg_server *s) {
+    if (!s) return;
+    for (int i = 0; i < s->loop_count; i++) {
+        prg_loop *loop = &s->loops[i];
+        /* A loop that never ran may still hold connections: none are
+         * accepted before start, so only descriptors and memory remain. */
+        if (loop->listen_fd >= 0) close(loop->listen_fd);
+        if (loop->epfd >= 0) close(loop->epfd);
+        if (loop->wake_fd >= 0) close(loop->wake_fd);
+        if (loop->reserve_fd >= 0) close(loop->reserve_fd);
+        while (loop->free_conns) {
+            prg_conn *c = loop->free_conns;
+            loop->free_conns = c->ready_next;
+            free(c);
+        }
+        prg_pool_drain(&loop->pool);
+        free(loop->headers);
+    }
+    free(s->loops);
+    free(s);
+}
+
+int prg_server_port(const prg_server *s) { return s->port; }
+int prg_server_effective_backlog(const prg_server *s) { return s->effective_backlog; }
