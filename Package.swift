@@ -25,6 +25,9 @@ let package = Package(
             dependencies: ["Peregrine", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "PeregrineTests", dependencies: ["Peregrine", "CPeregrine"]),
+        // Interposes malloc in the test executable to count hot-path allocations.
+        .target(name: "CTestSupport", path: "Tests/CTestSupport"),
+        .testTarget(name: "PeregrineAllocTests", dependencies: ["Peregrine", "CTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

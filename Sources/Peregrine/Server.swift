@@ -123,8 +123,12 @@ public final class Server: @unchecked Sendable {
 /// function tables handed to each request.
 final class Bridge: Sendable {
     let application: Application
-    let httpHandler: HTTPHandler?
-    let dataHandler: DataHandler?
+    // Non-optional on purpose: an Optional closure is stored at maximal
+    // abstraction, and calling it allocates a reabstraction thunk context
+    // on every request. The unused one of the pair is never called (the C
+    // core calls on_request in HTTP mode only, on_data in raw mode only).
+    let httpHandler: HTTPHandler
+    let dataHandler: DataHandler
     let logRequests: Bool
     let responseFunctions = ResponseWriterFunctions(
         respond: prg_respond, writeHeader: prg_write_header, writeBody: prg_write_body,
@@ -136,8 +140,8 @@ final class Bridge: Sendable {
         self.application = application
         self.logRequests = logRequests
         switch application {
-        case .http(let h): httpHandler = h; dataHandler = nil
-        case .raw(let h): httpHandler = nil; dataHandler = h
+        case .http(let h): httpHandler = h; dataHandler = { _, _ in 0 }
+        case .raw(let h): httpHandler = { _, response in response.send(status: 500, body: "raw server") }; dataHandler = h
         }
     }
 }
@@ -154,14 +158,14 @@ private let onRequest: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?,
         headerCount: r.pointee.header_count,
         body: UnsafeRawBufferPointer(start: r.pointee.body.ptr, count: r.pointee.body.len))
     let response = Response(sink: conn.unsafelyUnwrapped, functions: bridge.responseFunctions)
-    bridge.httpHandler.unsafelyUnwrapped(request, response)
+    bridge.httpHandler(request, response)
     if bridge.logRequests { logRequest(request, response) }
 }
 
 private let onData: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<UInt8>?, Int) -> Int = { ctx, conn, bytes, count in
     let bridge = Unmanaged<Bridge>.fromOpaque(ctx!).takeUnretainedValue()
     let connection = Connection(handle: conn.unsafelyUnwrapped, functions: bridge.connectionFunctions)
-    return bridge.dataHandler.unsafelyUnwrapped(connection, UnsafeRawBufferPointer(start: bytes, count: count))
+    return bridge.dataHandler(connection, UnsafeRawBufferPointer(start: bytes, count: count))
 }
 
 /// `--log`: one line per request. Off the hot path unless asked for.
