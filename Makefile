@@ -8,7 +8,7 @@ CWARN = -std=c11 -Wall -Wextra -Werror -pedantic -Wshadow -Wconversion -Wno-sign
 SAN = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all
 BUILD_TMP ?= .build/ctests
 
-.PHONY: deps build serve test test-c cwarn swift-test measure clean
+.PHONY: deps build serve test test-c cwarn swift-test measure fuzz clean
 
 deps:
 	@./scripts/install-deps.sh
@@ -47,3 +47,10 @@ measure: build
 
 clean:
 	rm -rf .build
+
+# Bounded libFuzzer session on the C parser (clang from the Swift toolchain).
+FUZZ_SECONDS ?= 60
+fuzz:
+	@mkdir -p $(BUILD_TMP) $(BUILD_TMP)/corpus
+	$(CC_STRICT) -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -Icsrc/include csrc/http1.c fuzz/fuzz_http1.c -o $(BUILD_TMP)/fuzz_http1
+	$(BUILD_TMP)/fuzz_http1 -max_total_time=$(FUZZ_SECONDS) -max_len=4096 $(BUILD_TMP)/corpus fuzz/corpus

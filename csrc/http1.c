@@ -1,0 +1,779 @@
+/*
+ * http1.c: incremental, zero-copy, strict RFC 9112 request parser.
+ *
+ * Design
+ *   The parser keeps offsets only (never pointers) in prg_http_parser, so
+ *   the caller may move the buffer between calls. Every check is made in
+ *   byte order and depends only on the bytes up to the position where it
+ *   fires, so feeding the same bytes whole, split at any offset or one
+ *   byte at a time gives the same result.
+ *
+ *   Phases (p->state; a negative state is a stored -status):
+ *     ST_START    skipping leading empty lines (CRLF pairs)
+ *     ST_RLINE    request line: looking for its LF (414 / 431 watch)
+ *     ST_HEADERS  header lines: looking for the empty line (431 watch)
+ *     ST_BODY_CL  head parsed, waiting for Content-Length bytes
+ *     ST_BODY_CHUNKED  head parsed, decoding chunks in place
+ *     ST_DONE     request complete (a repeated call returns the same)
+ *
+ *   The head is scanned once with memchr for LFs (each call only looks at
+ *   new bytes, p->scanned); every LF must follow a CR. When the empty line
+ *   is found the head is parsed in one pass. When the body completes in a
+ *   later call the (known valid) head is parsed again to derive the slices
+ *   for the current buffer address.
+ *
+ *   Internal use of public fields: during ST_RLINE/ST_HEADERS chunk_left
+ *   holds the offset of the request line (after skipped empty lines);
+ *   chunk_state packs the chunk decoder phase (low 8 bits) and a counter
+ *   (the upper bits); in the trailer section chunk_left counts trailer
+ *   bytes. p->scanned and p->head_len are offsets from buf[0], so they
+ *   include skipped leading CRLFs: the body starts at buf + head_len.
+ *
+ *   No allocation, no global mutable state: thread-safe.
+ */
+#include "peregrine.h"
+
+#include <string.h>
+
+enum {
+    ST_START = 0,
+    ST_RLINE = 1,
+    ST_HEADERS = 2,
+    ST_BODY_CL = 3,
+    ST_BODY_CHUNKED = 4,
+    ST_DONE = 5,
+};
+
+enum {
+    CS_SIZE = 0,    /* chunk-size hex digits (counter = digits so far) */
+    CS_BWS,         /* whitespace after the size, before ';' */
+    CS_EXT,         /* chunk extensions, until CR */
+    CS_SIZE_LF,     /* LF after the chunk-size line */
+    CS_DATA,        /* chunk data (chunk_left bytes to go) */
+    CS_DATA_CR,     /* CR after chunk data */
+    CS_DATA_LF,     /* LF after chunk data */
+    CS_TR_START,    /* start of a trailer line (or the final CRLF) */
+    CS_TR_NAME,     /* trailer field name */
+    CS_TR_VALUE,    /* trailer field value, until CR */
+    CS_TR_LF,       /* LF ending a trailer field */
+    CS_TR_END,      /* LF ending the trailer section */
+};
+
+#define CNT_MAX 0x7FFFFFu
+
+/* Character classes. */
+#define C_TCHAR  1u /* RFC 9110 tchar */
+#define C_VALUE  2u /* field-value byte: HTAB, SP, VCHAR, obs-text */
+#define C_TARGET 4u /* request-target byte: 0x21..0x7E */
+#define C_HEX    8u /* HEXDIG */
+
+static const uint8_t cls[256] = {
+     0,  0,  0,  0,  0,  0,  0,  0,  0,  2,  0,  0,  0,  0,  0,  0,
+     0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,
+     2,  7,  6,  7,  7,  7,  7,  7,  6,  6,  7,  7,  6,  7,  7,  6,
+    15, 15, 15, 15, 15, 15, 15, 15, 15, 15,  6,  6,  6,  6,  6,  6,
+     6, 15, 15, 15, 15, 15, 15,  7,  7,  7,  7,  7,  7,  7,  7,  7,
+     7,  7,  7,  7,  7,  7,  7,  7,  7,  7,  7,  6,  6,  6,  7,  7,
+     7, 15, 15, 15, 15, 15, 15,  7,  7,  7,  7,  7,  7,  7,  7,  7,
+     7,  7,  7,  7,  7,  7,  7,  7,  7,  7,  7,  6,  7,  6,  7,  0,
+     2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,
+     2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,
+     2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,
+     2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,
+     2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,
+     2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,
+     2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,
+     2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,
+};
+
+void prg_http_limits_default(prg_http_limits *limits)
+{
+    limits->max_request_line = 8192;
+    limits->max_header_bytes = 16384;
+    limits->max_headers = 100;
+    limits->max_body = 1024 * 1024;
+}
+
+void prg_http_parser_reset(prg_http_parser *p)
+{
+    memset(p, 0, sizeof *p);
+    p->content_length = -1;
+}
+
+int prg_http_head_complete(const prg_http_parser *p)
+{
+    return p->state >= ST_BODY_CL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Head scanning                                                        */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Limits on a head that has not ended yet: n bytes from the request line
+ * start are known and hold no LF beyond those already accepted. 414 fires
+ * once the request line content is certainly longer than
+ * max_request_line (at R+1 bytes when byte R is not the CR of its CRLF,
+ * else at R+2), 431 once max_header_bytes bytes are here without the empty
+ * line. The one that fires at the smaller byte count wins (tie: 414). Both
+ * conditions are monotone in n, so a prefix never disagrees with the whole.
+ */
+static inline int head_overflow(const uint8_t *buf, size_t start, size_t n,
+                                int in_rline, const prg_http_limits *lim)
+{
+    const size_t R = lim->max_request_line, H = lim->max_header_bytes;
+    if (in_rline && n > R) {
+        size_t t = R + 1;
+        if (buf[start + R] == '\r')
+            t = (t == SIZE_MAX) ? SIZE_MAX : t + 1;
+        if (n >= t && t <= H)
+            return -414;
+    }
+    if (n >= H)
+        return -431;
+    return 0;
+}
+
+/* Returns 1 when the head is complete (p->head_len set), 0 when more bytes
+ * are needed, a negative status on error. */
+static int scan_head(prg_http_parser *p, const uint8_t *buf, size_t len,
+                     const prg_http_limits *lim)
+{
+    size_t s = p->scanned;
+    size_t start;
+
+    if (len < s)
+        return 0; /* caller broke the contract (shorter buffer): wait */
+    if (p->state == ST_START) {
+        for (;;) {
+            uint8_t c;
+            if (s >= len) {
+                p->scanned = s;
+                return 0;
+            }
+            c = buf[s];
+            if (c == '\r') {
+                if (len - s < 2) {
+                    p->scanned = s;
+                    return 0;
+                }
+                if (buf[s + 1] != '\n')
+                    return -400;
+                s += 2;
+                if (s > lim->max_header_bytes)
+                    return -400; /* endless empty lines */
+                continue;
+            }
+            if (!(cls[c] & C_TCHAR))
+                return -400; /* bare LF, or not a method */
+            break;
+        }
+        p->chunk_left = s; /* request line start, see top of file */
+        p->state = ST_RLINE;
+    }
+    start = (size_t)p->chunk_left;
+    while (s < len) {
+        const uint8_t *lf = memchr(buf + s, '\n', len - s);
+        size_t j;
+        int e;
+        if (!lf)
+            break;
+        j = (size_t)(lf - buf);
+        e = head_overflow(buf, start, j - start, p->state == ST_RLINE, lim);
+        if (e)
+            return e;
+        if (buf[j - 1] != '\r')
+            return -400; /* bare LF */
+        s = j + 1;
+        if (p->state == ST_RLINE) {
+            p->state = ST_HEADERS;
+        } else if (buf[j - 2] == '\n') {
+            p->scanned = s;
+            p->head_len = s;
+            return 1;
+        }
+    }
+    p->scanned = len;
+    return head_overflow(buf, start, len - start, p->state == ST_RLINE, lim);
+}
+
+/* ------------------------------------------------------------------ */
+/* Head parsing (the whole head is present, every LF follows a CR)      */
+/* ------------------------------------------------------------------ */
+
+typedef struct head_info {
+    prg_slice method;
+    prg_slice target;
+    int version_minor;
+    size_t header_count;
+    unsigned flags;
+    int64_t content_length;
+} head_info;
+
+/* ASCII case-insensitive equality with a lower-case literal made of
+ * letters, digits and '-'. The bytes compared are validated field bytes,
+ * so the |0x20 folding cannot alias a control character. */
+static inline int ieq(const uint8_t *s, size_t n, const char *lit, size_t litn)
+{
+    size_t i;
+    if (n != litn)
+        return 0;
+    for (i = 0; i < n; i++)
+        if ((uint8_t)(s[i] | 0x20) != (uint8_t)lit[i])
+            return 0;
+    return 1;
+}
+
+#define IEQ(s, n, lit) ieq((s), (n), lit, sizeof(lit) - 1)
+
+static inline int is_ows(uint8_t c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* Next element of a comma-separated list in [*pp, end): OWS trimmed,
+ * possibly empty. Returns 0 when the list is exhausted. */
+static int next_elem(const uint8_t **pp, const uint8_t *end,
+                     const uint8_t **es, const uint8_t **ee)
+{
+    const uint8_t *p = *pp;
+    const uint8_t *e;
+    if (p > end)
+        return 0;
+    while (p < end && is_ows(*p))
+        p++;
+    *es = p;
+    e = p;
+    while (e < end && *e != ',')
+        e++;
+    *pp = e + 1; /* past the comma; > end once the last element is taken */
+    while (e > p && is_ows(e[-1]))
+        e--;
+    *ee = e;
+    return 1;
+}
+
+typedef struct te_state {
+    int chunked; /* times "chunked" appeared */
+    int last;    /* the last coding seen is chunked */
+    int other;   /* some other coding appeared */
+} te_state;
+
+static int parse_te(const uint8_t *v, const uint8_t *ve, te_state *te)
+{
+    const uint8_t *it = v, *es, *ee;
+    while (next_elem(&it, ve, &es, &ee)) {
+        const uint8_t *q = es;
+        if (es == ee)
+            return -400; /* empty value or empty list element */
+        while (q < ee && (cls[*q] & C_TCHAR))
+            q++;
+        if (q == es)
+            return -400;
+        if (q == ee) {
+            if (IEQ(es, (size_t)(q - es), "chunked")) {
+                te->chunked++;
+                te->last = 1;
+            } else {
+                te->other = 1;
+                te->last = 0;
+            }
+            continue;
+        }
+        /* token OWS ";" parameters */
+        {
+            const uint8_t *r = q;
+            while (r < ee && is_ows(*r))
+                r++;
+            if (r == ee || *r != ';')
+                return -400;
+            if (IEQ(es, (size_t)(q - es), "chunked"))
+                return -400; /* chunked takes no parameters */
+            te->other = 1;
+            te->last = 0;
+        }
+    }
+    return 0;
+}
+
+static int parse_head(const uint8_t *buf, size_t start, size_t end,
+                      const prg_http_limits *lim, prg_header *hdrs,
+                      head_info *hi)
+{
+    const uint8_t *p = buf + start;
+    const uint8_t *const hend = buf + end - 2; /* CR of the empty line */
+    const uint8_t *m, *t;
+    const size_t max_headers = lim->max_headers;
+    size_t n = 0;
+    int minor;
+    int host = 0, have_cl = 0, have_te = 0, conn_close = 0, conn_ka = 0;
+    int expect = 0, expect_bad = 0;
+    te_state te = {0, 0, 0};
+    uint64_t cl = 0;
+    unsigned flags = 0;
+
+    /* method SP request-target SP HTTP-version CRLF. Every loop below
+     * stops at the latest at the CR ending the line, and every compare
+     * stops at the first mismatch, so nothing reads past the head. */
+    m = p;
+    while (cls[*p] & C_TCHAR)
+        p++;
+    if (p == m || *p != ' ')
+        return -400;
+    hi->method.ptr = m;
+    hi->method.len = (size_t)(p - m);
+    t = ++p;
+    while (cls[*p] & C_TARGET)
+        p++;
+    if (p == t || *p != ' ')
+        return -400;
+    hi->target.ptr = t;
+    hi->target.len = (size_t)(p - t);
+    p++;
+    if (p[0] == 'H' && p[1] == 'T' && p[2] == 'T' && p[3] == 'P' &&
+        p[4] == '/' && p[5] >= '0' && p[5] <= '9' && p[6] == '.' &&
+        p[7] >= '0' && p[7] <= '9' && p[8] == '\r' && p[9] == '\n') {
+        if (p[5] != '1' || (p[7] != '0' && p[7] != '1'))
+            return -505;
+        minor = p[7] - '0';
+    } else {
+        return -400;
+    }
+    p += 10;
+
+    while (p < hend) {
+        const uint8_t *name = p, *v, *ve;
+        size_t nlen;
+        while (cls[*p] & C_TCHAR)
+            p++;
+        if (p == name || *p != ':')
+            return -400; /* obs-fold, empty name, space before colon... */
+        nlen = (size_t)(p - name);
+        p++;
+        while (is_ows(*p))
+            p++;
+        v = p;
+        while (cls[*p] & C_VALUE)
+            p++;
+        if (*p != '\r' || p[1] != '\n')
+            return -400; /* control byte or bare CR in the value */
+        ve = p;
+        while (ve > v && is_ows(ve[-1]))
+            ve--;
+        p += 2;
+        if (n >= max_headers)
+            return -431;
+        hdrs[n].name.ptr = name;
+        hdrs[n].name.len = nlen;
+        hdrs[n].value.ptr = v;
+        hdrs[n].value.len = (size_t)(ve - v);
+        n++;
+
+        switch (nlen) {
+        case 4:
+            if (IEQ(name, nlen, "host"))
+                host++;
+            break;
+        case 6:
+            if (IEQ(name, nlen, "expect")) {
+                if (IEQ(v, (size_t)(ve - v), "100-continue"))
+                    expect = 1;
+                else
+                    expect_bad = 1;
+            }
+            break;
+        case 10:
+            if (IEQ(name, nlen, "connection")) {
+                const uint8_t *it = v, *es, *ee;
+                while (next_elem(&it, ve, &es, &ee)) {
+                    size_t el = (size_t)(ee - es);
+                    if (IEQ(es, el, "close"))
+                        conn_close = 1;
+                    else if (IEQ(es, el, "keep-alive"))
+                        conn_ka = 1;
+                }
+            }
+            break;
+        case 14:
+            if (IEQ(name, nlen, "content-length")) {
+                const uint8_t *q;
+                if (have_cl || v == ve)
+                    return -400;
+                have_cl = 1;
+                for (q = v; q < ve; q++) {
+                    unsigned d = (unsigned)*q - '0';
+                    if (d > 9)
+                        return -400;
+                    if (cl > ((uint64_t)INT64_MAX - d) / 10)
+                        return -400;
+                    cl = cl * 10 + d;
+                }
+            }
+            break;
+        case 17:
+            if (IEQ(name, nlen, "transfer-encoding")) {
+                int e = parse_te(v, ve, &te);
+                if (e)
+                    return e;
+                have_te = 1;
+            }
+            break;
+        default:
+            break;
+        }
+    }
+
+    if (host > 1 || (minor == 1 && host == 0))
+        return -400;
+    if (have_te) {
+        if (have_cl || minor == 0)
+            return -400;
+        if (te.chunked > 1 || (te.chunked == 1 && !te.last))
+            return -400;
+        if (te.other)
+            return -501;
+        flags |= PRG_REQ_CHUNKED;
+    }
+    if (expect_bad)
+        return -417;
+    if (expect && minor == 1) /* RFC 9110 10.1.1: ignored in HTTP/1.0 */
+        flags |= PRG_REQ_EXPECT_CONTINUE;
+    if (minor == 1 ? !conn_close : (conn_ka && !conn_close))
+        flags |= PRG_REQ_KEEP_ALIVE;
+    if (have_cl) {
+        if (cl > (uint64_t)lim->max_body)
+            return -413;
+        flags |= PRG_REQ_HAS_CONTENT_LENGTH;
+    }
+    hi->version_minor = minor;
+    hi->header_count = n;
+    hi->flags = flags;
+    hi->content_length = have_cl ? (int64_t)cl : -1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Chunked body, decoded in place                                       */
+/* ------------------------------------------------------------------ */
+
+static inline unsigned hexval(uint8_t c)
+{
+    return c <= '9' ? (unsigned)(c - '0') : (unsigned)((c | 0x20) - 'a' + 10);
+}
+
+/* Returns 1 when the last chunk and trailers are consumed, 0 when more
+ * bytes are needed (state saved), a negative status on error. */
+static int decode_chunked(prg_http_parser *p, uint8_t *buf, size_t len,
+                          const prg_http_limits *lim)
+{
+    const size_t base = p->head_len;
+    size_t r = base + p->body_read;     /* next raw byte */
+    size_t w = base + p->body_decoded;  /* next decoded byte (w <= r) */
+    unsigned st = (unsigned)p->chunk_state & 0xFFu;
+    unsigned cnt = (unsigned)p->chunk_state >> 8;
+    uint64_t left = p->chunk_left;
+    const size_t line_max =
+        lim->max_request_line < CNT_MAX ? lim->max_request_line : CNT_MAX;
+    int rc = 0;
+
+    while (r < len) {
+        uint8_t c;
+        if (st == CS_DATA) {
+            size_t n = len - r;
+            if ((uint64_t)n > left)
+                n = (size_t)left;
+            if (w != r)
+                memmove(buf + w, buf + r, n);
+            w += n;
+            r += n;
+            left -= n;
+            if (left == 0)
+                st = CS_DATA_CR;
+            continue;
+        }
+        c = buf[r++];
+        switch (st) {
+        case CS_SIZE:
+            if (cls[c] & C_HEX) {
+                if (cnt >= 16) {
+                    rc = -400; /* more than 16 hex digits */
+                    goto out;
+                }
+                left = (left << 4) | hexval(c);
+                cnt++;
+                break;
+            }
+            if (cnt == 0) {
+                rc = -400;
+                goto out;
+            }
+            if (c == '\r')
+                st = CS_SIZE_LF;
+            else if (c == ';')
+                st = CS_EXT;
+            else if (is_ows(c))
+                st = CS_BWS;
+            else {
+                rc = -400;
+                goto out;
+            }
+            if (left > (uint64_t)(lim->max_body - (w - base))) {
+                rc = -413;
+                goto out;
+            }
+            cnt++;
+            break;
+        case CS_BWS:
+            if (c == ';')
+                st = CS_EXT;
+            else if (!is_ows(c)) {
+                rc = -400;
+                goto out;
+            }
+            if (cnt >= line_max) {
+                rc = -400;
+                goto out;
+            }
+            cnt++;
+            break;
+        case CS_EXT:
+            if (c == '\r') {
+                st = CS_SIZE_LF;
+                break;
+            }
+            if (c != '\t' && (c < 0x20 || c == 0x7F)) {
+                rc = -400;
+                goto out;
+            }
+            if (cnt >= line_max) {
+                rc = -400;
+                goto out;
+            }
+            cnt++;
+            break;
+        case CS_SIZE_LF:
+            if (c != '\n') {
+                rc = -400;
+                goto out;
+            }
+            cnt = 0;
+            /* after the last chunk, left (0) counts trailer bytes */
+            st = left ? CS_DATA : CS_TR_START;
+            break;
+        case CS_DATA_CR:
+            if (c != '\r') {
+                rc = -400;
+                goto out;
+            }
+            st = CS_DATA_LF;
+            break;
+        case CS_DATA_LF:
+            if (c != '\n') {
+                rc = -400;
+                goto out;
+            }
+            st = CS_SIZE;
+            cnt = 0;
+            left = 0;
+            break;
+        default: /* trailer section */
+            if (left >= (uint64_t)lim->max_header_bytes) {
+                rc = -431;
+                goto out;
+            }
+            left++;
+            switch (st) {
+            case CS_TR_START:
+                if (c == '\r') {
+                    st = CS_TR_END;
+                    break;
+                }
+                if (!(cls[c] & C_TCHAR)) {
+                    rc = -400; /* obs-fold, empty name, control... */
+                    goto out;
+                }
+                if ((size_t)cnt >= lim->max_headers) {
+                    rc = -431;
+                    goto out;
+                }
+                if (cnt < CNT_MAX)
+                    cnt++;
+                st = CS_TR_NAME;
+                break;
+            case CS_TR_NAME:
+                if (c == ':')
+                    st = CS_TR_VALUE;
+                else if (!(cls[c] & C_TCHAR)) {
+                    rc = -400;
+                    goto out;
+                }
+                break;
+            case CS_TR_VALUE:
+                if (c == '\r')
+                    st = CS_TR_LF;
+                else if (!(cls[c] & C_VALUE)) {
+                    rc = -400;
+                    goto out;
+                }
+                break;
+            case CS_TR_LF:
+                if (c != '\n') {
+                    rc = -400;
+                    goto out;
+                }
+                st = CS_TR_START;
+                break;
+            default: /* CS_TR_END */
+                if (c != '\n') {
+                    rc = -400;
+                    goto out;
+                }
+                rc = 1;
+                goto out;
+            }
+            break;
+        }
+    }
+out:
+    p->body_read = r - base;
+    p->body_decoded = w - base;
+    p->chunk_left = left;
+    p->chunk_state = (int)((cnt << 8) | st);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Entry point                                                          */
+/* ------------------------------------------------------------------ */
+
+static void fill_request(const prg_http_parser *p, uint8_t *buf,
+                         const head_info *hi, prg_request *req,
+                         prg_header *headers)
+{
+    req->method = hi->method;
+    req->target = hi->target;
+    req->version_minor = hi->version_minor;
+    req->flags = p->flags;
+    req->headers = headers;
+    req->header_count = hi->header_count;
+    req->body.ptr = buf + p->head_len;
+    req->body.len = (p->flags & PRG_REQ_CHUNKED) ? p->body_decoded
+                                                 : p->body_read;
+    req->content_length = p->content_length;
+}
+
+int64_t prg_http_parse(prg_http_parser *p, uint8_t *buf, size_t len,
+                       const prg_http_limits *limits,
+                       prg_request *req, prg_header *headers)
+{
+    prg_http_limits defaults;
+    head_info hi;
+    int have_hi = 0;
+    int rc;
+
+    if (p->state < 0)
+        return p->state;
+    if (!limits) {
+        prg_http_limits_default(&defaults);
+        limits = &defaults;
+    }
+
+    if (p->state < ST_BODY_CL) {
+        rc = scan_head(p, buf, len, limits);
+        if (rc <= 0)
+            goto out;
+        rc = parse_head(buf, (size_t)p->chunk_left, p->head_len, limits,
+                        headers, &hi);
+        if (rc < 0)
+            goto out;
+        have_hi = 1;
+        p->flags = hi.flags;
+        p->content_length = hi.content_length;
+        p->chunk_left = 0;
+        p->chunk_state = CS_SIZE;
+        p->body_read = 0;
+        p->body_decoded = 0;
+        if (hi.flags & PRG_REQ_CHUNKED)
+            p->state = ST_BODY_CHUNKED;
+        else if (hi.content_length > 0)
+            p->state = ST_BODY_CL;
+        else
+            p->state = ST_DONE;
+    }
+
+    if (p->state == ST_BODY_CL) {
+        uint64_t need = (uint64_t)p->content_length;
+        if (len < p->head_len || (uint64_t)(len - p->head_len) < need)
+            return 0;
+        p->body_read = (size_t)need;
+        p->state = ST_DONE;
+    } else if (p->state == ST_BODY_CHUNKED) {
+        rc = decode_chunked(p, buf, len, limits);
+        if (rc <= 0)
+            goto out;
+        p->state = ST_DONE;
+    }
+
+    /* ST_DONE */
+    if (len < p->head_len + p->body_read)
+        return 0; /* caller broke the contract (shorter buffer) */
+    if (!have_hi) {
+        /* The head was parsed in an earlier call and is known valid: parse
+         * it again for the slices at the current buffer address. */
+        size_t start = 0;
+        while (buf[start] == '\r')
+            start += 2;
+        rc = parse_head(buf, start, p->head_len, limits, headers, &hi);
+        if (rc < 0)
+            goto out; /* unreachable unless the caller changed the head */
+    }
+    fill_request(p, buf, &hi, req, headers);
+    return (int64_t)(p->head_len + p->body_read);
+
+out:
+    if (rc < 0)
+        p->state = rc;
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+
+const char *prg_status_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 426: return "Upgrade Required";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
