@@ -249,6 +249,7 @@ void prg_conn_close_now(prg_conn *c, int reason) {
     if (c->flags & CONN_CLOSED) return;
     c->flags |= CONN_CLOSED;
     c->close_reason = (uint8_t)reason;
+    prg_timer_remove(c);
     close(c->fd);   /* also removes it from epoll: the descriptor is not shared */
     c->fd = -1;
     prg_loop *loop = c->loop;
@@ -318,6 +319,7 @@ static void process_http(prg_conn *c) {
         }
         used += (size_t)r;
         prg_http_parser_reset(&c->parser);
+        prg_timer_remove(c);   /* the next request's head gets its own deadline */
         c->flags &= ~CONN_CONTINUE_SENT;
         prg_response_reset(c, &req);
         c->flags |= CONN_IN_CALLBACK;
@@ -439,6 +441,7 @@ void prg_conn_finish_io(prg_conn *c) {
             }
         }
     }
+    prg_conn_update_timer(c);
     prg_loop_update_interest(c);
 }
 

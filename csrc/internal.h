@@ -106,9 +106,25 @@ struct prg_conn {
     uint16_t req_keep_alive;    /* 1 = the request asked to keep the connection */
     int64_t resp_length_left;   /* declared Content-Length minus body written */
 
+    /* Timeouts: the connection sits on at most one of the loop's deadline
+     * lists (TIMER_HEAD or TIMER_IDLE), in deadline order. */
+    struct prg_conn *timer_prev, *timer_next;
+    uint32_t deadline;          /* loop clock seconds */
+    uint8_t timer_list;         /* TIMER_* */
+
     prg_http_parser parser;
     void *userdata;
 };
+
+enum { TIMER_NONE = 0, TIMER_HEAD = 1, TIMER_IDLE = 2, TIMER_LISTS = 3 };
+
+/* A FIFO of connections sharing one timeout: since every entry waits the
+ * same time, arrival order is deadline order, so adding, removing and
+ * expiring are O(1) and nothing is sorted. Swept once per second. */
+typedef struct prg_timer_list {
+    prg_conn *head, *tail;
+    uint32_t timeout_s;   /* 0 = this timeout is off */
+} prg_timer_list;
 
 /* The Date header, formatted once per second per loop. */
 typedef struct prg_date_cache {
@@ -138,6 +154,9 @@ struct prg_loop {
     uint64_t next_id;
 
     prg_header *headers;       /* parser output, limits.max_headers entries */
+    prg_timer_list timers[TIMER_LISTS];   /* indexed by TIMER_*; [TIMER_NONE] unused */
+    uint32_t now;              /* CLOCK_MONOTONIC_COARSE seconds, refreshed each round */
+    uint32_t swept;            /* second of the last timeout sweep */
     prg_date_cache date;
     /* "Server: <name>\r\n", prebuilt */
     char server_line[128];
@@ -164,6 +183,10 @@ void prg_conn_discard_urgent(prg_conn *c);     /* EPOLLPRI: read and drop out-of
 int prg_out_append(prg_conn *c, const void *p, size_t n);
 uint8_t *prg_out_reserve(prg_conn *c, size_t n); /* contiguous space for n bytes, or NULL */
 void prg_out_commit(prg_conn *c, size_t n);
+
+void prg_conn_update_timer(prg_conn *c);        /* put on the list its state calls for */
+void prg_timer_remove(prg_conn *c);
+void prg_timers_sweep(prg_loop *loop);           /* 408 late heads, close idle connections */
 
 /* response.c */
 void prg_date_refresh(prg_date_cache *d, time_t now);

@@ -59,6 +59,8 @@ int prg_loop_init(prg_loop *loop) {
     if (n < 0 || (size_t)n >= sizeof loop->server_line) return -ENAMETOOLONG;
     loop->server_line_len = (size_t)n;
     prg_date_refresh(&loop->date, time(NULL));
+    loop->timers[TIMER_HEAD].timeout_s = (uint32_t)s->cfg.header_timeout_s;
+    loop->timers[TIMER_IDLE].timeout_s = (uint32_t)s->cfg.idle_timeout_s;
     return 0;
 }
 
@@ -132,6 +134,7 @@ static void accept_ready(prg_loop *loop) {
             continue;
         }
         if (s->cb.on_open) s->cb.on_open(s->cb.ctx, c);
+        prg_conn_update_timer(c);   /* a client that never sends is idle from the start */
     }
     /* Cap reached: in edge mode no new edge will announce the rest. */
     if (s->cfg.trigger == PRG_TRIGGER_EDGE) loop->listener_ready = true;
@@ -175,24 +178,32 @@ static void free_dead(prg_loop *loop) {
     }
 }
 
-static void refresh_date(prg_loop *loop) {
+/* Both clocks are read through the vDSO: no syscall. */
+static void refresh_clocks(prg_loop *loop) {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME_COARSE, &ts);   /* vDSO: no syscall */
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
     if (ts.tv_sec != loop->date.second) prg_date_refresh(&loop->date, ts.tv_sec);
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    loop->now = (uint32_t)ts.tv_sec;
+}
+
+static bool timers_pending(const prg_loop *loop) {
+    return loop->timers[TIMER_HEAD].head || loop->timers[TIMER_IDLE].head;
 }
 
 void *prg_loop_run(void *arg) {
     prg_loop *loop = arg;
     struct epoll_event events[MAX_EVENTS];
     while (!atomic_load_explicit(&loop->stop, memory_order_acquire)) {
-        int timeout = (loop->ready || loop->listener_ready) ? 0 : -1;
+        /* Wake once a second while any timeout is pending: the sweep's tick. */
+        int timeout = (loop->ready || loop->listener_ready) ? 0 : timers_pending(loop) ? 1000 : -1;
         int n = epoll_wait(loop->epfd, events, MAX_EVENTS, timeout);
         if (n < 0) {
             if (errno == EINTR) continue;
             fprintf(stderr, "peregrine: epoll_wait: %s\n", strerror(errno));
             break;
         }
-        refresh_date(loop);
+        refresh_clocks(loop);
         for (int i = 0; i < n; i++) {
             void *tag = events[i].data.ptr;
             if (tag == &loop->wake_fd) {
@@ -207,6 +218,7 @@ void *prg_loop_run(void *arg) {
         }
         if (loop->listener_ready) accept_ready(loop);
         if (loop->ready) serve_ready_list(loop);
+        prg_timers_sweep(loop);
         free_dead(loop);
     }
     /* Stopping: every connection is closed and freed. */

@@ -28,6 +28,8 @@ void prg_config_default(prg_config *cfg) {
     cfg->tcp_cork = 0;
     prg_http_limits_default(&cfg->limits);
     cfg->max_output = 1u << 20;
+    cfg->header_timeout_s = 10;
+    cfg->idle_timeout_s = 60;
     cfg->server_name = NULL;
 }
 
@@ -79,7 +81,7 @@ prg_server *prg_server_create(const prg_config *cfg, const prg_callbacks *cb, in
     *err = 0;
     if (cfg->threads < 1 || cfg->threads > 1024 || cfg->port < 0 || cfg->port > 65535 ||
         (cfg->mode == PRG_MODE_HTTP && !cb->on_request) || (cfg->mode == PRG_MODE_RAW && !cb->on_data) ||
-        cfg->limits.max_headers == 0) {
+        cfg->limits.max_headers == 0 || cfg->header_timeout_s < 0 || cfg->idle_timeout_s < 0) {
         *err = -EINVAL;
         return NULL;
     }

@@ -48,6 +48,11 @@ public struct Configuration: Sendable {
     public var limits = Limits()
     /// Output queued per connection before the engine stops reading from it.
     public var maxOutputPerConnection = 1 << 20
+    /// Seconds for a whole request head to arrive, from its first byte
+    /// (not reset per byte): 408 and close beyond. 0 turns it off.
+    public var headerTimeout = 10
+    /// Seconds a keep-alive connection may sit idle before it is closed. 0 turns it off.
+    public var idleTimeout = 60
     /// Value of the `Server` header.
     public var serverName = "Peregrine"
     /// Print one line per request: method, target, status.

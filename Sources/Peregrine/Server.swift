@@ -63,6 +63,8 @@ public final class Server: @unchecked Sendable {
         cfg.limits.max_headers = configuration.limits.maxHeaders
         cfg.limits.max_body = configuration.limits.maxBody
         cfg.max_output = configuration.maxOutputPerConnection
+        cfg.header_timeout_s = Int32(clamping: configuration.headerTimeout)
+        cfg.idle_timeout_s = Int32(clamping: configuration.idleTimeout)
 
         var callbacks = prg_callbacks()
         callbacks.ctx = Unmanaged.passUnretained(bridge).toOpaque()

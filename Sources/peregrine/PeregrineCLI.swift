@@ -51,6 +51,11 @@ struct Serve: ParsableCommand {
     @Flag(help: "Print one line per request: method, target, status.")
     var log = false
 
+    @Option(help: "Seconds for a request head to arrive from its first byte (408 beyond; 0 = off).")
+    var headerTimeout = Configuration().headerTimeout
+    @Option(help: "Seconds an idle keep-alive connection stays open (0 = off).")
+    var idleTimeout = Configuration().idleTimeout
+
     @Option(help: "Largest request line in bytes (414 beyond).")
     var maxRequestLine = Limits().maxRequestLine
     @Option(help: "Largest header section in bytes (431 beyond).")
@@ -64,6 +69,7 @@ struct Serve: ParsableCommand {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535") }
         guard (1...1024).contains(threads) else { throw ValidationError("--threads must be 1...1024") }
         guard backlog >= 1 else { throw ValidationError("--backlog must be at least 1") }
+        guard headerTimeout >= 0, idleTimeout >= 0 else { throw ValidationError("timeouts must be >= 0") }
         guard maxRequestLine > 0, maxHeaderBytes > 0, maxHeaders > 0, maxBody >= 0 else {
             throw ValidationError("limits must be positive")
         }
@@ -80,6 +86,8 @@ struct Serve: ParsableCommand {
         config.noDelay = nodelay
         config.cork = cork
         config.logRequests = log
+        config.headerTimeout = headerTimeout
+        config.idleTimeout = idleTimeout
         config.limits.maxRequestLine = maxRequestLine
         config.limits.maxHeaderBytes = maxHeaderBytes
         config.limits.maxHeaders = maxHeaders

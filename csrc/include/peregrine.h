@@ -165,6 +165,8 @@ typedef struct prg_config {
     int tcp_cork;              /* 1 = cork, write the batch of responses, uncork */
     prg_http_limits limits;
     size_t max_output;         /* queued output per connection before reads pause (backpressure) */
+    int header_timeout_s;      /* whole head must arrive within this, counted from its first byte: 408 (default 10; 0 = off) */
+    int idle_timeout_s;        /* keep-alive connection with nothing in flight closed after this (default 60; 0 = off) */
     const char *server_name;   /* value of the Server header; NULL = "Peregrine" */
 } prg_config;
 
