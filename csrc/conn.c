@@ -81,13 +81,15 @@ static int in_reserve(prg_conn *c, size_t want, size_t limit) {
     return 0;
 }
 
-/* Largest receive buffer a connection may need: a full head, a full body
- * and chunk framing (HTTP), or PRG_RAW_MAX_INPUT (raw). */
+/* Largest receive buffer a connection may need. HTTP: a full head, a full
+ * decoded body (chunk framing is compacted away as it is decoded, see
+ * prg_http_compact), one chunk-size line, a trailer section, and one read of
+ * slack. Raw: PRG_RAW_MAX_INPUT. */
 static size_t in_limit(const prg_conn *c) {
     const prg_config *cfg = &c->loop->server->cfg;
     if (cfg->mode == PRG_MODE_RAW) return PRG_RAW_MAX_INPUT;
-    size_t framing = cfg->limits.max_body / 2 + cfg->limits.max_header_bytes + 4096;
-    return cfg->limits.max_header_bytes + cfg->limits.max_body + framing;
+    const prg_http_limits *l = &cfg->limits;
+    return 2 * l->max_header_bytes + l->max_body + l->max_request_line + PRG_BLOCK_SIZE;
 }
 
 /* Drops `n` consumed bytes from the front of the receive buffer. */
@@ -303,6 +305,7 @@ static void process_http(prg_conn *c) {
         int64_t r = prg_http_parse(&c->parser, c->in + used, c->in_len - used, &s->cfg.limits,
                                    &req, loop->headers);
         if (r == PRG_PARSE_INCOMPLETE) {
+            c->in_len -= (uint32_t)prg_http_compact(&c->parser, c->in + used, c->in_len - used);
             if (prg_http_head_complete(&c->parser) && (c->parser.flags & PRG_REQ_EXPECT_CONTINUE) &&
                 !(c->flags & CONN_CONTINUE_SENT)) {
                 prg_send_continue(c);
@@ -419,26 +422,29 @@ void prg_conn_on_readable(prg_conn *c) {
 
 void prg_conn_finish_io(prg_conn *c) {
     if (c->flags & CONN_CLOSED) return;
-    if (c->out_bytes && prg_conn_flush(c) < 0) return;
+    for (;;) {
+        if (c->out_bytes && prg_conn_flush(c) < 0) return;
+        if (c->out_bytes || !(c->flags & CONN_PAUSED)) break;
+        /* Output drained while paused: answer what is buffered. That may
+         * pause again and the flush above may drain it all at once, so go
+         * round until output is pending (EPOLLOUT will resume us) or the
+         * buffered input is used up. Each round answers at least one
+         * request, since an empty queue is under the limit. */
+        c->flags &= ~CONN_PAUSED;
+        process_input(c);
+        if (c->flags & CONN_CLOSED) return;
+        if (!(c->flags & CONN_PAUSED) && c->loop->server->cfg.trigger == PRG_TRIGGER_EDGE)
+            prg_loop_mark_ready(c);   /* the edge for unread input was consumed while paused */
+    }
     if (c->out_bytes == 0) {
-        if (c->flags & CONN_PAUSED) {
-            /* Output drained: parse what is buffered, then read again. */
-            c->flags &= ~CONN_PAUSED;
-            process_input(c);
-            if (c->out_bytes && prg_conn_flush(c) < 0) return;
-            if (!(c->flags & CONN_PAUSED) && c->loop->server->cfg.trigger == PRG_TRIGGER_EDGE)
-                prg_loop_mark_ready(c);   /* the edge for waiting input was already consumed */
+        if (c->flags & CONN_CLOSE_AFTER) {
+            prg_conn_close_now(c, c->close_reason);
+            return;
         }
-        if (c->out_bytes == 0) {
-            if (c->flags & CONN_CLOSE_AFTER) {
-                prg_conn_close_now(c, c->close_reason);
-                return;
-            }
-            if (c->flags & CONN_READ_EOF) {
-                /* Peer half-closed and every answer is out. */
-                prg_conn_close_now(c, PRG_CLOSE_NORMAL);
-                return;
-            }
+        if (c->flags & CONN_READ_EOF) {
+            /* Peer half-closed and every answer is out. */
+            prg_conn_close_now(c, PRG_CLOSE_NORMAL);
+            return;
         }
     }
     prg_conn_update_timer(c);

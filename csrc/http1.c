@@ -642,6 +642,21 @@ out:
     return rc;
 }
 
+size_t prg_http_compact(prg_http_parser *p, uint8_t *buf, size_t len)
+{
+    if (p->state != ST_BODY_CHUNKED || p->body_read == p->body_decoded)
+        return 0;
+    size_t from = p->head_len + p->body_read;
+    size_t to = p->head_len + p->body_decoded;
+    if (from > len)
+        return 0; /* caller broke the contract */
+    memmove(buf + to, buf + from, len - from);
+    /* The decoder resumes at body_read: the raw bytes now follow the
+     * decoded ones directly, and nothing else in the state is positional. */
+    p->body_read = p->body_decoded;
+    return from - to;
+}
+
 /* ------------------------------------------------------------------ */
 /* Entry point                                                          */
 /* ------------------------------------------------------------------ */

@@ -879,6 +879,70 @@ static const char *reason_checks[][2] = {
     {"505", "HTTP Version Not Supported"}, {"299", "Unknown"}, {"0", "Unknown"},
 };
 
+/* prg_http_compact: a body of 1-byte chunks fed one byte at a time, with
+ * the gap closed after every incomplete call, decodes to the same bytes,
+ * never needs more than head + decoded body + one unread line, and a
+ * pipelined request after it is still found. */
+static void compact_check(void)
+{
+    enum { BODY = 300 };
+    static uint8_t wire[8192], buf[8192];
+    static const char head[] = "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+    static const char next[] = "GET /n HTTP/1.1\r\nHost: h\r\n\r\n";
+    size_t n = 0, i, len = 0, peak = 0, fed = 0;
+    prg_http_parser p;
+    prg_request req;
+    prg_header hdrs[100];
+    int64_t r = 0;
+
+    memcpy(wire, head, sizeof head - 1);
+    n = sizeof head - 1;
+    for (i = 0; i < BODY; i++) {
+        wire[n++] = '1'; wire[n++] = '\r'; wire[n++] = '\n';
+        wire[n++] = (uint8_t)('a' + i % 26);
+        wire[n++] = '\r'; wire[n++] = '\n';
+    }
+    memcpy(wire + n, "0\r\n\r\n", 5);
+    n += 5;
+    memcpy(wire + n, next, sizeof next - 1);
+    n += sizeof next - 1;
+
+    prg_http_parser_reset(&p);
+    while (fed < n) {
+        buf[len++] = wire[fed++];
+        r = prg_http_parse(&p, buf, len, NULL, &req, hdrs);
+        if (r != 0)
+            break;
+        len -= prg_http_compact(&p, buf, len);
+        if (len > peak)
+            peak = len;
+    }
+    if (r <= 0) {
+        fail("compact: request did not complete", NULL);
+        return;
+    }
+    if (req.body.len != BODY)
+        fail("compact: decoded length", NULL);
+    for (i = 0; i < req.body.len && i < BODY; i++)
+        if (req.body.ptr[i] != (uint8_t)('a' + i % 26)) {
+            fail("compact: decoded bytes", NULL);
+            break;
+        }
+    if (peak > sizeof head - 1 + BODY + 8)
+        fail("compact: buffer grew with the framing", NULL);
+    /* the rest of the wire after the chunked request parses on its own */
+    memmove(buf, buf + r, len - (size_t)r);
+    len -= (size_t)r;
+    memcpy(buf + len, wire + fed, n - fed);
+    len += n - fed;
+    prg_http_parser_reset(&p);
+    r = prg_http_parse(&p, buf, len, NULL, &req, hdrs);
+    if (r != (int64_t)(sizeof next - 1) || req.target.len != 2 || memcmp(req.target.ptr, "/n", 2) != 0)
+        fail("compact: pipelined request after the chunked one", NULL);
+    if (prg_http_compact(&p, buf, len) != 0)
+        fail("compact: nothing to compact outside a chunked body", NULL);
+}
+
 int main(void)
 {
     size_t i, passed = 0, failed = 0;
@@ -947,6 +1011,14 @@ int main(void)
             l.max_headers != 100 || l.max_body != 1024 * 1024)
             fail("limits defaults", NULL);
     }
+    if (g_case_failed)
+        failed++;
+    else
+        passed++;
+
+    g_case_failed = 0;
+    g_case_name = "prg_http_compact";
+    compact_check();
     if (g_case_failed)
         failed++;
     else

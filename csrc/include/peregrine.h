@@ -114,6 +114,15 @@ int64_t prg_http_parse(prg_http_parser *p, uint8_t *buf, size_t len,
                        const prg_http_limits *limits,
                        prg_request *req, prg_header *headers);
 
+/* Chunked bodies are decoded in place, so the framing already decoded away
+ * leaves a gap between the decoded body and the unread input. Between calls
+ * that returned PRG_PARSE_INCOMPLETE, this closes the gap by moving the
+ * unread bytes buf[.., len) down, and returns how many bytes the request
+ * shrank by: the caller shortens its buffer by that much. Keeps the memory a
+ * body of many small chunks needs at its decoded size. Returns 0 when there
+ * is nothing to close (not in a chunked body). */
+size_t prg_http_compact(prg_http_parser *p, uint8_t *buf, size_t len);
+
 /* True once the request head has been parsed successfully. */
 int prg_http_head_complete(const prg_http_parser *p);
 
