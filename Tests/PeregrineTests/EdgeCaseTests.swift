@@ -1,0 +1,296 @@
+// Beyond the basics: big pipelined bursts, accept storms, HTTP-mode
+// backpressure, stop() with live clients, parser corner cases.
+import Foundation
+import Peregrine
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+final class EdgeCaseTests: XCTestCase {
+    // 2000 requests in one write: more than one receive buffer and more than the
+    // edge-mode reads-per-wakeup cap.
+    func testTwoThousandPipelinedRequests() throws {
+        try forEachTrigger { trigger in
+            try withServer(trigger, TestApps.inspect) { server in
+                let s = try TestSocket(port: server.port)
+                var wire = ""
+                for i in 0..<2000 { wire += i % 3 == 0 ? "GET /\(i) HTTP/1.1\r\nHost: h\r\n\r\n" : "GET /hello HTTP/1.1\r\nHost: h\r\n\r\n" }
+                let bytes = Array(wire.utf8)
+                let err = LockedList<String>()
+                let sender = Thread { do { try s.send(bytes) } catch { err.append("\(error)") } }
+                sender.start()
+                var bad = 0
+                do {
+                    for i in 0..<2000 {
+                        let r = try s.readResponse()
+                        let ok = i % 3 == 0 ? r.fields["target"] == "/\(i)" : r.bodyString == "Hello, World!"
+                        if !ok || r.status != 200 {
+                            bad += 1
+                            if bad < 5 { XCTFail("[\(trigger)] response \(i) wrong: \(r)") }
+                        }
+                    }
+                } catch {
+                    XCTFail("[\(trigger)] reading 2000 pipelined responses: \(error)")
+                }
+                while !sender.isFinished { usleep(1000) }
+                XCTAssertEqual(err.all, [], "[\(trigger)] sender")
+                XCTAssertEqual(bad, 0, "[\(trigger)] wrong responses")
+                XCTAssertTrue(s.looksOpen, "[\(trigger)]")
+            }
+        }
+    }
+
+    // More simultaneous connects than the accept cap per wakeup (64).
+    func testAcceptStormOf300Connections() throws {
+        try forEachTrigger { trigger in
+            try withServer(trigger, TestApps.inspect, configure: { $0.backlog = 1024 }) { server in
+                var socks: [TestSocket] = []
+                for _ in 0..<300 { socks.append(try TestSocket(port: server.port)) }
+                for (i, s) in socks.enumerated() { try s.send("GET /c\(i) HTTP/1.1\r\nHost: h\r\n\r\n") }
+                var failed = 0
+                for (i, s) in socks.enumerated() {
+                    do {
+                        let r = try s.readResponse()
+                        if r.fields["target"] != "/c\(i)" { failed += 1 }
+                    } catch {
+                        failed += 1
+                        if failed < 4 { XCTFail("[\(trigger)] connection \(i) of 300: \(error)") }
+                    }
+                }
+                XCTAssertEqual(failed, 0, "[\(trigger)] connections of 300 not answered")
+            }
+        }
+    }
+
+    // Independent parser state: partial requests on many connections,
+    // completed in reverse order.
+    func testInterleavedPartialRequestsOnManyConnections() throws {
+        try forEachTrigger { trigger in
+            try withServer(trigger, TestApps.inspect) { server in
+                let n = 20
+                var socks: [TestSocket] = []
+                for i in 0..<n {
+                    let s = try TestSocket(port: server.port)
+                    try s.send("POST /p\(i) HTTP/1.1\r\nHost: h\r\nContent-Length: \(String(i).count + 4)\r\n\r\nbo")
+                    socks.append(s)
+                }
+                for i in stride(from: n - 1, through: 0, by: -1) {
+                    try socks[i].send("dy\(i)")
+                    let r = try socks[i].readResponse()
+                    XCTAssertEqual(r.fields["target"], "/p\(i)", "[\(trigger)] connection \(i)")
+                    XCTAssertEqual(r.inspectedBody.map { String(decoding: $0, as: UTF8.self) }, "body\(i)", "[\(trigger)] connection \(i) body")
+                }
+            }
+        }
+    }
+
+    // HTTP-mode backpressure: 8 pipelined 4 MiB answers to a slow reader.
+    func testPipelinedLargeResponsesToSlowReaderStayBounded() throws {
+        try forEachTrigger { trigger in
+            try withServer(trigger, TestApps.inspect, configure: { $0.maxOutputPerConnection = 256 * 1024 }) { server in
+                let s = try TestSocket(port: server.port)
+                let rssBefore = residentKiB()
+                try s.send(String(repeating: "GET /big HTTP/1.1\r\nHost: h\r\n\r\n", count: 8) + "GET /last HTTP/1.1\r\nHost: h\r\n\r\n")
+                usleep(200_000)   // let the server run ahead if it would
+                let rssQueued = residentKiB()
+                var answered = 0
+                do {
+                    for i in 0..<8 {
+                        let r = try s.readResponse()
+                        XCTAssertEqual(r.body.count, TestApps.bigBodySize, "[\(trigger)] big response \(i)")
+                        answered += 1
+                    }
+                    XCTAssertEqual(try s.readResponse().fields["target"], "/last", "[\(trigger)] the request after 8 big ones")
+                } catch {
+                    XCTFail("[\(trigger)] stalled after \(answered) of 8 pipelined 4 MiB answers (+\(s.pending.count) bytes of the next): \(error)")
+                    return
+                }
+                XCTAssertLessThan(rssQueued - rssBefore, 24 * 1024,
+                                  "[\(trigger)] VmRSS grew \(rssQueued - rssBefore) KiB while 32 MiB of answers waited for a reader")
+            }
+        }
+    }
+
+    // stop() with idle, half-sent and busy connections: returns and closes them.
+    func testStopWithLiveConnections() throws {
+        try forEachTrigger { trigger in
+            var c = Configuration()
+            c.host = "127.0.0.1"; c.port = 0; c.trigger = trigger; c.threads = 2
+            let server = Server(configuration: c, application: TestApps.inspect)
+            try server.start()
+            let idle = try TestSocket(port: server.port)
+            try idle.send("GET /hello HTTP/1.1\r\nHost: h\r\n\r\n")
+            _ = try idle.readResponse()
+            let partial = try TestSocket(port: server.port)
+            try partial.send("POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\nabc")
+            let busy = try TestSocket(port: server.port)
+            try busy.send("GET /big HTTP/1.1\r\nHost: h\r\n\r\n")
+            usleep(50_000)
+            let done = DispatchSemaphore(value: 0)
+            let box = LockedList<Server>()
+            box.append(server)
+            Thread { box.all[0].stop(); done.signal() }.start()
+            XCTAssertEqual(done.wait(timeout: .now() + 5), .success, "[\(trigger)] stop() returns with live connections")
+            XCTAssertNoThrow(try idle.expectClose(), "[\(trigger)] idle connection closed by stop()")
+            XCTAssertNoThrow(try partial.expectClose(), "[\(trigger)] half-sent request closed by stop()")
+            XCTAssertNoThrow(try busy.expectClose(), "[\(trigger)] busy connection closed by stop()")
+            XCTAssertThrowsError(try TestSocket(port: server.port).send("x"), "[\(trigger)] nothing listens after stop()") { _ in }
+        }
+    }
+
+    // Expect: 100-continue for a body over the limit: 413 at once, no 100.
+    func testExpectContinueOverLimitGets413Not100() throws {
+        try forEachTrigger { trigger in
+            try withServer(trigger, TestApps.inspect, configure: { $0.limits.maxBody = 1024 }) { server in
+                let s = try TestSocket(port: server.port)
+                try s.send("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n")
+                let r = try s.readResponse()
+                XCTAssertEqual(r.status, 413, "[\(trigger)] \(r)")
+                XCTAssertNoThrow(try s.expectClose(), "[\(trigger)] closed after 413")
+            }
+        }
+    }
+
+    // A body far over the limit, sent in full with the head: the 413 must
+    // still reach the client (no RST from closing with unread input).
+    func testHugeOversizedBodyStillGets413() throws {
+        try forEachTrigger { trigger in
+            try withServer(trigger, TestApps.inspect, configure: { $0.limits.maxBody = 1024 }) { server in
+                let s = try TestSocket(port: server.port)
+                let body = [UInt8](repeating: 0x41, count: 200_000)
+                let err = LockedList<String>()
+                let sender = Thread {
+                    do { try s.send(Array("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 200000\r\n\r\n".utf8) + body) }
+                    catch { err.append("\(error)") }   // the server may stop reading: that is fine
+                }
+                sender.start()
+                do {
+                    let r = try s.readResponse()
+                    XCTAssertEqual(r.status, 413, "[\(trigger)] \(r)")
+                } catch {
+                    XCTFail("[\(trigger)] the 413 answer was lost: \(error)")
+                }
+                while !sender.isFinished { usleep(1000) }
+                let r2 = try fetch(port: server.port, "GET /hello HTTP/1.1\r\nHost: h\r\n\r\n")
+                XCTAssertEqual(r2.bodyString, "Hello, World!", "[\(trigger)] server fine afterwards")
+            }
+        }
+    }
+
+    // Body exactly at the default 1 MiB limit passes; one byte more is 413.
+    func testDefaultOneMiBBodyLimit() throws {
+        let limit = Limits().maxBody
+        var body = [UInt8](repeating: 0, count: limit)
+        for i in 0..<limit { body[i] = UInt8(truncatingIfNeeded: i &* 2654435761 >> 13) }
+        try forEachTrigger { trigger in
+            try withServer(trigger, TestApps.inspect) { server in
+                let s = try TestSocket(port: server.port)
+                try s.send("POST /max HTTP/1.1\r\nHost: h\r\nContent-Length: \(limit)\r\n\r\n")
+                try s.send(body)
+                let r = try s.readResponse()
+                XCTAssertEqual(r.status, 200, "[\(trigger)] body == maxBody: \(r.statusLine)")
+                XCTAssertTrue(r.inspectedBody == body, "[\(trigger)] 1 MiB body bytes")
+
+                // Chunked, 4 KiB chunks, same total.
+                var wire = Array("POST /maxc HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n".utf8)
+                var off = 0
+                while off < limit { wire += Array("1000\r\n".utf8) + body[off..<off + 4096] + [13, 10]; off += 4096 }
+                wire += Array("0\r\n\r\n".utf8)
+                try s.send(wire)
+                let c = try s.readResponse()
+                XCTAssertEqual(c.status, 200, "[\(trigger)] chunked body == maxBody: \(c.statusLine)")
+                XCTAssertTrue(c.inspectedBody == body, "[\(trigger)] 1 MiB chunked body bytes")
+
+                let t = try TestSocket(port: server.port)
+                try t.send("POST /over HTTP/1.1\r\nHost: h\r\nContent-Length: \(limit + 1)\r\n\r\n")
+                XCTAssertEqual(try t.readResponse().status, 413, "[\(trigger)] maxBody + 1")
+            }
+        }
+    }
+
+    // Parser corner cases that must be accepted.
+    func testParserAcceptsValidCornerCases() throws {
+        try forEachTrigger { trigger in
+            try withServer(trigger, TestApps.inspect) { server in
+                let s = try TestSocket(port: server.port)
+                // Leading empty line before a request.
+                try s.send("\r\nGET /lead HTTP/1.1\r\nHost: h\r\n\r\n")
+                XCTAssertEqual(try s.readResponse().fields["target"], "/lead", "[\(trigger)] leading CRLF")
+                // Header names are case-insensitive; values are trimmed.
+                try s.send("POST /case HTTP/1.1\r\nhOsT: h\r\nx-test:   padded value \t\r\ncontent-LENGTH: 3\r\n\r\nabc")
+                let r = try s.readResponse()
+                XCTAssertEqual(r.status, 200, "[\(trigger)] \(r)")
+                XCTAssertEqual(r.fields["h:x-test"], "padded value", "[\(trigger)] trimmed value")
+                XCTAssertEqual(r.inspectedBody.map { String(decoding: $0, as: UTF8.self) }, "abc", "[\(trigger)] lowercase content-length")
+                try s.send("POST /te HTTP/1.1\r\nHost: h\r\nTRANSFER-ENCODING: Chunked\r\n\r\nA\r\n0123456789\r\n0\r\n\r\n")
+                let t = try s.readResponse()
+                XCTAssertEqual(t.inspectedBody.map { String(decoding: $0, as: UTF8.self) }, "0123456789", "[\(trigger)] uppercase TE/hex: \(t)")
+                // Empty header value, OPTIONS *, absolute-form, query kept.
+                try s.send("GET /q?a=1&b=%20x HTTP/1.1\r\nHost: h\r\nX-Test:\r\n\r\n")
+                let q = try s.readResponse()
+                XCTAssertEqual(q.fields["target"], "/q?a=1&b=%20x", "[\(trigger)] target with query")
+                XCTAssertEqual(q.fields["h:x-test"], "", "[\(trigger)] empty header value")
+                try s.send("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n")
+                let o = try s.readResponse()
+                XCTAssertEqual(o.fields["method"], "OPTIONS", "[\(trigger)]")
+                XCTAssertEqual(o.fields["target"], "*", "[\(trigger)] asterisk-form")
+                try s.send("GET http://example.com/abs HTTP/1.1\r\nHost: example.com\r\n\r\n")
+                XCTAssertEqual(try s.readResponse().fields["target"], "http://example.com/abs", "[\(trigger)] absolute-form")
+                // Two identical Content-Length values: RFC 9112 lets a server accept them.
+                // Connection tokens: "keep-alive, close" closes.
+                try s.send("GET /last HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Close\r\n\r\n")
+                let last = try s.readResponse()
+                XCTAssertEqual(last.fields["keepalive"], "0", "[\(trigger)] close token among others")
+                XCTAssertNoThrow(try s.expectClose(), "[\(trigger)] closed after 'keep-alive, Close'")
+            }
+        }
+    }
+
+    // Writer: a short body closes the connection; the app's Connection: close is honoured.
+    func testShortBodyClosesAndAppConnectionClose() throws {
+        try forEachTrigger { trigger in
+            try withServer(trigger, TestApps.inspect) { server in
+                let s = try TestSocket(port: server.port)
+                try s.send("GET /short HTTP/1.1\r\nHost: h\r\n\r\n")
+                let all = String(decoding: try s.expectClose(), as: UTF8.self)
+                XCTAssertTrue(all.hasPrefix("HTTP/1.1 200"), "[\(trigger)] \(all)")
+                XCTAssertTrue(all.contains("Content-Length: 10\r\n"), "[\(trigger)] \(all)")
+                XCTAssertTrue(all.hasSuffix("\r\n\r\n12345"), "[\(trigger)] 5 bytes then close: \(all.debugDescription)")
+
+                let t = try TestSocket(port: server.port)
+                try t.send("GET /close-header HTTP/1.1\r\nHost: h\r\n\r\n")
+                let r = try t.readResponse()
+                XCTAssertEqual(r.bodyString, "bye", "[\(trigger)]")
+                XCTAssertEqual(r.headerCount("Connection"), 1, "[\(trigger)] exactly one Connection header: \(r.rawHead)")
+                XCTAssertNoThrow(try t.expectClose(), "[\(trigger)] app's Connection: close honoured")
+            }
+        }
+    }
+
+    // Limits.maxBody is documented as the limit on the *decoded* body. A body of
+    // exactly maxBody sent in small (8-byte) chunks must be accepted, not 413.
+    func testSmallChunksWithinMaxBodyAccepted() throws {
+        let maxBody = 64 * 1024
+        try forEachTrigger { trigger in
+            try withServer(trigger, TestApps.inspect, configure: {
+                $0.limits.maxBody = maxBody
+                $0.limits.maxHeaderBytes = 1024
+            }) { server in
+                let s = try TestSocket(port: server.port)
+                var wire = Array("POST /small-chunks HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n".utf8)
+                let chunk = Array("8\r\nabcdefgh\r\n".utf8)
+                for _ in 0..<(maxBody / 8) { wire += chunk }
+                wire += Array("0\r\n\r\n".utf8)
+                let err = LockedList<String>()
+                let bytes = wire
+                let sender = Thread { do { try s.send(bytes) } catch { err.append("\(error)") } }
+                sender.start()
+                let r = try s.readResponse()
+                while !sender.isFinished { usleep(1000) }
+                XCTAssertEqual(r.status, 200, "[\(trigger)] \(maxBody)-byte decoded body in 8-byte chunks (\(wire.count) bytes on the wire) with maxBody \(maxBody): \(r.statusLine)")
+                XCTAssertEqual(r.fields["body-length"], r.status == 200 ? String(maxBody) : nil, "[\(trigger)]")
+            }
+        }
+    }
+}

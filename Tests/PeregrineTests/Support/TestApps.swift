@@ -1,0 +1,141 @@
+// Applications and server helpers the integration tests share.
+import Foundation
+import Peregrine
+import Synchronization
+import XCTest
+
+/// A thread-safe maximum.
+final class MaxBox: Sendable {
+    private let value = Atomic<Int>(0)
+    func record(_ v: Int) {
+        var cur = value.load(ordering: .relaxed)
+        while v > cur {
+            let (exchanged, original) = value.compareExchange(expected: cur, desired: v, ordering: .relaxed)
+            if exchanged { return }
+            cur = original
+        }
+    }
+    var max: Int { value.load(ordering: .relaxed) }
+}
+
+/// A thread-safe list.
+final class LockedList<T: Sendable>: Sendable {
+    private let items = Mutex<[T]>([])
+    func append(_ t: T) { items.withLock { $0.append(t) } }
+    var all: [T] { items.withLock { $0 } }
+}
+
+enum TestApps {
+    static let bigBodySize = 4 << 20
+
+    /// The "inspect" app plus a few special routes:
+    ///   /hello         Hello, World!
+    ///   /stream        begin/header/write/end without Content-Length
+    ///   /big           4 MiB body (Content-Length), written in 64 KiB pieces
+    ///   /inject        tries a header value with CRLF and reports what header() returned
+    ///   /noanswer      returns without answering (the core must answer 500)
+    ///   /short         declares Content-Length 10 and writes 5 bytes
+    ///   /close-header  sets its own Connection: close
+    ///   anything else  describes the request:
+    ///     method=…\ntarget=…\nversion=1.x\nkeepalive=0|1\nheaders=N\n
+    ///     h:<lowercased name>=<value> for Host, Content-Length, Transfer-Encoding,
+    ///     Connection, Expect, X-Test\nbody-length=N\nbody=\n<body bytes>
+    static let inspect: Application = .http { request, response in
+        let target = request.targetString
+        switch target {
+        case "/hello":
+            response.send(status: 200, contentType: "text/plain", body: "Hello, World!")
+        case "/stream":
+            response.begin(status: 200)
+            response.header("Content-Type", "text/plain")
+            response.write("part1 ")
+            response.write("part2 ")
+            response.write("part3")
+            response.end()
+        case "/big":
+            response.begin(status: 200)
+            response.header("Content-Type", "application/octet-stream")
+            response.header("Content-Length", String(bigBodySize))
+            let piece = [UInt8](repeating: UInt8(ascii: "x"), count: 65536)
+            piece.withUnsafeBytes { p in
+                for _ in 0..<(bigBodySize / piece.count) { response.write(p) }
+            }
+            response.end()
+        case "/inject":
+            response.begin(status: 200)
+            let injected = response.header("X-Injected", "a\r\nEvil: yes")
+            let lfOnly = response.header("X-Injected-LF", "a\nEvil2: yes")
+            let nul = response.header("X-Injected-NUL", "a\0b")
+            let badName = response.header("Bad Name", "v")
+            let good = response.header("X-Good", "fine")
+            let body = "injected=\(injected)\nlf=\(lfOnly)\nnul=\(nul)\nbadname=\(badName)\ngood=\(good)\n"
+            response.header("Content-Length", String(body.utf8.count))
+            response.write(body)
+            response.end()
+        case "/noanswer":
+            return
+        case "/short":
+            // Declares 10 bytes, writes 5: the core must close the connection.
+            response.begin(status: 200)
+            response.header("Content-Length", "10")
+            response.write("12345")
+            response.end()
+        case "/close-header":
+            response.begin(status: 200)
+            response.header("Connection", "close")
+            response.header("Content-Length", "3")
+            response.write("bye")
+            response.end()
+        default:
+            var text = "method=\(request.methodString)\n"
+            text += "target=\(target)\n"
+            text += "version=1.\(request.versionMinor)\n"
+            text += "keepalive=\(request.keepAlive ? 1 : 0)\n"
+            text += "headers=\(request.headerCount)\n"
+            for name in ["Host", "Content-Length", "Transfer-Encoding", "Connection", "Expect", "X-Test"] {
+                if let v = request.header(named: name) { text += "h:\(name.lowercased())=\(v)\n" }
+            }
+            text += "body-length=\(request.body.count)\n"
+            text += "body=\n"
+            var out = Array(text.utf8)
+            out.append(contentsOf: request.body)
+            _ = out.withUnsafeBytes { response.send(status: 200, contentType: "text/plain", bytes: $0) }
+        }
+    }
+}
+
+/// Runs `body` once per trigger mode.
+func forEachTrigger(_ body: (Trigger) throws -> Void) rethrows {
+    for trigger in Trigger.allCases { try body(trigger) }
+}
+
+/// Starts a server on 127.0.0.1, port 0, runs `body`, stops it.
+func withServer(_ trigger: Trigger, _ application: Application, host: String = "127.0.0.1",
+                configure: (inout Configuration) -> Void = { _ in },
+                _ body: (Server) throws -> Void) throws {
+    var c = Configuration()
+    c.host = host
+    c.port = 0
+    c.trigger = trigger
+    configure(&c)
+    let s = Server(configuration: c, application: application)
+    try s.start()
+    defer { s.stop() }
+    XCTAssertGreaterThan(s.port, 0, "[\(trigger)] server.port after start")
+    try body(s)
+}
+
+/// Runs `work` on `count` separate threads and waits for all of them.
+func onThreads(_ count: Int, _ work: @escaping @Sendable (Int) -> Void) {
+    let group = DispatchGroup()
+    for i in 0..<count {
+        group.enter()
+        let t = Thread {
+            work(i)
+            group.leave()
+        }
+        t.stackSize = 1 << 20
+        t.start()
+    }
+    group.wait()
+}

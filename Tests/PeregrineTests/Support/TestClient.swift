@@ -1,0 +1,326 @@
+// A small blocking TCP client over Glibc for the integration tests.
+// Every socket has 5 s receive and send timeouts, so no test can hang.
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+
+enum ClientError: Error, CustomStringConvertible {
+    case system(String, Int32)
+    case timeout(String)
+    case closed(String)
+    case malformed(String)
+
+    var description: String {
+        switch self {
+        case .system(let op, let e): return "\(op): errno \(e) (\(String(cString: strerror(e))))"
+        case .timeout(let what): return "timed out (5 s) \(what)"
+        case .closed(let what): return "connection closed \(what)"
+        case .malformed(let what): return "malformed response: \(what)"
+        }
+    }
+}
+
+/// A parsed HTTP response as the client read it.
+struct HTTPResponse: CustomStringConvertible {
+    var status: Int
+    var statusLine: String
+    var headers: [(name: String, value: String)]
+    var body: [UInt8]
+    /// Exact bytes of the head including the final CRLFCRLF.
+    var rawHead: String
+    /// True when the body was delimited by the server closing the connection.
+    var closeDelimited = false
+
+    func header(_ name: String) -> String? {
+        headers.first { $0.name.lowercased() == name.lowercased() }?.value
+    }
+    func headerCount(_ name: String) -> Int {
+        headers.filter { $0.name.lowercased() == name.lowercased() }.count
+    }
+    var bodyString: String { String(decoding: body, as: UTF8.self) }
+    var description: String { "\(statusLine) [\(headers.map { "\($0.name): \($0.value)" }.joined(separator: "; "))] body(\(body.count))=\(bodyString.prefix(200).debugDescription)" }
+
+    /// The `key=value` lines an inspect-app body carries.
+    var fields: [String: String] {
+        var out: [String: String] = [:]
+        let text = bodyString
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.hasPrefix("body=") { break }
+            if let eq = line.firstIndex(of: "=") {
+                out[String(line[..<eq])] = String(line[line.index(after: eq)...])
+            }
+        }
+        return out
+    }
+    /// Bytes after `body=\n` in an inspect-app body.
+    var inspectedBody: [UInt8]? {
+        let marker = Array("\nbody=\n".utf8)
+        guard body.count >= marker.count else { return nil }
+        for i in 0...(body.count - marker.count) where body[i] == marker[0] && Array(body[i..<i + marker.count]) == marker {
+            return Array(body[(i + marker.count)...])
+        }
+        return nil
+    }
+}
+
+/// A blocking TCP connection with a read buffer.
+final class TestSocket: @unchecked Sendable {
+    // @unchecked: a socket is used by one thread at a time, except the echo test
+    // which sends on one thread and receives on another (both thread-safe syscalls;
+    // `buffer` is touched only by the receiving thread).
+    let fd: Int32
+    private var buffer: [UInt8] = []
+    private var closedFD = false
+
+    static let timeoutSeconds = 5
+
+    init(port: Int, host: String = "127.0.0.1", noDelay: Bool = true) throws {
+        let v6 = host.contains(":")
+        let s = socket(v6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard s >= 0 else { throw ClientError.system("socket", errno) }
+        fd = s
+        var tv = timeval(tv_sec: TestSocket.timeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var one: Int32 = noDelay ? 1 : 0
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        let rc: Int32
+        if v6 {
+            var addr = sockaddr_in6()
+            addr.sin6_family = sa_family_t(AF_INET6)
+            addr.sin6_port = in_port_t(UInt16(port).bigEndian)
+            guard inet_pton(AF_INET6, host, &addr.sin6_addr) == 1 else {
+                Glibc.close(fd); throw ClientError.malformed("bad address \(host)")
+            }
+            rc = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+            }
+        } else {
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = in_port_t(UInt16(port).bigEndian)
+            guard inet_pton(AF_INET, host, &addr.sin_addr) == 1 else {
+                Glibc.close(fd); throw ClientError.malformed("bad address \(host)")
+            }
+            rc = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+        }
+        if rc != 0 {
+            let e = errno
+            Glibc.close(fd)
+            throw ClientError.system("connect to \(host):\(port)", e)
+        }
+    }
+
+    deinit { if !closedFD { Glibc.close(fd) } }
+
+    func close() {
+        if !closedFD { closedFD = true; Glibc.close(fd) }
+    }
+
+    /// Closes with SO_LINGER {1, 0}: the kernel sends RST instead of FIN.
+    func reset() {
+        var lg = linger(l_onoff: 1, l_linger: 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, socklen_t(MemoryLayout<linger>.size))
+        close()
+    }
+
+    func shutdownWrite() { shutdown(fd, Int32(SHUT_WR)) }
+
+    // MARK: sending
+
+    func send(_ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { try send($0) }
+    }
+
+    func send(_ text: String) throws { try send(Array(text.utf8)) }
+
+    func send(_ raw: UnsafeRawBufferPointer) throws {
+        var off = 0
+        while off < raw.count {
+            let n = Glibc.send(fd, raw.baseAddress! + off, raw.count - off, Int32(MSG_NOSIGNAL))
+            if n < 0 {
+                let e = errno
+                if e == EINTR { continue }
+                if e == EAGAIN || e == EWOULDBLOCK { throw ClientError.timeout("sending (\(off)/\(raw.count) bytes sent)") }
+                throw ClientError.system("send", e)
+            }
+            off += n
+        }
+    }
+
+    // MARK: receiving
+
+    /// One recv into `into`. Returns bytes read, 0 at EOF; throws on timeout or error
+    /// (ECONNRESET is reported as `.closed`).
+    func recvRaw(_ into: UnsafeMutableRawBufferPointer) throws -> Int {
+        while true {
+            let n = recv(fd, into.baseAddress, into.count, 0)
+            if n >= 0 { return n }
+            let e = errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { throw ClientError.timeout("waiting for data") }
+            if e == ECONNRESET { throw ClientError.closed("by reset (ECONNRESET)") }
+            throw ClientError.system("recv", e)
+        }
+    }
+
+    /// Appends one recv's worth to the buffer; false at EOF.
+    @discardableResult
+    private func fill() throws -> Bool {
+        var tmp = [UInt8](repeating: 0, count: 65536)
+        let n = try tmp.withUnsafeMutableBytes { try recvRaw($0) }
+        if n == 0 { return false }
+        buffer.append(contentsOf: tmp[0..<n])
+        return true
+    }
+
+    private func indexOf(_ pattern: [UInt8], from: Int = 0) -> Int? {
+        guard buffer.count >= pattern.count + from else { return nil }
+        var i = from
+        let last = buffer.count - pattern.count
+        while i <= last {
+            if buffer[i] == pattern[0] {
+                var ok = true
+                for j in 1..<pattern.count where buffer[i + j] != pattern[j] { ok = false; break }
+                if ok { return i }
+            }
+            i += 1
+        }
+        return nil
+    }
+
+    private func readLine() throws -> String {
+        var from = 0
+        while true {
+            if let i = indexOf([13, 10], from: from) {
+                let line = String(decoding: buffer[0..<i], as: UTF8.self)
+                buffer.removeFirst(i + 2)
+                return line
+            }
+            from = max(0, buffer.count - 1)
+            guard try fill() else { throw ClientError.closed("while reading a line (have \(buffer.count) bytes)") }
+        }
+    }
+
+    private func readExactly(_ n: Int) throws -> [UInt8] {
+        while buffer.count < n {
+            guard try fill() else { throw ClientError.closed("after \(buffer.count) of \(n) body bytes") }
+        }
+        let out = Array(buffer[0..<n])
+        buffer.removeFirst(n)
+        return out
+    }
+
+    /// Reads one response. `expectBody: false` for answers to HEAD.
+    /// A 1xx interim response is returned as is (head only).
+    func readResponse(expectBody: Bool = true) throws -> HTTPResponse {
+        var from = 0
+        var headEnd: Int
+        while true {
+            if let i = indexOf([13, 10, 13, 10], from: from) { headEnd = i; break }
+            from = max(0, buffer.count - 3)
+            guard try fill() else {
+                if buffer.isEmpty { throw ClientError.closed("before any response byte") }
+                throw ClientError.closed("inside a response head: \(String(decoding: buffer, as: UTF8.self).debugDescription)")
+            }
+        }
+        let rawHead = String(decoding: buffer[0..<(headEnd + 4)], as: UTF8.self)
+        buffer.removeFirst(headEnd + 4)
+        var lines = rawHead.components(separatedBy: "\r\n")
+        lines.removeLast(2)
+        let statusLine = lines.removeFirst()
+        let parts = statusLine.split(separator: " ", maxSplits: 2)
+        guard parts.count >= 2, parts[0].hasPrefix("HTTP/1."), let status = Int(parts[1]) else {
+            throw ClientError.malformed("status line \(statusLine.debugDescription)")
+        }
+        var headers: [(String, String)] = []
+        for line in lines {
+            guard let colon = line.firstIndex(of: ":") else { throw ClientError.malformed("header line \(line.debugDescription)") }
+            headers.append((String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
+        }
+        var response = HTTPResponse(status: status, statusLine: statusLine, headers: headers, body: [], rawHead: rawHead)
+        if status < 200 || status == 204 || status == 304 || !expectBody { return response }
+        if let te = response.header("Transfer-Encoding") {
+            guard te.lowercased() == "chunked" else { throw ClientError.malformed("Transfer-Encoding \(te)") }
+            var body: [UInt8] = []
+            while true {
+                let sizeLine = try readLine()
+                let hex = sizeLine.split(separator: ";").first.map(String.init) ?? ""
+                guard let size = Int(hex.trimmingCharacters(in: .whitespaces), radix: 16) else {
+                    throw ClientError.malformed("chunk size line \(sizeLine.debugDescription)")
+                }
+                if size == 0 {
+                    while try !readLine().isEmpty {}   // trailers
+                    break
+                }
+                body += try readExactly(size)
+                guard try readLine().isEmpty else { throw ClientError.malformed("no CRLF after chunk data") }
+            }
+            response.body = body
+        } else if let cl = response.header("Content-Length") {
+            guard let n = Int(cl), n >= 0 else { throw ClientError.malformed("Content-Length \(cl)") }
+            response.body = try readExactly(n)
+        } else {
+            response.body = try readUntilEOF()
+            response.closeDelimited = true
+        }
+        return response
+    }
+
+    /// Reads into the buffer until EOF, 64 KiB at a time with a 1 ms pause
+    /// between reads (a slow reader); the responses can then be parsed.
+    func drainSlowly() throws {
+        do {
+            while try fill() { usleep(1000) }
+        } catch ClientError.closed {
+        }
+    }
+
+    /// Reads everything until the server closes (EOF or reset). Throws on timeout.
+    func readUntilEOF() throws -> [UInt8] {
+        do {
+            while try fill() {}
+        } catch ClientError.closed {
+        }
+        let out = buffer
+        buffer.removeAll()
+        return out
+    }
+
+    /// Waits for the server to close the connection. Returns the bytes that
+    /// arrived before the close, or throws `.timeout` if the connection stayed open.
+    func expectClose() throws -> [UInt8] { try readUntilEOF() }
+
+    /// True if the connection is still open right now: nothing buffered says EOF
+    /// (a non-blocking peek returns EAGAIN or data).
+    var looksOpen: Bool {
+        var b: UInt8 = 0
+        let n = recv(fd, &b, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
+        if n > 0 { return true }
+        if n == 0 { return false }
+        return errno == EAGAIN || errno == EWOULDBLOCK
+    }
+
+    /// Bytes received but not yet consumed by a reader.
+    var pending: [UInt8] { buffer }
+}
+
+/// One request, one response, on a fresh connection.
+func fetch(port: Int, _ request: String, host: String = "127.0.0.1") throws -> HTTPResponse {
+    let s = try TestSocket(port: port, host: host)
+    try s.send(request)
+    return try s.readResponse(expectBody: !request.hasPrefix("HEAD "))
+}
+
+/// VmRSS of this process in KiB.
+func residentKiB() -> Int {
+    guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return -1 }
+    for line in text.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        let digits = line.filter { $0.isNumber }
+        return Int(digits) ?? -1
+    }
+    return -1
+}
