@@ -37,7 +37,7 @@ test-c:
 
 swift-test:
 	swift build --build-tests
-	swift test --skip-build
+	swift test --skip-build --disable-swift-testing
 
 # Core figures for the closing note: wrk keep-alive CPU per request, malloc
 # calls per request, RSS per idle connection (see scripts/measure-core.sh).
