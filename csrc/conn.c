@@ -236,7 +236,8 @@ prg_conn *prg_conn_open(prg_loop *loop, int fd) {
     memset(c, 0, sizeof *c);
     c->fd = fd;
     c->loop = loop;
-    c->id = loop->next_id++;
+    c->id = loop->next_id;
+    loop->next_id += (uint64_t)loop->server->loop_count;   /* loop i hands out i, i+N, i+2N… */
     prg_http_parser_reset(&c->parser);
     c->next = loop->live;
     if (loop->live) loop->live->prev = c;
@@ -260,7 +261,7 @@ void prg_conn_close_now(prg_conn *c, int reason) {
     if (c->next) c->next->prev = c->prev;
     c->prev = c->next = NULL;
     const prg_callbacks *cb = &loop->server->cb;
-    if (cb->on_close) cb->on_close(cb->ctx, c, reason);
+    if (cb->on_close && (c->flags & CONN_OPENED)) cb->on_close(cb->ctx, c, reason);
     /* The ready list may hold it: it is skipped there (CONN_CLOSED) and
      * unlinked when that list is rebuilt, so it goes on the dead list only
      * once it left the ready list. */
@@ -393,7 +394,52 @@ static ssize_t read_once(prg_conn *c, size_t *offered) {
     }
 }
 
+/* Lingering: read and drop until EOF, an error, or the byte cap. */
+static void linger_read(prg_conn *c) {
+    uint8_t junk[4096];
+    for (int i = 0; i < 16; i++) {
+        ssize_t n = recv(c->fd, junk, sizeof junk, 0);
+        if (n > 0) {
+            c->lingered += (uint32_t)n;
+            if (c->lingered < PRG_LINGER_MAX_BYTES) continue;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return;
+        }
+        prg_conn_close_now(c, c->close_reason);   /* EOF, error or cap: done */
+        return;
+    }
+    if (c->loop->server->cfg.trigger == PRG_TRIGGER_EDGE) prg_loop_mark_ready(c);
+}
+
+void prg_conn_linger(prg_conn *c) {
+    if (shutdown(c->fd, SHUT_WR) != 0) {
+        prg_conn_close_now(c, c->close_reason);
+        return;
+    }
+    c->flags |= CONN_LINGER;
+    in_release(c);
+    prg_timer_remove(c);
+    prg_conn_update_timer(c);
+    prg_loop_update_interest(c);
+    /* Input may already be waiting, and in edge mode no new edge will say so. */
+    if (c->loop->server->cfg.trigger == PRG_TRIGGER_EDGE) prg_loop_mark_ready(c);
+}
+
+/* Close at once, or linger first: after an error answer the client is often
+ * still sending (the rest of a refused body), and unread input left in the
+ * socket makes close() send a reset that can destroy the answer in flight. */
+static bool should_linger(const prg_conn *c) {
+    if (c->flags & CONN_READ_EOF) return false;   /* the client already finished sending */
+    return c->close_reason == PRG_CLOSE_BAD_REQUEST || c->in_len > 0;
+}
+
 void prg_conn_on_readable(prg_conn *c) {
+    if (c->flags & CONN_LINGER) {
+        if (!(c->flags & CONN_CLOSED)) linger_read(c);
+        return;
+    }
     prg_trigger trigger = c->loop->server->cfg.trigger;
     int reads = trigger == PRG_TRIGGER_EDGE ? PRG_ET_READS_PER_WAKEUP : 1;
     for (int i = 0; i < reads; i++) {
@@ -436,9 +482,10 @@ void prg_conn_finish_io(prg_conn *c) {
         if (!(c->flags & CONN_PAUSED) && c->loop->server->cfg.trigger == PRG_TRIGGER_EDGE)
             prg_loop_mark_ready(c);   /* the edge for unread input was consumed while paused */
     }
-    if (c->out_bytes == 0) {
+    if (c->out_bytes == 0 && !(c->flags & CONN_LINGER)) {
         if (c->flags & CONN_CLOSE_AFTER) {
-            prg_conn_close_now(c, c->close_reason);
+            if (should_linger(c)) prg_conn_linger(c);
+            else prg_conn_close_now(c, c->close_reason);
             return;
         }
         if (c->flags & CONN_READ_EOF) {
@@ -455,14 +502,18 @@ void prg_conn_finish_io(prg_conn *c) {
 
 int prg_conn_write(prg_conn *c, const void *p, size_t n) {
     if (c->flags & (CONN_CLOSED | CONN_CLOSE_AFTER)) return -1;
-    return prg_out_append(c, p, n);
+    if (prg_out_append(c, p, n) != 0) return -1;
+    /* Written from another connection's callback: flush after the batch.
+     * Never now: that could run this connection's handler inside the other's. */
+    if (!(c->flags & CONN_IN_CALLBACK)) prg_loop_mark_ready(c);
+    return 0;
 }
 
 void prg_conn_close(prg_conn *c) {
-    if (c->flags & CONN_CLOSED) return;
-    if (!(c->flags & CONN_CLOSE_AFTER)) c->close_reason = PRG_CLOSE_APP;
+    if (c->flags & (CONN_CLOSED | CONN_CLOSE_AFTER)) return;
+    c->close_reason = PRG_CLOSE_APP;
     c->flags |= CONN_CLOSE_AFTER;
-    if (!(c->flags & CONN_IN_CALLBACK)) prg_conn_finish_io(c);
+    if (!(c->flags & CONN_IN_CALLBACK)) prg_loop_mark_ready(c);   /* as in prg_conn_write */
 }
 
 uint64_t prg_conn_id(const prg_conn *c) { return c->id; }

@@ -26,6 +26,12 @@
 /* Edge-triggered: recv calls per wakeup before the connection yields to
  * others (it goes on the ready list and is served again next round). */
 #define PRG_ET_READS_PER_WAKEUP 4
+/* Lingering close: after an error answer, or with input left unread, the
+ * write side is shut and input discarded until the client closes (at most
+ * this long and this much), so the kernel does not answer the unread bytes
+ * with a reset that destroys the response in flight. */
+#define PRG_LINGER_SECONDS 2u
+#define PRG_LINGER_MAX_BYTES (1u << 20)
 /* Accepts per wakeup before the listener yields. */
 #define PRG_ACCEPTS_PER_WAKEUP 64
 /* Raw mode: receive buffer limit when the application consumes nothing. */
@@ -65,6 +71,8 @@ enum {
     CONN_CONTINUE_SENT = 1u << 5,  /* 100 Continue already sent for the current request */
     CONN_IN_CALLBACK   = 1u << 6,  /* a Swift callback is running for it */
     CONN_PEER_HUP      = 1u << 7,  /* EPOLLRDHUP/EPOLLHUP seen: read until EOF */
+    CONN_LINGER        = 1u << 8,  /* answered and half-closed: discarding input until EOF */
+    CONN_OPENED        = 1u << 9,  /* on_open ran, so on_close is owed */
 };
 
 /* Response writer states. */
@@ -107,16 +115,23 @@ struct prg_conn {
     int64_t resp_length_left;   /* declared Content-Length minus body written */
 
     /* Timeouts: the connection sits on at most one of the loop's deadline
-     * lists (TIMER_HEAD or TIMER_IDLE), in deadline order. */
+     * lists (TIMER_*), in deadline order. */
     struct prg_conn *timer_prev, *timer_next;
     uint32_t deadline;          /* loop clock seconds */
     uint8_t timer_list;         /* TIMER_* */
+    uint32_t lingered;          /* bytes discarded while lingering */
 
     prg_http_parser parser;
     void *userdata;
 };
 
-enum { TIMER_NONE = 0, TIMER_HEAD = 1, TIMER_IDLE = 2, TIMER_LISTS = 3 };
+enum {
+    TIMER_NONE = 0,
+    TIMER_HEAD = 1,    /* request head arriving: header_timeout_s from its first byte */
+    TIMER_IDLE = 2,    /* no progress either way: idle_timeout_s, restarted by each event */
+    TIMER_LINGER = 3,  /* lingering close: PRG_LINGER_SECONDS */
+    TIMER_LISTS = 4,
+};
 
 /* A FIFO of connections sharing one timeout: since every entry waits the
  * same time, arrival order is deadline order, so adding, removing and
@@ -150,6 +165,8 @@ struct prg_loop {
     prg_conn *ready;           /* edge mode: connections with input left to read */
     prg_conn *dead;            /* closed during this batch; freed after it */
     bool listener_ready;       /* edge mode: accept queue not yet drained */
+    bool listener_paused;      /* accept failed for lack of resources: disarmed until listener_resume */
+    uint32_t listener_resume;  /* loop clock second to re-arm the listener */
     time_t emfile_logged;      /* last time descriptor exhaustion was logged */
     uint64_t next_id;
 
@@ -187,6 +204,7 @@ void prg_out_commit(prg_conn *c, size_t n);
 void prg_conn_update_timer(prg_conn *c);        /* put on the list its state calls for */
 void prg_timer_remove(prg_conn *c);
 void prg_timers_sweep(prg_loop *loop);           /* 408 late heads, close idle connections */
+void prg_conn_linger(prg_conn *c);               /* shut the write side, discard input until EOF */
 
 /* response.c */
 void prg_date_refresh(prg_date_cache *d, time_t now);
@@ -200,5 +218,6 @@ int prg_loop_init(prg_loop *loop);
 void *prg_loop_run(void *loop);
 void prg_loop_update_interest(prg_conn *c);
 void prg_loop_mark_ready(prg_conn *c);
+void prg_loop_resume_listener(prg_loop *loop);
 
 #endif

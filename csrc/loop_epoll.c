@@ -38,6 +38,8 @@ static uint32_t initial_events(prg_trigger trigger) {
     }
 }
 
+static uint32_t listener_events(const prg_loop *loop);
+
 int prg_loop_init(prg_loop *loop) {
     prg_server *s = loop->server;
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -49,18 +51,22 @@ int prg_loop_init(prg_loop *loop) {
     if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->wake_fd, &ev) != 0) return -errno;
     /* The listener follows the loop's mode only for edge: with level (and
      * oneshot) a pending accept simply shows up again next round. */
-    ev.events = EPOLLIN | (s->cfg.trigger == PRG_TRIGGER_EDGE ? EPOLLET : 0);
+    ev.events = listener_events(loop);
     ev.data.ptr = &loop->listen_fd;
     if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->listen_fd, &ev) != 0) return -errno;
     loop->headers = calloc(s->cfg.limits.max_headers ? s->cfg.limits.max_headers : 1, sizeof(prg_header));
     if (!loop->headers) return -ENOMEM;
     const char *name = s->cfg.server_name ? s->cfg.server_name : "Peregrine";
+    for (const char *q = name; *q; q++)
+        if (*q == '\r' || *q == '\n') return -EINVAL;   /* it goes into every response head */
     int n = snprintf(loop->server_line, sizeof loop->server_line, "Server: %s\r\n", name);
     if (n < 0 || (size_t)n >= sizeof loop->server_line) return -ENAMETOOLONG;
     loop->server_line_len = (size_t)n;
     prg_date_refresh(&loop->date, time(NULL));
     loop->timers[TIMER_HEAD].timeout_s = (uint32_t)s->cfg.header_timeout_s;
     loop->timers[TIMER_IDLE].timeout_s = (uint32_t)s->cfg.idle_timeout_s;
+    loop->timers[TIMER_LINGER].timeout_s = PRG_LINGER_SECONDS;
+    loop->next_id = (uint64_t)loop->index;   /* ids stay unique across loops */
     return 0;
 }
 
@@ -69,7 +75,8 @@ void prg_loop_update_interest(prg_conn *c) {
     prg_trigger trigger = c->loop->server->cfg.trigger;
     if (trigger == PRG_TRIGGER_EDGE) return;   /* registered once for everything */
     uint32_t want = EPOLLPRI;
-    if (!(c->flags & (CONN_PAUSED | CONN_READ_EOF | CONN_CLOSE_AFTER))) want |= EPOLLIN | EPOLLRDHUP;
+    if ((c->flags & CONN_LINGER) || !(c->flags & (CONN_PAUSED | CONN_READ_EOF | CONN_CLOSE_AFTER)))
+        want |= EPOLLIN | EPOLLRDHUP;
     if (c->out_bytes) want |= EPOLLOUT;
     if (trigger == PRG_TRIGGER_ONESHOT) want |= EPOLLONESHOT;   /* re-arm after every event */
     else if (want == c->registered) return;                    /* level: steady state, no syscall */
@@ -88,16 +95,45 @@ void prg_loop_mark_ready(prg_conn *c) {
     c->loop->ready = c;
 }
 
+static void set_listener_events(prg_loop *loop, uint32_t events) {
+    struct epoll_event ev = {.events = events, .data.ptr = &loop->listen_fd};
+    (void)epoll_ctl(loop->epfd, EPOLL_CTL_MOD, loop->listen_fd, &ev);
+}
+
+static uint32_t listener_events(const prg_loop *loop) {
+    return EPOLLIN | (loop->server->cfg.trigger == PRG_TRIGGER_EDGE ? EPOLLET : 0);
+}
+
+/* Accepting fails for lack of a resource the next accept will lack too: stop
+ * watching the listener for a second instead of waking up for it in a loop
+ * (the pending connections wait in the backlog). */
+static void pause_listener(prg_loop *loop) {
+    loop->listener_paused = true;
+    loop->listener_ready = false;
+    loop->listener_resume = loop->now + 1;
+    set_listener_events(loop, 0);
+}
+
+void prg_loop_resume_listener(prg_loop *loop) {
+    loop->listener_paused = false;
+    set_listener_events(loop, listener_events(loop));
+    loop->listener_ready = true;   /* the backlog may be full already: no new edge */
+}
+
+static void log_accept_error(prg_loop *loop, int err) {
+    time_t now = time(NULL);
+    if (now == loop->emfile_logged) return;   /* at most once a second */
+    loop->emfile_logged = now;
+    fprintf(stderr, "peregrine: accept: %s; shedding new connections\n", strerror(err));
+}
+
 /* Out of descriptors: the pending connection would make a level-triggered
  * listener fire forever. Give back the reserved descriptor, accept the
  * connection and close it at once (the client sees a clean close instead of
- * hanging in the backlog), then take the reserve again. */
-static bool shed_connection(prg_loop *loop, int err) {
-    time_t now = time(NULL);
-    if (now != loop->emfile_logged) {
-        loop->emfile_logged = now;
-        fprintf(stderr, "peregrine: accept: %s; shedding new connections\n", strerror(err));
-    }
+ * hanging in the backlog), then take the reserve again. Returns false when
+ * that was not possible (the caller pauses the listener). */
+static bool shed_connection(prg_loop *loop) {
+    if (loop->reserve_fd < 0) loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (loop->reserve_fd < 0) return false;
     close(loop->reserve_fd);
     int fd = accept4(loop->listen_fd, NULL, NULL, SOCK_CLOEXEC);
@@ -109,14 +145,17 @@ static bool shed_connection(prg_loop *loop, int err) {
 static void accept_ready(prg_loop *loop) {
     prg_server *s = loop->server;
     loop->listener_ready = false;
+    if (loop->listener_paused) return;
     for (int i = 0; i < PRG_ACCEPTS_PER_WAKEUP; i++) {
         int fd = accept4(loop->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
-            if (errno == EMFILE || errno == ENFILE) {
-                if (shed_connection(loop, errno)) continue;
-            }
-            return;   /* EAGAIN: drained */
+            int err = errno;
+            if (err == EAGAIN || err == EWOULDBLOCK) return;   /* drained */
+            if (err == EINTR || err == ECONNABORTED || err == EPROTO) continue;
+            log_accept_error(loop, err);
+            if ((err == EMFILE || err == ENFILE) && shed_connection(loop)) continue;
+            pause_listener(loop);   /* ENOBUFS, ENOMEM, or shedding impossible */
+            return;
         }
         if (s->cfg.tcp_nodelay) {
             int one = 1;
@@ -130,11 +169,18 @@ static void accept_ready(prg_loop *loop) {
         c->registered = initial_events(s->cfg.trigger);
         struct epoll_event ev = {.events = c->registered, .data.ptr = c};
         if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            prg_conn_close_now(c, PRG_CLOSE_ERROR);
+            prg_conn_close_now(c, PRG_CLOSE_ERROR);   /* no on_open yet, so no on_close */
             continue;
         }
-        if (s->cb.on_open) s->cb.on_open(s->cb.ctx, c);
-        prg_conn_update_timer(c);   /* a client that never sends is idle from the start */
+        c->flags |= CONN_OPENED;
+        if (s->cb.on_open) {
+            c->flags |= CONN_IN_CALLBACK;
+            s->cb.on_open(s->cb.ctx, c);
+            c->flags &= ~CONN_IN_CALLBACK;
+        }
+        /* A server that speaks first wrote in on_open: send it now. */
+        if (c->out_bytes || (c->flags & CONN_CLOSE_AFTER)) prg_conn_finish_io(c);
+        else prg_conn_update_timer(c);   /* a client that never sends is idle from the start */
     }
     /* Cap reached: in edge mode no new edge will announce the rest. */
     if (s->cfg.trigger == PRG_TRIGGER_EDGE) loop->listener_ready = true;
@@ -188,7 +234,9 @@ static void refresh_clocks(prg_loop *loop) {
 }
 
 static bool timers_pending(const prg_loop *loop) {
-    return loop->timers[TIMER_HEAD].head || loop->timers[TIMER_IDLE].head;
+    for (int i = TIMER_NONE + 1; i < TIMER_LISTS; i++)
+        if (loop->timers[i].head) return true;
+    return loop->listener_paused;
 }
 
 void *prg_loop_run(void *arg) {

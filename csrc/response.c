@@ -122,7 +122,9 @@ void prg_response_reset(prg_conn *c, const prg_request *req) {
 
 /* Status line plus the Server and Date lines, in one reservation. */
 static int write_status(prg_conn *c, int status, const char *reason, size_t reason_len) {
-    if (c->resp_state != RESP_NONE || status < 100 || status > 999) return -1;
+    /* 1xx are interim answers: taking one as the final answer would pair
+     * every later response on the connection with the wrong request. */
+    if (c->resp_state != RESP_NONE || status < 200 || status > 999) return -1;
     if (!reason) {
         reason = prg_status_reason(status);
         reason_len = strlen(reason);
@@ -196,7 +198,8 @@ int prg_write_header(prg_conn *c, const char *name, size_t name_len, const char 
      * lets the writer chunk, but never frames by hand. */
     if (ieq(name, name_len, "transfer-encoding")) return -1;
     if (ieq(name, name_len, "content-length")) {
-        if (c->resp_flags & RESP_HAS_LENGTH || value_len == 0 || value_len > 18) return -1;
+        if (c->resp_flags & RESP_HAS_LENGTH || value_len == 0 || value_len > 18 || c->resp_status == 204)
+            return -1;
         int64_t v = 0;
         for (size_t i = 0; i < value_len; i++) {
             if (value[i] < '0' || value[i] > '9') return -1;
@@ -205,8 +208,12 @@ int prg_write_header(prg_conn *c, const char *name, size_t name_len, const char 
         c->resp_flags |= RESP_HAS_LENGTH;
         c->resp_length_left = v;
     } else if (ieq(name, name_len, "connection")) {
+        /* Keep-alive is the writer's decision; the application may only ask
+         * to close (a "keep-alive" it wrote could contradict a close the
+         * writer decides later). */
+        if ((c->resp_flags & RESP_CONN_HDR) || !has_token(value, value_len, "close")) return -1;
         c->resp_flags |= RESP_CONN_HDR;
-        if (has_token(value, value_len, "close")) c->req_keep_alive = 0;
+        c->req_keep_alive = 0;
     }
     uint8_t *p = prg_out_reserve(c, name_len + value_len + 4);
     if (!p) return -1;
@@ -223,6 +230,7 @@ int prg_write_header(prg_conn *c, const char *name, size_t name_len, const char 
 int prg_write_body(prg_conn *c, const void *data, size_t n) {
     if (c->resp_state == RESP_HEAD && end_head(c) != 0) return -1;
     if (c->resp_state != RESP_BODY) return -1;
+    if (n > (size_t)INT64_MAX) return -1;
     if (c->resp_flags & RESP_HAS_LENGTH) {
         if ((int64_t)n > c->resp_length_left) return -1;
         c->resp_length_left -= (int64_t)n;
@@ -318,6 +326,8 @@ int prg_response_finish_default(prg_conn *c) {
     if (c->flags & CONN_CLOSED) return -1;
     switch (c->resp_state) {
     case RESP_NONE: {
+        /* The application closed the connection instead of answering. */
+        if (c->close_reason == PRG_CLOSE_APP && (c->flags & CONN_CLOSE_AFTER)) return 0;
         /* The handler returned without answering: say so rather than hang. */
         static const char msg[] = "handler did not respond\n";
         return prg_send(c, 500, "text/plain", 10, msg, sizeof msg - 1);

@@ -85,6 +85,15 @@ prg_server *prg_server_create(const prg_config *cfg, const prg_callbacks *cb, in
         *err = -EINVAL;
         return NULL;
     }
+    /* A connection's receive buffer holds a head, a body and some framing,
+     * and its length is 32-bit: refuse limits it could not hold. */
+    const prg_http_limits *l = &cfg->limits;
+    size_t ceiling = UINT32_MAX / 4;
+    if (l->max_header_bytes > ceiling || l->max_body > ceiling || l->max_request_line > ceiling ||
+        2 * l->max_header_bytes + l->max_body + l->max_request_line > ceiling) {
+        *err = -EINVAL;
+        return NULL;
+    }
     prg_server *s = calloc(1, sizeof *s);
     if (!s) { *err = -ENOMEM; return NULL; }
     s->cfg = *cfg;

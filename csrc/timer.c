@@ -3,13 +3,20 @@
  * list of connections (every entry waits the same time, so arrival order is
  * deadline order); the loop sweeps the expired heads once per second.
  *
- *  TIMER_HEAD  a request head has started arriving: the whole head must be
- *              in within header_timeout_s of its first byte (not reset by
- *              each byte, so a slowloris client cannot stretch it): 408.
- *  TIMER_IDLE  a keep-alive connection with nothing in flight: closed
- *              quietly after idle_timeout_s.
+ *  TIMER_HEAD    a request head has started arriving: the whole head must be
+ *                in within header_timeout_s of its first byte (not reset by
+ *                each byte, so a slowloris client cannot stretch it): 408.
+ *  TIMER_IDLE    everything else that waits on the client: an idle keep-alive
+ *                connection, a body arriving, output the client does not read.
+ *                Restarted by each event, so it measures time without
+ *                progress. Expiry: 408 when a request body stalled, otherwise
+ *                a quiet close.
+ *  TIMER_LINGER  lingering close: PRG_LINGER_SECONDS, then close.
  */
+#define _GNU_SOURCE
 #include "internal.h"
+
+#include <sys/socket.h>
 
 void prg_timer_remove(prg_conn *c) {
     if (c->timer_list == TIMER_NONE) return;
@@ -39,42 +46,69 @@ static void timer_append(prg_conn *c, int which) {
     l->tail = c;
 }
 
+static int timer_wanted(const prg_conn *c) {
+    const prg_config *cfg = &c->loop->server->cfg;
+    if (c->flags & CONN_CLOSED) return TIMER_NONE;
+    if (c->flags & CONN_LINGER) return TIMER_LINGER;
+    /* Paused connections hold complete requests the parser has not looked
+     * at yet: waiting on the client's reading, not on its head. */
+    if (c->flags & (CONN_CLOSE_AFTER | CONN_PAUSED)) return TIMER_IDLE;
+    if (cfg->mode == PRG_MODE_HTTP && c->in_len > 0 && !prg_http_head_complete(&c->parser))
+        return TIMER_HEAD;
+    /* Raw mode: an idle raw connection is the application's business; only
+     * output the client does not read is timed. */
+    if (cfg->mode == PRG_MODE_RAW && c->out_bytes == 0) return TIMER_NONE;
+    return TIMER_IDLE;
+}
+
 void prg_conn_update_timer(prg_conn *c) {
     prg_loop *loop = c->loop;
-    int want = TIMER_NONE;
-    if (loop->server->cfg.mode != PRG_MODE_HTTP || (c->flags & (CONN_CLOSED | CONN_CLOSE_AFTER))) {
-        want = TIMER_NONE;
-    } else if (c->in_len > 0) {
-        if (!prg_http_head_complete(&c->parser)) want = TIMER_HEAD;
-    } else if (c->out_bytes == 0) {
-        want = TIMER_IDLE;
-    }
+    int want = timer_wanted(c);
     if (want != TIMER_NONE && loop->timers[want].timeout_s == 0) want = TIMER_NONE;
     if (want == c->timer_list) {
-        /* A head keeps the deadline of its first byte. Idle restarts, but
-         * moving to the tail is needed at most once per clock second. */
+        /* A head keeps the deadline of its first byte, lingering its start.
+         * Idle restarts, but moving to the tail is needed at most once per
+         * clock second. */
         if (want != TIMER_IDLE || c->deadline == deadline_for(loop, TIMER_IDLE)) return;
     }
     prg_timer_remove(c);
     if (want != TIMER_NONE) timer_append(c, want);
 }
 
+static bool expired(const prg_timer_list *l, uint32_t now) {
+    return l->head && l->head->deadline <= now;
+}
+
+static void answer_408(prg_conn *c) {
+    prg_send_error(c, 408);
+    c->close_reason = PRG_CLOSE_BAD_REQUEST;
+    c->flags |= CONN_CLOSE_AFTER;
+    prg_conn_finish_io(c);
+}
+
 void prg_timers_sweep(prg_loop *loop) {
     if (loop->now == loop->swept) return;
     loop->swept = loop->now;
+    if (loop->listener_paused && loop->now >= loop->listener_resume) prg_loop_resume_listener(loop);
     prg_timer_list *heads = &loop->timers[TIMER_HEAD];
-    while (heads->head && heads->head->deadline <= loop->now) {
+    while (expired(heads, loop->now)) {
         prg_conn *c = heads->head;
         prg_timer_remove(c);
-        prg_send_error(c, 408);
-        c->close_reason = PRG_CLOSE_BAD_REQUEST;
-        c->flags |= CONN_CLOSE_AFTER;
-        prg_conn_finish_io(c);
+        answer_408(c);
     }
     prg_timer_list *idle = &loop->timers[TIMER_IDLE];
-    while (idle->head && idle->head->deadline <= loop->now) {
+    while (expired(idle, loop->now)) {
         prg_conn *c = idle->head;
         prg_timer_remove(c);
-        prg_conn_close_now(c, PRG_CLOSE_NORMAL);
+        bool body_stalled = loop->server->cfg.mode == PRG_MODE_HTTP && c->in_len > 0 && c->out_bytes == 0 &&
+                            !(c->flags & (CONN_CLOSE_AFTER | CONN_PAUSED));
+        if (body_stalled) answer_408(c);
+        else prg_conn_close_now(c, c->out_bytes ? PRG_CLOSE_ERROR : PRG_CLOSE_NORMAL);
+    }
+    prg_timer_list *lingering = &loop->timers[TIMER_LINGER];
+    while (expired(lingering, loop->now)) {
+        prg_conn *c = lingering->head;
+        prg_timer_remove(c);
+        prg_conn_close_now(c, c->close_reason);
     }
 }

@@ -51,7 +51,9 @@ public struct Configuration: Sendable {
     /// Seconds for a whole request head to arrive, from its first byte
     /// (not reset per byte): 408 and close beyond. 0 turns it off.
     public var headerTimeout = 10
-    /// Seconds a keep-alive connection may sit idle before it is closed. 0 turns it off.
+    /// Seconds a connection may go without progress before it is closed: an
+    /// idle keep-alive connection (quietly), a request body that stopped
+    /// arriving (408), output the client stopped reading. 0 turns it off.
     public var idleTimeout = 60
     /// Value of the `Server` header.
     public var serverName = "Peregrine"

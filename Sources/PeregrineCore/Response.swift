@@ -83,7 +83,8 @@ public struct Response {
     }
 
     /// Starts a response: status line, `Server` and `Date`. `false` if one
-    /// was already started or the status is outside 100...999.
+    /// was already started or the status is outside 200...999 (interim 1xx
+    /// answers belong to the engine: it sends `100 Continue` itself).
     @discardableResult
     public func begin(status: Int, reason: String? = nil) -> Bool {
         guard var reason else { return functions.respond(sink, Int32(truncatingIfNeeded: status), nil, 0) == 0 }
@@ -95,6 +96,8 @@ public struct Response {
 
     /// Adds a header. `false` (and nothing written) when the name is not a
     /// token, the value holds CR, LF or NUL, or the head is already ended.
+    /// Framing and keep-alive are the engine's: `Transfer-Encoding` is
+    /// refused, and `Connection` is accepted only as `close`.
     @discardableResult
     public func header(_ name: String, _ value: String) -> Bool {
         var name = name, value = value

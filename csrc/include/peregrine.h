@@ -7,7 +7,9 @@
  *
  * Threading: a server runs N loops, one per thread. A prg_conn belongs to
  * exactly one loop and every prg_* call on it must come from that loop's
- * thread, from inside a callback. prg_server_stop may be called from any
+ * thread, from inside a callback of that loop. Writing to or closing a
+ * connection from another connection's callback is allowed: it takes effect
+ * after the current batch of events. prg_server_stop may be called from any
  * thread.
  */
 #ifndef PEREGRINE_H
@@ -175,7 +177,7 @@ typedef struct prg_config {
     prg_http_limits limits;
     size_t max_output;         /* queued output per connection before reads pause (backpressure) */
     int header_timeout_s;      /* whole head must arrive within this, counted from its first byte: 408 (default 10; 0 = off) */
-    int idle_timeout_s;        /* keep-alive connection with nothing in flight closed after this (default 60; 0 = off) */
+    int idle_timeout_s;        /* no progress for this long (idle keep-alive, stalled body: 408, unread output) closes (default 60; 0 = off) */
     const char *server_name;   /* value of the Server header; NULL = "Peregrine" */
 } prg_config;
 
@@ -203,12 +205,15 @@ int prg_server_effective_backlog(const prg_server *s);
 
 /* Starts a response: status line, Server and Date. reason may be NULL
  * for the standard phrase. Returns 0, or -1 if a response is already
- * started or the status is outside 100..999. */
+ * started or the status is outside 200..999 (interim 1xx answers are the
+ * core's: 100 Continue is sent for Expect: 100-continue). */
 int prg_respond(prg_conn *c, int status, const char *reason, size_t reason_len);
 /* Adds a header. Returns -1 (and writes nothing) if the name is not an
  * RFC 9110 token or the value contains CR, LF or NUL, or the head is
  * already finished. A Content-Length header makes the body fixed-length;
- * without one the body is sent chunked (HTTP/1.1) or close-delimited (1.0). */
+ * without one the body is sent chunked (HTTP/1.1) or close-delimited (1.0).
+ * Framing and keep-alive are the writer's: Transfer-Encoding is refused, and
+ * Connection only with the value "close". */
 int prg_write_header(prg_conn *c, const char *name, size_t name_len,
                      const char *value, size_t value_len);
 /* Appends body bytes (ends the head on first call). Returns 0 or -1. */
@@ -222,8 +227,9 @@ int prg_send(prg_conn *c, int status, const char *content_type, size_t content_t
 /* Status of the response being written or last written (0 if none). */
 int prg_response_status(const prg_conn *c);
 
-/* Raw mode: queues bytes for sending. Returns 0, or -1 if the connection
- * is closing. Reads pause while more than max_output bytes are queued. */
+/* Queues bytes for sending (raw mode, or a banner from on_open). Returns 0,
+ * or -1 if the connection is closing. Reads pause while more than max_output
+ * bytes are queued. */
 int prg_conn_write(prg_conn *c, const void *p, size_t n);
 /* Closes after the queued output is sent. The connection is freed only
  * after the current callback returns. */
