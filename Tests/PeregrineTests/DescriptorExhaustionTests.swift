@@ -1,0 +1,90 @@
+// Descriptor exhaustion: the CLI server under a 64-descriptor limit faces
+// 150 connections. It must shed the excess (accept and close), not spin a
+// core, keep serving the connections it holds, and recover once they close.
+import Foundation
+import Glibc
+import XCTest
+
+final class DescriptorExhaustionTests: XCTestCase {
+    /// The `peregrine` binary built beside the test bundle.
+    private var cliPath: String {
+        let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        for candidate in [dir.appendingPathComponent("peregrine"), dir.deletingLastPathComponent().appendingPathComponent("peregrine")] {
+            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate.path }
+        }
+        return dir.appendingPathComponent("peregrine").path
+    }
+
+    private func cpuTicks(_ pid: Int32) -> Int {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return 0 }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return (Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0)   // utime, stime
+    }
+
+    func testEMFILESheddingDoesNotSpinAndRecovers() throws {
+        for trigger in ["level", "edge", "oneshot"] {
+            try exhaust(trigger: trigger)
+        }
+    }
+
+    private func exhaust(trigger: String) throws {
+        let port = 20000 + Int(getpid() % 5000) + ["level": 0, "edge": 1, "oneshot": 2][trigger]!
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
+        server.arguments = ["--nofile=64", cliPath, "serve", "--host", "127.0.0.1", "--port", "\(port)", "--trigger", trigger]
+        let errPipe = Pipe()
+        server.standardError = errPipe
+        try server.run()
+        defer { server.terminate(); server.waitUntilExit() }
+        // Wait for the listener.
+        var ready = false
+        for _ in 0..<100 {
+            if let r = try? fetch(port: port, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"), r.status == 200 { ready = true; break }
+            usleep(50_000)
+        }
+        XCTAssertTrue(ready, "[\(trigger)] server did not start")
+        guard ready else { return }
+
+        // Far more connections than the server has descriptors; each asks for hello.
+        var clients = [TestSocket]()
+        for _ in 0..<150 {
+            let s = try TestSocket(port: port)
+            try? s.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            clients.append(s)
+        }
+        usleep(300_000)
+        let before = cpuTicks(server.processIdentifier)
+        usleep(1_000_000)
+        let spent = cpuTicks(server.processIdentifier) - before   // clock ticks (1/100 s)
+        XCTAssertLessThan(spent, 30, "[\(trigger)] the server used \(spent) ticks of CPU in 1 s while out of descriptors: it spins")
+
+        // Every client got either an answer or a clean close; none hangs.
+        var answered = 0, shed = 0
+        for s in clients {
+            do {
+                let r = try s.readResponse()
+                XCTAssertEqual(r.status, 200, "[\(trigger)]")
+                answered += 1
+            } catch ClientError.closed {
+                shed += 1
+            }
+        }
+        XCTAssertGreaterThan(answered, 0, "[\(trigger)] no connection was served")
+        XCTAssertGreaterThan(shed, 0, "[\(trigger)] 150 connections fit in 64 descriptors?")
+        XCTAssertEqual(answered + shed, 150, "[\(trigger)]")
+        clients.forEach { $0.close() }
+
+        // Descriptors free again: service resumes.
+        var recovered = false
+        for _ in 0..<40 {
+            if let r = try? fetch(port: port, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"), r.status == 200 { recovered = true; break }
+            usleep(100_000)
+        }
+        XCTAssertTrue(recovered, "[\(trigger)] service did not resume after descriptors were freed")
+        server.terminate()
+        server.waitUntilExit()
+        let log = String(decoding: errPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertTrue(log.contains("Too many open files") || log.contains("shedding"), "[\(trigger)] exhaustion was not logged: \(log)")
+    }
+}
