@@ -2,7 +2,8 @@
 # Figures for the core: for each trigger mode, hello under `wrk -t1 -c100`
 # keep-alive with the server pinned to core 0 and wrk to core 1: requests/s
 # and server CPU-µs per request (utime+stime from /proc/PID/stat, before and
-# after, divided by the requests wrk completed); median of REPEAT runs.
+# after, divided by the requests wrk completed); median of REPEAT runs,
+# taken round-robin across contenders.
 # Then malloc calls per request of the release binary in steady state
 # (LD_PRELOAD counter, whole process), and RSS per idle connection with
 # IDLE idle connections. Loopback only; every run is bounded in time.
@@ -37,31 +38,47 @@ stop_server() { kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; }
 
 echo "# Peregrine core figures — $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -sr), $(nproc) cores"
 echo "# server: taskset -c 0 (floor: bench/floor/floor.c; epoll-T: $BIN serve --trigger T); load: taskset -c 1 wrk -t1 -c100 -d${DURATION}s; median of $REPEAT"
-printf '%-9s %12s %12s %10s %9s\n' server "requests/s" "CPU-us/req" "p99-us" "vs floor"
-FLOOR_US=""
-for contender in floor $TRIGGERS; do
-    if [ "$contender" = floor ]; then start_floor; else start_server --trigger "$contender"; fi
-    taskset -c 1 wrk -t1 -c100 -d2s "http://127.0.0.1:$PORT/" >/dev/null   # warm-up
-    : > "$SCRATCH/rps"; : > "$SCRATCH/us"; : > "$SCRATCH/p99"
-    for _ in $(seq "$REPEAT"); do
-        c0=$(cpu_ticks "$SERVER_PID")
-        taskset -c 1 wrk -t1 -c100 -d"${DURATION}s" --latency "http://127.0.0.1:$PORT/" > "$SCRATCH/wrk.out"
-        c1=$(cpu_ticks "$SERVER_PID")
-        requests=$(awk '/requests in/ {print $1}' "$SCRATCH/wrk.out")
-        awk '/Requests\/sec/ {print $2}' "$SCRATCH/wrk.out" >> "$SCRATCH/rps"
-        awk '$1 == "99%" {v = $2; m = 1; if (v ~ /ms$/) m = 1000; else if (v ~ /us$/) m = 1; else if (v ~ /s$/) m = 1e6;
-                          sub(/[a-z]+$/, "", v); printf "%.0f\n", v * m}' "$SCRATCH/wrk.out" >> "$SCRATCH/p99"
-        awk -v c="$((c1 - c0))" -v hz="$HZ" -v n="$requests" 'BEGIN {printf "%.3f\n", c / hz * 1e6 / n}' >> "$SCRATCH/us"
-        if grep -q "Non-2xx\|Socket errors" "$SCRATCH/wrk.out"; then grep "Non-2xx\|Socket errors" "$SCRATCH/wrk.out"; fi
-    done
-    us=$(median < "$SCRATCH/us")
-    [ "$contender" = floor ] && FLOOR_US=$us
-    label=$contender; [ "$contender" = floor ] || label="epoll-$contender"
-    printf '%-9s %12s %12s %10s %8sx   (CPU-us runs: %s)\n' "$label" "$(median < "$SCRATCH/rps")" "$us" \
-        "$(sort -g "$SCRATCH/p99" | sed -n "$(( (REPEAT + 1) / 2 ))p")" \
-        "$(awk -v a="$us" -v f="$FLOOR_US" 'BEGIN {printf "%.2f", a / f}')" "$(paste -sd' ' "$SCRATCH/us")"
-    stop_server
+# Every contender runs at once (each on its own port, all pinned to core 0,
+# idle while not measured) and the repetitions go round-robin, so the drift
+# of a shared machine hits every contender alike.
+CONTENDERS="floor $TRIGGERS"
+declare -A PID_OF PORT_OF
+i=0
+for contender in $CONTENDERS; do
+    PORT_OF[$contender]=$((PORT + 10 + i)); i=$((i + 1))
+    if [ "$contender" = floor ]; then
+        PORT=${PORT_OF[$contender]} start_floor
+    else
+        PORT=${PORT_OF[$contender]} start_server --trigger "$contender"
+    fi
+    PID_OF[$contender]=$SERVER_PID
+    taskset -c 1 wrk -t1 -c100 -d2s "http://127.0.0.1:${PORT_OF[$contender]}/" >/dev/null   # warm-up
+    : > "$SCRATCH/rps.$contender"; : > "$SCRATCH/us.$contender"; : > "$SCRATCH/p99.$contender"
 done
+for _ in $(seq "$REPEAT"); do
+    for contender in $CONTENDERS; do
+        pid=${PID_OF[$contender]}
+        c0=$(cpu_ticks "$pid")
+        taskset -c 1 wrk -t1 -c100 -d"${DURATION}s" --latency "http://127.0.0.1:${PORT_OF[$contender]}/" > "$SCRATCH/wrk.out"
+        c1=$(cpu_ticks "$pid")
+        requests=$(awk '/requests in/ {print $1}' "$SCRATCH/wrk.out")
+        awk '/Requests\/sec/ {print $2}' "$SCRATCH/wrk.out" >> "$SCRATCH/rps.$contender"
+        awk '$1 == "99%" {v = $2; m = 1; if (v ~ /ms$/) m = 1000; else if (v ~ /us$/) m = 1; else if (v ~ /s$/) m = 1e6;
+                          sub(/[a-z]+$/, "", v); printf "%.0f\n", v * m}' "$SCRATCH/wrk.out" >> "$SCRATCH/p99.$contender"
+        awk -v c="$((c1 - c0))" -v hz="$HZ" -v n="$requests" 'BEGIN {printf "%.3f\n", c / hz * 1e6 / n}' >> "$SCRATCH/us.$contender"
+        if grep -q "Non-2xx\|Socket errors" "$SCRATCH/wrk.out"; then echo "$contender:"; grep "Non-2xx\|Socket errors" "$SCRATCH/wrk.out"; fi
+    done
+done
+printf '%-13s %12s %12s %10s %9s\n' server "requests/s" "CPU-us/req" "p99-us" "vs floor"
+FLOOR_US=$(median < "$SCRATCH/us.floor")
+for contender in $CONTENDERS; do
+    us=$(median < "$SCRATCH/us.$contender")
+    label=$contender; [ "$contender" = floor ] || label="epoll-$contender"
+    printf '%-13s %12s %12s %10s %8sx   (CPU-us runs: %s)\n' "$label" "$(median < "$SCRATCH/rps.$contender")" "$us" \
+        "$(median < "$SCRATCH/p99.$contender")" \
+        "$(awk -v a="$us" -v f="$FLOOR_US" 'BEGIN {printf "%.2f", a / f}')" "$(paste -sd' ' "$SCRATCH/us.$contender")"
+done
+for contender in $CONTENDERS; do kill "${PID_OF[$contender]}"; wait "${PID_OF[$contender]}" 2>/dev/null || true; done
 
 echo
 echo "# malloc calls per request, release binary, whole process, steady state (LD_PRELOAD counter)"
