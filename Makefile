@@ -8,7 +8,7 @@ CWARN = -std=c11 -Wall -Wextra -Werror -pedantic -Wshadow -Wconversion -Wno-sign
 SAN = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all
 BUILD_TMP ?= .build/ctests
 
-.PHONY: deps build serve test test-c cwarn swift-test measure fuzz clean
+.PHONY: deps build serve test test-c cwarn swift-test measure bench fuzz clean
 
 deps:
 	@./scripts/install-deps.sh
@@ -45,8 +45,14 @@ measure: build
 	./scripts/install-deps.sh wrk
 	./scripts/measure-core.sh
 
+# The side-by-side suite (bench/bench.py): Peregrine's engines, the floor,
+# nginx, SwiftNIO and a Python epoll server. QUICK=1: a one-minute smoke run.
+bench: deps
+	./scripts/install-deps.sh wrk ab nginx gnuplot
+	python3 bench/bench.py $(if $(QUICK),--quick,) $(BENCH_ARGS)
+
 clean:
-	rm -rf .build
+	rm -rf .build bench/swift/.build
 
 # Bounded libFuzzer session on the C parser (clang from the Swift toolchain).
 FUZZ_SECONDS ?= 60

@@ -8,6 +8,8 @@ let package = Package(
     products: [
         .library(name: "Peregrine", targets: ["Peregrine"]),
         .library(name: "PeregrineCore", targets: ["PeregrineCore"]),
+        // The C core on its own: for C-level users and bench/swift's parser micro-benchmarks.
+        .library(name: "CPeregrine", targets: ["CPeregrine"]),
         .executable(name: "peregrine", targets: ["peregrine"]),
     ],
     dependencies: [

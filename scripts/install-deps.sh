@@ -11,6 +11,8 @@ for tool in "$@"; do
     case "$tool" in
         wrk) command -v wrk >/dev/null 2>&1 || need="$need wrk" ;;
         ab) command -v ab >/dev/null 2>&1 || need="$need apache2-utils" ;;
+        nginx) [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need="$need nginx-light" ;;
+        gnuplot) command -v gnuplot >/dev/null 2>&1 || need="$need gnuplot-nox" ;;
         *) command -v "$tool" >/dev/null 2>&1 || need="$need $tool" ;;
     esac
 done

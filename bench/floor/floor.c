@@ -2,7 +2,8 @@
  * floor.c: the practical limit of Peregrine's design, used as the yardstick
  * in every benchmark. A minimal level-triggered epoll loop that answers each
  * request (counted by its blank line, so pipelining works) with a constant
- * response, one recv and one send per wakeup, no parsing, no Date.
+ * response, one recv and one send per wakeup, no parsing, no Date. An
+ * HTTP/1.0 request (ab without -k) is answered and the connection closed.
  *
  *   cc -O2 -o floor bench/floor/floor.c && ./floor PORT
  */
@@ -74,7 +75,8 @@ int main(int argc, char **argv) {
                 memcpy(out + len, RESPONSE, sizeof RESPONSE - 1);
                 len += sizeof RESPONSE - 1;
             }
-            if (len && send(fd, out, len, MSG_NOSIGNAL) < 0) close(fd);
+            if (len && send(fd, out, len, MSG_NOSIGNAL) < 0) { close(fd); continue; }
+            if (requests && memmem(in, (size_t)r, " HTTP/1.0\r\n", 11)) close(fd);
         }
     }
 }

@@ -1,0 +1,601 @@
+#!/usr/bin/env python3
+"""Peregrine's benchmark suite: every contender side by side in one run.
+
+Method (DESIGN.md): servers pinned to core 0, load generators to core 1; the
+server's CPU time (user+system of its whole process tree, from /proc) before
+and after each load gives CPU-µs per request, reported as a ratio to the floor
+server measured in the same run. Contenders run at once on separate ports and
+repetitions go round-robin, so the drift of a shared machine hits all alike;
+the median of the repetitions is reported. Loopback only; every load is
+bounded in time or count.
+
+    python3 bench/bench.py [--quick] [--only SCENARIO,...] [--out bench/results]
+
+Writes bench/results/run-<stamp>.md, run-<stamp>-*.png and latest.md.
+"""
+import argparse
+import datetime
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench")
+PEREGRINE = os.path.join(ROOT, ".build", "release", "peregrine")
+NIO_HELLO = os.path.join(BENCH, "swift", ".build", "release", "nio-hello")
+HZ = os.sysconf("SC_CLK_TCK")
+SERVER_CORE, LOAD_CORE = "0", "1"
+
+# ---------------------------------------------------------------- helpers
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def run(cmd, timeout=None, check=True):
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr[-2000:]}")
+    return r
+
+
+def load(cmd, timeout):
+    """A load generator, pinned to the load core."""
+    return run(["taskset", "-c", LOAD_CORE] + cmd, timeout=timeout, check=False)
+
+
+def tree(pid):
+    """pid and all its descendants (nginx: master and worker)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in os.listdir(f"/proc/{p}/task") if os.path.isdir(f"/proc/{p}/task") else []:
+            try:
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(x) for x in f.read().split()]
+            except OSError:
+                pass
+    return out
+
+
+def cpu_ticks(pid):
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])   # utime, stime
+        except OSError:
+            pass
+    return total
+
+
+def rss_kb(pid):
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def netstat_tcpext():
+    with open("/proc/net/netstat") as f:
+        lines = f.read().splitlines()
+    for i in range(0, len(lines) - 1, 2):
+        if lines[i].startswith("TcpExt:"):
+            return dict(zip(lines[i].split()[1:], map(int, lines[i + 1].split()[1:])))
+    return {}
+
+
+def wait_port(port, proc, timeout=20.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def duration_us(text):
+    """wrk latency '1.27ms' / '850.00us' / '1.02s' -> µs."""
+    m = re.match(r"([\d.]+)(us|ms|s)$", text)
+    if not m:
+        return float("nan")
+    return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[m.group(2)]
+
+
+# ------------------------------------------------------------- contenders
+
+
+class Server:
+    """A contender: started pinned to the server core, in its own session."""
+
+    def __init__(self, name, argv, port, scratch):
+        self.name, self.argv, self.port = name, argv, port
+        self.log = open(os.path.join(scratch, f"{name}.log"), "w")
+        self.proc = subprocess.Popen(["taskset", "-c", SERVER_CORE] + argv, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        wait_port(port, self.proc)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def stop(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.log.close()
+
+
+class Suite:
+    def __init__(self, args):
+        self.args = args
+        self.quick = args.quick
+        self.scratch = tempfile.mkdtemp(prefix="peregrine-bench-")
+        self.next_port = 19100
+        self.duration = 1 if self.quick else args.duration
+        self.repeat = 1 if self.quick else args.repeat
+        self.sections = []      # (title, markdown)
+        self.verdicts = []      # (target, measured, met: True/False/None)
+        self.data = {}          # scenario -> rows for plots
+        self.build()
+
+    def port(self):
+        self.next_port += 1
+        return self.next_port
+
+    # -- build everything the contenders need (once)
+    def build(self):
+        log("bench: building contenders")
+        run(["swift", "build", "-c", "release", "--package-path", ROOT], timeout=1800)
+        for src, out in [("floor/floor.c", "floor"), ("floor/echo_floor.c", "echo_floor"),
+                         ("echo/echo_load.c", "echo_load")]:
+            run(["cc", "-std=c11", "-O2", "-o", os.path.join(self.scratch, out), os.path.join(BENCH, src)])
+        run(["cc", "-O2", "-shared", "-fPIC", "-o", os.path.join(self.scratch, "alloccount.so"),
+             os.path.join(ROOT, "scripts", "alloccount.c")])
+        self.have_nio = False
+        if not self.args.no_nio:
+            r = run(["swift", "build", "-c", "release", "--package-path", os.path.join(BENCH, "swift"),
+                     "--product", "nio-hello"], timeout=2400, check=False)
+            self.have_nio = r.returncode == 0 and os.path.exists(NIO_HELLO)
+            if not self.have_nio:
+                log("bench: nio-hello did not build:\n" + r.stderr[-3000:])
+        self.have_nginx = shutil.which("nginx") is not None or os.path.exists("/usr/sbin/nginx")
+
+    # -- contender tables
+    def http_contenders(self, extra_peregrine=()):
+        c = [("floor", lambda p: [os.path.join(self.scratch, "floor"), str(p)])]
+        for t in ("level", "edge", "oneshot"):
+            c.append((f"peregrine-{t}", lambda p, t=t: [PEREGRINE, "serve", "--host", "127.0.0.1", "--port", str(p), "--trigger", t]))
+        for name, flags in extra_peregrine:
+            c.append((name, lambda p, f=flags: [PEREGRINE, "serve", "--host", "127.0.0.1", "--port", str(p)] + f))
+        if self.have_nginx:
+            c.append(("nginx", lambda p: [os.path.join(BENCH, "nginx", "run-nginx.sh"), str(p),
+                                          tempfile.mkdtemp(prefix="nginx-", dir=self.scratch)]))
+        if self.have_nio:
+            c.append(("swiftnio", lambda p: [NIO_HELLO, "--host", "127.0.0.1", "--port", str(p)]))
+        c.append(("python-epoll", lambda p: [sys.executable, os.path.join(BENCH, "python", "epoll_server.py"),
+                                             "--host", "127.0.0.1", "--port", str(p)]))
+        return c
+
+    def echo_contenders(self):
+        c = [("echo-floor", lambda p: [os.path.join(self.scratch, "echo_floor"), str(p)])]
+        for t in ("level", "edge", "oneshot"):
+            c.append((f"peregrine-{t}", lambda p, t=t: [PEREGRINE, "serve", "--app", "echo", "--host", "127.0.0.1",
+                                                        "--port", str(p), "--trigger", t]))
+        c.append(("python-epoll", lambda p: [sys.executable, os.path.join(BENCH, "python", "epoll_server.py"),
+                                             "--host", "127.0.0.1", "--port", str(p), "--echo"]))
+        return c
+
+    def start_all(self, contenders):
+        servers = []
+        for name, argv in contenders:
+            p = self.port()
+            servers.append(Server(name, argv(p), p, self.scratch))
+        return servers
+
+    # -- the round-robin measurement loop
+    def measure(self, contenders, one_run, warm=None):
+        """one_run(server) -> (units, metrics dict). Returns name -> {metric: [values]}."""
+        servers = self.start_all(contenders)
+        results = {s.name: {} for s in servers}
+        try:
+            for s in servers:
+                if warm:
+                    warm(s)
+            for _ in range(self.repeat):
+                for s in servers:
+                    c0 = cpu_ticks(s.pid)
+                    units, metrics = one_run(s)
+                    c1 = cpu_ticks(s.pid)
+                    if units > 0:
+                        metrics["cpu_us"] = (c1 - c0) / HZ * 1e6 / units
+                    for k, v in metrics.items():
+                        results[s.name].setdefault(k, []).append(v)
+        finally:
+            for s in servers:
+                s.stop()
+        return results
+
+    def table(self, results, columns, floor):
+        """Markdown table of medians; columns: [(metric, header, format)]."""
+        head = "| server | " + " | ".join(h for _, h, _ in columns) + " | vs floor |"
+        rows = [head, "|" + "---|" * (len(columns) + 2)]
+        floor_cpu = median(results.get(floor, {}).get("cpu_us", []))
+        out = []
+        for name, metrics in results.items():
+            cells = []
+            for key, _, fmt in columns:
+                v = median(metrics.get(key, []))
+                cells.append(fmt.format(v) if v == v else "–")
+            cpu = median(metrics.get("cpu_us", []))
+            ratio = cpu / floor_cpu if floor_cpu and cpu == cpu else float("nan")
+            rows.append(f"| {name} | " + " | ".join(cells) + (f" | {ratio:.2f}× |" if ratio == ratio else " | – |"))
+            out.append((name, cpu, ratio, median(metrics.get("rps", []))))
+        return "\n".join(rows), out
+
+    # ------------------------------------------------------------ scenarios
+
+    def wrk(self, port, connections, script=None, seconds=None):
+        cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds or self.duration}s", "--latency"]
+        if script:
+            cmd += ["-s", script]
+        r = load(cmd + [f"http://127.0.0.1:{port}/"], timeout=(seconds or self.duration) + 60)
+        text = r.stdout
+        n = re.search(r"(\d+) requests in", text)
+        rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+        p50 = re.search(r"\n\s+50%\s+(\S+)", text)
+        p99 = re.search(r"\n\s+99%\s+(\S+)", text)
+        errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+        err = (sum(map(int, errors.groups())) if errors else 0) + (int(non2xx.group(1)) if non2xx else 0)
+        return (int(n.group(1)) if n else 0,
+                {"rps": float(rps.group(1)) if rps else 0.0,
+                 "p50_us": duration_us(p50.group(1)) if p50 else float("nan"),
+                 "p99_us": duration_us(p99.group(1)) if p99 else float("nan"),
+                 "errors": err})
+
+    WRK_COLUMNS = [("rps", "requests/s", "{:,.0f}"), ("cpu_us", "CPU-µs/req", "{:.2f}"),
+                   ("p50_us", "p50 µs", "{:,.0f}"), ("p99_us", "p99 µs", "{:,.0f}"), ("errors", "errors", "{:.0f}")]
+
+    def scenario_keepalive(self):
+        for conns in (100, 1000):
+            res = self.measure(self.http_contenders(),
+                               lambda s, c=conns: self.wrk(s.port, c),
+                               warm=lambda s, c=conns: self.wrk(s.port, c, seconds=1))
+            md, rows = self.table(res, self.WRK_COLUMNS, "floor")
+            self.sections.append((f"1. Keep-alive hello, `wrk -t1 -c{conns} -d{self.duration}s`", md))
+            self.data[f"keepalive-c{conns}"] = rows
+            if conns == 100:
+                for name, _, ratio, _ in rows:
+                    if name.startswith("peregrine-"):
+                        self.verdicts.append((f"keep-alive, C engine with Swift handler ({name}) ≤ 1.10× floor",
+                                              f"{ratio:.2f}×", ratio <= 1.10))
+
+    def scenario_pipelined(self):
+        script = os.path.join(BENCH, "wrk", "pipeline.lua")
+        extra = [("peregrine-level-cork", ["--cork", "--no-nodelay"]), ("peregrine-edge-cork", ["--trigger", "edge", "--cork", "--no-nodelay"])]
+        res = self.measure(self.http_contenders(extra), lambda s: self.wrk(s.port, 100, script),
+                           warm=lambda s: self.wrk(s.port, 100, script, seconds=1))
+        md, rows = self.table(res, self.WRK_COLUMNS, "floor")
+        self.sections.append((f"2. Pipelined 16 deep (`wrk -t1 -c100 -s bench/wrk/pipeline.lua`), "
+                              "level vs edge vs oneshot, TCP_NODELAY vs TCP_CORK", md))
+        self.data["pipelined"] = rows
+        for name, _, ratio, _ in rows:
+            if name in ("peregrine-level", "peregrine-edge", "peregrine-oneshot"):
+                self.verdicts.append((f"pipelined ({name}) ≤ 2× floor", f"{ratio:.2f}×", ratio <= 2.0))
+
+    def ab(self, port, concurrency, requests, gnuplot_file=None):
+        cmd = ["ab", "-q", "-r", "-s", "10", "-c", str(concurrency), "-n", str(requests)]
+        if gnuplot_file:
+            cmd += ["-g", gnuplot_file]
+        r = load(cmd + [f"http://127.0.0.1:{port}/"], timeout=300)
+        t = r.stdout
+        done = re.search(r"Complete requests:\s+(\d+)", t)
+        failed = re.search(r"Failed requests:\s+(\d+)", t)
+        rps = re.search(r"Requests per second:\s+([\d.]+)", t)
+        p50 = re.search(r"\n\s+50%\s+(\d+)", t)
+        p99 = re.search(r"\n\s+99%\s+(\d+)", t)
+        longest = re.search(r"\n\s+100%\s+(\d+)", t)
+        return (int(done.group(1)) if done else 0,
+                {"rps": float(rps.group(1)) if rps else 0.0, "errors": int(failed.group(1)) if failed else 0,
+                 "p50_us": int(p50.group(1)) * 1000 if p50 else float("nan"),
+                 "p99_us": int(p99.group(1)) * 1000 if p99 else float("nan"),
+                 "max_ms": int(longest.group(1)) if longest else float("nan")})
+
+    def scenario_connection_per_request(self):
+        n = 2000 if self.quick else 20000
+        res = self.measure(self.http_contenders(), lambda s: self.ab(s.port, 100, n),
+                           warm=lambda s: self.ab(s.port, 100, 1000))
+        md, rows = self.table(res, [("rps", "requests/s", "{:,.0f}"), ("cpu_us", "CPU-µs/req", "{:.2f}"),
+                                    ("p50_us", "p50 µs", "{:,.0f}"), ("p99_us", "p99 µs", "{:,.0f}"),
+                                    ("errors", "failed", "{:.0f}")], "floor")
+        self.sections.append((f"3. One connection per request, HTTP/1.0 (`ab -c100 -n{n}`)", md))
+        self.data["ab"] = rows
+
+    def echo_run(self, port, size):
+        r = load([os.path.join(self.scratch, "echo_load"), "127.0.0.1", str(port), "10", str(size), str(self.duration)],
+                 timeout=self.duration + 60)
+        m = re.search(r"messages=(\d+).*msgs_per_s=([\d.]+) MiB_per_s=([\d.]+) errors=(\d+) mismatches=(\d+)", r.stdout)
+        if not m:
+            return 0, {"errors": 1}
+        return int(m.group(1)), {"rps": float(m.group(2)), "mib_s": float(m.group(3)),
+                                 "errors": int(m.group(4)) + int(m.group(5))}
+
+    def scenario_echo(self):
+        for size in (64, 16384):
+            res = self.measure(self.echo_contenders(), lambda s, z=size: self.echo_run(s.port, z))
+            md, rows = self.table(res, [("rps", "messages/s", "{:,.0f}"), ("mib_s", "MiB/s", "{:,.1f}"),
+                                        ("cpu_us", "CPU-µs/message", "{:.2f}"), ("errors", "errors", "{:.0f}")],
+                                  "echo-floor")
+            self.sections.append((f"4. Raw TCP echo, {size}-byte messages, 10 connections, one message in flight each "
+                                  "(`bench/echo/echo_load.c`)", md))
+            self.data[f"echo-{size}"] = rows
+
+    def scenario_idle(self):
+        count = 1000 if self.quick else 10000
+        lines = ["| server | RSS before (KiB) | RSS with idle connections (KiB) | bytes per connection | "
+                 "projected RSS at 100,000 |", "|---|---:|---:|---:|---:|"]
+        for name, argv in self.http_contenders():
+            p = self.port()
+            s = Server(name, argv(p), p, self.scratch)
+            try:
+                time.sleep(0.3)
+                before = rss_kb(s.pid)
+                holder = subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "idle_clients.py"),
+                                           "--port", str(p), "--count", str(count), "--request", "--hold", "120"],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                ready = holder.stdout.readline()
+                time.sleep(0.5)
+                after = rss_kb(s.pid)
+                holder.stdin.close()
+                holder.wait(60)
+                if not ready.startswith("ready"):
+                    lines.append(f"| {name} | {before} | – | failed: {ready.strip()} | – |")
+                    continue
+                per = (after - before) * 1024 / count
+                lines.append(f"| {name} | {before:,} | {after:,} | {per:,.0f} | {(before * 1024 + per * 100000) / 2**20:,.1f} MiB |")
+                if name == "peregrine-level":
+                    self.verdicts.append(("≤ 512 bytes per idle connection (peregrine-level)", f"{per:.0f} B", per <= 512))
+            finally:
+                s.stop()
+        self.sections.append((f"5. Idle keep-alive connections: RSS of the server's process tree with {count:,} "
+                              "idle connections (each served one request first). Descriptors are capped at 20,000 "
+                              "per process here, so 100,000 is projected from the slope, not measured.",
+                              "\n".join(lines)))
+
+    def scenario_backlog(self):
+        n = 1000 if self.quick else 5000
+        lines = ["| backlog | ab -c | requests/s | failed | p99 ms | longest ms | stalled ≥1 s | "
+                 "ListenOverflows | ListenDrops |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        rows = []
+        for backlog in (1, 8, 50, 128, 1024):
+            for conc in (100, 500):
+                p = self.port()
+                s = Server(f"peregrine-backlog-{backlog}",
+                           [PEREGRINE, "serve", "--host", "127.0.0.1", "--port", str(p), "--backlog", str(backlog)],
+                           p, self.scratch)
+                try:
+                    gp = os.path.join(self.scratch, f"ab-{backlog}-{conc}.tsv")
+                    before = netstat_tcpext()
+                    _, m = self.ab(p, conc, n, gnuplot_file=gp)
+                    after = netstat_tcpext()
+                    stalls = 0
+                    if os.path.exists(gp):
+                        with open(gp) as f:
+                            next(f, None)
+                            stalls = sum(1 for line in f if len(line.split("\t")) > 4 and int(line.split("\t")[4]) >= 1000)
+                    over = after.get("ListenOverflows", 0) - before.get("ListenOverflows", 0)
+                    drops = after.get("ListenDrops", 0) - before.get("ListenDrops", 0)
+                    lines.append(f"| {backlog} | {conc} | {m['rps']:,.0f} | {m['errors']} | {m['p99_us'] / 1000:,.0f} | "
+                                 f"{m['max_ms']:,.0f} | {stalls} | {over} | {drops} |")
+                    rows.append((backlog, conc, m["rps"], m["p99_us"] / 1000, stalls, over))
+                finally:
+                    s.stop()
+        self.sections.append((f"6. Backlog sweep: `peregrine serve --backlog B`, `ab -cC -n{n}` one connection per "
+                              "request; ListenOverflows/ListenDrops are the /proc/net/netstat deltas over the run "
+                              "(system-wide, loopback only here). A dropped SYN is retried after 1 s: the stalls.",
+                              "\n".join(lines)))
+        self.data["backlog"] = rows
+
+    def scenario_allocations(self):
+        p = self.port()
+        env_argv = ["env", f"LD_PRELOAD={os.path.join(self.scratch, 'alloccount.so')}", PEREGRINE, "serve",
+                    "--host", "127.0.0.1", "--port", str(p)]
+        s = Server("peregrine-alloccount", env_argv, p, self.scratch)
+        try:
+            self.wrk(p, 100, seconds=1)
+            os.kill(s.pid, signal.SIGUSR1)   # env execs peregrine: same pid
+            time.sleep(0.2)
+            n, _ = self.wrk(p, 100)
+            os.kill(s.pid, signal.SIGUSR1)
+            time.sleep(0.2)
+        finally:
+            s.stop()
+        with open(os.path.join(self.scratch, "peregrine-alloccount.log")) as f:
+            counts = [int(x) for x in re.findall(r"alloccount (\d+)", f.read())]
+        if len(counts) >= 2 and n:
+            per = (counts[1] - counts[0]) / n
+            self.sections.append(("Allocations: malloc-family calls per request, release binary, whole process "
+                                  "(LD_PRELOAD counter, `scripts/alloccount.c`), keep-alive hello",
+                                  f"{counts[1] - counts[0]} calls in {n:,} requests: **{per:.6f} per request**"))
+            self.verdicts.append(("0 allocations per request, hello on the C engine", f"{per:.6f}", per == 0))
+
+    def scenario_micro(self):
+        pkg = os.path.join(BENCH, "swift")
+        r = run(["swift", "package", "--package-path", pkg, "benchmark", "--target", "ParserBenchmarks",
+                 "--no-progress"], timeout=1800, check=False)
+        if r.returncode != 0:
+            self.sections.append(("9. Micro: HTTP parser", "did not run:\n\n```\n" + (r.stderr or r.stdout)[-1500:] + "\n```"))
+            return
+        self.sections.append(("9. Micro: HTTP parser, ns and allocations per parse (ordo-one/benchmark, "
+                              "`bench/swift/Benchmarks/ParserBenchmarks`). The Swift parser comes with the pure-Swift "
+                              "engine (issue 4).", "```\n" + r.stdout.strip()[-6000:] + "\n```"))
+
+    # ------------------------------------------------------------- output
+
+    def plots(self, stamp, outdir):
+        if not shutil.which("gnuplot"):
+            log("bench: gnuplot missing, no plots")
+            return []
+        made = []
+        for key, title, ylabel in [("keepalive-c100", "Keep-alive hello, wrk -c100", "server CPU-µs per request"),
+                                   ("keepalive-c1000", "Keep-alive hello, wrk -c1000", "server CPU-µs per request"),
+                                   ("pipelined", "Pipelined 16 deep, wrk -c100", "server CPU-µs per request"),
+                                   ("ab", "One connection per request, ab -c100", "server CPU-µs per request"),
+                                   ("echo-64", "Echo, 64-byte messages", "server CPU-µs per message"),
+                                   ("echo-16384", "Echo, 16 KiB messages", "server CPU-µs per message")]:
+            rows = [r for r in self.data.get(key, []) if r[1] == r[1]]
+            if not rows:
+                continue
+            dat = os.path.join(self.scratch, f"{key}.dat")
+            with open(dat, "w") as f:
+                for name, cpu, ratio, rps in rows:
+                    f.write(f'"{name}" {cpu:.3f} {ratio if ratio == ratio else 0:.2f} {rps:.0f}\n')
+            png = os.path.join(outdir, f"run-{stamp}-{key}.png")
+            ymax = max(r[1] for r in rows) * 1.4
+            script = f'''
+set terminal pngcairo size 1000,480 font "DejaVu Sans,10"
+set output "{png}"
+set title "{title} — server pinned to core 0, load on core 1\\n{stamp}, {platform.system()} {platform.release()}"
+set ylabel "{ylabel} (lower is better)"
+set style data histograms
+set style fill solid 0.85 border -1
+set boxwidth 0.6
+set yrange [0:{ymax}]
+set grid ytics
+set xtics rotate by -20 nomirror
+unset key
+plot "{dat}" using 2:xtic(1) lc rgb "#3b6ea8", "" using 0:2:(sprintf("%.2f\\n%.2fx", $2, $3)) with labels offset 0,1.6 notitle
+'''
+            subprocess.run(["gnuplot"], input=script, text=True)
+            made.append(png)
+        rows = self.data.get("backlog", [])
+        if rows:
+            dat = os.path.join(self.scratch, "backlog.dat")
+            with open(dat, "w") as f:
+                for conc in (100, 500):
+                    for b, c, rps, p99, stalls, over in rows:
+                        if c == conc:
+                            f.write(f"{b} {rps:.0f} {p99:.1f} {stalls}\n")
+                    f.write("\n\n")
+            png = os.path.join(outdir, f"run-{stamp}-backlog.png")
+            script = f'''
+set terminal pngcairo size 1000,480 font "DejaVu Sans,10"
+set output "{png}"
+set title "Backlog sweep: ab one connection per request — stalls are SYNs dropped from a full accept queue"
+set logscale x 2
+set xlabel "listen() backlog"
+set ylabel "requests stalled ≥ 1 s"
+set y2label "requests/s"
+set ytics nomirror
+set y2tics
+set grid
+set key top right
+plot "{dat}" index 0 using 1:4 with linespoints lw 2 title "stalls, ab -c100", \\
+     "{dat}" index 1 using 1:4 with linespoints lw 2 title "stalls, ab -c500", \\
+     "{dat}" index 0 using 1:2 axes x1y2 with linespoints dt 2 title "req/s, ab -c100", \\
+     "{dat}" index 1 using 1:2 axes x1y2 with linespoints dt 2 title "req/s, ab -c500"
+'''
+            subprocess.run(["gnuplot"], input=script, text=True)
+            made.append(png)
+        return made
+
+    def report(self):
+        now = datetime.datetime.now(datetime.timezone.utc)
+        stamp = now.strftime("%Y-%m-%d-%H%M")
+        outdir = os.path.abspath(self.args.out)
+        os.makedirs(outdir, exist_ok=True)
+        pngs = self.plots(stamp, outdir)
+        cpu = ""
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+        except OSError:
+            pass
+        md = [f"# Peregrine benchmark run {stamp}", "",
+              f"- date: {now:%Y-%m-%d %H:%M} UTC{' (QUICK: 1 repetition of 1 s — a smoke run, not figures to quote)' if self.quick else ''}",
+              f"- machine: {os.cpu_count()} cores, {cpu}; kernel {platform.release()}",
+              f"- method: servers `taskset -c {SERVER_CORE}`, load `taskset -c {LOAD_CORE}`; server CPU = utime+stime "
+              f"of its process tree from /proc; {self.repeat} repetition(s) of {self.duration} s, round-robin across "
+              "contenders, median; ratios to the floor server of the same run.",
+              f"- command: `python3 bench/bench.py {' '.join(sys.argv[1:])}` (`make bench`)", "",
+              "## Verdicts", "", "| target | measured | verdict |", "|---|---:|---|"]
+        for target, measured, met in self.verdicts:
+            md.append(f"| {target} | {measured} | {'met' if met else 'MISSED' if met is not None else 'not measured'} |")
+        md.append("| pure-Swift engine ≤ 1.25× floor | – | not measured: the engine is issue 4 |")
+        for title, body in self.sections:
+            md += ["", f"## {title}", "", body]
+        if pngs:
+            md += ["", "## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in pngs]
+        text = "\n".join(md) + "\n"
+        path = os.path.join(outdir, f"run-{stamp}.md")
+        with open(path, "w") as f:
+            f.write(text)
+        with open(os.path.join(outdir, "latest.md"), "w") as f:
+            f.write(text)
+        print(text)
+        print("\nVERDICTS")
+        for target, measured, met in self.verdicts:
+            print(f"  {'MET   ' if met else 'MISSED'} {target}: {measured}")
+        log(f"bench: wrote {path}")
+
+
+SCENARIOS = ["keepalive", "pipelined", "connection_per_request", "echo", "idle", "backlog", "allocations", "micro"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="one repetition of 1 s: a smoke run")
+    ap.add_argument("--duration", type=int, default=5, help="seconds per load run")
+    ap.add_argument("--repeat", type=int, default=3, help="repetitions (median reported)")
+    ap.add_argument("--only", default="", help="comma-separated scenarios: " + ",".join(SCENARIOS))
+    ap.add_argument("--out", default=os.path.join(BENCH, "results"))
+    ap.add_argument("--no-nio", action="store_true", help="skip building the SwiftNIO contender")
+    args = ap.parse_args()
+    chosen = [s for s in (args.only.split(",") if args.only else SCENARIOS) if s]
+    for s in chosen:
+        if s not in SCENARIOS:
+            sys.exit(f"unknown scenario {s}; choose from {','.join(SCENARIOS)}")
+    suite = Suite(args)
+    try:
+        for s in chosen:
+            log(f"bench: scenario {s}")
+            getattr(suite, "scenario_" + s)()
+    finally:
+        suite.report()
+        shutil.rmtree(suite.scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
