@@ -282,7 +282,7 @@ class Suite:
         return (int(n.group(1)) if n else 0,
                 {"rps": float(rps.group(1)) if rps else 0.0,
                  "p50_us": duration_us(p50.group(1)) if p50 else float("nan"),
-                 "p99_us": duration_us(p99.group(1)) if p99 else float("nan"),
+                 "p99_us": (duration_us(p99.group(1)) or float("nan")) if p99 else float("nan"),
                  "errors": err})
 
     WRK_COLUMNS = [("rps", "requests/s", "{:,.0f}"), ("cpu_us", "CPU-µs/req", "{:.2f}"),
@@ -458,9 +458,19 @@ class Suite:
         if r.returncode != 0:
             self.sections.append(("9. Micro: HTTP parser", "did not run:\n\n```\n" + (r.stderr or r.stdout)[-1500:] + "\n```"))
             return
-        self.sections.append(("9. Micro: HTTP parser, ns and allocations per parse (ordo-one/benchmark, "
-                              "`bench/swift/Benchmarks/ParserBenchmarks`). The Swift parser comes with the pure-Swift "
-                              "engine (issue 4).", "```\n" + r.stdout.strip()[-6000:] + "\n```"))
+        rows = parse_benchmark_tables(r.stdout)
+        if not rows:
+            self.sections.append(("9. Micro: HTTP parser", "no results parsed:\n\n```\n" + r.stdout[-3000:] + "\n```"))
+            return
+        lines = ["| benchmark | p50 ns | p99 ns | mallocs (p50) | samples |", "|---|---:|---:|---:|---:|"]
+        for name, m in rows:
+            lines.append(f"| {name} | {m.get('p50_ns', '–')} | {m.get('p99_ns', '–')} | {m.get('mallocs', '–')} | {m.get('samples', '–')} |")
+        self.sections.append(("9. Micro: HTTP parser, per parse (ordo-one/benchmark, "
+                              "`cd bench/swift && swift package benchmark --target ParserBenchmarks`). The Swift parser "
+                              "comes with the pure-Swift engine (issue 4).", "\n".join(lines)))
+        allocs = [int(m["mallocs"]) for _, m in rows if str(m.get("mallocs", "")).isdigit()]
+        if allocs:
+            self.verdicts.append(("0 allocations per parse, C parser (micro)", str(max(allocs)), max(allocs) == 0))
 
     # ------------------------------------------------------------- output
 
@@ -569,6 +579,28 @@ plot "{dat}" index 0 using 1:4 with linespoints lw 2 title "stalls, ab -c100", \
         for target, measured, met in self.verdicts:
             print(f"  {'MET   ' if met else 'MISSED'} {target}: {measured}")
         log(f"bench: wrote {path}")
+
+
+def parse_benchmark_tables(text):
+    """package-benchmark's text tables -> [(name, {p50_ns, p99_ns, mallocs, samples})]."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    rows, name = [], None
+    for line in text.splitlines():
+        if re.match(r"^(C|Swift)/\S+$", line.strip()):
+            name = line.strip()
+            rows.append((name, {}))
+            continue
+        if not name or not line.startswith("│"):
+            continue
+        cells = [c.strip() for c in line.strip("│").split("│")]
+        if len(cells) < 9:
+            continue
+        # Metric, p0, p25, p50, p75, p90, p99, p100, samples
+        if cells[0].startswith("Time (wall clock)"):
+            rows[-1][1].update(p50_ns=cells[3], p99_ns=cells[6], samples=cells[8])
+        elif cells[0].startswith("Malloc (total)"):
+            rows[-1][1]["mallocs"] = cells[3]
+    return rows
 
 
 SCENARIOS = ["keepalive", "pipelined", "connection_per_request", "echo", "idle", "backlog", "allocations", "micro"]
