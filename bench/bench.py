@@ -68,29 +68,26 @@ def tree(pid):
     return out
 
 
-def cpu_ticks(pid):
+def sum_over_tree(pid, path, read):
+    """Adds read(text of /proc/P/<path>) over pid and its descendants."""
     total = 0
     for p in tree(pid):
         try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])   # utime, stime
+            with open(f"/proc/{p}/{path}") as f:
+                total += read(f.read())
         except OSError:
-            pass
+            pass   # the process ended meanwhile
     return total
+
+
+def cpu_ticks(pid):
+    # utime + stime, fields 14 and 15 of stat (counted after the command name)
+    return sum_over_tree(pid, "stat", lambda t: sum(int(x) for x in t.rsplit(")", 1)[1].split()[11:13]))
 
 
 def rss_kb(pid):
-    total = 0
-    for p in tree(pid):
-        try:
-            with open(f"/proc/{p}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
+    return sum_over_tree(pid, "status", lambda t: next((int(l.split()[1]) for l in t.splitlines()
+                                                        if l.startswith("VmRSS:")), 0))
 
 
 def netstat_tcpext():

@@ -420,8 +420,7 @@ void prg_conn_linger(prg_conn *c) {
     }
     c->flags |= CONN_LINGER;
     in_release(c);
-    prg_timer_remove(c);
-    prg_conn_update_timer(c);
+    prg_conn_update_timer(c);   /* moves it to the lingering list */
     prg_loop_update_interest(c);
     /* Input may already be waiting, and in edge mode no new edge will say so. */
     if (c->loop->server->cfg.trigger == PRG_TRIGGER_EDGE) prg_loop_mark_ready(c);

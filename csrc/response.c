@@ -154,7 +154,26 @@ static int write_status(prg_conn *c, int status, const char *reason, size_t reas
     return 0;
 }
 
-/* Connection header and the blank line: decides keep-alive and framing. */
+/* The keep-alive decision and the Connection header it owes (none when the
+ * application wrote its own "close"): a request that did not ask to stay
+ * open, or a response that must end the connection, closes. HTTP/1.0
+ * keep-alive must be confirmed. Writes at most 24 bytes to out. */
+static size_t put_connection(prg_conn *c, char *out) {
+    bool closing = !c->req_keep_alive || (c->flags & CONN_CLOSE_AFTER);
+    if (closing) c->flags |= CONN_CLOSE_AFTER;
+    if (c->resp_flags & RESP_CONN_HDR) return 0;
+    if (closing) {
+        memcpy(out, "Connection: close\r\n", 19);
+        return 19;
+    }
+    if (c->req_minor == 0) {
+        memcpy(out, "Connection: keep-alive\r\n", 24);
+        return 24;
+    }
+    return 0;
+}
+
+/* Framing, Connection and the blank line. */
 static int end_head(prg_conn *c) {
     char buf[64];
     size_t n = 0;
@@ -168,16 +187,7 @@ static int end_head(prg_conn *c) {
             c->flags |= CONN_CLOSE_AFTER;   /* HTTP/1.0 without a length: the close ends the body */
         }
     }
-    if (!(c->resp_flags & RESP_CONN_HDR)) {
-        if (!c->req_keep_alive || (c->flags & CONN_CLOSE_AFTER)) {
-            memcpy(buf + n, "Connection: close\r\n", 19);
-            n += 19;
-        } else if (c->req_minor == 0) {
-            memcpy(buf + n, "Connection: keep-alive\r\n", 24);
-            n += 24;
-        }
-    }
-    if (!c->req_keep_alive) c->flags |= CONN_CLOSE_AFTER;
+    n += put_connection(c, buf + n);
     buf[n++] = '\r';
     buf[n++] = '\n';
     if (prg_out_append(c, buf, n) != 0) return -1;
@@ -303,14 +313,7 @@ int prg_send(prg_conn *c, int status, const char *content_type, size_t content_t
         p[at++] = '\r';
         p[at++] = '\n';
     }
-    if (!c->req_keep_alive || (c->flags & CONN_CLOSE_AFTER)) {
-        memcpy(p + at, "Connection: close\r\n", 19);
-        at += 19;
-        c->flags |= CONN_CLOSE_AFTER;
-    } else if (c->req_minor == 0) {
-        memcpy(p + at, "Connection: keep-alive\r\n", 24);
-        at += 24;
-    }
+    at += put_connection(c, (char *)p + at);
     p[at++] = '\r';
     p[at++] = '\n';
     prg_out_commit(c, at);
