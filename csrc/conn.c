@@ -253,9 +253,10 @@ void prg_conn_close_now(prg_conn *c, int reason) {
     c->flags |= CONN_CLOSED;
     c->close_reason = (uint8_t)reason;
     prg_timer_remove(c);
-    close(c->fd);   /* also removes it from epoll: the descriptor is not shared */
-    c->fd = -1;
     prg_loop *loop = c->loop;
+    if (loop->engine->unwatch) loop->engine->unwatch(c);   /* libev: before the fd can be reused */
+    close(c->fd);
+    c->fd = -1;
     if (c->prev) c->prev->next = c->next;
     else loop->live = c->next;
     if (c->next) c->next->prev = c->prev;

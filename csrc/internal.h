@@ -3,7 +3,12 @@
  *
  *   conn.c        connection lifecycle, receive buffer, send queue, request dispatch
  *   response.c    response writer (status line, headers, Date cache, body framing)
+ *   loop.c        what every engine's loop shares: accepting, the ready list,
+ *                 clocks, end-of-batch chores; the engine table
  *   loop_epoll.c  the readiness loop on raw epoll (level, edge, oneshot)
+ *   loop_libev.c  the readiness loop on libev (its epoll, poll, select backends)
+ *   engine_blocking.c  the blocking engines: one client at a time, thread per connection
+ *   timer.c       timeouts as FIFO lists swept once a second
  *   server.c      listeners, socket options, threads, start/stop
  *   http1.c       the HTTP/1.1 parser
  */
@@ -87,6 +92,36 @@ enum {
 
 typedef struct prg_loop prg_loop;
 
+/* Readiness as the engines report it to prg_conn_handle_event (each engine
+ * maps its own flags: EPOLLIN, EV_READ, ...). */
+enum {
+    PRG_EV_READ  = 1u << 0,   /* input, or EOF, may be waiting */
+    PRG_EV_WRITE = 1u << 1,   /* the send buffer has room */
+    PRG_EV_HUP   = 1u << 2,   /* peer hung up (RDHUP/HUP): read until EOF */
+    PRG_EV_ERROR = 1u << 3,   /* socket error: close */
+    PRG_EV_URGENT = 1u << 4,  /* out-of-band byte: read and drop it */
+};
+
+/* One engine: how a loop waits for readiness and is told about connections.
+ * loop.c holds everything the engines share (accept, ready list, timers,
+ * clocks, freeing); an engine file fills one of these. */
+typedef struct prg_engine_ops {
+    const char *name;
+    int (*init)(prg_loop *loop);            /* after the shared init; 0 or -errno */
+    void (*run)(prg_loop *loop);            /* serve until loop->stop is set */
+    void (*wake)(prg_loop *loop);           /* any thread, async-signal-safe: make run() see stop soon */
+    void (*destroy)(prg_loop *loop);        /* release what init made; run() has ended or never ran */
+    int (*watch)(prg_conn *c);              /* a new connection: start reporting it; 0 or -errno */
+    void (*unwatch)(prg_conn *c);           /* before its descriptor is closed; may be NULL */
+    void (*update_interest)(prg_conn *c);   /* its wants changed: output pending, paused, half-closed */
+    void (*set_listener)(prg_loop *loop, bool on);   /* watch the listener or stop watching it */
+} prg_engine_ops;
+
+extern const prg_engine_ops prg_engine_epoll;
+extern const prg_engine_ops prg_engine_libev;
+extern const prg_engine_ops prg_engine_blocking;
+extern const prg_engine_ops prg_engine_threaded;
+
 struct prg_conn {
     int fd;
     uint32_t flags;             /* CONN_* */
@@ -123,6 +158,9 @@ struct prg_conn {
 
     prg_http_parser parser;
     void *userdata;
+    /* The engine's per-connection watcher (libev: its ev_io, 48 bytes;
+     * loop_libev.c checks the size). Unused by the other engines. */
+    void *engine_slot[6];
 };
 
 enum {
@@ -150,6 +188,8 @@ typedef struct prg_date_cache {
 
 struct prg_loop {
     prg_server *server;
+    const prg_engine_ops *engine;
+    void *engine_state;        /* the engine's own per-loop state (libev: its loop and watchers) */
     int index;
     int epfd;
     int listen_fd;
@@ -213,11 +253,21 @@ int prg_response_finish_default(prg_conn *c);  /* after on_request: end or 500 *
 int prg_send_error(prg_conn *c, int status);   /* error answer with Connection: close */
 int prg_send_continue(prg_conn *c);
 
-/* loop_epoll.c */
-int prg_loop_init(prg_loop *loop);
-void *prg_loop_run(void *loop);
-void prg_loop_update_interest(prg_conn *c);
-void prg_loop_mark_ready(prg_conn *c);
+/* loop.c: what every engine's loop shares */
+const prg_engine_ops *prg_engine_for(prg_engine engine);   /* NULL if unknown */
+int prg_loop_init(prg_loop *loop);              /* shared init, then the engine's; 0 or -errno */
+void *prg_loop_run(void *loop);                 /* thread body: engine run, then close everything */
+void prg_loop_accept_ready(prg_loop *loop);     /* accept what the backlog holds (non-blocking listener) */
+void prg_loop_mark_ready(prg_conn *c);          /* serve it after this batch (edge input, writes from elsewhere) */
+void prg_loop_end_batch(prg_loop *loop);        /* after each batch of events: ready list, accepts, timers, free */
+int prg_loop_wait_ms(const prg_loop *loop);     /* how long the engine may block: 0, 1000 (timers) or -1 */
+void prg_loop_refresh_clocks(prg_loop *loop);   /* Date cache and the timer clock (vDSO, no syscall) */
+void prg_loop_pause_listener(prg_loop *loop);   /* out of a resource: stop accepting for a second */
 void prg_loop_resume_listener(prg_loop *loop);
+void prg_conn_handle_event(prg_conn *c, unsigned events);   /* PRG_EV_* from the engine */
+
+static inline void prg_loop_update_interest(prg_conn *c) {
+    if (!(c->flags & CONN_CLOSED)) c->loop->engine->update_interest(c);
+}
 
 #endif

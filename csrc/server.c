@@ -22,7 +22,10 @@ void prg_config_default(prg_config *cfg) {
     cfg->port = 8080;
     cfg->threads = 1;
     cfg->backlog = 1024;
+    cfg->engine = PRG_ENGINE_EPOLL;
     cfg->trigger = PRG_TRIGGER_LEVEL;
+    cfg->libev_backend = PRG_LIBEV_EPOLL;
+    cfg->max_threads = 512;
     cfg->mode = PRG_MODE_HTTP;
     cfg->tcp_nodelay = 1;
     cfg->tcp_cork = 0;
@@ -81,7 +84,10 @@ prg_server *prg_server_create(const prg_config *cfg, const prg_callbacks *cb, in
     *err = 0;
     if (cfg->threads < 1 || cfg->threads > 1024 || cfg->port < 0 || cfg->port > 65535 ||
         (cfg->mode == PRG_MODE_HTTP && !cb->on_request) || (cfg->mode == PRG_MODE_RAW && !cb->on_data) ||
-        cfg->limits.max_headers == 0 || cfg->header_timeout_s < 0 || cfg->idle_timeout_s < 0) {
+        cfg->limits.max_headers == 0 || cfg->header_timeout_s < 0 || cfg->idle_timeout_s < 0 ||
+        !prg_engine_for(cfg->engine) || cfg->max_threads < 1 ||
+        (cfg->engine != PRG_ENGINE_EPOLL && cfg->trigger != PRG_TRIGGER_LEVEL) ||
+        ((cfg->engine == PRG_ENGINE_BLOCKING || cfg->engine == PRG_ENGINE_THREADED) && cfg->threads != 1)) {
         *err = -EINVAL;
         return NULL;
     }
@@ -163,11 +169,7 @@ void prg_server_stop(prg_server *s) {
     for (int i = 0; i < s->loop_count; i++) {
         prg_loop *loop = &s->loops[i];
         atomic_store_explicit(&loop->stop, 1, memory_order_release);
-        uint64_t one = 1;
-        if (loop->wake_fd >= 0) {
-            ssize_t r = write(loop->wake_fd, &one, sizeof one);   /* async-signal-safe */
-            (void)r;
-        }
+        if (loop->engine) loop->engine->wake(loop);
     }
 }
 
@@ -189,9 +191,8 @@ void prg_server_destroy(prg_server *s) {
         prg_loop *loop = &s->loops[i];
         /* A loop that never ran may still hold connections: none are
          * accepted before start, so only descriptors and memory remain. */
+        if (loop->engine) loop->engine->destroy(loop);
         if (loop->listen_fd >= 0) close(loop->listen_fd);
-        if (loop->epfd >= 0) close(loop->epfd);
-        if (loop->wake_fd >= 0) close(loop->wake_fd);
         if (loop->reserve_fd >= 0) close(loop->reserve_fd);
         while (loop->free_conns) {
             prg_conn *c = loop->free_conns;

@@ -141,6 +141,21 @@ typedef enum prg_trigger {
     PRG_TRIGGER_ONESHOT = 2,
 } prg_trigger;
 
+/* How connections are served. Every engine runs the same callbacks. */
+typedef enum prg_engine {
+    PRG_ENGINE_EPOLL = 0,    /* raw epoll readiness loop (loop_epoll.c), any trigger */
+    PRG_ENGINE_LIBEV = 1,    /* libev readiness loop (loop_libev.c), backend chosen by libev_backend */
+    PRG_ENGINE_BLOCKING = 2, /* one client at a time: accept, read, answer, close (engine_blocking.c) */
+    PRG_ENGINE_THREADED = 3, /* a thread per connection, blocking sockets, capped (engine_blocking.c) */
+} prg_engine;
+
+/* libev's own readiness mechanisms (EVBACKEND_*), for the libev engine. */
+typedef enum prg_libev_backend {
+    PRG_LIBEV_EPOLL = 0,
+    PRG_LIBEV_POLL = 1,
+    PRG_LIBEV_SELECT = 2,
+} prg_libev_backend;
+
 typedef enum prg_mode {
     PRG_MODE_HTTP = 0,  /* on_request per parsed request */
     PRG_MODE_RAW = 1,   /* on_data with whatever bytes arrived */
@@ -168,9 +183,12 @@ typedef struct prg_callbacks {
 typedef struct prg_config {
     const char *host;          /* numeric IPv4 or IPv6 address; NULL or "" = 0.0.0.0 */
     int port;                  /* 0 = ephemeral; read it back with prg_server_port */
-    int threads;               /* loops, each with its own SO_REUSEPORT listener; >= 1 */
+    int threads;               /* loops, each with its own SO_REUSEPORT listener; >= 1 (epoll, libev); 1 for blocking and threaded */
     int backlog;               /* listen() backlog requested; clamped by somaxconn */
-    prg_trigger trigger;
+    prg_engine engine;         /* default PRG_ENGINE_EPOLL */
+    prg_trigger trigger;       /* epoll engine only; the others are level-triggered or blocking */
+    prg_libev_backend libev_backend;
+    int max_threads;           /* threaded engine: connection threads at most; beyond, 503 and close (default 512) */
     prg_mode mode;
     int tcp_nodelay;           /* 1 = TCP_NODELAY on accepted sockets (default) */
     int tcp_cork;              /* 1 = cork, write the batch of responses, uncork */

@@ -1,0 +1,213 @@
+/*
+ * loop.c: what every engine's loop shares. An engine (loop_epoll.c,
+ * loop_libev.c, engine_blocking.c) only waits for readiness and reports it
+ * through prg_conn_handle_event; accepting, the ready list, the clocks,
+ * timeouts and freeing closed connections live here, once.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+const prg_engine_ops *prg_engine_for(prg_engine engine) {
+    switch (engine) {
+    case PRG_ENGINE_EPOLL: return &prg_engine_epoll;
+    case PRG_ENGINE_LIBEV: return &prg_engine_libev;
+    case PRG_ENGINE_BLOCKING: return &prg_engine_blocking;
+    case PRG_ENGINE_THREADED: return &prg_engine_threaded;
+    }
+    return NULL;
+}
+
+int prg_loop_init(prg_loop *loop) {
+    prg_server *s = loop->server;
+    loop->engine = prg_engine_for(s->cfg.engine);
+    if (!loop->engine) return -EINVAL;
+    loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    loop->headers = calloc(s->cfg.limits.max_headers ? s->cfg.limits.max_headers : 1, sizeof(prg_header));
+    if (!loop->headers) return -ENOMEM;
+    const char *name = s->cfg.server_name ? s->cfg.server_name : "Peregrine";
+    for (const char *q = name; *q; q++)
+        if (*q == '\r' || *q == '\n') return -EINVAL;   /* it goes into every response head */
+    int n = snprintf(loop->server_line, sizeof loop->server_line, "Server: %s\r\n", name);
+    if (n < 0 || (size_t)n >= sizeof loop->server_line) return -ENAMETOOLONG;
+    loop->server_line_len = (size_t)n;
+    prg_date_refresh(&loop->date, time(NULL));
+    loop->timers[TIMER_HEAD].timeout_s = (uint32_t)s->cfg.header_timeout_s;
+    loop->timers[TIMER_IDLE].timeout_s = (uint32_t)s->cfg.idle_timeout_s;
+    loop->timers[TIMER_LINGER].timeout_s = PRG_LINGER_SECONDS;
+    loop->next_id = (uint64_t)loop->index;   /* ids stay unique across loops */
+    prg_loop_refresh_clocks(loop);
+    return loop->engine->init(loop);
+}
+
+void prg_loop_mark_ready(prg_conn *c) {
+    if (c->flags & (CONN_ON_READY_LIST | CONN_CLOSED)) return;
+    c->flags |= CONN_ON_READY_LIST;
+    c->ready_next = c->loop->ready;
+    c->loop->ready = c;
+}
+
+/* Accepting fails for lack of a resource the next accept will lack too: stop
+ * watching the listener for a second instead of waking up for it in a loop
+ * (the pending connections wait in the backlog). */
+void prg_loop_pause_listener(prg_loop *loop) {
+    loop->listener_paused = true;
+    loop->listener_ready = false;
+    loop->listener_resume = loop->now + 1;
+    loop->engine->set_listener(loop, false);
+}
+
+void prg_loop_resume_listener(prg_loop *loop) {
+    loop->listener_paused = false;
+    loop->engine->set_listener(loop, true);
+    loop->listener_ready = true;   /* the backlog may be full already: no new edge */
+}
+
+static void log_accept_error(prg_loop *loop, int err) {
+    time_t now = time(NULL);
+    if (now == loop->emfile_logged) return;   /* at most once a second */
+    loop->emfile_logged = now;
+    fprintf(stderr, "peregrine: accept: %s; shedding new connections\n", strerror(err));
+}
+
+/* Out of descriptors: the pending connection would make a level-triggered
+ * listener fire forever. Give back the reserved descriptor, accept the
+ * connection and close it at once (the client sees a clean close instead of
+ * hanging in the backlog), then take the reserve again. Returns false when
+ * that was not possible (the caller pauses the listener). */
+static bool shed_connection(prg_loop *loop) {
+    if (loop->reserve_fd < 0) loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (loop->reserve_fd < 0) return false;
+    close(loop->reserve_fd);
+    int fd = accept4(loop->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd >= 0) close(fd);
+    loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return fd >= 0;
+}
+
+void prg_loop_accept_ready(prg_loop *loop) {
+    prg_server *s = loop->server;
+    loop->listener_ready = false;
+    if (loop->listener_paused) return;
+    for (int i = 0; i < PRG_ACCEPTS_PER_WAKEUP; i++) {
+        int fd = accept4(loop->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            int err = errno;
+            if (err == EAGAIN || err == EWOULDBLOCK) return;   /* drained */
+            if (err == EINTR || err == ECONNABORTED || err == EPROTO) continue;
+            log_accept_error(loop, err);
+            if ((err == EMFILE || err == ENFILE) && shed_connection(loop)) continue;
+            prg_loop_pause_listener(loop);   /* ENOBUFS, ENOMEM, or shedding impossible */
+            return;
+        }
+        if (s->cfg.tcp_nodelay) {
+            int one = 1;
+            (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        }
+        prg_conn *c = prg_conn_open(loop, fd);
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        if (loop->engine->watch(c) != 0) {
+            prg_conn_close_now(c, PRG_CLOSE_ERROR);   /* no on_open yet, so no on_close */
+            continue;
+        }
+        c->flags |= CONN_OPENED;
+        if (s->cb.on_open) {
+            c->flags |= CONN_IN_CALLBACK;
+            s->cb.on_open(s->cb.ctx, c);
+            c->flags &= ~CONN_IN_CALLBACK;
+        }
+        /* A server that speaks first wrote in on_open: send it now. */
+        if (c->out_bytes || (c->flags & CONN_CLOSE_AFTER)) prg_conn_finish_io(c);
+        else prg_conn_update_timer(c);   /* a client that never sends is idle from the start */
+    }
+    /* Cap reached: more may wait, and in edge mode no new edge will say so. */
+    loop->listener_ready = true;
+}
+
+void prg_conn_handle_event(prg_conn *c, unsigned ev) {
+    if (c->flags & CONN_CLOSED) return;   /* closed earlier in this batch */
+    if (ev & PRG_EV_ERROR) {
+        prg_conn_close_now(c, PRG_CLOSE_ERROR);
+        return;
+    }
+    if (ev & PRG_EV_URGENT) prg_conn_discard_urgent(c);
+    if (ev & PRG_EV_HUP) c->flags |= CONN_PEER_HUP;
+    if ((ev & PRG_EV_WRITE) && c->out_bytes && prg_conn_flush(c) < 0) return;
+    if (ev & (PRG_EV_READ | PRG_EV_HUP)) prg_conn_on_readable(c);
+    prg_conn_finish_io(c);
+}
+
+static void serve_ready_list(prg_loop *loop) {
+    prg_conn *c = loop->ready;
+    loop->ready = NULL;   /* connections re-marked while serving go on a new list */
+    while (c) {
+        prg_conn *next = c->ready_next;
+        c->flags &= ~CONN_ON_READY_LIST;
+        if (c->flags & CONN_CLOSED) {
+            c->ready_next = loop->dead;
+            loop->dead = c;
+        } else {
+            prg_conn_on_readable(c);
+            prg_conn_finish_io(c);
+        }
+        c = next;
+    }
+}
+
+static void free_dead(prg_loop *loop) {
+    while (loop->dead) {
+        prg_conn *c = loop->dead;
+        loop->dead = c->ready_next;
+        prg_conn_free(c);
+    }
+}
+
+/* Both clocks are read through the vDSO: no syscall. */
+void prg_loop_refresh_clocks(prg_loop *loop) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    if (ts.tv_sec != loop->date.second) prg_date_refresh(&loop->date, ts.tv_sec);
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    loop->now = (uint32_t)ts.tv_sec;
+}
+
+static bool timers_pending(const prg_loop *loop) {
+    for (int i = TIMER_NONE + 1; i < TIMER_LISTS; i++)
+        if (loop->timers[i].head) return true;
+    return loop->listener_paused;
+}
+
+int prg_loop_wait_ms(const prg_loop *loop) {
+    if (loop->ready || loop->listener_ready) return 0;
+    /* Wake once a second while any timeout is pending: the sweep's tick. */
+    return timers_pending(loop) ? 1000 : -1;
+}
+
+void prg_loop_end_batch(prg_loop *loop) {
+    if (loop->listener_ready) prg_loop_accept_ready(loop);
+    if (loop->ready) serve_ready_list(loop);
+    prg_timers_sweep(loop);
+    free_dead(loop);
+}
+
+void *prg_loop_run(void *arg) {
+    prg_loop *loop = arg;
+    loop->engine->run(loop);
+    /* Stopping: every connection is closed and freed. */
+    while (loop->live) prg_conn_close_now(loop->live, PRG_CLOSE_SHUTDOWN);
+    if (loop->ready) serve_ready_list(loop);
+    free_dead(loop);
+    return NULL;
+}
