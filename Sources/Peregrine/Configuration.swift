@@ -10,10 +10,26 @@ public enum Trigger: String, CaseIterable, Sendable {
     case oneshot
 }
 
-/// Which engine serves the application.
+/// Which engine serves the application. Every engine runs the same
+/// `Application` unchanged; see the README's engine table.
 public enum Engine: String, CaseIterable, Sendable {
-    /// The C core on raw epoll.
+    /// The C core on raw epoll: `trigger` level, edge or oneshot.
     case epoll
+    /// The C core on libev: `libevBackend` epoll, poll or select.
+    case libev
+    /// The pure-Swift engine: epoll from Swift, Swift parser; `trigger` level or edge.
+    case swift
+    /// One client at a time: accept, read one request, answer, close.
+    case blocking
+    /// A thread per connection with blocking sockets, at most `maxThreads`.
+    case threaded
+}
+
+/// libev's own readiness mechanisms, for `Engine.libev`.
+public enum LibevBackend: String, CaseIterable, Sendable {
+    case epoll
+    case poll
+    case select
 }
 
 /// Request limits; each violation is answered with its status and a close.
@@ -40,7 +56,13 @@ public struct Configuration: Sendable {
     /// listen() backlog; the kernel clamps it to net.core.somaxconn.
     public var backlog = 1024
     public var engine = Engine.epoll
+    /// epoll: level, edge or oneshot; swift: level or edge; the other engines: level only.
     public var trigger = Trigger.level
+    /// Which of libev's backends the libev engine uses.
+    public var libevBackend = LibevBackend.epoll
+    /// Threaded engine: connection threads at most; a connection beyond gets
+    /// `503 Service Unavailable` and is closed.
+    public var maxThreads = 512
     /// TCP_NODELAY on accepted sockets.
     public var noDelay = true
     /// TCP_CORK around each batch of responses (to compare with TCP_NODELAY).
@@ -61,6 +83,29 @@ public struct Configuration: Sendable {
     public var logRequests = false
 
     public init() {}
+
+    /// Why this configuration cannot run, or nil when it can.
+    public var problem: String? {
+        switch engine {
+        case .epoll:
+            break
+        case .swift:
+            if trigger == .oneshot { return "the swift engine has level and edge triggers, not oneshot" }
+        case .libev, .blocking, .threaded:
+            if trigger != .level { return "--trigger applies to the epoll and swift engines; \(engine.rawValue) is level-triggered or blocking" }
+        }
+        if (engine == .blocking || engine == .threaded) && threads != 1 {
+            return "the \(engine.rawValue) engine runs one accepting thread: --threads must be 1"
+        }
+        if threads < 1 || threads > 1024 { return "threads must be 1...1024" }
+        if maxThreads < 1 { return "maxThreads must be at least 1" }
+        return nil
+    }
+}
+
+/// A configuration that no engine can run.
+public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
+    public let description: String
 }
 
 /// A server error with the errno the C core reported.

@@ -45,11 +45,25 @@ public final class Server: @unchecked Sendable {
     /// Binds the listeners and starts one loop thread per `threads`.
     public func start() throws {
         precondition(!started, "server already started")
+        if let problem = configuration.problem { throw ConfigurationError(description: problem) }
+        if configuration.engine == .swift { return try startSwiftEngine() }
         var cfg = prg_config()
         prg_config_default(&cfg)
         cfg.port = Int32(configuration.port)
         cfg.threads = Int32(configuration.threads)
         cfg.backlog = Int32(configuration.backlog)
+        cfg.engine = switch configuration.engine {
+        case .epoll, .swift: PRG_ENGINE_EPOLL   // .swift never gets here
+        case .libev: PRG_ENGINE_LIBEV
+        case .blocking: PRG_ENGINE_BLOCKING
+        case .threaded: PRG_ENGINE_THREADED
+        }
+        cfg.libev_backend = switch configuration.libevBackend {
+        case .epoll: PRG_LIBEV_EPOLL
+        case .poll: PRG_LIBEV_POLL
+        case .select: PRG_LIBEV_SELECT
+        }
+        cfg.max_threads = Int32(clamping: configuration.maxThreads)
         cfg.trigger = switch configuration.trigger {
         case .level: PRG_TRIGGER_LEVEL
         case .edge: PRG_TRIGGER_EDGE

@@ -15,6 +15,7 @@ struct PeregrineCLI: ParsableCommand {
 
 extension Trigger: ExpressibleByArgument {}
 extension Engine: ExpressibleByArgument {}
+extension LibevBackend: ExpressibleByArgument {}
 extension BuiltinApp: ExpressibleByArgument {}
 
 struct Serve: ParsableCommand {
@@ -27,8 +28,14 @@ struct Serve: ParsableCommand {
     @Option(help: "Engine: \(Engine.allCases.map(\.rawValue).joined(separator: ", ")).")
     var engine: Engine = .epoll
 
-    @Option(help: "epoll trigger mode: level, edge, oneshot.")
+    @Option(help: "Trigger mode: level, edge, oneshot (epoll engine); level, edge (swift engine).")
     var trigger: Trigger = .level
+
+    @Option(help: "libev engine: libev's backend: \(LibevBackend.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var libevBackend: LibevBackend = .epoll
+
+    @Option(help: "threaded engine: most connection threads; beyond, 503 and close.")
+    var maxThreads = Configuration().maxThreads
 
     @Option(help: "Address to bind (IPv4 or IPv6).")
     var host = "0.0.0.0"
@@ -65,7 +72,7 @@ struct Serve: ParsableCommand {
     @Option(help: "Largest request body in bytes (413 beyond).")
     var maxBody = Limits().maxBody
 
-    func validate() throws {
+    private func basicValidate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535") }
         guard (1...1024).contains(threads) else { throw ValidationError("--threads must be 1...1024") }
         guard backlog >= 1 else { throw ValidationError("--backlog must be at least 1") }
@@ -75,8 +82,15 @@ struct Serve: ParsableCommand {
         }
     }
 
-    func run() throws {
+    func validate() throws {
+        try basicValidate()
+        if let problem = configuration().problem { throw ValidationError(problem) }
+    }
+
+    func configuration() -> Configuration {
         var config = Configuration()
+        config.libevBackend = libevBackend
+        config.maxThreads = maxThreads
         config.host = host
         config.port = port
         config.threads = threads
@@ -92,14 +106,26 @@ struct Serve: ParsableCommand {
         config.limits.maxHeaderBytes = maxHeaderBytes
         config.limits.maxHeaders = maxHeaders
         config.limits.maxBody = maxBody
-        let server = Server(configuration: config, application: app.application)
+        return config
+    }
+
+    func run() throws {
+        let server = Server(configuration: configuration(), application: app.application)
         try server.run { server in
             // Scripts wait for this line: it carries the real port.
-            let line = "peregrine: serving \(app.rawValue) on \(host):\(server.port) engine=\(engine.rawValue) "
+            let line = "peregrine: serving \(app.rawValue) on \(host):\(server.port) engine=\(engineDescription) "
                 + "trigger=\(trigger.rawValue) threads=\(threads) nodelay=\(nodelay) cork=\(cork) "
                 + "backlog=\(backlog) effective-backlog=\(server.effectiveBacklog)\n"
             var bytes = Array(line.utf8)
             _ = bytes.withUnsafeMutableBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+        }
+    }
+
+    private var engineDescription: String {
+        switch engine {
+        case .libev: "libev/\(libevBackend.rawValue)"
+        case .threaded: "threaded max-threads=\(maxThreads)"
+        default: engine.rawValue
         }
     }
 }
