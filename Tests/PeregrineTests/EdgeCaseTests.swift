@@ -11,8 +11,12 @@ final class EdgeCaseTests: XCTestCase {
     // 2000 requests in one write: more than one receive buffer and more than the
     // edge-mode reads-per-wakeup cap.
     func testTwoThousandPipelinedRequests() throws {
-        try forEachTrigger { trigger in
-            try withServer(trigger, TestApps.inspect) { server in
+        try forEachEngine { mode in
+            try withServer(mode, TestApps.inspect) { server in
+                guard mode.keepsAlive else {
+                    return try assertOneRequestPerConnection(mode, port: server.port,
+                        requests: String(repeating: "GET /hello HTTP/1.1\r\nHost: h\r\n\r\n", count: 2000))
+                }
                 let s = try TestSocket(port: server.port)
                 var wire = ""
                 for i in 0..<2000 { wire += i % 3 == 0 ? "GET /\(i) HTTP/1.1\r\nHost: h\r\n\r\n" : "GET /hello HTTP/1.1\r\nHost: h\r\n\r\n" }
@@ -27,24 +31,24 @@ final class EdgeCaseTests: XCTestCase {
                         let ok = i % 3 == 0 ? r.fields["target"] == "/\(i)" : r.bodyString == "Hello, World!"
                         if !ok || r.status != 200 {
                             bad += 1
-                            if bad < 5 { XCTFail("[\(trigger)] response \(i) wrong: \(r)") }
+                            if bad < 5 { XCTFail("[\(mode)] response \(i) wrong: \(r)") }
                         }
                     }
                 } catch {
-                    XCTFail("[\(trigger)] reading 2000 pipelined responses: \(error)")
+                    XCTFail("[\(mode)] reading 2000 pipelined responses: \(error)")
                 }
                 while !sender.isFinished { usleep(1000) }
-                XCTAssertEqual(err.all, [], "[\(trigger)] sender")
-                XCTAssertEqual(bad, 0, "[\(trigger)] wrong responses")
-                XCTAssertTrue(s.looksOpen, "[\(trigger)]")
+                XCTAssertEqual(err.all, [], "[\(mode)] sender")
+                XCTAssertEqual(bad, 0, "[\(mode)] wrong responses")
+                XCTAssertTrue(s.looksOpen, "[\(mode)]")
             }
         }
     }
 
     // More simultaneous connects than the accept cap per wakeup (64).
     func testAcceptStormOf300Connections() throws {
-        try forEachTrigger { trigger in
-            try withServer(trigger, TestApps.inspect, configure: { $0.backlog = 1024 }) { server in
+        try forEachEngine { mode in
+            try withServer(mode, TestApps.inspect, configure: { $0.backlog = 1024 }) { server in
                 var socks: [TestSocket] = []
                 for _ in 0..<300 { socks.append(try TestSocket(port: server.port)) }
                 for (i, s) in socks.enumerated() { try s.send("GET /c\(i) HTTP/1.1\r\nHost: h\r\n\r\n") }
@@ -55,10 +59,10 @@ final class EdgeCaseTests: XCTestCase {
                         if r.fields["target"] != "/c\(i)" { failed += 1 }
                     } catch {
                         failed += 1
-                        if failed < 4 { XCTFail("[\(trigger)] connection \(i) of 300: \(error)") }
+                        if failed < 4 { XCTFail("[\(mode)] connection \(i) of 300: \(error)") }
                     }
                 }
-                XCTAssertEqual(failed, 0, "[\(trigger)] connections of 300 not answered")
+                XCTAssertEqual(failed, 0, "[\(mode)] connections of 300 not answered")
             }
         }
     }
@@ -66,8 +70,9 @@ final class EdgeCaseTests: XCTestCase {
     // Independent parser state: partial requests on many connections,
     // completed in reverse order.
     func testInterleavedPartialRequestsOnManyConnections() throws {
-        try forEachTrigger { trigger in
-            try withServer(trigger, TestApps.inspect) { server in
+        try forEachEngine { mode in
+            try withServer(mode, TestApps.inspect) { server in
+                guard mode.servesConcurrently else { return try assertOneClientAtATime(mode, port: server.port) }
                 let n = 20
                 var socks: [TestSocket] = []
                 for i in 0..<n {
@@ -78,8 +83,8 @@ final class EdgeCaseTests: XCTestCase {
                 for i in stride(from: n - 1, through: 0, by: -1) {
                     try socks[i].send("dy\(i)")
                     let r = try socks[i].readResponse()
-                    XCTAssertEqual(r.fields["target"], "/p\(i)", "[\(trigger)] connection \(i)")
-                    XCTAssertEqual(r.inspectedBody.map { String(decoding: $0, as: UTF8.self) }, "body\(i)", "[\(trigger)] connection \(i) body")
+                    XCTAssertEqual(r.fields["target"], "/p\(i)", "[\(mode)] connection \(i)")
+                    XCTAssertEqual(r.inspectedBody.map { String(decoding: $0, as: UTF8.self) }, "body\(i)", "[\(mode)] connection \(i) body")
                 }
             }
         }
@@ -87,8 +92,12 @@ final class EdgeCaseTests: XCTestCase {
 
     // HTTP-mode backpressure: 8 pipelined 4 MiB answers to a slow reader.
     func testPipelinedLargeResponsesToSlowReaderStayBounded() throws {
-        try forEachTrigger { trigger in
-            try withServer(trigger, TestApps.inspect, configure: { $0.maxOutputPerConnection = 256 * 1024 }) { server in
+        try forEachEngine { mode in
+            try withServer(mode, TestApps.inspect, configure: { $0.maxOutputPerConnection = 256 * 1024 }) { server in
+                // Pipelined: the blocking engine answers the first and closes
+                // (testTwoThousandPipelinedRequests checks that), and writes
+                // with blocking sends, so its output never queues anyway.
+                guard mode.keepsAlive else { return }
                 let s = try TestSocket(port: server.port)
                 let rssBefore = residentKiB()
                 try s.send(String(repeating: "GET /big HTTP/1.1\r\nHost: h\r\n\r\n", count: 8) + "GET /last HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -98,25 +107,27 @@ final class EdgeCaseTests: XCTestCase {
                 do {
                     for i in 0..<8 {
                         let r = try s.readResponse()
-                        XCTAssertEqual(r.body.count, TestApps.bigBodySize, "[\(trigger)] big response \(i)")
+                        XCTAssertEqual(r.body.count, TestApps.bigBodySize, "[\(mode)] big response \(i)")
                         answered += 1
                     }
-                    XCTAssertEqual(try s.readResponse().fields["target"], "/last", "[\(trigger)] the request after 8 big ones")
+                    XCTAssertEqual(try s.readResponse().fields["target"], "/last", "[\(mode)] the request after 8 big ones")
                 } catch {
-                    XCTFail("[\(trigger)] stalled after \(answered) of 8 pipelined 4 MiB answers (+\(s.pending.count) bytes of the next): \(error)")
+                    XCTFail("[\(mode)] stalled after \(answered) of 8 pipelined 4 MiB answers (+\(s.pending.count) bytes of the next): \(error)")
                     return
                 }
                 XCTAssertLessThan(rssQueued - rssBefore, 24 * 1024,
-                                  "[\(trigger)] VmRSS grew \(rssQueued - rssBefore) KiB while 32 MiB of answers waited for a reader")
+                                  "[\(mode)] VmRSS grew \(rssQueued - rssBefore) KiB while 32 MiB of answers waited for a reader")
             }
         }
     }
 
     // stop() with idle, half-sent and busy connections: returns and closes them.
     func testStopWithLiveConnections() throws {
-        try forEachTrigger { trigger in
+        try forEachEngine { mode in
             var c = Configuration()
-            c.host = "127.0.0.1"; c.port = 0; c.trigger = trigger; c.threads = 2
+            c.host = "127.0.0.1"; c.port = 0
+            mode.apply(to: &c)
+            c.threads = mode.runsSeveralLoops ? 2 : 1
             let server = Server(configuration: c, application: TestApps.inspect)
             try server.start()
             let idle = try TestSocket(port: server.port)
@@ -131,23 +142,23 @@ final class EdgeCaseTests: XCTestCase {
             let box = LockedList<Server>()
             box.append(server)
             Thread { box.all[0].stop(); done.signal() }.start()
-            XCTAssertEqual(done.wait(timeout: .now() + 5), .success, "[\(trigger)] stop() returns with live connections")
-            XCTAssertNoThrow(try idle.expectClose(), "[\(trigger)] idle connection closed by stop()")
-            XCTAssertNoThrow(try partial.expectClose(), "[\(trigger)] half-sent request closed by stop()")
-            XCTAssertNoThrow(try busy.expectClose(), "[\(trigger)] busy connection closed by stop()")
-            XCTAssertThrowsError(try TestSocket(port: server.port).send("x"), "[\(trigger)] nothing listens after stop()") { _ in }
+            XCTAssertEqual(done.wait(timeout: .now() + 5), .success, "[\(mode)] stop() returns with live connections")
+            XCTAssertNoThrow(try idle.expectClose(), "[\(mode)] idle connection closed by stop()")
+            XCTAssertNoThrow(try partial.expectClose(), "[\(mode)] half-sent request closed by stop()")
+            XCTAssertNoThrow(try busy.expectClose(), "[\(mode)] busy connection closed by stop()")
+            XCTAssertThrowsError(try TestSocket(port: server.port).send("x"), "[\(mode)] nothing listens after stop()") { _ in }
         }
     }
 
     // Expect: 100-continue for a body over the limit: 413 at once, no 100.
     func testExpectContinueOverLimitGets413Not100() throws {
-        try forEachTrigger { trigger in
-            try withServer(trigger, TestApps.inspect, configure: { $0.limits.maxBody = 1024 }) { server in
+        try forEachEngine { mode in
+            try withServer(mode, TestApps.inspect, configure: { $0.limits.maxBody = 1024 }) { server in
                 let s = try TestSocket(port: server.port)
                 try s.send("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n")
                 let r = try s.readResponse()
-                XCTAssertEqual(r.status, 413, "[\(trigger)] \(r)")
-                XCTAssertNoThrow(try s.expectClose(), "[\(trigger)] closed after 413")
+                XCTAssertEqual(r.status, 413, "[\(mode)] \(r)")
+                XCTAssertNoThrow(try s.expectClose(), "[\(mode)] closed after 413")
             }
         }
     }
@@ -155,8 +166,8 @@ final class EdgeCaseTests: XCTestCase {
     // A body far over the limit, sent in full with the head: the 413 must
     // still reach the client (no RST from closing with unread input).
     func testHugeOversizedBodyStillGets413() throws {
-        try forEachTrigger { trigger in
-            try withServer(trigger, TestApps.inspect, configure: { $0.limits.maxBody = 1024 }) { server in
+        try forEachEngine { mode in
+            try withServer(mode, TestApps.inspect, configure: { $0.limits.maxBody = 1024 }) { server in
                 let s = try TestSocket(port: server.port)
                 let body = [UInt8](repeating: 0x41, count: 200_000)
                 let err = LockedList<String>()
@@ -167,13 +178,13 @@ final class EdgeCaseTests: XCTestCase {
                 sender.start()
                 do {
                     let r = try s.readResponse()
-                    XCTAssertEqual(r.status, 413, "[\(trigger)] \(r)")
+                    XCTAssertEqual(r.status, 413, "[\(mode)] \(r)")
                 } catch {
-                    XCTFail("[\(trigger)] the 413 answer was lost: \(error)")
+                    XCTFail("[\(mode)] the 413 answer was lost: \(error)")
                 }
                 while !sender.isFinished { usleep(1000) }
                 let r2 = try fetch(port: server.port, "GET /hello HTTP/1.1\r\nHost: h\r\n\r\n")
-                XCTAssertEqual(r2.bodyString, "Hello, World!", "[\(trigger)] server fine afterwards")
+                XCTAssertEqual(r2.bodyString, "Hello, World!", "[\(mode)] server fine afterwards")
             }
         }
     }
@@ -183,14 +194,14 @@ final class EdgeCaseTests: XCTestCase {
         let limit = Limits().maxBody
         var body = [UInt8](repeating: 0, count: limit)
         for i in 0..<limit { body[i] = UInt8(truncatingIfNeeded: i &* 2654435761 >> 13) }
-        try forEachTrigger { trigger in
-            try withServer(trigger, TestApps.inspect) { server in
-                let s = try TestSocket(port: server.port)
+        try forEachEngine { mode in
+            try withServer(mode, TestApps.inspect) { server in
+                let s = try Session(mode, port: server.port)
                 try s.send("POST /max HTTP/1.1\r\nHost: h\r\nContent-Length: \(limit)\r\n\r\n")
                 try s.send(body)
                 let r = try s.readResponse()
-                XCTAssertEqual(r.status, 200, "[\(trigger)] body == maxBody: \(r.statusLine)")
-                XCTAssertTrue(r.inspectedBody == body, "[\(trigger)] 1 MiB body bytes")
+                XCTAssertEqual(r.status, 200, "[\(mode)] body == maxBody: \(r.statusLine)")
+                XCTAssertTrue(r.inspectedBody == body, "[\(mode)] 1 MiB body bytes")
 
                 // Chunked, 4 KiB chunks, same total.
                 var wire = Array("POST /maxc HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n".utf8)
@@ -199,71 +210,73 @@ final class EdgeCaseTests: XCTestCase {
                 wire += Array("0\r\n\r\n".utf8)
                 try s.send(wire)
                 let c = try s.readResponse()
-                XCTAssertEqual(c.status, 200, "[\(trigger)] chunked body == maxBody: \(c.statusLine)")
-                XCTAssertTrue(c.inspectedBody == body, "[\(trigger)] 1 MiB chunked body bytes")
+                XCTAssertEqual(c.status, 200, "[\(mode)] chunked body == maxBody: \(c.statusLine)")
+                XCTAssertTrue(c.inspectedBody == body, "[\(mode)] 1 MiB chunked body bytes")
 
                 let t = try TestSocket(port: server.port)
                 try t.send("POST /over HTTP/1.1\r\nHost: h\r\nContent-Length: \(limit + 1)\r\n\r\n")
-                XCTAssertEqual(try t.readResponse().status, 413, "[\(trigger)] maxBody + 1")
+                XCTAssertEqual(try t.readResponse().status, 413, "[\(mode)] maxBody + 1")
             }
         }
     }
 
     // Parser corner cases that must be accepted.
     func testParserAcceptsValidCornerCases() throws {
-        try forEachTrigger { trigger in
-            try withServer(trigger, TestApps.inspect) { server in
-                let s = try TestSocket(port: server.port)
+        try forEachEngine { mode in
+            try withServer(mode, TestApps.inspect) { server in
+                let s = try Session(mode, port: server.port)
                 // Leading empty line before a request.
                 try s.send("\r\nGET /lead HTTP/1.1\r\nHost: h\r\n\r\n")
-                XCTAssertEqual(try s.readResponse().fields["target"], "/lead", "[\(trigger)] leading CRLF")
+                XCTAssertEqual(try s.readResponse().fields["target"], "/lead", "[\(mode)] leading CRLF")
                 // Header names are case-insensitive; values are trimmed.
                 try s.send("POST /case HTTP/1.1\r\nhOsT: h\r\nx-test:   padded value \t\r\ncontent-LENGTH: 3\r\n\r\nabc")
                 let r = try s.readResponse()
-                XCTAssertEqual(r.status, 200, "[\(trigger)] \(r)")
-                XCTAssertEqual(r.fields["h:x-test"], "padded value", "[\(trigger)] trimmed value")
-                XCTAssertEqual(r.inspectedBody.map { String(decoding: $0, as: UTF8.self) }, "abc", "[\(trigger)] lowercase content-length")
+                XCTAssertEqual(r.status, 200, "[\(mode)] \(r)")
+                XCTAssertEqual(r.fields["h:x-test"], "padded value", "[\(mode)] trimmed value")
+                XCTAssertEqual(r.inspectedBody.map { String(decoding: $0, as: UTF8.self) }, "abc", "[\(mode)] lowercase content-length")
                 try s.send("POST /te HTTP/1.1\r\nHost: h\r\nTRANSFER-ENCODING: Chunked\r\n\r\nA\r\n0123456789\r\n0\r\n\r\n")
                 let t = try s.readResponse()
-                XCTAssertEqual(t.inspectedBody.map { String(decoding: $0, as: UTF8.self) }, "0123456789", "[\(trigger)] uppercase TE/hex: \(t)")
+                XCTAssertEqual(t.inspectedBody.map { String(decoding: $0, as: UTF8.self) }, "0123456789", "[\(mode)] uppercase TE/hex: \(t)")
                 // Empty header value, OPTIONS *, absolute-form, query kept.
                 try s.send("GET /q?a=1&b=%20x HTTP/1.1\r\nHost: h\r\nX-Test:\r\n\r\n")
                 let q = try s.readResponse()
-                XCTAssertEqual(q.fields["target"], "/q?a=1&b=%20x", "[\(trigger)] target with query")
-                XCTAssertEqual(q.fields["h:x-test"], "", "[\(trigger)] empty header value")
+                XCTAssertEqual(q.fields["target"], "/q?a=1&b=%20x", "[\(mode)] target with query")
+                XCTAssertEqual(q.fields["h:x-test"], "", "[\(mode)] empty header value")
                 try s.send("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n")
                 let o = try s.readResponse()
-                XCTAssertEqual(o.fields["method"], "OPTIONS", "[\(trigger)]")
-                XCTAssertEqual(o.fields["target"], "*", "[\(trigger)] asterisk-form")
+                XCTAssertEqual(o.fields["method"], "OPTIONS", "[\(mode)]")
+                XCTAssertEqual(o.fields["target"], "*", "[\(mode)] asterisk-form")
                 try s.send("GET http://example.com/abs HTTP/1.1\r\nHost: example.com\r\n\r\n")
-                XCTAssertEqual(try s.readResponse().fields["target"], "http://example.com/abs", "[\(trigger)] absolute-form")
+                XCTAssertEqual(try s.readResponse().fields["target"], "http://example.com/abs", "[\(mode)] absolute-form")
                 // Two identical Content-Length values: RFC 9112 lets a server accept them.
                 // Connection tokens: "keep-alive, close" closes.
                 try s.send("GET /last HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Close\r\n\r\n")
                 let last = try s.readResponse()
-                XCTAssertEqual(last.fields["keepalive"], "0", "[\(trigger)] close token among others")
-                XCTAssertNoThrow(try s.expectClose(), "[\(trigger)] closed after 'keep-alive, Close'")
+                XCTAssertEqual(last.fields["keepalive"], "0", "[\(mode)] close token among others")
+                if mode.keepsAlive {   // (Session checked the close on the blocking engine)
+                    XCTAssertNoThrow(try s.expectClose(), "[\(mode)] closed after 'keep-alive, Close'")
+                }
             }
         }
     }
 
     // Writer: a short body closes the connection; the app's Connection: close is honoured.
     func testShortBodyClosesAndAppConnectionClose() throws {
-        try forEachTrigger { trigger in
-            try withServer(trigger, TestApps.inspect) { server in
+        try forEachEngine { mode in
+            try withServer(mode, TestApps.inspect) { server in
                 let s = try TestSocket(port: server.port)
                 try s.send("GET /short HTTP/1.1\r\nHost: h\r\n\r\n")
                 let all = String(decoding: try s.expectClose(), as: UTF8.self)
-                XCTAssertTrue(all.hasPrefix("HTTP/1.1 200"), "[\(trigger)] \(all)")
-                XCTAssertTrue(all.contains("Content-Length: 10\r\n"), "[\(trigger)] \(all)")
-                XCTAssertTrue(all.hasSuffix("\r\n\r\n12345"), "[\(trigger)] 5 bytes then close: \(all.debugDescription)")
+                XCTAssertTrue(all.hasPrefix("HTTP/1.1 200"), "[\(mode)] \(all)")
+                XCTAssertTrue(all.contains("Content-Length: 10\r\n"), "[\(mode)] \(all)")
+                XCTAssertTrue(all.hasSuffix("\r\n\r\n12345"), "[\(mode)] 5 bytes then close: \(all.debugDescription)")
 
                 let t = try TestSocket(port: server.port)
                 try t.send("GET /close-header HTTP/1.1\r\nHost: h\r\n\r\n")
                 let r = try t.readResponse()
-                XCTAssertEqual(r.bodyString, "bye", "[\(trigger)]")
-                XCTAssertEqual(r.headerCount("Connection"), 1, "[\(trigger)] exactly one Connection header: \(r.rawHead)")
-                XCTAssertNoThrow(try t.expectClose(), "[\(trigger)] app's Connection: close honoured")
+                XCTAssertEqual(r.bodyString, "bye", "[\(mode)]")
+                XCTAssertEqual(r.headerCount("Connection"), 1, "[\(mode)] exactly one Connection header: \(r.rawHead)")
+                XCTAssertNoThrow(try t.expectClose(), "[\(mode)] app's Connection: close honoured")
             }
         }
     }
@@ -272,8 +285,8 @@ final class EdgeCaseTests: XCTestCase {
     // exactly maxBody sent in small (8-byte) chunks must be accepted, not 413.
     func testSmallChunksWithinMaxBodyAccepted() throws {
         let maxBody = 64 * 1024
-        try forEachTrigger { trigger in
-            try withServer(trigger, TestApps.inspect, configure: {
+        try forEachEngine { mode in
+            try withServer(mode, TestApps.inspect, configure: {
                 $0.limits.maxBody = maxBody
                 $0.limits.maxHeaderBytes = 1024
             }) { server in
@@ -288,8 +301,8 @@ final class EdgeCaseTests: XCTestCase {
                 sender.start()
                 let r = try s.readResponse()
                 while !sender.isFinished { usleep(1000) }
-                XCTAssertEqual(r.status, 200, "[\(trigger)] \(maxBody)-byte decoded body in 8-byte chunks (\(wire.count) bytes on the wire) with maxBody \(maxBody): \(r.statusLine)")
-                XCTAssertEqual(r.fields["body-length"], r.status == 200 ? String(maxBody) : nil, "[\(trigger)]")
+                XCTAssertEqual(r.status, 200, "[\(mode)] \(maxBody)-byte decoded body in 8-byte chunks (\(wire.count) bytes on the wire) with maxBody \(maxBody): \(r.statusLine)")
+                XCTAssertEqual(r.fields["body-length"], r.status == 200 ? String(maxBody) : nil, "[\(mode)]")
             }
         }
     }

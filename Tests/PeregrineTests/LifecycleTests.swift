@@ -12,8 +12,8 @@ final class LifecycleTests: XCTestCase {
     /// end of stream (FIN, not a reset), and its upload is not cut off with
     /// EPIPE: the server shuts its write side and discards the rest.
     func testErrorAnswerReachesClientStillUploading() throws {
-        try forEachTrigger { trigger in
-            try withServer(trigger, TestApps.inspect, configure: { $0.limits.maxBody = 1024 }) { server in
+        try forEachEngine { mode in
+            try withServer(mode, TestApps.inspect, configure: { $0.limits.maxBody = 1024 }) { server in
                 let client = try TestSocket(port: server.port)
                 defer { client.close() }
                 let upload = 512 * 1024
@@ -28,12 +28,12 @@ final class LifecycleTests: XCTestCase {
                     }
                 }
                 let response = try client.readResponse()
-                XCTAssertEqual(response.status, 413, "[\(trigger)] \(response)")
-                XCTAssertEqual(response.header("Connection"), "close", "[\(trigger)]")
+                XCTAssertEqual(response.status, 413, "[\(mode)] \(response)")
+                XCTAssertEqual(response.header("Connection"), "close", "[\(mode)]")
                 var tail = [UInt8](repeating: 0, count: 4096)
                 let n = try tail.withUnsafeMutableBytes { try client.recvRaw($0) }
-                XCTAssertEqual(n, 0, "[\(trigger)] expected a clean end of stream after the 413")
-                XCTAssertNil(uploadError.withLock { $0 }, "[\(trigger)] the upload was cut off instead of discarded")
+                XCTAssertEqual(n, 0, "[\(mode)] expected a clean end of stream after the 413")
+                XCTAssertNil(uploadError.withLock { $0 }, "[\(mode)] the upload was cut off instead of discarded")
             }
         }
     }
@@ -41,15 +41,15 @@ final class LifecycleTests: XCTestCase {
     /// A body that stops arriving is answered 408 once idleTimeout passes
     /// without progress.
     func testStalledBodyGets408() throws {
-        try forEachTrigger { trigger in
-            try withServer(trigger, TestApps.inspect, configure: { $0.idleTimeout = 1 }) { server in
+        try forEachEngine { mode in
+            try withServer(mode, TestApps.inspect, configure: { $0.idleTimeout = 1 }) { server in
                 let client = try TestSocket(port: server.port)
                 defer { client.close() }
                 try client.send("POST /stall HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n0123456789")
                 let start = ContinuousClock.now
                 let response = try client.readResponse()
-                XCTAssertEqual(response.status, 408, "[\(trigger)] \(response)")
-                XCTAssertGreaterThanOrEqual(ContinuousClock.now - start, .milliseconds(900), "[\(trigger)] 408 before the timeout")
+                XCTAssertEqual(response.status, 408, "[\(mode)] \(response)")
+                XCTAssertGreaterThanOrEqual(ContinuousClock.now - start, .milliseconds(900), "[\(mode)] 408 before the timeout")
             }
         }
     }
@@ -57,8 +57,22 @@ final class LifecycleTests: XCTestCase {
     /// A client that asks for a lot and never reads is dropped once idleTimeout
     /// passes without the output moving: memory is not held forever.
     func testClientThatStopsReadingIsDropped() throws {
-        try forEachTrigger { trigger in
-            try withServer(trigger, TestApps.inspect, configure: { $0.idleTimeout = 1 }) { server in
+        try forEachEngine { mode in
+            try withServer(mode, TestApps.inspect, configure: { $0.idleTimeout = 1 }) { server in
+                guard mode.servesConcurrently else {
+                    // One client at a time: a client that asks for 4 MiB and
+                    // never reads holds the server in a blocking send until the
+                    // write timeout drops it; then the next client is served.
+                    let stalled = try TestSocket(port: server.port)
+                    defer { stalled.close() }
+                    try stalled.send("GET /big HTTP/1.1\r\nHost: h\r\n\r\n")
+                    usleep(200_000)
+                    let start = ContinuousClock.now
+                    let next = try fetch(port: server.port, "GET /hello HTTP/1.1\r\nHost: h\r\n\r\n")
+                    XCTAssertEqual(next.bodyString, "Hello, World!", "[\(mode)] next client served after the stalled one")
+                    XCTAssertLessThan(ContinuousClock.now - start, .seconds(4), "[\(mode)] the stalled reader was not dropped in time")
+                    return
+                }
                 let client = try TestSocket(port: server.port)
                 defer { client.close() }
                 let requests = 6   // 24 MiB: more than the socket buffers of both ends hold
@@ -66,7 +80,7 @@ final class LifecycleTests: XCTestCase {
                 usleep(3_500_000)
                 let received = try client.readUntilEOF()
                 XCTAssertLessThan(received.count, requests * TestApps.bigBodySize,
-                                  "[\(trigger)] a reader that stalled for 3.5 s got everything: it was never timed out")
+                                  "[\(mode)] a reader that stalled for 3.5 s got everything: it was never timed out")
             }
         }
     }
@@ -75,8 +89,9 @@ final class LifecycleTests: XCTestCase {
     /// with complete requests still buffered. It is waiting on its own reading,
     /// not sending a slow head: no 408, every answer arrives.
     func testSlowReaderOfPipelinedAnswersGetsNo408() throws {
-        try forEachTrigger { trigger in
-            try withServer(trigger, TestApps.inspect, configure: { $0.headerTimeout = 1; $0.idleTimeout = 10 }) { server in
+        try forEachEngine { mode in
+            try withServer(mode, TestApps.inspect, configure: { $0.headerTimeout = 1; $0.idleTimeout = 10 }) { server in
+                guard mode.keepsAlive else { return }   // pipelined: one answer per connection on blocking (HTTPTests)
                 let client = try TestSocket(port: server.port)
                 defer { client.close() }
                 try client.send(String(repeating: "GET /big HTTP/1.1\r\nHost: h\r\n\r\n", count: 5) + "GET /hello HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -84,12 +99,12 @@ final class LifecycleTests: XCTestCase {
                 for i in 0..<5 {
                     usleep(600_000)   // 5 × 0.6 s: well past the 1 s header timeout
                     let r = try client.readResponse()
-                    XCTAssertEqual(r.status, 200, "[\(trigger)] response \(i)")
-                    XCTAssertEqual(r.body.count, TestApps.bigBodySize, "[\(trigger)] response \(i)")
+                    XCTAssertEqual(r.status, 200, "[\(mode)] response \(i)")
+                    XCTAssertEqual(r.body.count, TestApps.bigBodySize, "[\(mode)] response \(i)")
                 }
                 let last = try client.readResponse()
-                XCTAssertEqual(last.status, 200, "[\(trigger)] \(last)")
-                XCTAssertGreaterThan(ContinuousClock.now - start, .seconds(2), "[\(trigger)] the test must outlast the header timeout")
+                XCTAssertEqual(last.status, 200, "[\(mode)] \(last)")
+                XCTAssertGreaterThan(ContinuousClock.now - start, .seconds(2), "[\(mode)] the test must outlast the header timeout")
             }
         }
     }
@@ -101,11 +116,13 @@ final class LifecycleTests: XCTestCase {
             _ = withUnsafeBytes(of: &id) { connection.write($0) }
             return bytes.count
         }
-        try forEachTrigger { trigger in
-            try withServer(trigger, app, configure: { $0.threads = 2 }) { server in
+        try forEachEngine { mode in
+            try withServer(mode, app, configure: { $0.threads = mode.runsSeveralLoops ? 2 : 1 }) { server in
                 var ids = Set<UInt64>()
                 var sockets = [TestSocket]()
                 for _ in 0..<40 {
+                    // One client at a time: each must leave before the next is served.
+                    if !mode.servesConcurrently { sockets.last?.close() }
                     let s = try TestSocket(port: server.port)
                     sockets.append(s)
                     try s.send("?")
@@ -113,13 +130,13 @@ final class LifecycleTests: XCTestCase {
                     var got = 0
                     while got < 8 {
                         let n = try raw.withUnsafeMutableBytes { try s.recvRaw(UnsafeMutableRawBufferPointer(rebasing: $0[got...])) }
-                        XCTAssertGreaterThan(n, 0, "[\(trigger)] closed early")
+                        XCTAssertGreaterThan(n, 0, "[\(mode)] closed early")
                         if n == 0 { break }
                         got += n
                     }
                     ids.insert(raw.withUnsafeBytes { $0.load(as: UInt64.self) })
                 }
-                XCTAssertEqual(ids.count, 40, "[\(trigger)] connection ids repeat across loops: \(ids.sorted())")
+                XCTAssertEqual(ids.count, 40, "[\(mode)] connection ids repeat across loops: \(ids.sorted())")
                 sockets.forEach { $0.close() }
             }
         }
@@ -135,22 +152,22 @@ final class LifecycleTests: XCTestCase {
             response.header("X-Result", "keep-alive=\(keepAlive) close=\(close)")
             response.end()
         }
-        try forEachTrigger { trigger in
-            try withServer(trigger, app) { server in
+        try forEachEngine { mode in
+            try withServer(mode, app) { server in
                 let client = try TestSocket(port: server.port)
                 defer { client.close() }
                 try client.send("GET /keep HTTP/1.0\r\nHost: h\r\n\r\n")   // 1.0 without keep-alive: the writer closes
                 let r = try client.readResponse()
-                XCTAssertEqual(r.header("X-Result"), "keep-alive=false close=false", "[\(trigger)]")
-                XCTAssertEqual(r.header("Connection"), "close", "[\(trigger)] \(r)")
-                XCTAssertEqual(r.headerCount("Connection"), 1, "[\(trigger)] \(r)")
+                XCTAssertEqual(r.header("X-Result"), "keep-alive=false close=false", "[\(mode)]")
+                XCTAssertEqual(r.header("Connection"), "close", "[\(mode)] \(r)")
+                XCTAssertEqual(r.headerCount("Connection"), 1, "[\(mode)] \(r)")
                 let second = try TestSocket(port: server.port)
                 defer { second.close() }
                 try second.send("GET /close HTTP/1.1\r\nHost: h\r\n\r\n")
                 let c = try second.readResponse()
-                XCTAssertEqual(c.header("X-Result"), "keep-alive=false close=true", "[\(trigger)]")
-                XCTAssertEqual(c.headerCount("Connection"), 1, "[\(trigger)] \(c)")
-                XCTAssertTrue(try second.readUntilEOF().isEmpty, "[\(trigger)] the application's close was not honored")
+                XCTAssertEqual(c.header("X-Result"), "keep-alive=false close=true", "[\(mode)]")
+                XCTAssertEqual(c.headerCount("Connection"), 1, "[\(mode)] \(c)")
+                XCTAssertTrue(try second.readUntilEOF().isEmpty, "[\(mode)] the application's close was not honored")
             }
         }
     }

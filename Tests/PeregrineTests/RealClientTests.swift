@@ -25,47 +25,52 @@ final class RealClientTests: XCTestCase {
 
     // 12. curl
     func testCurl() throws {
-        try forEachTrigger { trigger in
-            try withServer(trigger, BuiltinApp.hello.application) { server in
+        try forEachEngine { mode in
+            try withServer(mode, BuiltinApp.hello.application) { server in
                 let url = "http://127.0.0.1:\(server.port)/"
                 let (rc, out, err) = try run("/usr/bin/curl", ["-s", "-i", "--max-time", "5", url])
-                XCTAssertEqual(rc, 0, "[\(trigger)] curl exit, stderr: \(err)")
-                XCTAssertTrue(out.hasPrefix("HTTP/1.1 200"), "[\(trigger)] curl output: \(out)")
-                XCTAssertTrue(out.hasSuffix("\r\n\r\nHello, World!"), "[\(trigger)] curl body: \(out.debugDescription)")
-                XCTAssertTrue(out.lowercased().contains("server: peregrine\r\n"), "[\(trigger)] Server header: \(out)")
+                XCTAssertEqual(rc, 0, "[\(mode)] curl exit, stderr: \(err)")
+                XCTAssertTrue(out.hasPrefix("HTTP/1.1 200"), "[\(mode)] curl output: \(out)")
+                XCTAssertTrue(out.hasSuffix("\r\n\r\nHello, World!"), "[\(mode)] curl body: \(out.debugDescription)")
+                XCTAssertTrue(out.lowercased().contains("server: peregrine\r\n"), "[\(mode)] Server header: \(out)")
 
                 let (rc0, out0, err0) = try run("/usr/bin/curl", ["-s", "-i", "--http1.0", "--max-time", "5", url])
-                XCTAssertEqual(rc0, 0, "[\(trigger)] curl --http1.0 exit, stderr: \(err0)")
-                XCTAssertTrue(out0.hasPrefix("HTTP/1.1 200"), "[\(trigger)] curl --http1.0: \(out0)")
-                XCTAssertTrue(out0.hasSuffix("Hello, World!"), "[\(trigger)] curl --http1.0 body: \(out0.debugDescription)")
+                XCTAssertEqual(rc0, 0, "[\(mode)] curl --http1.0 exit, stderr: \(err0)")
+                XCTAssertTrue(out0.hasPrefix("HTTP/1.1 200"), "[\(mode)] curl --http1.0: \(out0)")
+                XCTAssertTrue(out0.hasSuffix("Hello, World!"), "[\(mode)] curl --http1.0 body: \(out0.debugDescription)")
 
                 // Several URLs on one curl: connection reuse.
                 let (rc2, out2, err2) = try run("/usr/bin/curl", ["-s", "-v", "--max-time", "5", url, url, url])
-                XCTAssertEqual(rc2, 0, "[\(trigger)] curl x3, stderr: \(err2)")
-                XCTAssertEqual(out2, "Hello, World!Hello, World!Hello, World!", "[\(trigger)] curl x3 bodies")
-                XCTAssertTrue(err2.contains("Re-using existing connection") || err2.contains("Reusing existing"),
-                              "[\(trigger)] curl reused the connection: \(err2.suffix(400))")
+                XCTAssertEqual(rc2, 0, "[\(mode)] curl x3, stderr: \(err2)")
+                XCTAssertEqual(out2, "Hello, World!Hello, World!Hello, World!", "[\(mode)] curl x3 bodies")
+                let reused = err2.contains("Re-using existing connection") || err2.contains("Reusing existing")
+                if mode.keepsAlive {
+                    XCTAssertTrue(reused, "[\(mode)] curl reused the connection: \(err2.suffix(400))")
+                } else {
+                    // One request per connection: curl sees Connection: close and reconnects.
+                    XCTAssertFalse(reused, "[\(mode)] curl reused a connection the server closes: \(err2.suffix(400))")
+                }
             }
-            try withServer(trigger, TestApps.inspect) { server in
+            try withServer(mode, TestApps.inspect) { server in
                 let payload = Data((0..<5000).map { UInt8(truncatingIfNeeded: $0 % 26 + 97) })
                 let (rc, out, err) = try run("/usr/bin/curl", ["-s", "--max-time", "5", "-H", "Content-Type: application/octet-stream",
                                                                 "--data-binary", "@-", "http://127.0.0.1:\(server.port)/post"], input: payload)
-                XCTAssertEqual(rc, 0, "[\(trigger)] curl POST, stderr: \(err)")
-                XCTAssertTrue(out.contains("method=POST\n"), "[\(trigger)] curl POST: \(out.prefix(300))")
-                XCTAssertTrue(out.contains("body-length=5000\n"), "[\(trigger)] curl POST length: \(out.prefix(300))")
-                XCTAssertTrue(out.hasSuffix("body=\n" + String(decoding: payload, as: UTF8.self)), "[\(trigger)] curl POST body")
+                XCTAssertEqual(rc, 0, "[\(mode)] curl POST, stderr: \(err)")
+                XCTAssertTrue(out.contains("method=POST\n"), "[\(mode)] curl POST: \(out.prefix(300))")
+                XCTAssertTrue(out.contains("body-length=5000\n"), "[\(mode)] curl POST length: \(out.prefix(300))")
+                XCTAssertTrue(out.hasSuffix("body=\n" + String(decoding: payload, as: UTF8.self)), "[\(mode)] curl POST body")
 
                 // curl -d @- (form encoding strips newlines) and chunked upload.
                 let (rc2, out2, _) = try run("/usr/bin/curl", ["-s", "--max-time", "5", "-d", "@-", "http://127.0.0.1:\(server.port)/form"],
                                              input: Data("a=1&b=2".utf8))
-                XCTAssertEqual(rc2, 0, "[\(trigger)] curl -d @-")
-                XCTAssertTrue(out2.hasSuffix("body-length=7\nbody=\na=1&b=2"), "[\(trigger)] curl -d: \(out2)")
+                XCTAssertEqual(rc2, 0, "[\(mode)] curl -d @-")
+                XCTAssertTrue(out2.hasSuffix("body-length=7\nbody=\na=1&b=2"), "[\(mode)] curl -d: \(out2)")
                 let (rc3, out3, _) = try run("/usr/bin/curl", ["-s", "--max-time", "5", "-H", "Transfer-Encoding: chunked",
                                                                 "--data-binary", "@-", "http://127.0.0.1:\(server.port)/chunked"],
                                              input: Data("streamed body".utf8))
-                XCTAssertEqual(rc3, 0, "[\(trigger)] curl chunked upload")
-                XCTAssertTrue(out3.contains("h:transfer-encoding=chunked"), "[\(trigger)] \(out3)")
-                XCTAssertTrue(out3.hasSuffix("body=\nstreamed body"), "[\(trigger)] curl chunked upload body: \(out3)")
+                XCTAssertEqual(rc3, 0, "[\(mode)] curl chunked upload")
+                XCTAssertTrue(out3.contains("h:transfer-encoding=chunked"), "[\(mode)] \(out3)")
+                XCTAssertTrue(out3.hasSuffix("body=\nstreamed body"), "[\(mode)] curl chunked upload body: \(out3)")
             }
         }
     }
@@ -75,6 +80,7 @@ final class RealClientTests: XCTestCase {
         let script = """
         import http.client, sys
         port = int(sys.argv[1])
+        keeps_alive = sys.argv[2] == '1'   # the blocking engine answers one request per connection
         c = http.client.HTTPConnection('127.0.0.1', port, timeout=5)
         sock = None
         for i in range(10):
@@ -99,16 +105,19 @@ final class RealClientTests: XCTestCase {
                     assert data == b'Hello, World!', data
                 else:
                     assert b'target=/item/%d\\n' % i in data, data
+            if not keeps_alive:
+                assert r.getheader('Connection') == 'close' and c.sock is None, 'one request per connection at %d' % i
+                continue
             if sock is None:
                 sock = c.sock
             assert c.sock is sock and sock is not None, 'connection was not kept alive at request %d' % i
         print('OK')
         """
-        try forEachTrigger { trigger in
-            try withServer(trigger, TestApps.inspect) { server in
-                let (rc, out, err) = try run("/usr/bin/python3", ["-c", script, String(server.port)])
-                XCTAssertEqual(rc, 0, "[\(trigger)] python exit; stderr: \(err)")
-                XCTAssertEqual(out, "OK\n", "[\(trigger)] python output; stderr: \(err)")
+        try forEachEngine { mode in
+            try withServer(mode, TestApps.inspect) { server in
+                let (rc, out, err) = try run("/usr/bin/python3", ["-c", script, String(server.port), mode.keepsAlive ? "1" : "0"])
+                XCTAssertEqual(rc, 0, "[\(mode)] python exit; stderr: \(err)")
+                XCTAssertEqual(out, "OK\n", "[\(mode)] python output; stderr: \(err)")
             }
         }
     }

@@ -104,24 +104,76 @@ enum TestApps {
     }
 }
 
-/// Runs `body` once per trigger mode.
-func forEachTrigger(_ body: (Trigger) throws -> Void) rethrows {
-    for trigger in Trigger.allCases { try body(trigger) }
+/// One engine in one mode: what the shared suite runs every case against.
+struct EngineMode: CustomStringConvertible, Sendable {
+    var engine: Engine
+    var trigger = Trigger.level
+    var libevBackend = LibevBackend.epoll
+
+    var description: String {
+        switch engine {
+        case .epoll, .swift: "\(engine.rawValue)/\(trigger.rawValue)"
+        case .libev: "libev/\(libevBackend.rawValue)"
+        case .blocking, .threaded: engine.rawValue
+        }
+    }
+
+    /// The blocking engine answers one request per connection and closes it
+    /// (`Connection: close`): keep-alive and pipelining are not its model.
+    var keepsAlive: Bool { engine != .blocking }
+    /// The blocking engine serves one client at a time: a second client waits
+    /// in the backlog until the first is done.
+    var servesConcurrently: Bool { engine != .blocking }
+    /// Engines that run several event loops (`threads`); blocking and
+    /// threaded have one accepting thread by design.
+    var runsSeveralLoops: Bool { engine == .epoll || engine == .libev || engine == .swift }
+
+    /// The same mode as `peregrine serve` flags.
+    var cliArguments: [String] {
+        ["--engine", engine.rawValue, "--trigger", trigger.rawValue]
+            + (engine == .libev ? ["--libev-backend", libevBackend.rawValue] : [])
+    }
+
+    func apply(to c: inout Configuration) {
+        c.engine = engine
+        c.trigger = trigger
+        c.libevBackend = libevBackend
+    }
+
+    /// Every engine and mode: epoll × 3 triggers, libev × 3 backends,
+    /// swift × 2 triggers, blocking, threaded. `PEREGRINE_TEST_ENGINES`
+    /// (comma-separated names or prefixes, e.g. `epoll,swift/edge`) narrows it.
+    static let all: [EngineMode] = {
+        let every = Trigger.allCases.map { EngineMode(engine: .epoll, trigger: $0) }
+            + LibevBackend.allCases.map { EngineMode(engine: .libev, libevBackend: $0) }
+            + [Trigger.level, .edge].map { EngineMode(engine: .swift, trigger: $0) }
+            + [EngineMode(engine: .blocking), EngineMode(engine: .threaded)]
+        guard let filter = ProcessInfo.processInfo.environment["PEREGRINE_TEST_ENGINES"], !filter.isEmpty else {
+            return every
+        }
+        let wanted = filter.split(separator: ",").map(String.init)
+        return every.filter { mode in wanted.contains { mode.description.hasPrefix($0) } }
+    }()
+}
+
+/// Runs `body` once per engine and mode (`EngineMode.all`).
+func forEachEngine(_ body: (EngineMode) throws -> Void) rethrows {
+    for mode in EngineMode.all { try body(mode) }
 }
 
 /// Starts a server on 127.0.0.1, port 0, runs `body`, stops it.
-func withServer(_ trigger: Trigger, _ application: Application, host: String = "127.0.0.1",
+func withServer(_ mode: EngineMode, _ application: Application, host: String = "127.0.0.1",
                 configure: (inout Configuration) -> Void = { _ in },
                 _ body: (Server) throws -> Void) throws {
     var c = Configuration()
     c.host = host
     c.port = 0
-    c.trigger = trigger
+    mode.apply(to: &c)
     configure(&c)
     let s = Server(configuration: c, application: application)
     try s.start()
     defer { s.stop() }
-    XCTAssertGreaterThan(s.port, 0, "[\(trigger)] server.port after start")
+    XCTAssertGreaterThan(s.port, 0, "[\(mode)] server.port after start")
     try body(s)
 }
 

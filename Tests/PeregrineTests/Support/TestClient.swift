@@ -4,6 +4,7 @@
 import Glibc
 #endif
 import Foundation
+import XCTest
 
 enum ClientError: Error, CustomStringConvertible {
     case system(String, Int32)
@@ -323,4 +324,93 @@ func residentKiB() -> Int {
         return Int(digits) ?? -1
     }
     return -1
+}
+
+/// A client conversation of several requests in turn. On engines that keep
+/// connections alive it is one connection; on the blocking engine (one
+/// request per connection by design) each final answer must say
+/// `Connection: close` and be followed by EOF, and the next request goes on
+/// a new connection. For tests whose subject is not keep-alive itself.
+final class Session {
+    let mode: EngineMode
+    let port: Int
+    let host: String
+    private var current: TestSocket?
+
+    init(_ mode: EngineMode, port: Int, host: String = "127.0.0.1") throws {
+        self.mode = mode
+        self.port = port
+        self.host = host
+        current = try TestSocket(port: port, host: host)
+    }
+
+    /// The connection in use. After a blocking-engine answer the next one is
+    /// opened only when needed: an idle open connection would hold that
+    /// engine (it serves one client at a time) and stall everyone else.
+    var socket: TestSocket {
+        get throws {
+            if let current { return current }
+            let s = try TestSocket(port: port, host: host)
+            current = s
+            return s
+        }
+    }
+
+    func send(_ text: String) throws { try socket.send(text) }
+    func send(_ bytes: [UInt8]) throws { try socket.send(bytes) }
+
+    func readResponse(expectBody: Bool = true, file: StaticString = #filePath, line: UInt = #line) throws -> HTTPResponse {
+        let s = try socket
+        let r = try s.readResponse(expectBody: expectBody)
+        if !mode.keepsAlive && r.status >= 200 {
+            XCTAssertEqual(r.header("Connection")?.lowercased(), "close",
+                           "[\(mode)] one request per connection: the answer says Connection: close", file: file, line: line)
+            XCTAssertEqual(try s.expectClose(), [], "[\(mode)] and the connection closes after it", file: file, line: line)
+            current = nil
+        }
+        return r
+    }
+
+    var looksOpen: Bool { current?.looksOpen ?? false }
+    var pending: [UInt8] { current?.pending ?? [] }
+    func expectClose() throws -> [UInt8] { try socket.expectClose() }
+}
+
+/// The blocking engine's documented answer to keep-alive and pipelining: the
+/// first request is answered with `Connection: close`, the connection then
+/// closes, and nothing after the first request is answered.
+func assertOneRequestPerConnection(_ mode: EngineMode, port: Int, requests: String,
+                                   file: StaticString = #filePath, line: UInt = #line) throws {
+    let s = try TestSocket(port: port)
+    try s.send(requests)
+    let first = try s.readResponse()
+    XCTAssertEqual(first.status, 200, "[\(mode)] first request answered: \(first)", file: file, line: line)
+    XCTAssertEqual(first.header("Connection")?.lowercased(), "close",
+                   "[\(mode)] one request per connection: Connection: close", file: file, line: line)
+    XCTAssertEqual(try s.expectClose(), [], "[\(mode)] closed after the first answer, nothing more answered",
+                   file: file, line: line)
+}
+
+/// The blocking engine's documented answer to concurrent clients: one at a
+/// time. While client A's request is incomplete, client B (complete request,
+/// already connected) gets nothing; once A's request completes, A is
+/// answered, then B.
+func assertOneClientAtATime(_ mode: EngineMode, port: Int,
+                            file: StaticString = #filePath, line: UInt = #line) throws {
+    let a = try TestSocket(port: port)
+    try a.send("POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nbo")
+    usleep(100_000)   // A is accepted first
+    let b = try TestSocket(port: port)
+    try b.send("GET /b HTTP/1.1\r\nHost: h\r\n\r\n")
+    usleep(300_000)
+    var byte: UInt8 = 0
+    let early = recv(b.fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
+    XCTAssertTrue(early < 0 && (errno == EAGAIN || errno == EWOULDBLOCK),
+                  "[\(mode)] B must wait while A's request is incomplete (recv returned \(early))", file: file, line: line)
+    try a.send("dy")
+    let ra = try a.readResponse()
+    XCTAssertEqual(ra.fields["target"], "/a", "[\(mode)] A answered once complete: \(ra)", file: file, line: line)
+    XCTAssertEqual(ra.inspectedBody.map { String(decoding: $0, as: UTF8.self) }, "body", "[\(mode)]", file: file, line: line)
+    let rb = try b.readResponse()
+    XCTAssertEqual(rb.fields["target"], "/b", "[\(mode)] then B: \(rb)", file: file, line: line)
 }
