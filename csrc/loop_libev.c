@@ -62,6 +62,8 @@
 #include <stdalign.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <ev.h>
 
@@ -142,7 +144,7 @@ static void libev_destroy(prg_loop *loop) {
 }
 
 /* 0, or -EOPNOTSUPP when libev cannot give the requested backend, -ENOMEM,
- * or the errno the backend's setup failed with (epoll_create1: EMFILE...). */
+ * or the errno the setup failed with (epoll_create1, eventfd: EMFILE...). */
 static int libev_init(prg_loop *loop) {
     unsigned want = backend_flag(loop->server->cfg.libev_backend);
     if (!want) return -EINVAL;
@@ -167,6 +169,14 @@ static int libev_init(prg_loop *loop) {
     st->listener.data = loop;
     ev_io_start(st->ev, &st->listener);
 
+    /* ev_async_start creates libev's eventfd, and if it cannot, libev
+     * aborts the process (ev_syserr). Check first that a descriptor can be
+     * had, so running out of them is an errno here, not an abort. (Loops are
+     * made before any of their threads start; only an application thread
+     * opening a descriptor in between could still take it.) */
+    int probe = eventfd(0, EFD_CLOEXEC);
+    if (probe < 0) return -errno;
+    close(probe);
     ev_async_init(&st->wake, on_wake);
     ev_async_start(st->ev, &st->wake);
 
