@@ -17,7 +17,8 @@ let package = Package(
     ],
     targets: [
         // The hot path: accept, recv/send, readiness loop, HTTP/1.1 parser.
-        .target(name: "CPeregrine", path: "csrc"),
+        // libev ships no pkg-config file on Debian: link it by name.
+        .target(name: "CPeregrine", path: "csrc", linkerSettings: [.linkedLibrary("ev")]),
         // Types every engine shares: request view, response writer, apps.
         .target(name: "PeregrineCore"),
         // The Swift API over the C core.

@@ -140,7 +140,7 @@ struct prg_conn {
     prg_chunk *out_tail;
     size_t out_bytes;
 
-    uint32_t registered;        /* epoll events currently registered */
+    uint32_t registered;        /* events the engine has registered (epoll: EPOLL*, libev: EV_*) */
     uint8_t close_reason;       /* prg_close_reason once closing */
     uint8_t req_minor;          /* HTTP minor version of the request being answered */
     uint8_t resp_state;         /* RESP_* */

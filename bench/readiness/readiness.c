@@ -3,10 +3,12 @@
  *
  * Measures the cost of one readiness wakeup for ONE active descriptor while
  * IDLE other descriptors are being watched, for select, poll, epoll (level-
- * triggered) and epoll (edge-triggered).
+ * triggered), epoll (edge-triggered), and libev on each of its select, poll
+ * and epoll backends.
  *
  *   usage: readiness MECHANISM IDLE ITERATIONS
  *          MECHANISM = select | poll | epoll-lt | epoll-et
+ *                    | libev-select | libev-poll | libev-epoll
  *
  * Setup: RLIMIT_NOFILE soft limit is raised to the hard limit; IDLE eventfds
  * (never readable) are created first, then one non-blocking pipe, so the
@@ -21,6 +23,14 @@
  *   poll   : pollfd array built once; scan revents of all entries.
  *   epoll-*: every descriptor registered once; epoll_wait with 64 events,
  *            handle only the returned events.
+ *   libev-*: one ev_loop with only that backend (ev_loop_new(EVBACKEND_x),
+ *            checked with ev_backend); an ev_io (EV_READ) per descriptor,
+ *            started once; each wait is ev_run(EVRUN_ONCE), and libev finds
+ *            the ready descriptor and calls its watcher, which reads the byte
+ *            (level-triggered, one read). A callback for an idle descriptor,
+ *            or an ev_run that did not report the active one, exits 1.
+ *            libev's select backend sizes its own descriptor sets, so unlike
+ *            plain select it is not limited to FD_SETSIZE.
  *
  * 10% of ITERATIONS are run as warm-up, then ITERATIONS are timed with
  * CLOCK_THREAD_CPUTIME_ID (CPU time, robust on a noisy machine) and
@@ -30,7 +40,8 @@
  * Exit: 0 ok, 1 wrong descriptor reported, 2 syscall failure / bad usage,
  *       3 select cannot watch a descriptor >= FD_SETSIZE.
  *
- * Build: gcc -std=c11 -O2 -Wall -Wextra -Werror -o readiness readiness.c
+ * Build: gcc -std=c11 -O2 -Wall -Wextra -Werror -o readiness readiness.c -lev
+ *        (libev-dev: <ev.h>, libev.so)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -48,9 +59,13 @@
 #include <time.h>
 #include <unistd.h>
 
-enum mech { M_SELECT, M_POLL, M_EPOLL_LT, M_EPOLL_ET };
+#include <ev.h>
 
-static const char *const mech_names[] = { "select", "poll", "epoll-lt", "epoll-et" };
+enum mech { M_SELECT, M_POLL, M_EPOLL_LT, M_EPOLL_ET, M_LIBEV_SELECT, M_LIBEV_POLL, M_LIBEV_EPOLL, M_COUNT };
+
+static const char *const mech_names[M_COUNT] = {
+    "select", "poll", "epoll-lt", "epoll-et", "libev-select", "libev-poll", "libev-epoll",
+};
 
 static enum mech mechanism;
 static long n_idle;
@@ -62,6 +77,11 @@ static struct pollfd *pfds; /* poll: n_idle + 1 entries, built once */
 static int epfd = -1;
 static struct epoll_event events[64];
 static fd_set rfds;
+static struct ev_loop *lev;  /* libev-*: the loop, with only the chosen backend */
+static ev_io *watchers;     /* libev-*: n_idle + 1 watchers, started once */
+static int libev_reported;  /* libev-*: active watcher callbacks in this ev_run */
+
+static void libev_setup(void);
 
 static void die_errno(const char *what)
 {
@@ -79,7 +99,8 @@ static void die_wrong(const char *what, int fd)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: readiness select|poll|epoll-lt|epoll-et IDLE ITERATIONS\n");
+    fprintf(stderr, "usage: readiness select|poll|epoll-lt|epoll-et|libev-select|libev-poll|libev-epoll"
+                    " IDLE ITERATIONS\n");
     exit(2);
 }
 
@@ -169,6 +190,13 @@ static void setup(void)
         }
         break;
     }
+    case M_LIBEV_SELECT:
+    case M_LIBEV_POLL:
+    case M_LIBEV_EPOLL:
+        libev_setup();
+        break;
+    case M_COUNT:
+        break;
     }
 }
 
@@ -204,6 +232,52 @@ static void drain_active(void)
             fprintf(stderr, "readiness: read returned %zd, expected 1\n", r);
             exit(2);
         }
+    }
+}
+
+static void libev_idle_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    die_wrong("libev", w->fd);
+}
+
+static void libev_active_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    if (!(revents & EV_READ))
+        die_wrong("libev (no EV_READ)", w->fd);
+    drain_active();
+    libev_reported++;
+}
+
+static void libev_setup(void)
+{
+    unsigned backend = mechanism == M_LIBEV_SELECT ? EVBACKEND_SELECT
+                     : mechanism == M_LIBEV_POLL   ? EVBACKEND_POLL
+                                                   : EVBACKEND_EPOLL;
+    if (!(ev_supported_backends() & backend)) {
+        fprintf(stderr, "readiness: libev was built without backend 0x%x\n", backend);
+        exit(2);
+    }
+    /* Only that backend; LIBEV_FLAGS in the environment must not change it. */
+    lev = ev_loop_new(backend | EVFLAG_NOENV | EVFLAG_NOSIGMASK | EVFLAG_NOTIMERFD);
+    if (lev == NULL)
+        die_errno("ev_loop_new");
+    if (ev_backend(lev) != backend) {
+        fprintf(stderr, "readiness: libev gave backend 0x%x, not 0x%x\n", ev_backend(lev), backend);
+        exit(2);
+    }
+    watchers = calloc((size_t)n_idle + 1, sizeof *watchers);
+    if (watchers == NULL)
+        die_errno("calloc");
+    for (long i = 0; i <= n_idle; i++) {
+        ev_io *w = &watchers[i];
+        if (i < n_idle)
+            ev_io_init(w, libev_idle_cb, idle_fds[i], EV_READ);
+        else
+            ev_io_init(w, libev_active_cb, active_rd, EV_READ);
+        ev_io_start(lev, w);
     }
 }
 
@@ -273,6 +347,20 @@ static void one_event(void)
         }
         break;
     }
+    case M_LIBEV_SELECT:
+    case M_LIBEV_POLL:
+    case M_LIBEV_EPOLL:
+        /* The active watcher's callback reads the byte. */
+        libev_reported = 0;
+        ev_run(lev, EVRUN_ONCE);
+        if (libev_reported != 1) {
+            fprintf(stderr, "readiness: ev_run reported the active descriptor %d times, expected 1\n",
+                    libev_reported);
+            exit(1);
+        }
+        return;
+    case M_COUNT:
+        break;
     }
 
     drain_active();
@@ -283,10 +371,10 @@ int main(int argc, char **argv)
     if (argc != 4)
         usage();
     int m;
-    for (m = 0; m < 4; m++)
+    for (m = 0; m < M_COUNT; m++)
         if (strcmp(argv[1], mech_names[m]) == 0)
             break;
-    if (m == 4)
+    if (m == M_COUNT)
         usage();
     mechanism = (enum mech)m;
     n_idle = parse_count(argv[2], 0);
