@@ -11,7 +11,8 @@
  *    after each ev_run returns;
  *  - a 1 s repeating ev_timer, running only while a timeout is pending, wakes
  *    the loop for the Date header and the timeout sweep (timer.c's lists);
- *  - an ev_async is the thread-safe, async-signal-safe wake-up for stop;
+ *  - an ev_io on our own eventfd is the thread-safe, async-signal-safe
+ *    wake-up for stop (not ev_async: libev aborts when it cannot make its own);
  *  - each connection has one ev_io in c->engine_slot: EV_READ while it may
  *    read, EV_WRITE only while output is pending. c->registered holds what
  *    is started, so steady state makes no libev call and, on the epoll
@@ -75,7 +76,7 @@ _Static_assert(alignof(ev_io) <= alignof(void *), "ev_io needs more alignment th
 typedef struct libev_state {
     struct ev_loop *ev;
     ev_io listener;    /* the loop's own SO_REUSEPORT listener */
-    ev_async wake;     /* prg_server_stop, from any thread */
+    ev_io wake;        /* loop->wake_fd (our eventfd): prg_server_stop, from any thread */
     ev_timer tick;     /* 1 s, while a timeout is pending */
     ev_check clocks;   /* after polling, before the I/O callbacks */
 } libev_state;
@@ -97,11 +98,13 @@ static void on_listener(struct ev_loop *ev, ev_io *w, int revents) {
     prg_loop_accept_ready(w->data);
 }
 
-static void on_wake(struct ev_loop *ev, ev_async *w, int revents) {
-    /* Nothing to do: run() checks loop->stop after every iteration. */
+static void on_wake(struct ev_loop *ev, ev_io *w, int revents) {
+    /* Drain the eventfd; run() checks loop->stop after every iteration. */
     (void)ev;
-    (void)w;
     (void)revents;
+    uint64_t v;
+    ssize_t r = read(((prg_loop *)w->data)->wake_fd, &v, sizeof v);
+    (void)r;
 }
 
 static void on_tick(struct ev_loop *ev, ev_timer *w, int revents) {
@@ -134,11 +137,13 @@ static void libev_destroy(prg_loop *loop) {
         /* Stop ours cleanly; ev_loop_destroy closes libev's descriptors
          * (the backend's, the async eventfd). */
         ev_io_stop(st->ev, &st->listener);
-        ev_async_stop(st->ev, &st->wake);
+        ev_io_stop(st->ev, &st->wake);
         ev_timer_stop(st->ev, &st->tick);
         ev_check_stop(st->ev, &st->clocks);
         ev_loop_destroy(st->ev);
     }
+    if (loop->wake_fd >= 0) close(loop->wake_fd);
+    loop->wake_fd = -1;
     free(st);
     loop->engine_state = NULL;
 }
@@ -169,16 +174,14 @@ static int libev_init(prg_loop *loop) {
     st->listener.data = loop;
     ev_io_start(st->ev, &st->listener);
 
-    /* ev_async_start creates libev's eventfd, and if it cannot, libev
-     * aborts the process (ev_syserr). Check first that a descriptor can be
-     * had, so running out of them is an errno here, not an abort. (Loops are
-     * made before any of their threads start; only an application thread
-     * opening a descriptor in between could still take it.) */
-    int probe = eventfd(0, EFD_CLOEXEC);
-    if (probe < 0) return -errno;
-    close(probe);
-    ev_async_init(&st->wake, on_wake);
-    ev_async_start(st->ev, &st->wake);
+    /* Our own eventfd under an ev_io, not an ev_async: ev_async_start makes
+     * libev create its eventfd and abort the process (ev_syserr) when it
+     * cannot, where this way running out of descriptors is an errno. */
+    loop->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (loop->wake_fd < 0) return -errno;
+    ev_io_init(&st->wake, on_wake, loop->wake_fd, EV_READ);
+    st->wake.data = loop;
+    ev_io_start(st->ev, &st->wake);
 
     ev_timer_init(&st->tick, on_tick, 1.0, 1.0);
 
@@ -191,9 +194,12 @@ static int libev_init(prg_loop *loop) {
 
 static void libev_wake(prg_loop *loop) {
     libev_state *st = loop->engine_state;
-    /* ev_async_send is documented safe from other threads and signal
-     * handlers: it sets a flag and writes libev's eventfd. */
-    if (st && st->ev) ev_async_send(st->ev, &st->wake);
+    /* write() on an eventfd: safe from any thread and from signal handlers. */
+    uint64_t one = 1;
+    if (st && loop->wake_fd >= 0) {
+        ssize_t r = write(loop->wake_fd, &one, sizeof one);
+        (void)r;
+    }
 }
 
 static void libev_run(prg_loop *loop) {
