@@ -160,7 +160,17 @@ func statusReason(_ status: Int32) -> StaticString {
 
 // MARK: - Date, once per second
 
-/// "Date: Mon, 23 Nov 2026 12:57:34 GMT\r\n" into `line` (64 bytes); returns its length.
+/// Two decimal digits of v at line + at.
+@inline(__always)
+private func putTwoDigits(_ line: UnsafeMutableRawPointer, _ at: Int, _ v: Int32) -> Int {
+    line.storeBytes(of: UInt8(truncatingIfNeeded: 48 + v / 10 % 10), toByteOffset: at, as: UInt8.self)
+    line.storeBytes(of: UInt8(truncatingIfNeeded: 48 + v % 10), toByteOffset: at + 1, as: UInt8.self)
+    return at + 2
+}
+
+/// "Date: Mon, 23 Nov 2026 12:57:34 GMT\r\n" into `line` (64 bytes); returns
+/// its length. Once per second per loop, from the loop's thread: no
+/// Foundation, no allocation.
 func formatDateLine(_ line: UnsafeMutableRawPointer, _ now: Int) -> Int {
     let days: StaticString = "SunMonTueWedThuFriSat"
     let months: StaticString = "JanFebMarAprMayJunJulAugSepOctNovDec"
@@ -168,26 +178,23 @@ func formatDateLine(_ line: UnsafeMutableRawPointer, _ now: Int) -> Int {
     var tm = Glibc.tm()
     gmtime_r(&t, &tm)
     var at = copyStatic(line, "Date: ")
-    memcpy(line + at, days.utf8Start + 3 * Int(tm.tm_wday), 3); at += 3
+    memcpy(line + at, days.utf8Start + 3 * Int(tm.tm_wday), 3)
+    at += 3
     at += copyStatic(line + at, ", ")
-    func two(_ v: Int32) {
-        line.storeBytes(of: UInt8(48 + v / 10), toByteOffset: at, as: UInt8.self)
-        line.storeBytes(of: UInt8(48 + v % 10), toByteOffset: at + 1, as: UInt8.self)
-        at += 2
-    }
-    two(tm.tm_mday)
+    at = putTwoDigits(line, at, tm.tm_mday)
     at += copyStatic(line + at, " ")
-    memcpy(line + at, months.utf8Start + 3 * Int(tm.tm_mon), 3); at += 3
+    memcpy(line + at, months.utf8Start + 3 * Int(tm.tm_mon), 3)
+    at += 3
     at += copyStatic(line + at, " ")
     let year = tm.tm_year + 1900
-    two(year / 100 % 100)
-    two(year % 100)
+    at = putTwoDigits(line, at, year / 100)
+    at = putTwoDigits(line, at, year % 100)
     at += copyStatic(line + at, " ")
-    two(tm.tm_hour)
+    at = putTwoDigits(line, at, tm.tm_hour)
     at += copyStatic(line + at, ":")
-    two(tm.tm_min)
+    at = putTwoDigits(line, at, tm.tm_min)
     at += copyStatic(line + at, ":")
-    two(tm.tm_sec)
+    at = putTwoDigits(line, at, tm.tm_sec)
     at += copyStatic(line + at, " GMT\r\n")
     return at
 }
@@ -204,7 +211,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         pointee.reqMinor = UInt8(truncatingIfNeeded: req.versionMinor)
         pointee.reqKeepAlive = req.keepAlive
         let m = req.method
-        let isHead = m.count == 4 && m.baseAddress.unsafelyUnwrapped.load(as: UInt32.self) == 0x4441_4548 // "HEAD"
+        let isHead = m.count == 4 && m.baseAddress.unsafelyUnwrapped.loadUnaligned(as: UInt32.self) == 0x4441_4548 // "HEAD"
         pointee.respFlags = isHead ? RespFlag.noBody : 0
     }
 
