@@ -449,7 +449,8 @@ extension UnsafeMutablePointer where Pointee == ConnState {
             pointee.flags &= ~CF.continueSent
             responseReset(req)
             pointee.flags |= CF.inCallback
-            loop.pointee.app.http(req.request, Response(sink: OpaquePointer(self), functions: loop.pointee.responseFunctions))
+            let response = Response(sink: OpaquePointer(self), functions: loop.pointee.responseFunctions)
+            loop.pointee.app._withUnsafeGuaranteedRef { $0.http(req.request, response) }
             pointee.flags &= ~CF.inCallback
             _ = finishDefault()
             if !pointee.reqKeepAlive { pointee.flags |= CF.closeAfter }
@@ -466,8 +467,9 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         }
         let loop = pointee.loop
         pointee.flags |= CF.inCallback
-        var used = loop.pointee.app.data(Connection(handle: OpaquePointer(self), functions: loop.pointee.connectionFunctions),
-                                         UnsafeRawBufferPointer(start: pointee.inBuf, count: pointee.inLen))
+        let connection = Connection(handle: OpaquePointer(self), functions: loop.pointee.connectionFunctions)
+        let bytes = UnsafeRawBufferPointer(start: pointee.inBuf, count: pointee.inLen)
+        var used = loop.pointee.app._withUnsafeGuaranteedRef { $0.data(connection, bytes) }
         pointee.flags &= ~CF.inCallback
         // The C core takes the count as size_t: a negative one consumes everything.
         if used < 0 || used > pointee.inLen { used = pointee.inLen }

@@ -55,7 +55,9 @@ struct LoopState {
     let maxOutput: Int
     let inLimit: Int
     let loopCount: UInt64
-    unowned(unsafe) let app: AppHandlers
+    /// Kept alive by the server and the loop object; read through
+    /// `_withUnsafeGuaranteedRef` so calling a handler retains nothing.
+    let app: Unmanaged<AppHandlers>
     let responseFunctions: ResponseWriterFunctions
     let connectionFunctions: ConnectionFunctions
 
@@ -106,7 +108,7 @@ struct LoopState {
         inLimit = app.isRaw ? Tuning.rawMaxInput
             : 2 * c.limits.maxHeaderBytes + c.limits.maxBody + c.limits.maxRequestLine + Tuning.blockSize
         self.loopCount = UInt64(loopCount)
-        self.app = app
+        self.app = Unmanaged.passUnretained(app)
         responseFunctions = SwiftResponseWriter.functions()
         connectionFunctions = RawConnection.functions()
         nextId = UInt64(index) // loop i hands out i, i+N, i+2N...
