@@ -8,6 +8,8 @@ let package = Package(
     products: [
         .library(name: "Peregrine", targets: ["Peregrine"]),
         .library(name: "PeregrineCore", targets: ["PeregrineCore"]),
+        // The pure-Swift engine on its own (no C target of ours).
+        .library(name: "PeregrineSwiftEpoll", targets: ["PeregrineSwiftEpoll"]),
         // The C core on its own: for C-level users and bench/swift's parser micro-benchmarks.
         .library(name: "CPeregrine", targets: ["CPeregrine"]),
         .executable(name: "peregrine", targets: ["peregrine"]),
@@ -21,8 +23,12 @@ let package = Package(
         .target(name: "CPeregrine", path: "csrc", linkerSettings: [.linkedLibrary("ev")]),
         // Types every engine shares: request view, response writer, apps.
         .target(name: "PeregrineCore"),
-        // The Swift API over the C core.
-        .target(name: "Peregrine", dependencies: ["CPeregrine", "PeregrineCore"]),
+        // <sys/epoll.h> and <sys/eventfd.h> for Swift: a module map, no C code.
+        .systemLibrary(name: "CSystemEpoll", path: "Sources/CSystemEpoll"),
+        // The pure-Swift engine: epoll from Swift, its own HTTP/1.1 parser.
+        .target(name: "PeregrineSwiftEpoll", dependencies: ["PeregrineCore", "CSystemEpoll"]),
+        // The Swift API: one Server over every engine.
+        .target(name: "Peregrine", dependencies: ["CPeregrine", "PeregrineCore", "PeregrineSwiftEpoll"]),
         .executableTarget(
             name: "peregrine",
             dependencies: ["Peregrine", .product(name: "ArgumentParser", package: "swift-argument-parser")]

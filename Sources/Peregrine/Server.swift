@@ -1,4 +1,5 @@
 import CPeregrine
+import PeregrineSwiftEpoll
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -27,6 +28,8 @@ public final class Server: @unchecked Sendable {
     private let bridge: Bridge
     private var handle: OpaquePointer?
     private var started = false
+    /// The pure-Swift engine, when `configuration.engine == .swift`.
+    private var swiftServer: SwiftEpollServer?
 
     public init(configuration: Configuration, application: Application) {
         self.configuration = configuration
@@ -46,7 +49,14 @@ public final class Server: @unchecked Sendable {
     public func start() throws {
         precondition(!started, "server already started")
         if let problem = configuration.problem { throw ConfigurationError(description: problem) }
-        if configuration.engine == .swift { return try startSwiftEngine() }
+        if configuration.engine == .swift {
+            let engine = try startSwiftEngine(application: bridge.application)
+            swiftServer = engine
+            port = engine.port
+            effectiveBacklog = engine.effectiveBacklog
+            started = true
+            return
+        }
         var cfg = prg_config()
         prg_config_default(&cfg)
         cfg.port = Int32(configuration.port)
@@ -110,6 +120,12 @@ public final class Server: @unchecked Sendable {
 
     /// Stops every loop, closes every connection and waits for the threads.
     public func stop() {
+        if let swiftServer {
+            swiftServer.stop()
+            self.swiftServer = nil
+            started = false
+            return
+        }
         guard started, let handle else { return }
         prg_server_stop(handle)
         prg_server_wait(handle)
@@ -185,7 +201,7 @@ private let onData: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, Un
 }
 
 /// `--log`: one line per request. Off the hot path unless asked for.
-private func logRequest(_ request: Request, _ response: Response) {
+func logRequest(_ request: Request, _ response: Response) {
     // A handler that returned without answering is answered 500 by the core after this.
     let status = response.status == 0 ? 500 : response.status
     let line = "\(request.methodString) \(request.targetString) \(status)\n"

@@ -1,0 +1,676 @@
+// Connection.swift: where bytes arrive and leave (the port of csrc/conn.c).
+// A connection's receive buffer, its send queue (sendmsg with MSG_NOSIGNAL
+// over a list of pooled blocks), the dispatch of parsed requests to the
+// handler, backpressure, lingering close and closing.
+//
+// Connections are C-style records: a `ConnState` in memory this engine
+// allocates itself, reached through `ConnPtr`. The record holds no
+// references, so touching it costs no retain/release and no exclusivity
+// check (class properties would pay swift_beginAccess on every access).
+// Records are recycled through the loop's free list and freed only when
+// the loop is destroyed, so a pointer stays dereferenceable for the
+// current batch even after its connection closed (like prg_conn).
+
+import CSystemEpoll
+import Glibc
+import PeregrineCore
+
+typealias ConnPtr = UnsafeMutablePointer<ConnState>
+typealias LoopPtr = UnsafeMutablePointer<LoopState>
+typealias ChunkPtr = UnsafeMutablePointer<OutChunk>
+
+/// The C core's tuning constants (csrc/internal.h), same values.
+enum Tuning {
+    /// Every hot-path buffer is one pooled block of this size: a receive
+    /// buffer while a request is in flight, each link of a send queue.
+    static let blockSize = 16384
+    /// Blocks kept in a loop's free list; beyond, they go back to malloc.
+    static let poolMaxFree = 4096
+    /// Edge-triggered: recv calls per wakeup before yielding to the others.
+    static let edgeReadsPerWakeup = 4
+    /// Lingering close after an error answer: at most this long and this much.
+    static let lingerSeconds: UInt32 = 2
+    static let lingerMaxBytes = 1 << 20
+    /// Accepts per wakeup before the listener yields.
+    static let acceptsPerWakeup = 64
+    /// Raw mode: receive buffer limit when the application consumes nothing.
+    static let rawMaxInput = 1 << 20
+    /// epoll_wait batch.
+    static let maxEvents: Int32 = 256
+    /// iovecs per sendmsg.
+    static let maxIov = 64
+}
+
+/// Connection flags (CONN_* in csrc/internal.h).
+enum CF {
+    static let closed: UInt32 = 1 << 0        // fd closed, freed at the end of the batch
+    static let closeAfter: UInt32 = 1 << 1    // close once the send queue is empty
+    static let readEOF: UInt32 = 1 << 2       // peer sent FIN: no more input
+    static let paused: UInt32 = 1 << 3        // too much queued output: not reading or parsing
+    static let onReadyList: UInt32 = 1 << 4   // edge mode: more to read, served next round
+    static let continueSent: UInt32 = 1 << 5  // 100 Continue sent for the current request
+    static let inCallback: UInt32 = 1 << 6    // a handler is running for it
+    static let peerHUP: UInt32 = 1 << 7       // RDHUP/HUP seen: read until EOF
+    static let linger: UInt32 = 1 << 8        // answered and half-closed: discarding input
+}
+
+/// Why a connection closed (prg_close_reason).
+enum CloseReason {
+    static let normal: UInt8 = 0
+    static let error: UInt8 = 1
+    static let badRequest: UInt8 = 2
+    static let app: UInt8 = 3
+    static let shutdown: UInt8 = 4
+}
+
+/// Readiness as the loop reports it (PRG_EV_*).
+enum Ev {
+    static let read: UInt32 = 1 << 0
+    static let write: UInt32 = 1 << 1
+    static let hup: UInt32 = 1 << 2
+    static let error: UInt32 = 1 << 3
+    static let urgent: UInt32 = 1 << 4
+}
+
+/// epoll bits, as plain UInt32.
+enum EP {
+    static let input = EPOLLIN.rawValue
+    static let pri = EPOLLPRI.rawValue
+    static let output = EPOLLOUT.rawValue
+    static let err = EPOLLERR.rawValue
+    static let hup = EPOLLHUP.rawValue
+    static let rdhup = EPOLLRDHUP.rawValue
+    static let et = EPOLLET.rawValue
+}
+
+/// Send-queue link header, at the start of its block; data follows it.
+struct OutChunk {
+    var next: ChunkPtr?
+    var start: UInt32   // first unsent byte
+    var end: UInt32     // end of data
+    var cap: UInt32     // bytes of data
+    var pooled: UInt32  // 1 = back to the pool, 0 = free()
+}
+
+enum ChunkLayout {
+    static let header = MemoryLayout<OutChunk>.stride
+    static let pooledCap = Tuning.blockSize - MemoryLayout<OutChunk>.stride
+}
+
+extension UnsafeMutablePointer where Pointee == OutChunk {
+    @inline(__always) var data: UnsafeMutableRawPointer { UnsafeMutableRawPointer(self) + ChunkLayout.header }
+}
+
+/// One connection (prg_conn). Trivial: no references, copied and
+/// initialised as plain memory.
+struct ConnState {
+    var fd: Int32 = -1
+    var flags: UInt32 = 0
+    var loop: LoopPtr
+    var id: UInt64 = 0
+    var prev: ConnPtr? = nil           // the loop's list of live connections
+    var next: ConnPtr? = nil
+    var readyNext: ConnPtr? = nil      // edge ready list, the dead list, the free list
+
+    // Receive buffer: [0, inLen) holds bytes; the current request starts at 0.
+    var inBuf: UnsafeMutableRawPointer? = nil
+    var inLen = 0
+    var inCap = 0
+
+    // Send queue.
+    var outHead: ChunkPtr? = nil
+    var outTail: ChunkPtr? = nil
+    var outBytes = 0
+
+    var registered: UInt32 = 0         // epoll events registered (level mode)
+    var closeReason: UInt8 = CloseReason.normal
+    var reqMinor: UInt8 = 1            // HTTP minor version of the request being answered
+    var respState: UInt8 = RespState.none
+    var respFlags: UInt8 = 0
+    var respStatus: Int32 = 0
+    var reqKeepAlive = false
+    var respLengthLeft: Int64 = 0      // declared Content-Length minus body written
+
+    // Timeouts: on at most one of the loop's FIFO lists.
+    var timerPrev: ConnPtr? = nil
+    var timerNext: ConnPtr? = nil
+    var deadline: UInt32 = 0
+    var timerList = TimerKind.none
+    var lingered = 0
+
+    var parser = HTTP1Parser()
+
+    init(loop: LoopPtr) { self.loop = loop }
+}
+
+// MARK: - Receive buffer
+
+extension UnsafeMutablePointer where Pointee == ConnState {
+    @inline(__always)
+    func inRelease() {
+        guard let b = pointee.inBuf else { return }
+        if pointee.inCap == Tuning.blockSize { pointee.loop.poolPut(b) } else { free(b) }
+        pointee.inBuf = nil
+        pointee.inLen = 0
+        pointee.inCap = 0
+    }
+
+    /// Room for at least `want` more bytes; false when the buffer may not
+    /// grow (limit) or memory ran out.
+    func inReserve(_ want: Int, _ limit: Int) -> Bool {
+        if pointee.inBuf == nil {
+            guard let b = pointee.loop.poolGet() else { return false }
+            pointee.inBuf = b
+            pointee.inCap = Tuning.blockSize
+            pointee.inLen = 0
+        }
+        if pointee.inCap - pointee.inLen >= want { return true }
+        let need = pointee.inLen + want
+        if need > limit { return false }
+        var cap = pointee.inCap
+        while cap < need { cap *= 2 }
+        if cap > limit { cap = limit }
+        guard let bigger = malloc(cap) else { return false }
+        let old = pointee.inBuf.unsafelyUnwrapped
+        memcpy(bigger, old, pointee.inLen)
+        if pointee.inCap == Tuning.blockSize { pointee.loop.poolPut(old) } else { free(old) }
+        pointee.inBuf = bigger
+        pointee.inCap = cap
+        return true
+    }
+
+    /// Largest receive buffer this connection may need (in_limit): a head,
+    /// a decoded body, a chunk-size line, trailers, one read of slack.
+    @inline(__always)
+    var inLimit: Int { pointee.loop.pointee.inLimit }
+
+    /// Drops `n` consumed bytes from the front of the receive buffer.
+    @inline(__always)
+    func inConsume(_ n: Int) {
+        if n >= pointee.inLen {
+            inRelease()
+            return
+        }
+        let b = pointee.inBuf.unsafelyUnwrapped
+        memmove(b, b + n, pointee.inLen - n)
+        pointee.inLen -= n
+    }
+}
+
+// MARK: - Send queue
+
+extension UnsafeMutablePointer where Pointee == ConnState {
+    func chunkNew(_ minCap: Int) -> ChunkPtr? {
+        let k: ChunkPtr
+        if minCap <= ChunkLayout.pooledCap {
+            guard let b = pointee.loop.poolGet() else { return nil }
+            k = b.bindMemory(to: OutChunk.self, capacity: 1)
+            k.initialize(to: OutChunk(next: nil, start: 0, end: 0, cap: UInt32(ChunkLayout.pooledCap), pooled: 1))
+        } else {
+            if minCap > Int(UInt32.max) - ChunkLayout.header { return nil }
+            guard let b = malloc(ChunkLayout.header + minCap) else { return nil }
+            k = b.bindMemory(to: OutChunk.self, capacity: 1)
+            k.initialize(to: OutChunk(next: nil, start: 0, end: 0, cap: UInt32(minCap), pooled: 0))
+        }
+        if let t = pointee.outTail { t.pointee.next = k } else { pointee.outHead = k }
+        pointee.outTail = k
+        return k
+    }
+
+    @inline(__always)
+    func chunkRelease(_ k: ChunkPtr) {
+        if k.pointee.pooled != 0 { pointee.loop.poolPut(UnsafeMutableRawPointer(k)) } else { free(k) }
+    }
+
+    func outReleaseAll() {
+        var k = pointee.outHead
+        while let kk = k {
+            k = kk.pointee.next
+            chunkRelease(kk)
+        }
+        pointee.outHead = nil
+        pointee.outTail = nil
+        pointee.outBytes = 0
+    }
+
+    /// Contiguous room for `n` bytes at the end of the queue, or nil.
+    @inline(__always)
+    func outReserve(_ n: Int) -> UnsafeMutableRawPointer? {
+        if let t = pointee.outTail, Int(t.pointee.cap &- t.pointee.end) >= n {
+            return t.data + Int(t.pointee.end)
+        }
+        return chunkNew(n)?.data
+    }
+
+    @inline(__always)
+    func outCommit(_ n: Int) {
+        let t = pointee.outTail.unsafelyUnwrapped
+        t.pointee.end &+= UInt32(truncatingIfNeeded: n)
+        pointee.outBytes &+= n
+    }
+
+    /// Appends bytes (copied); false when memory ran out.
+    func outAppend(_ src: UnsafeRawPointer?, _ count: Int) -> Bool {
+        var n = count
+        guard var p = src else { return n == 0 }
+        while n > 0 {
+            var t: ChunkPtr
+            if let tail = pointee.outTail, tail.pointee.end != tail.pointee.cap {
+                t = tail
+            } else {
+                guard let fresh = chunkNew(1) else { return false }
+                t = fresh
+            }
+            let room = Int(t.pointee.cap - t.pointee.end)
+            let take = n < room ? n : room
+            memcpy(t.data + Int(t.pointee.end), p, take)
+            t.pointee.end += UInt32(take)
+            pointee.outBytes += take
+            p += take
+            n -= take
+        }
+        return true
+    }
+
+    @inline(__always)
+    func setCork(_ on: Int32) {
+        var v = on
+        _ = setsockopt(pointee.fd, Int32(IPPROTO_TCP), TCP_CORK, &v, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    /// Sends what is queued: 0 = all sent, 1 = would block, -1 = closed.
+    func flush() -> Int {
+        if pointee.flags & CF.closed != 0 { return -1 }
+        if pointee.outBytes == 0 { return 0 }
+        let loop = pointee.loop
+        let cork = loop.pointee.cork
+        if cork { setCork(1) }
+        let iov = loop.pointee.iov
+        var result = 0
+        while pointee.outBytes > 0 {
+            var n = 0
+            var k = pointee.outHead
+            while let kk = k, n < Tuning.maxIov {
+                let s = kk.pointee.start, e = kk.pointee.end
+                if e != s {
+                    iov[n] = iovec(iov_base: kk.data + Int(s), iov_len: Int(e &- s))
+                    n += 1
+                }
+                k = kk.pointee.next
+            }
+            var msg = msghdr()
+            msg.msg_iov = iov
+            msg.msg_iovlen = n
+            let sent = sendmsg(pointee.fd, &msg, Int32(MSG_NOSIGNAL))
+            if sent < 0 {
+                let e = errno
+                if e == EINTR { continue }
+                if e == EAGAIN || e == EWOULDBLOCK {
+                    result = 1
+                    break
+                }
+                closeNow(CloseReason.error) // EPIPE, ECONNRESET: the peer is gone
+                return -1
+            }
+            var left = sent
+            pointee.outBytes -= left
+            while left > 0, let kk = pointee.outHead {
+                let avail = Int(kk.pointee.end &- kk.pointee.start)
+                if left < avail {
+                    kk.pointee.start &+= UInt32(truncatingIfNeeded: left)
+                    break
+                }
+                left -= avail
+                pointee.outHead = kk.pointee.next
+                if pointee.outHead == nil { pointee.outTail = nil }
+                chunkRelease(kk)
+            }
+        }
+        if cork { setCork(0) }
+        // Keep no empty links around: an idle connection holds no block.
+        if pointee.outBytes == 0 { outReleaseAll() }
+        return result
+    }
+}
+
+// MARK: - Lifecycle
+
+extension UnsafeMutablePointer where Pointee == ConnState {
+    /// Closes the socket at once; the record stays valid until the end of
+    /// the loop's batch (events for it may still be in the array being
+    /// processed, and a handler may be on the stack).
+    func closeNow(_ reason: UInt8) {
+        if pointee.flags & CF.closed != 0 { return }
+        pointee.flags |= CF.closed
+        pointee.closeReason = reason
+        timerRemove()
+        let loop = pointee.loop
+        close(pointee.fd)
+        pointee.fd = -1
+        if let p = pointee.prev { p.pointee.next = pointee.next } else { loop.pointee.live = pointee.next }
+        if let n = pointee.next { n.pointee.prev = pointee.prev }
+        pointee.prev = nil
+        pointee.next = nil
+        // The ready list may hold it: it is skipped there (closed) and goes
+        // on the dead list when that list is rebuilt.
+        if pointee.flags & CF.onReadyList == 0 {
+            pointee.readyNext = loop.pointee.dead
+            loop.pointee.dead = self
+        }
+    }
+
+    /// After the batch: buffers back to the pool, record to the free list.
+    func release() {
+        let loop = pointee.loop
+        inRelease()
+        outReleaseAll()
+        pointee.readyNext = loop.pointee.freeConns
+        loop.pointee.freeConns = self
+    }
+
+    /// EPOLLPRI: read and drop out-of-band data so level mode does not repeat it.
+    func discardUrgent() {
+        var junk: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
+        while withUnsafeMutableBytes(of: &junk, { recv(pointee.fd, $0.baseAddress, $0.count, Int32(MSG_OOB) | Int32(MSG_DONTWAIT)) }) > 0 {}
+    }
+
+    @inline(__always)
+    var overOutputLimit: Bool { pointee.outBytes > pointee.loop.pointee.maxOutput }
+
+    /// Puts it on the loop's ready list (edge input left, writes from elsewhere).
+    @inline(__always)
+    func markReady() {
+        if pointee.flags & (CF.onReadyList | CF.closed) != 0 { return }
+        pointee.flags |= CF.onReadyList
+        let loop = pointee.loop
+        pointee.readyNext = loop.pointee.ready
+        loop.pointee.ready = self
+    }
+
+    @inline(__always)
+    func updateInterest() {
+        if pointee.flags & CF.closed == 0 && !pointee.loop.pointee.edge { updateLevelInterest() }
+    }
+
+    /// Level mode: EPOLLIN while it may read, EPOLLOUT only while output is
+    /// pending; one epoll_ctl when that changes, none in steady state.
+    func updateLevelInterest() {
+        var want = EP.pri
+        if pointee.flags & CF.linger != 0 || pointee.flags & (CF.paused | CF.readEOF | CF.closeAfter) == 0 {
+            want |= EP.input | EP.rdhup
+        }
+        if pointee.outBytes != 0 { want |= EP.output }
+        if want == pointee.registered { return }
+        var ev = epoll_event(events: want, data: epoll_data_t(ptr: UnsafeMutableRawPointer(self)))
+        if epoll_ctl(pointee.loop.pointee.epfd, EPOLL_CTL_MOD, pointee.fd, &ev) != 0 {
+            closeNow(CloseReason.error)
+            return
+        }
+        pointee.registered = want
+    }
+}
+
+// MARK: - Dispatch
+
+extension UnsafeMutablePointer where Pointee == ConnState {
+    /// Parses and answers every complete request in the buffer (HTTP mode).
+    func processHTTP() {
+        let loop = pointee.loop
+        var used = 0
+        while used < pointee.inLen && pointee.flags & (CF.closed | CF.closeAfter) == 0 {
+            if overOutputLimit {
+                pointee.flags |= CF.paused // resumed when the queue drains
+                break
+            }
+            let base = pointee.inBuf.unsafelyUnwrapped + used
+            let avail = pointee.inLen - used
+            var req = ParsedRequest()
+            let r = pointee.parser.parse(UnsafeMutableRawBufferPointer(start: base, count: avail),
+                                         limits: loop.pointee.limits, headers: loop.pointee.headers, into: &req)
+            if r == 0 {
+                pointee.inLen -= pointee.parser.compact(UnsafeMutableRawBufferPointer(start: base, count: avail))
+                if pointee.parser.headComplete && pointee.parser.expectContinue
+                    && pointee.flags & CF.continueSent == 0 {
+                    _ = sendContinue()
+                    pointee.flags |= CF.continueSent
+                }
+                break
+            }
+            if r < 0 {
+                _ = sendError(Int32(truncatingIfNeeded: -r))
+                pointee.closeReason = CloseReason.badRequest
+                pointee.flags |= CF.closeAfter
+                used = pointee.inLen // nothing after a malformed request can be trusted
+                break
+            }
+            used += r
+            pointee.parser.reset()
+            timerRemove() // the next request's head gets its own deadline
+            pointee.flags &= ~CF.continueSent
+            responseReset(req)
+            pointee.flags |= CF.inCallback
+            let response = Response(sink: OpaquePointer(self), functions: loop.pointee.responseFunctions)
+            loop.pointee.app._withUnsafeGuaranteedRef { $0.http(req.request, response) }
+            pointee.flags &= ~CF.inCallback
+            _ = finishDefault()
+            if !pointee.reqKeepAlive { pointee.flags |= CF.closeAfter }
+        }
+        inConsume(used)
+    }
+
+    /// Hands the buffered bytes to the application (raw mode).
+    func processRaw() {
+        if pointee.inLen == 0 || pointee.flags & (CF.closed | CF.closeAfter) != 0 { return }
+        if overOutputLimit {
+            pointee.flags |= CF.paused
+            return
+        }
+        let loop = pointee.loop
+        pointee.flags |= CF.inCallback
+        let connection = Connection(handle: OpaquePointer(self), functions: loop.pointee.connectionFunctions)
+        let bytes = UnsafeRawBufferPointer(start: pointee.inBuf, count: pointee.inLen)
+        var used = loop.pointee.app._withUnsafeGuaranteedRef { $0.data(connection, bytes) }
+        pointee.flags &= ~CF.inCallback
+        // The C core takes the count as size_t: a negative one consumes everything.
+        if used < 0 || used > pointee.inLen { used = pointee.inLen }
+        inConsume(used)
+        if overOutputLimit { pointee.flags |= CF.paused }
+    }
+
+    @inline(__always)
+    func processInput() {
+        if pointee.loop.pointee.raw { processRaw() } else { processHTTP() }
+    }
+
+    /// One recv into the receive buffer: bytes read (and the room offered),
+    /// 0 at EOF, -1 when it would block or reading must stop, -2 when the
+    /// connection was closed.
+    @inline(__always)
+    func readOnce(_ offered: inout Int) -> Int {
+        let limit = inLimit
+        var want = Tuning.blockSize / 2
+        if pointee.inBuf != nil && pointee.inCap - pointee.inLen >= 512 { want = pointee.inCap - pointee.inLen }
+        if !inReserve(want, limit) && !inReserve(1, limit) {
+            // At the limit, and the parser (or the raw application) made no
+            // progress: give up on this client.
+            if !pointee.loop.pointee.raw {
+                _ = sendError(pointee.parser.headComplete ? 413 : 431)
+                pointee.flags |= CF.closeAfter
+                pointee.closeReason = CloseReason.badRequest
+                return -1
+            }
+            closeNow(CloseReason.error)
+            return -2
+        }
+        offered = pointee.inCap - pointee.inLen
+        while true {
+            let n = recv(pointee.fd, pointee.inBuf.unsafelyUnwrapped + pointee.inLen, offered, 0)
+            if n > 0 {
+                pointee.inLen += n
+                return n
+            }
+            if n == 0 {
+                if pointee.inLen == 0 { inRelease() }
+                return 0
+            }
+            let e = errno
+            if e == EINTR { continue }
+            if pointee.inLen == 0 { inRelease() }
+            if e == EAGAIN || e == EWOULDBLOCK { return -1 }
+            closeNow(CloseReason.error)
+            return -2
+        }
+    }
+
+    /// Lingering: read and drop until EOF, an error, or the byte cap.
+    func lingerRead() {
+        let loop = pointee.loop
+        let junk = loop.pointee.junk
+        var i = 0
+        while i < 16 {
+            i += 1
+            let n = recv(pointee.fd, junk, 4096, 0)
+            if n > 0 {
+                pointee.lingered += n
+                if pointee.lingered < Tuning.lingerMaxBytes { continue }
+            } else if n < 0 {
+                let e = errno
+                if e == EINTR { continue }
+                if e == EAGAIN || e == EWOULDBLOCK { return }
+            }
+            closeNow(pointee.closeReason) // EOF, error or cap: done
+            return
+        }
+        if loop.pointee.edge { markReady() }
+    }
+
+    /// Shut the write side, discard input until EOF (at most 2 s / 1 MiB).
+    func linger() {
+        if shutdown(pointee.fd, Int32(SHUT_WR)) != 0 {
+            closeNow(pointee.closeReason)
+            return
+        }
+        pointee.flags |= CF.linger
+        inRelease()
+        updateTimer() // moves it to the lingering list
+        updateInterest()
+        // Input may already be waiting, and in edge mode no new edge will say so.
+        if pointee.loop.pointee.edge { markReady() }
+    }
+
+    /// After an error answer the client is often still sending; unread input
+    /// makes close() send a reset that can destroy the answer in flight.
+    @inline(__always)
+    var shouldLinger: Bool {
+        if pointee.flags & CF.readEOF != 0 { return false } // the client finished sending
+        return pointee.closeReason == CloseReason.badRequest || pointee.inLen > 0
+    }
+
+    /// Reads what the trigger mode allows, then answers.
+    func onReadable() {
+        if pointee.flags & CF.linger != 0 {
+            if pointee.flags & CF.closed == 0 { lingerRead() }
+            return
+        }
+        let edge = pointee.loop.pointee.edge
+        let reads = edge ? Tuning.edgeReadsPerWakeup : 1
+        var i = 0
+        while i < reads {
+            i += 1
+            if pointee.flags & (CF.closed | CF.paused | CF.readEOF | CF.closeAfter) != 0 { return }
+            var offered = 0
+            let n = readOnce(&offered)
+            if n == -2 { return }
+            if n == 0 {
+                // Half-close: answer what was asked, then close.
+                pointee.flags |= CF.readEOF
+                return
+            }
+            if n < 0 { return } // drained (EAGAIN)
+            processInput()
+            // A short read means the socket is drained, so edge mode can stop
+            // without the recv that would say EAGAIN; not after a hang-up was
+            // signalled (the FIN must still be read, and no new edge comes).
+            if n < offered && pointee.flags & CF.peerHUP == 0 { return }
+            // Flush between reads so a big pipelined burst does not pile up.
+            if pointee.outBytes != 0 && flush() < 0 { return }
+        }
+        // Edge mode at the cap: more may wait and no new edge will say so.
+        // Serve the others first, then come back.
+        if edge { markReady() }
+    }
+
+    /// Flush, resume a drained paused connection, close when done, update
+    /// the timer and the epoll interest.
+    func finishIO() {
+        if pointee.flags & CF.closed != 0 { return }
+        while true {
+            if pointee.outBytes != 0 && flush() < 0 { return }
+            if pointee.outBytes != 0 || pointee.flags & CF.paused == 0 { break }
+            // Output drained while paused: answer what is buffered. That may
+            // pause again and the flush may drain it all at once, so go round
+            // until output is pending or the buffered input is used up.
+            pointee.flags &= ~CF.paused
+            processInput()
+            if pointee.flags & CF.closed != 0 { return }
+            if pointee.flags & CF.paused == 0 && pointee.loop.pointee.edge {
+                markReady() // the edge for unread input was consumed while paused
+            }
+        }
+        if pointee.outBytes == 0 && pointee.flags & CF.linger == 0 {
+            if pointee.flags & CF.closeAfter != 0 {
+                if shouldLinger { linger() } else { closeNow(pointee.closeReason) }
+                return
+            }
+            if pointee.flags & CF.readEOF != 0 {
+                // The peer half-closed and every answer is out.
+                closeNow(CloseReason.normal)
+                return
+            }
+        }
+        updateTimer()
+        updateInterest()
+    }
+
+    /// Readiness from epoll (Ev bits).
+    @inline(__always)
+    func handleEvent(_ ev: UInt32) {
+        if pointee.flags & CF.closed != 0 { return } // closed earlier in this batch
+        if ev & Ev.error != 0 {
+            closeNow(CloseReason.error)
+            return
+        }
+        if ev & Ev.urgent != 0 { discardUrgent() }
+        if ev & Ev.hup != 0 { pointee.flags |= CF.peerHUP }
+        if ev & Ev.write != 0 && pointee.outBytes != 0 && flush() < 0 { return }
+        if ev & (Ev.read | Ev.hup) != 0 { onReadable() }
+        finishIO()
+    }
+}
+
+// MARK: - Raw-mode connection functions (prg_conn_write and friends)
+
+enum RawConnection {
+    static func functions() -> ConnectionFunctions {
+        ConnectionFunctions(
+            write: { handle, bytes, count in
+                let c = ConnPtr(handle.unsafelyUnwrapped)
+                if c.pointee.flags & (CF.closed | CF.closeAfter) != 0 || count < 0 { return -1 }
+                if !c.outAppend(bytes, count) { return -1 }
+                // Written from another connection's handler: flush after the
+                // batch, never now (that could run this connection's handler
+                // inside the other's).
+                if c.pointee.flags & CF.inCallback == 0 { c.markReady() }
+                return 0
+            },
+            close: { handle in
+                let c = ConnPtr(handle.unsafelyUnwrapped)
+                if c.pointee.flags & (CF.closed | CF.closeAfter) != 0 { return }
+                c.pointee.closeReason = CloseReason.app
+                c.pointee.flags |= CF.closeAfter
+                if c.pointee.flags & CF.inCallback == 0 { c.markReady() }
+            },
+            id: { handle in ConnPtr(handle.unsafelyUnwrapped).pointee.id },
+            pendingOutput: { handle in ConnPtr(handle.unsafelyUnwrapped).pointee.outBytes })
+    }
+}

@@ -1,0 +1,452 @@
+// EventLoop.swift: one loop per thread (the port of csrc/loop.c and
+// csrc/loop_epoll.c): accepting, the edge ready list, clocks, the end of
+// each batch, and the epoll readiness loop itself.
+//
+//  level  EPOLLIN registered while the connection may read, EPOLLOUT only
+//         while output is pending (one epoll_ctl when that changes). One
+//         recv per wakeup: the kernel reports the rest again.
+//  edge   EPOLLIN|EPOLLOUT|EPOLLET registered once at accept and never
+//         changed. Reads until EAGAIN, but at most Tuning.edgeReadsPerWakeup
+//         recvs, then the connection goes on a ready list served after the
+//         other events (no starvation).
+
+import CSystemEpoll
+import Glibc
+import PeregrineCore
+import Synchronization
+
+/// What a loop runs: non-optional handlers (an Optional closure stored in a
+/// class costs a reabstraction thunk allocation per call on this toolchain).
+/// The unused one of the pair is never called.
+final class AppHandlers: Sendable {
+    let http: HTTPHandler
+    let data: DataHandler
+    let isRaw: Bool
+
+    init(_ application: Application) {
+        switch application {
+        case .http(let h):
+            http = h
+            data = { _, _ in 0 }
+            isRaw = false
+        case .raw(let h):
+            http = { _, response in response.send(status: 500, body: "raw server") }
+            data = h
+            isRaw = true
+        }
+    }
+}
+
+/// epoll tags for the two descriptors that are not connections.
+private enum Tag {
+    static let wake: UInt64 = 0
+    static let listener: UInt64 = 1
+}
+
+/// One loop's state (prg_loop): a C-style record, touched only by its thread
+/// (and by start/stop before and after that thread runs).
+struct LoopState {
+    // Configuration (fixed).
+    let edge: Bool
+    let raw: Bool
+    let cork: Bool
+    let noDelay: Bool
+    let limits: HTTP1Limits
+    let maxOutput: Int
+    let inLimit: Int
+    let loopCount: UInt64
+    /// Kept alive by the server and the loop object; read through
+    /// `_withUnsafeGuaranteedRef` so calling a handler retains nothing.
+    let app: Unmanaged<AppHandlers>
+    let responseFunctions: ResponseWriterFunctions
+    let connectionFunctions: ConnectionFunctions
+
+    // Descriptors.
+    var epfd: Int32 = -1
+    var listenFd: Int32 = -1
+    var wakeFd: Int32 = -1
+    var reserveFd: Int32 = -1 // spare descriptor released to shed connections on EMFILE
+
+    // Memory.
+    var poolFree: UnsafeMutableRawPointer? = nil
+    var poolCount = 0
+    var freeConns: ConnPtr? = nil
+    var live: ConnPtr? = nil
+    var ready: ConnPtr? = nil   // edge mode: input left to read; writes from elsewhere
+    var dead: ConnPtr? = nil    // closed during this batch; recycled after it
+
+    var listenerReady = false   // accept queue not known to be drained
+    var listenerPaused = false  // accept failed for lack of resources
+    var listenerResume: UInt32 = 0
+    var emfileLogged = 0
+    var nextId: UInt64 = 0
+
+    // Scratch memory, allocated once.
+    let headers: UnsafeMutableRawPointer          // parser output, maxHeaders records
+    let timers: UnsafeMutablePointer<TimerList>   // indexed by TimerKind
+    let events: UnsafeMutablePointer<epoll_event>
+    let iov: UnsafeMutablePointer<iovec>
+    let junk: UnsafeMutableRawPointer             // lingering discards, 4 KiB
+
+    // Clocks.
+    var now: UInt32 = 0        // CLOCK_MONOTONIC_COARSE seconds, refreshed each round
+    var swept: UInt32 = 0      // second of the last timeout sweep
+    var dateSecond = -1
+    var dateLen = 0
+    let dateLine: UnsafeMutableRawPointer   // 64 bytes
+    let serverLine: UnsafeMutableRawPointer // "Server: <name>\r\n"
+    let serverLineLen: Int
+
+    init(configuration c: SwiftServerConfiguration, loopCount: Int, index: Int, app: AppHandlers,
+         serverLine: [UInt8]) {
+        edge = c.trigger == .edge
+        raw = app.isRaw
+        cork = c.cork
+        noDelay = c.noDelay
+        limits = c.limits
+        maxOutput = c.maxOutputPerConnection
+        inLimit = app.isRaw ? Tuning.rawMaxInput
+            : 2 * c.limits.maxHeaderBytes + c.limits.maxBody + c.limits.maxRequestLine + Tuning.blockSize
+        self.loopCount = UInt64(loopCount)
+        self.app = Unmanaged.passUnretained(app)
+        responseFunctions = SwiftResponseWriter.functions()
+        connectionFunctions = RawConnection.functions()
+        nextId = UInt64(index) // loop i hands out i, i+N, i+2N...
+        headers = UnsafeMutableRawPointer.allocate(byteCount: max(c.limits.maxHeaders, 1) * Request.headerRecordSize,
+                                                   alignment: 8)
+        timers = .allocate(capacity: TimerKind.count)
+        timers.initialize(repeating: TimerList(), count: TimerKind.count)
+        timers[TimerKind.head].timeout = UInt32(clamping: c.headerTimeout)
+        timers[TimerKind.idle].timeout = UInt32(clamping: c.idleTimeout)
+        timers[TimerKind.linger].timeout = Tuning.lingerSeconds
+        events = .allocate(capacity: Int(Tuning.maxEvents))
+        iov = .allocate(capacity: Tuning.maxIov)
+        junk = .allocate(byteCount: 4096, alignment: 8)
+        dateLine = .allocate(byteCount: 64, alignment: 8)
+        let line = UnsafeMutableRawPointer.allocate(byteCount: serverLine.count, alignment: 8)
+        serverLine.withUnsafeBytes { line.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        self.serverLine = line
+        serverLineLen = serverLine.count
+    }
+}
+
+// MARK: - Memory pool
+
+extension UnsafeMutablePointer where Pointee == LoopState {
+    /// A 16 KiB block; nil only when malloc fails.
+    @inline(__always)
+    func poolGet() -> UnsafeMutableRawPointer? {
+        if let b = pointee.poolFree {
+            pointee.poolFree = b.load(as: UnsafeMutableRawPointer?.self)
+            pointee.poolCount &-= 1
+            return b
+        }
+        return malloc(Tuning.blockSize)
+    }
+
+    @inline(__always)
+    func poolPut(_ b: UnsafeMutableRawPointer) {
+        if pointee.poolCount >= Tuning.poolMaxFree {
+            free(b)
+            return
+        }
+        b.storeBytes(of: pointee.poolFree, as: UnsafeMutableRawPointer?.self)
+        pointee.poolFree = b
+        pointee.poolCount &+= 1
+    }
+
+    func poolDrain() {
+        while let b = pointee.poolFree {
+            pointee.poolFree = b.load(as: UnsafeMutableRawPointer?.self)
+            free(b)
+        }
+        pointee.poolCount = 0
+    }
+}
+
+// MARK: - Clocks
+
+extension UnsafeMutablePointer where Pointee == LoopState {
+    /// Both clocks come through the vDSO: no syscall.
+    @inline(__always)
+    func refreshClocks() {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME_COARSE, &ts)
+        if ts.tv_sec != pointee.dateSecond {
+            pointee.dateLen = formatDateLine(pointee.dateLine, ts.tv_sec)
+            pointee.dateSecond = ts.tv_sec
+        }
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &ts)
+        pointee.now = UInt32(truncatingIfNeeded: ts.tv_sec)
+    }
+}
+
+// MARK: - Accepting
+
+extension UnsafeMutablePointer where Pointee == LoopState {
+    @inline(__always)
+    func listenerEvents() -> UInt32 {
+        // The listener follows the loop's mode only for edge: with level a
+        // pending accept simply shows up again next round.
+        EP.input | (pointee.edge ? EP.et : 0)
+    }
+
+    func setListener(_ on: Bool) {
+        var ev = epoll_event(events: on ? listenerEvents() : 0, data: epoll_data_t(u64: Tag.listener))
+        _ = epoll_ctl(pointee.epfd, EPOLL_CTL_MOD, pointee.listenFd, &ev)
+    }
+
+    /// Out of a resource the next accept will lack too: stop watching the
+    /// listener for a second instead of waking up for it in a loop.
+    func pauseListener() {
+        pointee.listenerPaused = true
+        pointee.listenerReady = false
+        pointee.listenerResume = pointee.now &+ 1
+        setListener(false)
+    }
+
+    func resumeListener() {
+        pointee.listenerPaused = false
+        setListener(true)
+        pointee.listenerReady = true // the backlog may be full already: no new edge
+    }
+
+    func logAcceptError(_ err: Int32) {
+        let now = time(nil)
+        if now == pointee.emfileLogged { return } // at most once a second
+        pointee.emfileLogged = now
+        let text = String(cString: strerror(err))
+        var line = Array("peregrine: accept: \(text); shedding new connections\n".utf8)
+        _ = line.withUnsafeMutableBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+    }
+
+    /// Out of descriptors: give back the reserved descriptor, accept the
+    /// pending connection and close it at once (the client sees a clean
+    /// close instead of hanging in the backlog), then take the reserve again.
+    func shedConnection() -> Bool {
+        if pointee.reserveFd < 0 { pointee.reserveFd = open("/dev/null", O_RDONLY | O_CLOEXEC) }
+        if pointee.reserveFd < 0 { return false }
+        close(pointee.reserveFd)
+        let fd = accept4(pointee.listenFd, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
+        if fd >= 0 { close(fd) }
+        pointee.reserveFd = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        return fd >= 0
+    }
+
+    func openConnection(_ fd: Int32) -> ConnPtr {
+        let c: ConnPtr
+        if let f = pointee.freeConns {
+            pointee.freeConns = f.pointee.readyNext
+            c = f
+            c.pointee = ConnState(loop: self)
+        } else {
+            c = .allocate(capacity: 1)
+            c.initialize(to: ConnState(loop: self))
+        }
+        c.pointee.fd = fd
+        c.pointee.id = pointee.nextId
+        pointee.nextId &+= pointee.loopCount
+        c.pointee.next = pointee.live
+        if let l = pointee.live { l.pointee.prev = c }
+        pointee.live = c
+        return c
+    }
+
+    /// Accepts what the backlog holds (non-blocking listener).
+    func acceptReady() {
+        pointee.listenerReady = false
+        if pointee.listenerPaused { return }
+        var i = 0
+        while i < Tuning.acceptsPerWakeup {
+            i += 1
+            let fd = accept4(pointee.listenFd, nil, nil, Int32(SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue))
+            if fd < 0 {
+                let err = errno
+                if err == EAGAIN || err == EWOULDBLOCK { return } // drained
+                if err == EINTR || err == ECONNABORTED || err == EPROTO { continue }
+                logAcceptError(err)
+                if (err == EMFILE || err == ENFILE) && shedConnection() { continue }
+                pauseListener() // ENOBUFS, ENOMEM, or shedding impossible
+                return
+            }
+            if pointee.noDelay {
+                var one: Int32 = 1
+                _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            }
+            let c = openConnection(fd)
+            c.pointee.registered = pointee.edge ? (EP.input | EP.output | EP.rdhup | EP.pri | EP.et)
+                : (EP.input | EP.rdhup | EP.pri)
+            var ev = epoll_event(events: c.pointee.registered, data: epoll_data_t(ptr: UnsafeMutableRawPointer(c)))
+            if epoll_ctl(pointee.epfd, EPOLL_CTL_ADD, fd, &ev) != 0 {
+                c.closeNow(CloseReason.error)
+                continue
+            }
+            c.updateTimer() // a client that never sends is idle from the start
+        }
+        // Cap reached: more may wait, and in edge mode no new edge will say so.
+        pointee.listenerReady = true
+    }
+}
+
+// MARK: - Batches
+
+extension UnsafeMutablePointer where Pointee == LoopState {
+    func serveReadyList() {
+        var c = pointee.ready
+        pointee.ready = nil // connections re-marked while serving go on a new list
+        while let cc = c {
+            c = cc.pointee.readyNext
+            cc.pointee.flags &= ~CF.onReadyList
+            if cc.pointee.flags & CF.closed != 0 {
+                cc.pointee.readyNext = pointee.dead
+                pointee.dead = cc
+            } else {
+                cc.onReadable()
+                cc.finishIO()
+            }
+        }
+    }
+
+    @inline(__always)
+    func freeDead() {
+        while let c = pointee.dead {
+            pointee.dead = c.pointee.readyNext
+            c.release()
+        }
+    }
+
+    /// How long epoll_wait may block: 0, 1000 (timers tick) or -1.
+    @inline(__always)
+    func waitMilliseconds() -> Int32 {
+        if pointee.ready != nil || pointee.listenerReady { return 0 }
+        return timersPending ? 1000 : -1
+    }
+
+    /// After each batch of events: accepts, ready list, timers, recycling.
+    @inline(__always)
+    func endBatch() {
+        if pointee.listenerReady { acceptReady() }
+        if pointee.ready != nil { serveReadyList() }
+        if pointee.now != pointee.swept { sweepTimers() }
+        if pointee.dead != nil { freeDead() }
+    }
+
+    /// Maps epoll bits to Ev bits.
+    @inline(__always)
+    static func events(_ ev: UInt32) -> UInt32 {
+        var out: UInt32 = 0
+        if ev & EP.input != 0 { out |= Ev.read }
+        if ev & EP.output != 0 { out |= Ev.write }
+        if ev & (EP.rdhup | EP.hup) != 0 { out |= Ev.hup }
+        if ev & EP.err != 0 { out |= Ev.error }
+        if ev & EP.pri != 0 { out |= Ev.urgent }
+        return out
+    }
+}
+
+/// A loop and its thread.
+final class SwiftLoop: @unchecked Sendable {
+    let state: LoopPtr
+    let stopFlag = Atomic<Bool>(false)
+    let app: AppHandlers
+    var thread: pthread_t? = nil
+
+    init(configuration: SwiftServerConfiguration, loopCount: Int, index: Int, app: AppHandlers, serverLine: [UInt8]) {
+        self.app = app
+        state = .allocate(capacity: 1)
+        state.initialize(to: LoopState(configuration: configuration, loopCount: loopCount, index: index, app: app,
+                                       serverLine: serverLine))
+        state.refreshClocks()
+    }
+
+    /// epoll set, eventfd, the listener. 0 or an errno.
+    func open(listenFd: Int32) -> Int32 {
+        state.pointee.listenFd = listenFd
+        state.pointee.reserveFd = Glibc.open("/dev/null", O_RDONLY | O_CLOEXEC)
+        state.pointee.epfd = epoll_create1(Int32(EPOLL_CLOEXEC))
+        if state.pointee.epfd < 0 { return errno }
+        state.pointee.wakeFd = eventfd(0, Int32(EFD_NONBLOCK) | Int32(EFD_CLOEXEC))
+        if state.pointee.wakeFd < 0 { return errno }
+        var ev = epoll_event(events: EP.input, data: epoll_data_t(u64: Tag.wake))
+        if epoll_ctl(state.pointee.epfd, EPOLL_CTL_ADD, state.pointee.wakeFd, &ev) != 0 { return errno }
+        ev = epoll_event(events: state.listenerEvents(), data: epoll_data_t(u64: Tag.listener))
+        if epoll_ctl(state.pointee.epfd, EPOLL_CTL_ADD, listenFd, &ev) != 0 { return errno }
+        return 0
+    }
+
+    /// Any thread: make run() see the stop flag soon.
+    func wake() {
+        stopFlag.store(true, ordering: .releasing)
+        let fd = state.pointee.wakeFd
+        if fd >= 0 {
+            var one: UInt64 = 1
+            _ = write(fd, &one, 8)
+        }
+    }
+
+    /// The thread body: serve until stopped, then close everything.
+    func run() {
+        let loop = state
+        let events = loop.pointee.events
+        let epfd = loop.pointee.epfd
+        while !stopFlag.load(ordering: .acquiring) {
+            let n = epoll_wait(epfd, events, Tuning.maxEvents, loop.waitMilliseconds())
+            if n < 0 {
+                if errno == EINTR { continue }
+                let text = String(cString: strerror(errno))
+                var line = Array("peregrine: epoll_wait: \(text)\n".utf8)
+                _ = line.withUnsafeMutableBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+                break
+            }
+            loop.refreshClocks()
+            var i = 0
+            while i < Int(n) {
+                let ev = events[i]
+                i &+= 1
+                let tag = ev.data.u64
+                if tag > Tag.listener {
+                    ConnPtr(bitPattern: UInt(tag)).unsafelyUnwrapped.handleEvent(LoopPtr.events(ev.events))
+                } else if tag == Tag.listener {
+                    loop.acceptReady()
+                } else {
+                    var v: UInt64 = 0
+                    _ = read(loop.pointee.wakeFd, &v, 8)
+                }
+            }
+            loop.endBatch()
+        }
+        // Stopping: every connection is closed and recycled.
+        while let c = loop.pointee.live { c.closeNow(CloseReason.shutdown) }
+        if loop.pointee.ready != nil { loop.serveReadyList() }
+        loop.freeDead()
+    }
+
+    /// After the thread ended (or never ran): descriptors and memory.
+    func destroy() {
+        let s = state
+        // A loop that never ran holds no connections (none are accepted before start).
+        while let c = s.pointee.live { c.closeNow(CloseReason.shutdown) }
+        s.freeDead()
+        for fd in [s.pointee.epfd, s.pointee.wakeFd, s.pointee.listenFd, s.pointee.reserveFd] where fd >= 0 { close(fd) }
+        s.pointee.epfd = -1
+        s.pointee.wakeFd = -1
+        s.pointee.listenFd = -1
+        s.pointee.reserveFd = -1
+        while let c = s.pointee.freeConns {
+            s.pointee.freeConns = c.pointee.readyNext
+            c.deinitialize(count: 1)
+            c.deallocate()
+        }
+        s.poolDrain()
+        s.pointee.headers.deallocate()
+        s.pointee.timers.deinitialize(count: TimerKind.count)
+        s.pointee.timers.deallocate()
+        s.pointee.events.deallocate()
+        s.pointee.iov.deallocate()
+        s.pointee.junk.deallocate()
+        s.pointee.dateLine.deallocate()
+        s.pointee.serverLine.deallocate()
+        s.deinitialize(count: 1)
+        s.deallocate()
+    }
+}

@@ -1,0 +1,244 @@
+// SwiftEpollServer.swift: listeners and threads (the port of csrc/server.c).
+// One loop per thread, each with its own listening socket bound to the same
+// port with SO_REUSEPORT (the kernel spreads new connections across them),
+// so loops share nothing.
+
+import CSystemEpoll
+import Glibc
+import PeregrineCore
+
+/// A system call that failed while starting the Swift engine.
+public struct SwiftEngineError: Error, CustomStringConvertible, Sendable {
+    public let operation: String
+    /// The errno.
+    public let code: Int32
+
+    public init(operation: String, code: Int32) {
+        self.operation = operation
+        self.code = code
+    }
+
+    public var description: String {
+        let text = strerror(code).map { String(cString: $0) } ?? "unknown"
+        return "\(operation) failed: errno \(code) (\(text))"
+    }
+}
+
+/// An HTTP/1.1 or raw-TCP server on epoll, in Swift only (no C target of
+/// ours): the same `Application`, the same behaviour as the C engine.
+///
+/// ```swift
+/// var config = SwiftServerConfiguration()
+/// config.port = 0
+/// let server = SwiftEpollServer(configuration: config, application: .http { _, response in
+///     response.send(body: "Hello, World!")
+/// })
+/// try server.start()
+/// print(server.port)
+/// server.stop()
+/// ```
+public final class SwiftEpollServer: @unchecked Sendable {
+    // @unchecked: mutable state is touched only by start/stop, which the
+    // owner calls from one thread; each loop's state only by its thread.
+    public let configuration: SwiftServerConfiguration
+    private let app: AppHandlers
+    private var loops: [SwiftLoop] = []
+    private var running = false
+
+    /// The bound port (after `start`).
+    public private(set) var port = 0
+    /// The backlog the kernel really uses: min(requested, somaxconn).
+    public private(set) var effectiveBacklog = 0
+
+    public init(configuration: SwiftServerConfiguration, application: Application) {
+        self.configuration = configuration
+        self.app = AppHandlers(application)
+    }
+
+    deinit {
+        stop()
+    }
+
+    /// Binds the listeners and starts one loop thread per `threads`
+    /// (signals blocked in them, so SIGINT/SIGTERM stay with the caller).
+    public func start() throws {
+        if running { throw SwiftEngineError(operation: "start (already started)", code: EINVAL) }
+        let c = configuration
+        let l = c.limits
+        // A receive buffer holds a head, a body and some framing: refuse
+        // limits it could not hold (the C core's checks, same bounds).
+        let ceiling = Int(UInt32.max / 4)
+        guard (1...1024).contains(c.threads), (0...65535).contains(c.port), l.maxHeaders > 0,
+              l.maxRequestLine >= 0, l.maxHeaderBytes >= 0, l.maxBody >= 0,
+              c.headerTimeout >= 0, c.idleTimeout >= 0, c.maxOutputPerConnection >= 0,
+              l.maxHeaderBytes <= ceiling, l.maxBody <= ceiling, l.maxRequestLine <= ceiling,
+              2 * l.maxHeaderBytes + l.maxBody + l.maxRequestLine <= ceiling
+        else { throw SwiftEngineError(operation: "configure", code: EINVAL) }
+        let name = Array(c.serverName.utf8)
+        if name.contains(13) || name.contains(10) || name.contains(0) {
+            throw SwiftEngineError(operation: "configure (server name)", code: EINVAL)
+        }
+        let serverLine = Array("Server: ".utf8) + name + [13, 10]
+        if serverLine.count >= 128 { throw SwiftEngineError(operation: "configure (server name)", code: ENAMETOOLONG) }
+
+        let somaxconn = Self.readSomaxconn()
+        let backlog = c.backlog > 0 ? c.backlog : 1024
+        let effective = min(backlog, somaxconn)
+
+        var addr = sockaddr_storage()
+        var addrLen = socklen_t(0)
+        try Self.resolve(c.host, c.port, &addr, &addrLen)
+
+        var made: [SwiftLoop] = []
+        var boundPort = 0
+        do {
+            for i in 0..<c.threads {
+                let fd = try Self.openListener(&addr, addrLen, reusePort: c.threads > 1, backlog: effective)
+                if i == 0 {
+                    // Port 0: the others bind the port the kernel picked.
+                    var bound = sockaddr_storage()
+                    var blen = socklen_t(MemoryLayout<sockaddr_storage>.size)
+                    let rc = withUnsafeMutablePointer(to: &bound) {
+                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &blen) }
+                    }
+                    if rc != 0 {
+                        let e = errno
+                        close(fd)
+                        throw SwiftEngineError(operation: "getsockname", code: e)
+                    }
+                    boundPort = Self.port(of: &bound)
+                    Self.setPort(&addr, boundPort)
+                }
+                let loop = SwiftLoop(configuration: c, loopCount: c.threads, index: i, app: app, serverLine: serverLine)
+                made.append(loop)
+                let rc = loop.open(listenFd: fd)
+                if rc != 0 { throw SwiftEngineError(operation: "epoll setup", code: rc) }
+            }
+        } catch {
+            for loop in made { loop.destroy() }
+            throw error
+        }
+
+        // Loop threads take no signals: SIGINT and SIGTERM stay with the
+        // application's main thread, which calls stop().
+        var all = sigset_t(), old = sigset_t()
+        sigfillset(&all)
+        pthread_sigmask(SIG_BLOCK, &all, &old)
+        var failure: Int32 = 0
+        for loop in made {
+            var tid = pthread_t()
+            let arg = Unmanaged.passRetained(loop).toOpaque()
+            let rc = pthread_create(&tid, nil, { arg in
+                let loop = Unmanaged<SwiftLoop>.fromOpaque(arg.unsafelyUnwrapped).takeRetainedValue()
+                loop.run()
+                return nil
+            }, arg)
+            if rc != 0 {
+                Unmanaged<SwiftLoop>.fromOpaque(arg).release()
+                failure = rc
+                break
+            }
+            loop.thread = tid
+        }
+        pthread_sigmask(SIG_SETMASK, &old, nil)
+        loops = made
+        running = true
+        if failure != 0 {
+            stop()
+            throw SwiftEngineError(operation: "pthread_create", code: failure)
+        }
+        port = boundPort
+        effectiveBacklog = effective
+    }
+
+    /// Stops every loop, closes every connection and waits for the threads.
+    /// Idempotent.
+    public func stop() {
+        guard running else { return }
+        running = false
+        for loop in loops { loop.wake() }
+        for loop in loops {
+            if let t = loop.thread {
+                pthread_join(t, nil)
+                loop.thread = nil
+            }
+        }
+        for loop in loops { loop.destroy() }
+        loops = []
+    }
+
+    // MARK: - Sockets
+
+    /// The kernel silently caps listen()'s backlog at net.core.somaxconn.
+    static func readSomaxconn() -> Int {
+        let fd = open("/proc/sys/net/core/somaxconn", O_RDONLY | O_CLOEXEC)
+        if fd < 0 { return 4096 }
+        defer { close(fd) }
+        var buf = [UInt8](repeating: 0, count: 32)
+        let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n <= 0 { return 4096 }
+        var v = 0, digits = 0
+        for b in buf[0..<n] {
+            if b >= 48 && b <= 57 {
+                v = v * 10 + Int(b - 48)
+                digits += 1
+            } else if digits > 0 || (b != 32 && b != 9) {
+                break
+            }
+        }
+        return digits > 0 ? v : 4096
+    }
+
+    static func resolve(_ host: String, _ port: Int, _ addr: inout sockaddr_storage, _ len: inout socklen_t) throws {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV
+        var res: UnsafeMutablePointer<addrinfo>? = nil
+        let rc = getaddrinfo(host.isEmpty ? "0.0.0.0" : host, String(port), &hints, &res)
+        guard rc == 0, let r = res else { throw SwiftEngineError(operation: "resolve \(host)", code: EINVAL) }
+        defer { freeaddrinfo(r) }
+        withUnsafeMutableBytes(of: &addr) { dst in
+            dst.copyMemory(from: UnsafeRawBufferPointer(start: r.pointee.ai_addr, count: Int(r.pointee.ai_addrlen)))
+        }
+        len = r.pointee.ai_addrlen
+    }
+
+    static func openListener(_ addr: inout sockaddr_storage, _ len: socklen_t, reusePort: Bool, backlog: Int) throws -> Int32 {
+        let fd = socket(Int32(addr.ss_family), Int32(SOCK_STREAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), 0)
+        if fd < 0 { throw SwiftEngineError(operation: "socket", code: errno) }
+        var one: Int32 = 1
+        let size = socklen_t(MemoryLayout<Int32>.size)
+        func fail(_ what: String) -> SwiftEngineError {
+            let e = errno
+            close(fd)
+            return SwiftEngineError(operation: what, code: e)
+        }
+        if setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, size) != 0 { throw fail("setsockopt SO_REUSEADDR") }
+        if reusePort && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, size) != 0 { throw fail("setsockopt SO_REUSEPORT") }
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+        if rc != 0 { throw fail("bind") }
+        if listen(fd, Int32(clamping: backlog)) != 0 { throw fail("listen") }
+        return fd
+    }
+
+    static func port(of addr: inout sockaddr_storage) -> Int {
+        if Int32(addr.ss_family) == AF_INET6 {
+            return withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin6_port)) }
+            }
+        }
+        return withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin_port)) }
+        }
+    }
+
+    static func setPort(_ addr: inout sockaddr_storage, _ port: Int) {
+        let p = UInt16(truncatingIfNeeded: port).bigEndian
+        if Int32(addr.ss_family) == AF_INET6 {
+            withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee.sin6_port = p } }
+        } else {
+            withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_port = p } }
+        }
+    }
+}
