@@ -37,6 +37,8 @@ let package = Package(
         // Interposes malloc in the test executable to count hot-path allocations.
         .target(name: "CTestSupport", path: "Tests/CTestSupport"),
         .testTarget(name: "PeregrineAllocTests", dependencies: ["Peregrine", "CTestSupport"]),
+        // One table of raw requests run through the C and the Swift parser.
+        .testTarget(name: "ParserConformanceTests", dependencies: ["CPeregrine", "PeregrineSwiftEpoll"]),
     ],
     swiftLanguageModes: [.v6]
 )

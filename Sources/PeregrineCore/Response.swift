@@ -69,8 +69,10 @@ public struct Response {
         }
     }
 
-    /// One-shot answer with a `String` body.
-    @discardableResult
+    /// One-shot answer with a `String` body. Disfavoured so that a literal
+    /// body (`send(body: "Hello")`) takes the StaticString overload above,
+    /// which passes the bytes straight through.
+    @_disfavoredOverload @discardableResult
     public func send(status: Int = 200, contentType: String = "text/plain", body: String) -> Bool {
         var contentType = contentType, body = body
         return contentType.withUTF8 { ct in

@@ -19,11 +19,14 @@ final class AllocationTests: XCTestCase {
     /// Every engine that keeps connections alive, in every mode. The blocking
     /// engine is not here: it answers one request per connection, so each
     /// request pays for accepting and setting up a connection by design.
-    private static let engines: [(name: String, configure: @Sendable (inout Configuration) -> Void)] =
-        Trigger.allCases.map { t in ("epoll/\(t)", { $0.engine = .epoll; $0.trigger = t }) }
-        + LibevBackend.allCases.map { b in ("libev/\(b)", { $0.engine = .libev; $0.libevBackend = b }) }
-        + [Trigger.level, .edge].map { t in ("swift/\(t)", { $0.engine = .swift; $0.trigger = t }) }
-        + [("threaded", { $0.engine = .threaded })]
+    private static let engines: [(name: String, configure: @Sendable (inout Configuration) -> Void)] = {
+        var list: [(name: String, configure: @Sendable (inout Configuration) -> Void)] = []
+        for t in Trigger.allCases { list.append(("epoll/\(t)", { $0.engine = .epoll; $0.trigger = t })) }
+        for b in LibevBackend.allCases { list.append(("libev/\(b)", { $0.engine = .libev; $0.libevBackend = b })) }
+        for t in [Trigger.level, .edge] { list.append(("swift/\(t)", { $0.engine = .swift; $0.trigger = t })) }
+        list.append(("threaded", { $0.engine = .threaded }))
+        return list
+    }()
 
     private func allocationsPerRequest(configure: (inout Configuration) -> Void, pipelineDepth: Int) throws -> (allocations: UInt64, requests: Int) {
         var config = Configuration()
