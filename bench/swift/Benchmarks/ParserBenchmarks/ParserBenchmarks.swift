@@ -1,5 +1,7 @@
 // Parser micro-benchmarks: the C HTTP/1.1 parser (csrc/http1.c, prg_http_parse)
-// on a fixed set of requests. Metrics: wall clock and mallocCountTotal.
+// and the pure-Swift engine's port of it (PeregrineSwiftEpoll.HTTP1Parser) on
+// the same fixed set of requests, as "C/<name>" and "Swift/<name>".
+// Metrics: wall clock and mallocCountTotal.
 //
 // Each benchmark iteration parses its request 1000 times (scalingFactor .kilo).
 // The text table and `--format histogramPercentiles` report per parse (the
@@ -8,15 +10,16 @@
 //
 //   cd bench/swift && swift package benchmark --target ParserBenchmarks
 //
-// Every parse resets the parser first (prg_http_parser_reset), uses the
-// default limits (prg_http_limits_default) and a header array of 100 entries
-// allocated once, before measurement. The request bytes live in a buffer
+// Every parse resets the parser first (prg_http_parser_reset / reset()), uses
+// the default limits (prg_http_limits_default / HTTP1Limits()) and a header
+// array of 100 entries allocated once, before measurement. The request bytes live in a buffer
 // allocated once as well. The chunked request is decoded in place by the
 // parser, so its buffer is restored (one memcpy of its ~120 bytes) before
 // each parse; that copy is part of its measured time.
 
 import Benchmark
 import CPeregrine
+import PeregrineSwiftEpoll
 
 // MARK: - The requests
 
@@ -141,6 +144,64 @@ final class CParseFixture: @unchecked Sendable {
     }
 }
 
+// MARK: - Swift parser
+
+/// The same buffers and the same work as `CParseFixture`, for HTTP1Parser.
+final class SwiftParseFixture: @unchecked Sendable {
+    let pristine: UnsafeMutableRawBufferPointer
+    let buffer: UnsafeMutableRawBufferPointer
+    let headers: UnsafeMutableRawPointer
+    // Behind pointers like the C fixture's: a class's stored `var` would add
+    // dynamic exclusivity checks to every parse that are no part of the parser.
+    let parser: UnsafeMutablePointer<HTTP1Parser>
+    let request: UnsafeMutablePointer<ParsedRequest>
+    let limits = HTTP1Limits()
+    let testCase: ParseCase
+
+    init(_ testCase: ParseCase) {
+        self.testCase = testCase
+        pristine = .allocate(byteCount: testCase.bytes.count, alignment: 16)
+        pristine.copyBytes(from: testCase.bytes)
+        buffer = .allocate(byteCount: testCase.bytes.count, alignment: 16)
+        buffer.copyBytes(from: testCase.bytes)
+        headers = .allocate(byteCount: CParseFixture.headerCapacity * 32, alignment: 16)
+        headers.initializeMemory(as: UInt8.self, repeating: 0, count: CParseFixture.headerCapacity * 32)
+        parser = .allocate(capacity: 1)
+        parser.initialize(to: HTTP1Parser())
+        request = .allocate(capacity: 1)
+        request.initialize(to: ParsedRequest())
+        precondition(limits.maxHeaders <= CParseFixture.headerCapacity)
+    }
+
+    deinit {
+        pristine.deallocate()
+        buffer.deallocate()
+        headers.deallocate()
+        parser.deallocate()
+        request.deallocate()
+    }
+
+    /// Parses every request in the buffer once; returns the bytes consumed
+    /// (traps if a request does not parse completely).
+    @inline(__always)
+    func parseAll() -> Int {
+        let base = buffer.baseAddress!
+        let count = buffer.count
+        if testCase.mutatesBuffer {
+            base.copyMemory(from: pristine.baseAddress!, byteCount: count)
+        }
+        var offset = 0
+        for _ in 0..<testCase.requests {
+            parser.pointee.reset()
+            let r = parser.pointee.parse(UnsafeMutableRawBufferPointer(start: base + offset, count: count - offset),
+                                         limits: limits, headers: headers, into: &request.pointee)
+            if r <= 0 { fatalError("\(testCase.name): HTTP1Parser.parse returned \(r) at offset \(offset)") }
+            offset += r
+        }
+        return offset
+    }
+}
+
 // MARK: - Registration
 
 let benchmarks: @Sendable () -> Void = {
@@ -164,9 +225,13 @@ let benchmarks: @Sendable () -> Void = {
             }
         }
 
-        // Swift parser (pure-Swift engine, not written yet): register its
-        // benchmark here, next to the C one, on the same `testCase` bytes, as
-        //   Benchmark("Swift/\(testCase.name)") { benchmark in ... }
-        // so that each request has "C/<name>" and "Swift/<name>" side by side.
+        // Swift parser (PeregrineSwiftEpoll.HTTP1Parser), same bytes, same work.
+        let swift = SwiftParseFixture(testCase)
+        precondition(swift.parseAll() == testCase.bytes.count, "\(testCase.name) did not consume all bytes (Swift)")
+        Benchmark("Swift/\(testCase.name)") { benchmark in
+            for _ in benchmark.scaledIterations {
+                blackHole(swift.parseAll())
+            }
+        }
     }
 }
