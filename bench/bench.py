@@ -237,9 +237,17 @@ class Suite:
                                              "--host", "127.0.0.1", "--port", str(p), "--echo"]))
         return c
 
+    def wanted(self, name):
+        """--contenders narrows every scenario; the floors always run (ratios need them)."""
+        if not self.args.contenders or name in ("floor", "echo-floor"):
+            return True
+        return any(name.startswith(p) for p in self.args.contenders.split(","))
+
     def start_all(self, contenders):
         servers = []
         for name, argv in contenders:
+            if not self.wanted(name):
+                continue
             p = self.port()
             servers.append(Server(name, argv(p), p, self.scratch))
         return servers
@@ -406,6 +414,8 @@ class Suite:
         lines = ["| server | RSS before (KiB) | RSS with idle connections (KiB) | bytes per connection | "
                  "projected RSS at 100,000 |", "|---|---:|---:|---:|---:|"]
         for name, argv in self.http_contenders():
+            if not self.wanted(name):
+                continue
             p = self.port()
             s = Server(name, argv(p), p, self.scratch)
             try:
@@ -528,7 +538,7 @@ class Suite:
         # setup is the point of that engine, not a hot-path allocation.
         lines = ["| engine | malloc calls | requests | per request |", "|---|---:|---:|---:|"]
         for name, flags in self.ENGINE_MODES:
-            if name in ("peregrine-blocking",) or name.endswith(("-poll", "-select", "-oneshot")):
+            if name in ("peregrine-blocking",) or name.endswith(("-poll", "-select", "-oneshot")) or not self.wanted(name):
                 continue
             got = self.allocations_per_request(name, flags)
             if not got:
@@ -735,6 +745,8 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated scenarios: " + ",".join(SCENARIOS))
     ap.add_argument("--out", default=os.path.join(BENCH, "results"))
     ap.add_argument("--no-nio", action="store_true", help="skip building the SwiftNIO contender")
+    ap.add_argument("--contenders", default="", help="comma-separated name prefixes (e.g. peregrine-swift,nginx); "
+                                                    "the floor servers always run")
     args = ap.parse_args()
     chosen = [s for s in (args.only.split(",") if args.only else SCENARIOS) if s]
     for s in chosen:
