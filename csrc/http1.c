@@ -66,16 +66,17 @@ enum {
 #define C_VALUE  2u /* field-value byte: HTAB, SP, VCHAR, obs-text */
 #define C_TARGET 4u /* request-target byte: 0x21..0x7E */
 #define C_HEX    8u /* HEXDIG */
+#define C_REG   16u /* RFC 3986 reg-name byte but '%': unreserved / sub-delims */
 
 static const uint8_t cls[256] = {
      0,  0,  0,  0,  0,  0,  0,  0,  0,  2,  0,  0,  0,  0,  0,  0,
      0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,
-     2,  7,  6,  7,  7,  7,  7,  7,  6,  6,  7,  7,  6,  7,  7,  6,
-    15, 15, 15, 15, 15, 15, 15, 15, 15, 15,  6,  6,  6,  6,  6,  6,
-     6, 15, 15, 15, 15, 15, 15,  7,  7,  7,  7,  7,  7,  7,  7,  7,
-     7,  7,  7,  7,  7,  7,  7,  7,  7,  7,  7,  6,  6,  6,  7,  7,
-     7, 15, 15, 15, 15, 15, 15,  7,  7,  7,  7,  7,  7,  7,  7,  7,
-     7,  7,  7,  7,  7,  7,  7,  7,  7,  7,  7,  6,  7,  6,  7,  0,
+     2, 23,  6,  7, 23,  7, 23, 23, 22, 22, 23, 23, 22, 23, 23,  6,
+    31, 31, 31, 31, 31, 31, 31, 31, 31, 31,  6, 22,  6, 22,  6,  6,
+     6, 31, 31, 31, 31, 31, 31, 23, 23, 23, 23, 23, 23, 23, 23, 23,
+    23, 23, 23, 23, 23, 23, 23, 23, 23, 23, 23,  6,  6,  6,  7, 23,
+     7, 31, 31, 31, 31, 31, 31, 23, 23, 23, 23, 23, 23, 23, 23, 23,
+    23, 23, 23, 23, 23, 23, 23, 23, 23, 23, 23,  6,  7,  6, 23,  0,
      2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,
      2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,
      2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,
@@ -296,6 +297,64 @@ static int parse_te(const uint8_t *v, const uint8_t *ve, te_state *te)
     return 0;
 }
 
+/*
+ * Host field value (RFC 9112 3.2): uri-host [ ":" port ] (RFC 3986 3.2.2),
+ * the empty value included. uri-host is an IP-literal or a reg-name (an
+ * IPv4address is a reg-name too): reg-name = *( unreserved / pct-encoded /
+ * sub-delims ), IP-literal = "[" ( IPv6address / IPvFuture ) "]", the
+ * IPv6address checked loosely (hex digits, ':' and '.', two ':' at least),
+ * IPvFuture = "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" ); port =
+ * *DIGIT. So no whitespace, userinfo ('@'), '/', '?', '#' or a second ':'.
+ * One table lookup per byte, on the trimmed value [s, e).
+ */
+static int host_valid(const uint8_t *s, const uint8_t *e)
+{
+    if (s < e && *s == '[') {
+        const uint8_t *q = s + 1, *h;
+        if (q < e && (*q | 0x20) == 'v') {
+            h = ++q;
+            while (q < e && (cls[*q] & C_HEX))
+                q++;
+            if (q == h || q == e || *q != '.')
+                return 0;
+            h = ++q;
+            while (q < e && ((cls[*q] & C_REG) || *q == ':'))
+                q++;
+            if (q == h)
+                return 0;
+        } else {
+            int colons = 0;
+            while (q < e && ((cls[*q] & C_HEX) || *q == ':' || *q == '.')) {
+                colons += *q == ':';
+                q++;
+            }
+            if (colons < 2)
+                return 0;
+        }
+        if (q == e || *q != ']')
+            return 0;
+        s = q + 1;
+    } else {
+        while (s < e) {
+            if (cls[*s] & C_REG)
+                s++;
+            else if (*s == '%' && e - s >= 3 && (cls[s[1]] & C_HEX) &&
+                     (cls[s[2]] & C_HEX))
+                s += 3;
+            else
+                break;
+        }
+    }
+    if (s == e)
+        return 1;
+    if (*s != ':')
+        return 0;
+    for (s++; s < e; s++)
+        if ((unsigned)*s - '0' > 9)
+            return 0;
+    return 1;
+}
+
 static int parse_head(const uint8_t *buf, size_t start, size_t end,
                       const prg_http_limits *lim, prg_header *hdrs,
                       head_info *hi)
@@ -371,8 +430,11 @@ static int parse_head(const uint8_t *buf, size_t start, size_t end,
 
         switch (nlen) {
         case 4:
-            if (IEQ(name, nlen, "host"))
+            if (IEQ(name, nlen, "host")) {
+                if (!host_valid(v, ve))
+                    return -400; /* RFC 9112 3.2 */
                 host++;
+            }
             break;
         case 6:
             if (IEQ(name, nlen, "expect")) {

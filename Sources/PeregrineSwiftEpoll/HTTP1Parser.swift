@@ -600,7 +600,10 @@ extension HTTP1Parser {
 
             switch nlen {
             case 4:
-                if ieq(buf, name, nlen, "host") { host += 1 }
+                if ieq(buf, name, nlen, "host") {
+                    if !hostValid(buf, v, ve) { return -400 } // RFC 9112 3.2
+                    host += 1
+                }
             case 6:
                 if ieq(buf, name, nlen, "expect") {
                     if ieq(buf, v, ve - v, "100-continue") {
@@ -722,6 +725,7 @@ private enum CharClass {
     static let value: UInt8 = 2  // field-value byte: HTAB, SP, VCHAR, obs-text
     static let target: UInt8 = 4 // request-target byte: 0x21..0x7E
     static let hex: UInt8 = 8    // HEXDIG
+    static let regName: UInt8 = 16 // RFC 3986 reg-name byte but '%': unreserved / sub-delims
 
     /// One constant table (a static string: no initialisation at run time,
     /// no bounds check).
@@ -730,12 +734,12 @@ private enum CharClass {
         let table: StaticString = """
             \u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{2}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\
             \u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\
-            \u{2}\u{7}\u{6}\u{7}\u{7}\u{7}\u{7}\u{7}\u{6}\u{6}\u{7}\u{7}\u{6}\u{7}\u{7}\u{6}\
-            \u{F}\u{F}\u{F}\u{F}\u{F}\u{F}\u{F}\u{F}\u{F}\u{F}\u{6}\u{6}\u{6}\u{6}\u{6}\u{6}\
-            \u{6}\u{F}\u{F}\u{F}\u{F}\u{F}\u{F}\u{7}\u{7}\u{7}\u{7}\u{7}\u{7}\u{7}\u{7}\u{7}\
-            \u{7}\u{7}\u{7}\u{7}\u{7}\u{7}\u{7}\u{7}\u{7}\u{7}\u{7}\u{6}\u{6}\u{6}\u{7}\u{7}\
-            \u{7}\u{F}\u{F}\u{F}\u{F}\u{F}\u{F}\u{7}\u{7}\u{7}\u{7}\u{7}\u{7}\u{7}\u{7}\u{7}\
-            \u{7}\u{7}\u{7}\u{7}\u{7}\u{7}\u{7}\u{7}\u{7}\u{7}\u{7}\u{6}\u{7}\u{6}\u{7}\u{0}\
+            \u{2}\u{17}\u{6}\u{7}\u{17}\u{7}\u{17}\u{17}\u{16}\u{16}\u{17}\u{17}\u{16}\u{17}\u{17}\u{6}\
+            \u{1F}\u{1F}\u{1F}\u{1F}\u{1F}\u{1F}\u{1F}\u{1F}\u{1F}\u{1F}\u{6}\u{16}\u{6}\u{16}\u{6}\u{6}\
+            \u{6}\u{1F}\u{1F}\u{1F}\u{1F}\u{1F}\u{1F}\u{17}\u{17}\u{17}\u{17}\u{17}\u{17}\u{17}\u{17}\u{17}\
+            \u{17}\u{17}\u{17}\u{17}\u{17}\u{17}\u{17}\u{17}\u{17}\u{17}\u{17}\u{6}\u{6}\u{6}\u{7}\u{17}\
+            \u{7}\u{1F}\u{1F}\u{1F}\u{1F}\u{1F}\u{1F}\u{17}\u{17}\u{17}\u{17}\u{17}\u{17}\u{17}\u{17}\u{17}\
+            \u{17}\u{17}\u{17}\u{17}\u{17}\u{17}\u{17}\u{17}\u{17}\u{17}\u{17}\u{6}\u{7}\u{6}\u{17}\u{0}\
             \u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\
             \u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\
             \u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\
@@ -802,6 +806,61 @@ private func nextElement(_ buf: Bytes, _ it: inout Int, _ end: Int, _ es: inout 
     it = e &+ 1 // past the comma; > end once the last element is taken
     while e > p && isOWS(buf[e &- 1]) { e &-= 1 }
     ee = e
+    return true
+}
+
+/// Host field value (RFC 9112 3.2): uri-host [ ":" port ] (RFC 3986 3.2.2),
+/// the empty value included. uri-host is an IP-literal or a reg-name (an
+/// IPv4address is a reg-name too): reg-name = *( unreserved / pct-encoded /
+/// sub-delims ), IP-literal = "[" ( IPv6address / IPvFuture ) "]", the
+/// IPv6address checked loosely (hex digits, ':' and '.', two ':' at least),
+/// IPvFuture = "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" ); port =
+/// *DIGIT. So no whitespace, userinfo ('@'), '/', '?', '#' or a second ':'.
+/// One table lookup per byte, on the trimmed value buf[s..<e).
+@inline(__always)
+private func hostValid(_ buf: Bytes, _ start: Int, _ e: Int) -> Bool {
+    var s = start
+    if s < e && buf[s] == 0x5B /* [ */ {
+        var q = s &+ 1
+        if q < e && buf[q] | 0x20 == 0x76 /* v */ {
+            q &+= 1
+            var h = q
+            while q < e && CharClass.of(buf[q]) & CharClass.hex != 0 { q &+= 1 }
+            if q == h || q == e || buf[q] != 0x2E /* . */ { return false }
+            q &+= 1
+            h = q
+            while q < e && (CharClass.of(buf[q]) & CharClass.regName != 0 || buf[q] == Byte.colon) { q &+= 1 }
+            if q == h { return false }
+        } else {
+            var colons = 0
+            while q < e && (CharClass.of(buf[q]) & CharClass.hex != 0 || buf[q] == Byte.colon || buf[q] == 0x2E /* . */) {
+                if buf[q] == Byte.colon { colons &+= 1 }
+                q &+= 1
+            }
+            if colons < 2 { return false }
+        }
+        if q == e || buf[q] != 0x5D /* ] */ { return false }
+        s = q &+ 1
+    } else {
+        while s < e {
+            let c = buf[s]
+            if CharClass.of(c) & CharClass.regName != 0 {
+                s &+= 1
+            } else if c == 0x25 /* % */ && e &- s >= 3 && CharClass.of(buf[s &+ 1]) & CharClass.hex != 0
+                        && CharClass.of(buf[s &+ 2]) & CharClass.hex != 0 {
+                s &+= 3
+            } else {
+                break
+            }
+        }
+    }
+    if s == e { return true }
+    if buf[s] != Byte.colon { return false }
+    s &+= 1
+    while s < e {
+        if buf[s] &- Byte.zero > 9 { return false }
+        s &+= 1
+    }
     return true
 }
 

@@ -53,6 +53,15 @@ typedef struct tcase {
 #define EC PRG_REQ_EXPECT_CONTINUE
 #define CL PRG_REQ_HAS_CONTENT_LENGTH
 
+/* One GET with Host value v (a string literal): accepted as is, or 400. */
+#define HOST_OK(v)                                                          \
+    {.name = "Host " v, RAW("GET / HTTP/1.1\r\nHost: " v "\r\n\r\n"),      \
+     .result = RES_ALL, .method = "GET", .target = "/", .minor = 1,        \
+     .nhdr = 1, .hdr = {{"Host", v}}, .flags = KA}
+#define HOST_BAD(v)                                                         \
+    {.name = "Host " v, RAW("GET / HTTP/1.1\r\nHost: " v "\r\n\r\n"),      \
+     .result = -400}
+
 /* request line <= 32, head <= 64, <= 4 headers, body <= 16 */
 static const prg_http_limits L_small = {32, 64, 4, 16};
 /* body <= 10 */
@@ -367,6 +376,61 @@ static const tcase cases[] = {
      .result = -400},
     {.name = "two Host headers in 1.0", RAW("GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n"),
      .result = -400},
+    /* Host value: uri-host [ ":" port ] (RFC 9112 3.2, RFC 3986 3.2.2) */
+    HOST_OK("h"),
+    HOST_OK("h:8080"),
+    HOST_OK("h:"),
+    HOST_OK(":80"),
+    HOST_OK("127.0.0.1:1"),
+    HOST_OK("[::1]:80"),
+    HOST_OK("[::ffff:1.2.3.4]"),
+    HOST_OK("[v1.x]"),
+    HOST_OK("[V1F.a:b!~]:1"),
+    HOST_OK("a-b.c_d~e"),
+    HOST_OK("%41bc"),
+    HOST_OK("a%2fB%Ff"),
+    HOST_OK("a,b"),
+    HOST_OK("!$&'()*+,;="),
+    HOST_BAD("a b"),
+    HOST_BAD("a, b"),
+    HOST_BAD("a\tb"),
+    HOST_BAD("u@a"),
+    HOST_BAD("u@a:80"),
+    HOST_BAD("a/b"),
+    HOST_BAD("a?b"),
+    HOST_BAD("a#b"),
+    HOST_BAD("%4"),
+    HOST_BAD("%"),
+    HOST_BAD("a%zz"),
+    HOST_BAD("h:80:90"),
+    HOST_BAD("h:8a"),
+    HOST_BAD("h:-1"),
+    HOST_BAD("::1"),
+    HOST_BAD("[::1"),
+    HOST_BAD("[::1]x"),
+    HOST_BAD("[::1]:8a"),
+    HOST_BAD("[]"),
+    HOST_BAD("[1]"),
+    HOST_BAD("[::g]"),
+    HOST_BAD("[v1]"),
+    HOST_BAD("[v.x]"),
+    HOST_BAD("[v1.]"),
+    HOST_BAD("[v1.x/]"),
+    HOST_BAD("\"h\""),
+    HOST_BAD("a<b>"),
+    HOST_BAD("caf\xc3\xa9"),
+    {.name = "bad Host in 1.0", RAW("GET / HTTP/1.0\r\nHost: a b\r\n\r\n"), .result = -400},
+    {.name = "bad Host second of two", RAW("GET / HTTP/1.1\r\nHost: a\r\nHost: a b\r\n\r\n"),
+     .result = -400},
+    {.name = "bad Host comes before TE 501 and 417",
+     RAW("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nExpect: foo\r\nHost: a@b\r\n\r\n"),
+     .result = -400},
+    {.name = "bad Host comes before a later 431 header count",
+     RAW("GET / HTTP/1.1\r\nHost: a b\r\nB: 1\r\nC: 2\r\nD: 3\r\nE: 4\r\n\r\n"),
+     .result = -400, .limits = &L_small},
+    {.name = "431 header count comes before a later bad Host",
+     RAW("GET / HTTP/1.1\r\nB: 1\r\nC: 2\r\nD: 3\r\nE: 4\r\nHost: a b\r\n\r\n"),
+     .result = -431, .limits = &L_small},
 
     /* ---------------- Content-Length ---------------- */
     {.name = "CL +5", RAW("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello"),
