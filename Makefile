@@ -8,7 +8,7 @@ CWARN = -std=c11 -Wall -Wextra -Werror -pedantic -Wshadow -Wconversion -Wno-sign
 SAN = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fuse-ld=lld
 BUILD_TMP ?= .build/ctests
 
-.PHONY: deps build serve test test-c cwarn swift-test test-asan test-tsan measure bench fuzz clean
+.PHONY: deps build serve test test-c cwarn swift-test test-asan test-tsan measure bench fuzz fuzz-diff clean
 
 deps:
 	@./scripts/install-deps.sh
@@ -21,9 +21,10 @@ serve: build
 	.build/release/peregrine serve --port $(PORT) $(ARGS)
 
 # Everything: strict C warnings, the C parser tests under ASan/UBSan, a
-# bounded fuzz session, XCTest, XCTest again under AddressSanitizer, and the
+# bounded fuzz session, a bounded differential fuzz session (C parser vs
+# Swift parser), XCTest, XCTest again under AddressSanitizer, and the
 # multi-threaded tests under ThreadSanitizer. Any finding fails the run.
-test: deps cwarn test-c fuzz swift-test test-asan test-tsan
+test: deps cwarn test-c fuzz fuzz-diff swift-test test-asan test-tsan
 
 # The C core compiles clean with warnings as errors, under clang and gcc.
 cwarn:
@@ -80,4 +81,37 @@ fuzz:
 	  -artifact_prefix=$(BUILD_TMP)/ $(BUILD_TMP)/corpus fuzz/corpus > $(BUILD_TMP)/fuzz.log 2>&1; rc=$$?; \
 	  grep -E "^Done [0-9]+ runs|stat::number_of_executed_units" $(BUILD_TMP)/fuzz.log; \
 	  if [ $$rc -ne 0 ]; then tail -80 $(BUILD_TMP)/fuzz.log; echo "fuzz: finding, input saved under $(BUILD_TMP)/"; fi; \
+	  exit $$rc
+
+# Bounded differential libFuzzer session: every input goes to the C parser
+# and to the Swift one (fuzz/fuzz_diff.swift), which must agree exactly.
+# Built outside SwiftPM: http1.c with clang (ASan + UBSan), PeregrineCore
+# and the Swift parser as their own modules and the harness (with the
+# conformance suite's Feeding.swift, ParserAdapters.swift and table) with
+# swiftc (ASan), the parsers instrumented for coverage. Seeds: fuzz/corpus
+# plus the conformance table's inputs, written by the harness itself.
+# SWIFT_BACKTRACE=enable=no: on a finding, libFuzzer reports (the Swift
+# backtracer would fight ASan over the crashed process).
+FUZZ_DIFF_TMP ?= .build/fuzz-diff
+SWIFTC ?= swiftc
+FUZZ_SWIFTC = $(SWIFTC) -swift-version 6 -O -g -parse-as-library -wmo
+FUZZ_DIFF_SRC = fuzz/fuzz_diff.swift Tests/ParserConformanceTests/Feeding.swift \
+  Tests/ParserConformanceTests/ParserAdapters.swift Tests/ParserConformanceTests/ConformanceCases.swift
+fuzz-diff:
+	@D=$(FUZZ_DIFF_TMP); mkdir -p $$D/cmod $$D/corpus && rm -rf $$D/seeds && mkdir -p $$D/seeds && \
+	printf 'module CPeregrine {\n    header "%s/csrc/include/peregrine.h"\n    export *\n}\n' "$(CURDIR)" > $$D/cmod/module.modulemap && \
+	set -x && \
+	$(CC_STRICT) -std=c11 -g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all \
+	  -Icsrc/include -c csrc/http1.c -o $$D/http1.o && \
+	$(FUZZ_SWIFTC) -sanitize=address -module-name PeregrineCore -emit-module -emit-module-path $$D/PeregrineCore.swiftmodule \
+	  -c Sources/PeregrineCore/*.swift -o $$D/PeregrineCore.o && \
+	$(FUZZ_SWIFTC) -sanitize=fuzzer,address -I $$D -module-name PeregrineSwiftEpoll -emit-module \
+	  -emit-module-path $$D/PeregrineSwiftEpoll.swiftmodule -c Sources/PeregrineSwiftEpoll/HTTP1Parser.swift -o $$D/HTTP1Parser.o && \
+	$(FUZZ_SWIFTC) -sanitize=address -I $$D -I $$D/cmod -module-name FuzzDiff -c $(FUZZ_DIFF_SRC) -o $$D/fuzz_diff.o && \
+	$(SWIFTC) -sanitize=fuzzer,address -use-ld=lld $$D/fuzz_diff.o $$D/HTTP1Parser.o $$D/PeregrineCore.o $$D/http1.o -o $$D/fuzz_diff && \
+	PRG_FUZZ_DUMP_SEEDS=$$D/seeds $$D/fuzz_diff
+	@D=$(FUZZ_DIFF_TMP); SWIFT_BACKTRACE=enable=no $$D/fuzz_diff -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
+	  -artifact_prefix=$$D/ $$D/corpus fuzz/corpus $$D/seeds > $$D/fuzz.log 2>&1; rc=$$?; \
+	  grep -E "^Done [0-9]+ runs|stat::number_of_executed_units" $$D/fuzz.log; \
+	  if [ $$rc -ne 0 ]; then tail -80 $$D/fuzz.log; echo "fuzz-diff: finding, input saved under $$D/"; fi; \
 	  exit $$rc
