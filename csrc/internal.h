@@ -256,6 +256,10 @@ int prg_send_continue(prg_conn *c);
 /* loop.c: what every engine's loop shares */
 const prg_engine_ops *prg_engine_for(prg_engine engine);   /* NULL if unknown */
 int prg_loop_init(prg_loop *loop);              /* shared init, then the engine's; 0 or -errno */
+int prg_loop_init_context(prg_loop *loop);      /* headers, Date, timers (not the Server line); 0 or -errno */
+void prg_loop_free_context(prg_loop *loop);     /* what init_context and serving left: conns, pool, headers */
+prg_conn *prg_loop_open_conn(prg_loop *loop, int fd);  /* accepted fd: conn, watch, on_open; NULL = no memory, fd still the caller's */
+bool prg_loop_accept_error(prg_loop *loop, int err);   /* accept failed (not EAGAIN): true = try again now, false = wait */
 void *prg_loop_run(void *loop);                 /* thread body: engine run, then close everything */
 void prg_loop_accept_ready(prg_loop *loop);     /* accept what the backlog holds (non-blocking listener) */
 void prg_loop_mark_ready(prg_conn *c);          /* serve it after this batch (edge input, writes from elsewhere) */
