@@ -208,6 +208,7 @@ struct prg_loop {
     bool listener_paused;      /* accept failed for lack of resources: disarmed until listener_resume */
     uint32_t listener_resume;  /* loop clock second to re-arm the listener */
     time_t emfile_logged;      /* last time descriptor exhaustion was logged */
+    bool one_request;          /* blocking engine: every connection is answered once, then closed */
     uint64_t next_id;
 
     prg_header *headers;       /* parser output, limits.max_headers entries */
@@ -231,7 +232,7 @@ struct prg_server {
 
 /* conn.c */
 prg_conn *prg_conn_open(prg_loop *loop, int fd);
-void prg_conn_on_readable(prg_conn *c);       /* read what the trigger mode allows, then process */
+int prg_conn_on_readable(prg_conn *c);        /* read what the trigger mode allows, then process; 0 = nothing to read */
 int prg_conn_flush(prg_conn *c);              /* 0 = all sent, 1 = would block, -1 = closed */
 void prg_conn_finish_io(prg_conn *c);          /* flush, close if done, update interest */
 void prg_conn_close_now(prg_conn *c, int reason);
