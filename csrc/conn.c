@@ -193,7 +193,10 @@ int prg_conn_flush(prg_conn *c) {
             n++;
         }
         struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-        ssize_t sent = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+        /* MSG_DONTWAIT: a no-op on the event engines' non-blocking sockets;
+         * on the blocking engines' it keeps a send from waiting on a client
+         * that does not read (the engine waits, see engine_blocking.c). */
+        ssize_t sent = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (sent < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) { result = 1; break; }
@@ -323,6 +326,9 @@ static void process_http(prg_conn *c) {
             break;
         }
         used += (size_t)r;
+        /* The blocking engine answers one request per connection: the
+         * request view and the writer both see a request that closes. */
+        if (loop->one_request) req.flags &= ~(unsigned)PRG_REQ_KEEP_ALIVE;
         prg_http_parser_reset(&c->parser);
         prg_timer_remove(c);   /* the next request's head gets its own deadline */
         c->flags &= ~CONN_CONTINUE_SENT;
@@ -358,8 +364,9 @@ static void process_input(prg_conn *c) {
 }
 
 /* One recv into the receive buffer. Returns bytes read (and the room it
- * offered in *offered), 0 at EOF, -1 when it would block or reading must
- * stop, -2 when the connection was closed. */
+ * offered in *offered), 0 at EOF, -1 when it would block (or a blocking
+ * socket's receive timeout passed), -2 when the connection was closed, -3
+ * when reading must stop (the buffer is full: error answer queued). */
 static ssize_t read_once(prg_conn *c, size_t *offered) {
     size_t limit = in_limit(c);
     size_t want = PRG_BLOCK_SIZE / 2;
@@ -371,7 +378,7 @@ static ssize_t read_once(prg_conn *c, size_t *offered) {
             prg_send_error(c, prg_http_head_complete(&c->parser) ? 413 : 431);
             c->flags |= CONN_CLOSE_AFTER;
             c->close_reason = PRG_CLOSE_BAD_REQUEST;
-            return -1;
+            return -3;
         }
         prg_conn_close_now(c, PRG_CLOSE_ERROR);
         return -2;
@@ -395,11 +402,12 @@ static ssize_t read_once(prg_conn *c, size_t *offered) {
     }
 }
 
-/* Lingering: read and drop until EOF, an error, or the byte cap. */
+/* Lingering: read and drop until EOF, an error, or the byte cap. Never
+ * waits: on a blocking socket (engine_blocking.c) the engine waits first. */
 static void linger_read(prg_conn *c) {
     uint8_t junk[4096];
     for (int i = 0; i < 16; i++) {
-        ssize_t n = recv(c->fd, junk, sizeof junk, 0);
+        ssize_t n = recv(c->fd, junk, sizeof junk, MSG_DONTWAIT);
         if (n > 0) {
             c->lingered += (uint32_t)n;
             if (c->lingered < PRG_LINGER_MAX_BYTES) continue;
@@ -435,35 +443,39 @@ static bool should_linger(const prg_conn *c) {
     return c->close_reason == PRG_CLOSE_BAD_REQUEST || c->in_len > 0;
 }
 
-void prg_conn_on_readable(prg_conn *c) {
+/* Returns 0 when the first recv found nothing (it would block, or a blocking
+ * socket's receive timeout passed): nothing changed, which the blocking
+ * engines must tell apart from progress (it restarts the idle timeout).
+ * Returns 1 otherwise. The event engines ignore it. */
+int prg_conn_on_readable(prg_conn *c) {
     if (c->flags & CONN_LINGER) {
         if (!(c->flags & CONN_CLOSED)) linger_read(c);
-        return;
+        return 1;
     }
     prg_trigger trigger = c->loop->server->cfg.trigger;
     int reads = trigger == PRG_TRIGGER_EDGE ? PRG_ET_READS_PER_WAKEUP : 1;
     for (int i = 0; i < reads; i++) {
-        if (c->flags & (CONN_CLOSED | CONN_PAUSED | CONN_READ_EOF | CONN_CLOSE_AFTER)) return;
+        if (c->flags & (CONN_CLOSED | CONN_PAUSED | CONN_READ_EOF | CONN_CLOSE_AFTER)) return 1;
         size_t offered = 0;
         ssize_t n = read_once(c, &offered);
-        if (n == -2) return;
         if (n == 0) {
             /* Half-close: answer what was asked, then close. */
             c->flags |= CONN_READ_EOF;
-            return;
+            return 1;
         }
-        if (n < 0) return;   /* drained (EAGAIN) */
+        if (n < 0) return n != -1 || i > 0;   /* closed, full, or drained (EAGAIN) */
         process_input(c);
         /* A short read means the socket is drained, so edge mode can stop
          * without the extra recv that would return EAGAIN. Not after a hang-up
          * was signalled: the FIN must still be read, and no new edge comes. */
-        if ((size_t)n < offered && !(c->flags & CONN_PEER_HUP)) return;
+        if ((size_t)n < offered && !(c->flags & CONN_PEER_HUP)) return 1;
         /* Flush between reads so a big pipelined burst does not pile up. */
-        if (c->out_bytes && prg_conn_flush(c) < 0) return;
+        if (c->out_bytes && prg_conn_flush(c) < 0) return 1;
     }
     /* Edge mode and the cap was reached: more may be waiting, and no new
      * edge will come for it. Serve the others first, then come back. */
     if (trigger == PRG_TRIGGER_EDGE) prg_loop_mark_ready(c);
+    return 1;
 }
 
 void prg_conn_finish_io(prg_conn *c) {

@@ -208,6 +208,7 @@ struct prg_loop {
     bool listener_paused;      /* accept failed for lack of resources: disarmed until listener_resume */
     uint32_t listener_resume;  /* loop clock second to re-arm the listener */
     time_t emfile_logged;      /* last time descriptor exhaustion was logged */
+    bool one_request;          /* blocking engine: every connection is answered once, then closed */
     uint64_t next_id;
 
     prg_header *headers;       /* parser output, limits.max_headers entries */
@@ -231,7 +232,7 @@ struct prg_server {
 
 /* conn.c */
 prg_conn *prg_conn_open(prg_loop *loop, int fd);
-void prg_conn_on_readable(prg_conn *c);       /* read what the trigger mode allows, then process */
+int prg_conn_on_readable(prg_conn *c);        /* read what the trigger mode allows, then process; 0 = nothing to read */
 int prg_conn_flush(prg_conn *c);              /* 0 = all sent, 1 = would block, -1 = closed */
 void prg_conn_finish_io(prg_conn *c);          /* flush, close if done, update interest */
 void prg_conn_close_now(prg_conn *c, int reason);
@@ -256,6 +257,10 @@ int prg_send_continue(prg_conn *c);
 /* loop.c: what every engine's loop shares */
 const prg_engine_ops *prg_engine_for(prg_engine engine);   /* NULL if unknown */
 int prg_loop_init(prg_loop *loop);              /* shared init, then the engine's; 0 or -errno */
+int prg_loop_init_context(prg_loop *loop);      /* headers, Date, timers (not the Server line); 0 or -errno */
+void prg_loop_free_context(prg_loop *loop);     /* what init_context and serving left: conns, pool, headers */
+prg_conn *prg_loop_open_conn(prg_loop *loop, int fd);  /* accepted fd: conn, watch, on_open; NULL = no memory, fd still the caller's */
+bool prg_loop_accept_error(prg_loop *loop, int err);   /* accept failed (not EAGAIN): true = try again now, false = wait */
 void *prg_loop_run(void *loop);                 /* thread body: engine run, then close everything */
 void prg_loop_accept_ready(prg_loop *loop);     /* accept what the backlog holds (non-blocking listener) */
 void prg_loop_mark_ready(prg_conn *c);          /* serve it after this batch (edge input, writes from elsewhere) */

@@ -27,25 +27,47 @@ const prg_engine_ops *prg_engine_for(prg_engine engine) {
     return NULL;
 }
 
-int prg_loop_init(prg_loop *loop) {
+/* What any context that serves connections needs (an engine's loop, or a
+ * threaded engine's worker): the parser's header array, the Date cache and
+ * the timeout lists. Not the Server line: cfg.server_name is valid only
+ * during prg_server_create, so a later context copies a loop's line. */
+int prg_loop_init_context(prg_loop *loop) {
     prg_server *s = loop->server;
-    loop->engine = prg_engine_for(s->cfg.engine);
-    if (!loop->engine) return -EINVAL;
-    loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     loop->headers = calloc(s->cfg.limits.max_headers ? s->cfg.limits.max_headers : 1, sizeof(prg_header));
     if (!loop->headers) return -ENOMEM;
-    const char *name = s->cfg.server_name ? s->cfg.server_name : "Peregrine";
-    for (const char *q = name; *q; q++)
-        if (*q == '\r' || *q == '\n') return -EINVAL;   /* it goes into every response head */
-    int n = snprintf(loop->server_line, sizeof loop->server_line, "Server: %s\r\n", name);
-    if (n < 0 || (size_t)n >= sizeof loop->server_line) return -ENAMETOOLONG;
-    loop->server_line_len = (size_t)n;
     prg_date_refresh(&loop->date, time(NULL));
     loop->timers[TIMER_HEAD].timeout_s = (uint32_t)s->cfg.header_timeout_s;
     loop->timers[TIMER_IDLE].timeout_s = (uint32_t)s->cfg.idle_timeout_s;
     loop->timers[TIMER_LINGER].timeout_s = PRG_LINGER_SECONDS;
     loop->next_id = (uint64_t)loop->index;   /* ids stay unique across loops */
     prg_loop_refresh_clocks(loop);
+    return 0;
+}
+
+void prg_loop_free_context(prg_loop *loop) {
+    while (loop->free_conns) {
+        prg_conn *c = loop->free_conns;
+        loop->free_conns = c->ready_next;
+        free(c);
+    }
+    prg_pool_drain(&loop->pool);
+    free(loop->headers);
+    loop->headers = NULL;
+}
+
+int prg_loop_init(prg_loop *loop) {
+    const prg_config *cfg = &loop->server->cfg;
+    loop->engine = prg_engine_for(cfg->engine);
+    if (!loop->engine) return -EINVAL;
+    loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    int rc = prg_loop_init_context(loop);
+    if (rc != 0) return rc;
+    const char *name = cfg->server_name ? cfg->server_name : "Peregrine";
+    for (const char *q = name; *q; q++)
+        if (*q == '\r' || *q == '\n') return -EINVAL;   /* it goes into every response head */
+    int n = snprintf(loop->server_line, sizeof loop->server_line, "Server: %s\r\n", name);
+    if (n < 0 || (size_t)n >= sizeof loop->server_line) return -ENAMETOOLONG;
+    loop->server_line_len = (size_t)n;
     return loop->engine->init(loop);
 }
 
@@ -94,8 +116,37 @@ static bool shed_connection(prg_loop *loop) {
     return fd >= 0;
 }
 
-void prg_loop_accept_ready(prg_loop *loop) {
+bool prg_loop_accept_error(prg_loop *loop, int err) {
+    if (err == EINTR || err == ECONNABORTED || err == EPROTO) return true;
+    log_accept_error(loop, err);
+    return (err == EMFILE || err == ENFILE) && shed_connection(loop);
+}
+
+prg_conn *prg_loop_open_conn(prg_loop *loop, int fd) {
     prg_server *s = loop->server;
+    if (s->cfg.tcp_nodelay) {
+        int one = 1;
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    prg_conn *c = prg_conn_open(loop, fd);
+    if (!c) return NULL;
+    if (loop->engine->watch(c) != 0) {
+        prg_conn_close_now(c, PRG_CLOSE_ERROR);   /* no on_open yet, so no on_close */
+        return c;
+    }
+    c->flags |= CONN_OPENED;
+    if (s->cb.on_open) {
+        c->flags |= CONN_IN_CALLBACK;
+        s->cb.on_open(s->cb.ctx, c);
+        c->flags &= ~CONN_IN_CALLBACK;
+    }
+    /* A server that speaks first wrote in on_open: send it now. */
+    if (c->out_bytes || (c->flags & CONN_CLOSE_AFTER)) prg_conn_finish_io(c);
+    else prg_conn_update_timer(c);   /* a client that never sends is idle from the start */
+    return c;
+}
+
+void prg_loop_accept_ready(prg_loop *loop) {
     loop->listener_ready = false;
     if (loop->listener_paused) return;
     for (int i = 0; i < PRG_ACCEPTS_PER_WAKEUP; i++) {
@@ -103,34 +154,11 @@ void prg_loop_accept_ready(prg_loop *loop) {
         if (fd < 0) {
             int err = errno;
             if (err == EAGAIN || err == EWOULDBLOCK) return;   /* drained */
-            if (err == EINTR || err == ECONNABORTED || err == EPROTO) continue;
-            log_accept_error(loop, err);
-            if ((err == EMFILE || err == ENFILE) && shed_connection(loop)) continue;
+            if (prg_loop_accept_error(loop, err)) continue;
             prg_loop_pause_listener(loop);   /* ENOBUFS, ENOMEM, or shedding impossible */
             return;
         }
-        if (s->cfg.tcp_nodelay) {
-            int one = 1;
-            (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        }
-        prg_conn *c = prg_conn_open(loop, fd);
-        if (!c) {
-            close(fd);
-            continue;
-        }
-        if (loop->engine->watch(c) != 0) {
-            prg_conn_close_now(c, PRG_CLOSE_ERROR);   /* no on_open yet, so no on_close */
-            continue;
-        }
-        c->flags |= CONN_OPENED;
-        if (s->cb.on_open) {
-            c->flags |= CONN_IN_CALLBACK;
-            s->cb.on_open(s->cb.ctx, c);
-            c->flags &= ~CONN_IN_CALLBACK;
-        }
-        /* A server that speaks first wrote in on_open: send it now. */
-        if (c->out_bytes || (c->flags & CONN_CLOSE_AFTER)) prg_conn_finish_io(c);
-        else prg_conn_update_timer(c);   /* a client that never sends is idle from the start */
+        if (!prg_loop_open_conn(loop, fd)) close(fd);
     }
     /* Cap reached: more may wait, and in edge mode no new edge will say so. */
     loop->listener_ready = true;

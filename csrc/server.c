@@ -136,6 +136,9 @@ prg_server *prg_server_create(const prg_config *cfg, const prg_callbacks *cb, in
         }
         rc = prg_loop_init(loop);
     }
+    /* The caller's strings are read only here: no dangling copy stays. */
+    s->cfg.host = NULL;
+    s->cfg.server_name = NULL;
     if (rc != 0) {
         *err = rc;
         prg_server_destroy(s);
@@ -194,13 +197,7 @@ void prg_server_destroy(prg_server *s) {
         if (loop->engine) loop->engine->destroy(loop);
         if (loop->listen_fd >= 0) close(loop->listen_fd);
         if (loop->reserve_fd >= 0) close(loop->reserve_fd);
-        while (loop->free_conns) {
-            prg_conn *c = loop->free_conns;
-            loop->free_conns = c->ready_next;
-            free(c);
-        }
-        prg_pool_drain(&loop->pool);
-        free(loop->headers);
+        prg_loop_free_context(loop);
     }
     free(s->loops);
     free(s);

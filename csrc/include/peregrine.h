@@ -11,6 +11,12 @@
  * connection from another connection's callback is allowed: it takes effect
  * after the current batch of events. prg_server_stop may be called from any
  * thread.
+ *
+ * The threaded engine runs every connection on a thread of its own, so the
+ * callbacks run concurrently on many threads, and a connection may be used
+ * only from its own callbacks (not from another connection's: that one
+ * belongs to another thread). The blocking engine serves one connection at
+ * a time on one thread.
  */
 #ifndef PEREGRINE_H
 #define PEREGRINE_H
@@ -145,8 +151,10 @@ typedef enum prg_trigger {
 typedef enum prg_engine {
     PRG_ENGINE_EPOLL = 0,    /* raw epoll readiness loop (loop_epoll.c), any trigger */
     PRG_ENGINE_LIBEV = 1,    /* libev readiness loop (loop_libev.c), backend chosen by libev_backend */
-    PRG_ENGINE_BLOCKING = 2, /* one client at a time: accept, read, answer, close (engine_blocking.c) */
-    PRG_ENGINE_THREADED = 3, /* a thread per connection, blocking sockets, capped (engine_blocking.c) */
+    PRG_ENGINE_BLOCKING = 2, /* one client at a time: accept, read, answer one request with
+                                Connection: close, close; raw mode: serve until the client closes */
+    PRG_ENGINE_THREADED = 3, /* a thread per connection, blocking sockets, keep-alive and pipelining;
+                                beyond max_threads: 503 + Retry-After (raw: close) */
 } prg_engine;
 
 /* libev's own readiness mechanisms (EVBACKEND_*), for the libev engine. */
@@ -198,6 +206,8 @@ typedef struct prg_config {
     int idle_timeout_s;        /* no progress for this long (idle keep-alive, stalled body: 408, unread output) closes (default 60; 0 = off) */
     const char *server_name;   /* value of the Server header; NULL = "Peregrine" */
 } prg_config;
+/* host and server_name are read during prg_server_create only: they need not
+ * outlive it. */
 
 void prg_config_default(prg_config *cfg);
 
@@ -206,9 +216,13 @@ void prg_config_default(prg_config *cfg);
 prg_server *prg_server_create(const prg_config *cfg, const prg_callbacks *cb, int *err);
 /* Starts one thread per loop. Returns 0 or -errno. */
 int prg_server_start(prg_server *s);
-/* Asks every loop to stop (thread-safe, async-signal-safe) and returns at once. */
+/* Asks every loop to stop (thread-safe, async-signal-safe, every engine) and
+ * returns at once. The blocking and threaded engines shut down the listener
+ * and their connections' sockets, so a thread blocked in accept, recv or
+ * poll returns at once; connections close with PRG_CLOSE_SHUTDOWN. */
 void prg_server_stop(prg_server *s);
-/* Waits for the loop threads to end. Returns 0 or -errno. */
+/* Waits for the loop threads to end (threaded engine: and every connection
+ * thread, after its on_close). Returns 0 or -errno. */
 int prg_server_wait(prg_server *s);
 /* Closes everything and frees the server. Loops must have ended. */
 void prg_server_destroy(prg_server *s);
