@@ -213,6 +213,7 @@ static void libev_run(prg_loop *loop) {
         /* Left-over work: poll without blocking, then do it in end_batch. */
         ev_run(st->ev, wait_ms == 0 ? EVRUN_NOWAIT : EVRUN_ONCE);
         prg_loop_end_batch(loop);
+        prg_loop_drain(loop);
     }
 }
 
