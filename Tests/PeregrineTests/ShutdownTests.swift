@@ -191,6 +191,40 @@ final class ShutdownTests: XCTestCase {
         XCTAssertLessThan(took, .seconds(3), "[\(mode)] shutdown waited for its deadline")
     }
 
+    /// Several loops (SO_REUSEPORT listeners): each drains on its own, and
+    /// shutdown returns when the last one is done.
+    func testSeveralLoopsDrain() throws {
+        try forEachEngine { mode in
+            guard mode.runsSeveralLoops else { return }
+            try withServer(mode, Self.app, configure: { $0.threads = 3 }) { server in
+                var idle: [TestSocket] = []
+                var uploads: [TestSocket] = []
+                for _ in 0..<6 {
+                    let i = try TestSocket(port: server.port)
+                    try i.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+                    XCTAssertEqual(try i.readResponse().status, 200, "[\(mode)]")
+                    idle.append(i)
+                    let u = try TestSocket(port: server.port)
+                    try u.send("POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 20\r\n\r\n0123456789")
+                    uploads.append(u)
+                }
+                usleep(100_000)
+                let call = ShutdownCall(server, deadline: .seconds(5))
+                for i in idle { XCTAssertTrue(try i.expectClose().isEmpty, "[\(mode)]") }
+                assertRefused(server.port, mode)
+                for u in uploads {
+                    try u.send("abcdefghij")
+                    let r = try u.readResponse()
+                    XCTAssertEqual(r.bodyString, "got 20", "[\(mode)]")
+                    XCTAssertEqual(r.header("Connection"), "close", "[\(mode)]")
+                    XCTAssertTrue(try u.expectClose().isEmpty, "[\(mode)]")
+                }
+                guard let took = call.wait() else { return XCTFail("[\(mode)] shutdown did not return") }
+                XCTAssertLessThan(took, .seconds(3), "[\(mode)]")
+            }
+        }
+    }
+
     /// A body that never finishes is cut at the deadline, and shutdown
     /// returns within deadline + about a second (the blocking engines' tick).
     func testDeadlineCutsStalledRequest() throws {
