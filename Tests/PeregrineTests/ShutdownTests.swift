@@ -57,15 +57,17 @@ final class ShutdownTests: XCTestCase {
         return poll(&p, 1, ms) == 1
     }
 
-    /// A connection attempt now is refused (or reset before any byte).
-    private func assertRefused(_ port: Int, _ mode: EngineMode, file: StaticString = #filePath, line: UInt = #line) {
+    /// A connection attempt now is refused. With several loops, one that has
+    /// not yet seen the shutdown may still take the handshake into its
+    /// backlog (`allowBacklog`): the connection is then reset, never answered.
+    private func assertRefused(_ port: Int, _ mode: EngineMode, allowBacklog: Bool = false,
+                               file: StaticString = #filePath, line: UInt = #line) {
         do {
             let s = try TestSocket(port: port)
-            // Accepted by nobody: at most a reset, never an answer.
             try? s.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
             let bytes = (try? s.readUntilEOF()) ?? []
             XCTAssertTrue(bytes.isEmpty, "[\(mode)] a connection made during shutdown was answered", file: file, line: line)
-            XCTFail("[\(mode)] connect succeeded during shutdown", file: file, line: line)
+            if !allowBacklog { XCTFail("[\(mode)] connect succeeded during shutdown", file: file, line: line) }
         } catch ClientError.system(_, let e) {
             XCTAssertEqual(e, ECONNREFUSED, "[\(mode)]", file: file, line: line)
         } catch {
@@ -211,7 +213,7 @@ final class ShutdownTests: XCTestCase {
                 usleep(100_000)
                 let call = ShutdownCall(server, deadline: .seconds(5))
                 for i in idle { XCTAssertTrue(try i.expectClose().isEmpty, "[\(mode)]") }
-                assertRefused(server.port, mode)
+                assertRefused(server.port, mode, allowBacklog: true)
                 for u in uploads {
                     try u.send("abcdefghij")
                     let r = try u.readResponse()
