@@ -326,9 +326,10 @@ static void process_http(prg_conn *c) {
             break;
         }
         used += (size_t)r;
-        /* The blocking engine answers one request per connection: the
+        /* The blocking engine answers one request per connection, and a
+         * draining server answers the request in flight and closes: the
          * request view and the writer both see a request that closes. */
-        if (loop->one_request) req.flags &= ~(unsigned)PRG_REQ_KEEP_ALIVE;
+        if (loop->one_request || loop->draining) req.flags &= ~(unsigned)PRG_REQ_KEEP_ALIVE;
         prg_http_parser_reset(&c->parser);
         prg_timer_remove(c);   /* the next request's head gets its own deadline */
         c->flags &= ~CONN_CONTINUE_SENT;

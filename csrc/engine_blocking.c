@@ -31,6 +31,13 @@
  * its own. Worker contexts are reused from a spare list, so a new connection
  * costs a thread and nothing more. Connection ids come from the acceptor.
  *
+ * Graceful shutdown (prg_server_shutdown): wake shuts the listener down
+ * only. The blocking engine finishes the connection being served (answered
+ * with Connection: close; closed at once if nothing of a request arrived
+ * yet); clients waiting in the backlog are reset by the kernel. The threaded
+ * acceptor stops accepting and waits for the workers, each finishing its
+ * current request the same way, until the deadline; then it stops them.
+ *
  * Stopping: wake stays async-signal-safe. It shuts the listener down
  * (shutdown(SHUT_RD) makes a blocked accept return EINVAL on Linux), and the
  * blocking engine also shuts down the connection being served. The threaded
@@ -62,6 +69,8 @@ static bool stopping(const prg_loop *loop) {
     return atomic_load(&loop->server->loops[0].stop) != 0;
 }
 
+static bool draining(const prg_loop *loop) { return prg_drain_requested(loop->server); }
+
 /* The listener was made non-blocking for the event engines: here accept
  * blocks, with the tick. Accepted sockets inherit both timeouts from the
  * listener (Linux copies them at accept), so connections cost no setsockopt
@@ -84,7 +93,7 @@ static int accept_one(prg_loop *loop) {
     int err = errno;
     prg_loop_refresh_clocks(loop);
     if (fd >= 0) return fd;
-    if (err == EAGAIN || err == EWOULDBLOCK || stopping(loop)) return -1;   /* tick, or shut down */
+    if (err == EAGAIN || err == EWOULDBLOCK || stopping(loop) || draining(loop)) return -1;   /* tick, or shut down */
     if (!prg_loop_accept_error(loop, err)) {
         /* Out of a resource the next accept lacks too: wait a second. The
          * shut-down listener reports POLLHUP, so stop is not delayed. */
@@ -139,11 +148,18 @@ static void serve_step(prg_conn *c) {
     else if (n > 0) prg_conn_handle_event(c, prg_events(p.revents));
 }
 
-/* Serves the context's one connection until it is closed and freed. */
+/* Serves the context's one connection until it is closed and freed.
+ * Graceful shutdown: an idle connection (nothing of a request received, no
+ * output pending) is closed, one in progress is served on (its request is
+ * answered with Connection: close) until done or the deadline. Each wait
+ * returns at least once a tick, so both are seen within a second. */
 static void serve_connection(prg_loop *loop) {
     while (loop->live) {
         prg_conn *c = loop->live;
-        if (stopping(loop)) prg_conn_close_now(c, PRG_CLOSE_SHUTDOWN);
+        if (!loop->draining && draining(loop)) loop->draining = true;
+        if (stopping(loop) ||
+            (loop->draining && (prg_conn_drain_idle(c) || prg_drain_expired(loop->server))))
+            prg_conn_close_now(c, PRG_CLOSE_SHUTDOWN);
         else serve_step(c);
         prg_loop_end_batch(loop);   /* ready list, timeouts, freeing */
     }
@@ -167,7 +183,7 @@ static int blocking_init(prg_loop *loop) {
 }
 
 static void blocking_run(prg_loop *loop) {
-    while (!stopping(loop)) {
+    while (!stopping(loop) && !draining(loop)) {
         int fd = accept_one(loop);
         if (fd < 0) continue;
         if (!prg_loop_open_conn(loop, fd)) {
@@ -187,9 +203,12 @@ static void blocking_run(prg_loop *loop) {
  * either wake sees the new connection or the engine sees stop. */
 static void blocking_wake(prg_loop *loop) {
     atomic_thread_fence(memory_order_seq_cst);
-    (void)shutdown(loop->listen_fd, SHUT_RD);   /* a blocked accept returns EINVAL */
+    /* A blocked accept returns EINVAL; the kernel refuses new connections
+     * and resets those waiting in the backlog (Linux: a listener shut down
+     * for reading stops listening). */
+    (void)shutdown(loop->listen_fd, SHUT_RD);
     blocking_state *st = loop->engine_state;
-    if (!st) return;
+    if (!st || !stopping(loop)) return;   /* graceful shutdown: the connection being served goes on */
     atomic_fetch_add(&st->waking, 1);
     int fd = atomic_load(&st->fd);
     if (fd >= 0) (void)shutdown(fd, SHUT_RDWR);   /* a blocked recv returns 0, a send fails */
@@ -411,10 +430,27 @@ static void stop_workers(threaded_state *st) {
     reap(st);
 }
 
+/* Graceful shutdown: the workers finish their current requests (see
+ * serve_connection); wait for them until the deadline or a stop. */
+static void drain_workers(prg_loop *loop, threaded_state *st) {
+    pthread_mutex_lock(&st->mu);
+    while (st->busy && !stopping(loop) && !prg_drain_expired(loop->server)) {
+        int ms = prg_drain_ms_left(loop->server);
+        if (ms > 100) ms = 100;   /* stop is seen within 100 ms */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += (long)ms * 1000000L;
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        (void)pthread_cond_timedwait(&st->finished, &st->mu, &ts);
+    }
+    pthread_mutex_unlock(&st->mu);
+}
+
 static void threaded_run(prg_loop *loop) {
     threaded_state *st = loop->engine_state;
     int max = loop->server->cfg.max_threads;
-    while (!stopping(loop)) {
+    while (!stopping(loop) && !draining(loop)) {
         int fd = accept_one(loop);
         reap(st);   /* each connection and each tick: finished threads do not linger */
         if (fd < 0) continue;
@@ -424,7 +460,8 @@ static void threaded_run(prg_loop *loop) {
         }
         if (st->threads >= max || spawn(loop, st, fd) != 0) refuse(loop, fd);
     }
-    stop_workers(st);
+    if (!stopping(loop)) drain_workers(loop, st);
+    stop_workers(st);   /* what the deadline (or a stop) left */
 }
 
 /* Async-signal-safe: the acceptor does the rest once out of accept. */

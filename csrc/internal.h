@@ -209,6 +209,7 @@ struct prg_loop {
     uint32_t listener_resume;  /* loop clock second to re-arm the listener */
     time_t emfile_logged;      /* last time descriptor exhaustion was logged */
     bool one_request;          /* blocking engine: every connection is answered once, then closed */
+    bool draining;             /* graceful shutdown under way in this context: answers close */
     uint64_t next_id;
 
     prg_header *headers;       /* parser output, limits.max_headers entries */
@@ -228,6 +229,9 @@ struct prg_server {
     int effective_backlog;
     int loop_count;
     prg_loop *loops;
+    /* Graceful shutdown (prg_server_shutdown): set once, read by every loop. */
+    atomic_int drain;
+    atomic_llong drain_deadline_ms;   /* CLOCK_MONOTONIC milliseconds; 0 = none asked */
 };
 
 /* conn.c */
@@ -270,6 +274,15 @@ void prg_loop_refresh_clocks(prg_loop *loop);   /* Date cache and the timer cloc
 void prg_loop_pause_listener(prg_loop *loop);   /* out of a resource: stop accepting for a second */
 void prg_loop_resume_listener(prg_loop *loop);
 void prg_conn_handle_event(prg_conn *c, unsigned events);   /* PRG_EV_* from the engine */
+
+/* Graceful shutdown (loop.c). */
+int64_t prg_monotonic_ms(void);
+bool prg_drain_requested(const prg_server *s);
+bool prg_drain_expired(const prg_server *s);
+int prg_drain_ms_left(const prg_server *s);     /* >= 0 */
+bool prg_conn_drain_idle(const prg_conn *c);    /* nothing in flight: may be closed at once */
+void prg_loop_drain(prg_loop *loop);            /* event engines, after each batch: close the listener,
+                                                   idle connections, all at the deadline; stop when none left */
 
 static inline void prg_loop_update_interest(prg_conn *c) {
     if (!(c->flags & CONN_CLOSED)) c->loop->engine->update_interest(c);

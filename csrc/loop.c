@@ -220,7 +220,13 @@ static bool timers_pending(const prg_loop *loop) {
 int prg_loop_wait_ms(const prg_loop *loop) {
     if (loop->ready || loop->listener_ready) return 0;
     /* Wake once a second while any timeout is pending: the sweep's tick. */
-    return timers_pending(loop) ? 1000 : -1;
+    int ms = timers_pending(loop) ? 1000 : -1;
+    if (loop->draining) {
+        /* Wake at the shutdown deadline at the latest. */
+        int left = prg_drain_ms_left(loop->server);
+        if (ms < 0 || left < ms) ms = left;
+    }
+    return ms;
 }
 
 void prg_loop_end_batch(prg_loop *loop) {
@@ -228,6 +234,76 @@ void prg_loop_end_batch(prg_loop *loop) {
     if (loop->ready) serve_ready_list(loop);
     prg_timers_sweep(loop);
     free_dead(loop);
+}
+
+/* ------------------------------------------------------ graceful shutdown
+ *
+ * prg_server_shutdown sets server->drain and a deadline, then wakes every
+ * loop. Each context then stops accepting, closes what is idle, lets what is
+ * in flight finish (its request answered with Connection: close, its output
+ * flushed), and closes everything left at the deadline. */
+
+int64_t prg_monotonic_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);   /* async-signal-safe */
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+bool prg_drain_requested(const prg_server *s) {
+    return atomic_load_explicit(&s->drain, memory_order_acquire) != 0;
+}
+
+int prg_drain_ms_left(const prg_server *s) {
+    int64_t left = atomic_load(&s->drain_deadline_ms) - prg_monotonic_ms();
+    if (left < 0) return 0;
+    return left > 1000000000 ? 1000000000 : (int)left;
+}
+
+bool prg_drain_expired(const prg_server *s) { return prg_drain_ms_left(s) == 0; }
+
+/* Idle: no request partly received (HTTP: the receive buffer holds nothing;
+ * raw: unconsumed input does not count), no output pending, no callback
+ * running, not lingering after an error answer (that ends by itself). */
+bool prg_conn_drain_idle(const prg_conn *c) {
+    if (c->flags & (CONN_CLOSED | CONN_IN_CALLBACK | CONN_LINGER)) return false;
+    if (c->out_bytes) return false;
+    return c->in_len == 0 || c->loop->server->cfg.mode == PRG_MODE_RAW;
+}
+
+static void drain_begin(prg_loop *loop) {
+    loop->draining = true;
+    /* Stop accepting: closing the listener makes the kernel refuse new
+     * connections and reset those still in its accept queue, instead of
+     * leaving them in a backlog nobody serves. */
+    if (loop->listen_fd >= 0) {
+        loop->engine->set_listener(loop, false);   /* libev: stop the watcher before close */
+        close(loop->listen_fd);
+        loop->listen_fd = -1;
+    }
+    loop->listener_ready = false;
+    loop->listener_paused = false;
+    /* Output pending and no request buffered: the answer is the last one. */
+    for (prg_conn *c = loop->live; c; c = c->next) {
+        if ((c->flags & (CONN_CLOSED | CONN_LINGER | CONN_CLOSE_AFTER)) || !c->out_bytes || c->in_len) continue;
+        c->flags |= CONN_CLOSE_AFTER;
+        c->close_reason = PRG_CLOSE_SHUTDOWN;
+        prg_loop_update_interest(c);
+    }
+}
+
+void prg_loop_drain(prg_loop *loop) {
+    if (!prg_drain_requested(loop->server)) return;
+    if (!loop->draining) drain_begin(loop);
+    bool expired = prg_drain_expired(loop->server);
+    prg_conn *c = loop->live;
+    while (c) {
+        prg_conn *next = c->next;   /* close_now unlinks c */
+        if (expired || prg_conn_drain_idle(c)) prg_conn_close_now(c, PRG_CLOSE_SHUTDOWN);
+        c = next;
+    }
+    free_dead(loop);
+    /* The last connection is gone: the loop ends. */
+    if (!loop->live) atomic_store_explicit(&loop->stop, 1, memory_order_release);
 }
 
 void *prg_loop_run(void *arg) {

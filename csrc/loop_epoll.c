@@ -132,6 +132,7 @@ static void epoll_run(prg_loop *loop) {
             }
         }
         prg_loop_end_batch(loop);
+        prg_loop_drain(loop);
     }
 }
 

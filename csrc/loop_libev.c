@@ -208,11 +208,17 @@ static void libev_run(prg_loop *loop) {
         int wait_ms = prg_loop_wait_ms(loop);
         /* The tick runs only while a timeout is pending (as epoll_wait's
          * 1000 ms timeout does): an idle server sleeps. */
-        if (wait_ms > 0 && !ev_is_active(&st->tick)) ev_timer_start(st->ev, &st->tick);
+        if (wait_ms > 0 && loop->draining) {
+            /* Graceful shutdown: the deadline may come before the tick. */
+            ev_timer_stop(st->ev, &st->tick);
+            ev_timer_set(&st->tick, wait_ms < 1000 ? wait_ms / 1000.0 : 1.0, 1.0);
+            ev_timer_start(st->ev, &st->tick);
+        } else if (wait_ms > 0 && !ev_is_active(&st->tick)) ev_timer_start(st->ev, &st->tick);
         else if (wait_ms < 0 && ev_is_active(&st->tick)) ev_timer_stop(st->ev, &st->tick);
         /* Left-over work: poll without blocking, then do it in end_batch. */
         ev_run(st->ev, wait_ms == 0 ? EVRUN_NOWAIT : EVRUN_ONCE);
         prg_loop_end_batch(loop);
+        prg_loop_drain(loop);
     }
 }
 

@@ -159,7 +159,10 @@ static int write_status(prg_conn *c, int status, const char *reason, size_t reas
  * open, or a response that must end the connection, closes. HTTP/1.0
  * keep-alive must be confirmed. Writes at most 24 bytes to out. */
 static size_t put_connection(prg_conn *c, char *out) {
-    bool closing = !c->req_keep_alive || (c->flags & CONN_CLOSE_AFTER);
+    /* A graceful shutdown began while the request was parsed or its handler
+     * ran (another thread, or a handler that blocks): it is the last one. */
+    bool closing = !c->req_keep_alive || (c->flags & CONN_CLOSE_AFTER) ||
+                   atomic_load_explicit(&c->loop->server->drain, memory_order_relaxed);
     if (closing) c->flags |= CONN_CLOSE_AFTER;
     if (c->resp_flags & RESP_CONN_HDR) return 0;
     if (closing) {

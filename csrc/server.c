@@ -105,6 +105,8 @@ prg_server *prg_server_create(const prg_config *cfg, const prg_callbacks *cb, in
     s->cfg = *cfg;
     s->cb = *cb;
     s->loop_count = cfg->threads;
+    atomic_init(&s->drain, 0);
+    atomic_init(&s->drain_deadline_ms, 0);
     int somaxconn = read_somaxconn();
     int backlog = cfg->backlog > 0 ? cfg->backlog : 1024;
     s->effective_backlog = backlog < somaxconn ? backlog : somaxconn;
@@ -174,6 +176,22 @@ void prg_server_stop(prg_server *s) {
         atomic_store_explicit(&loop->stop, 1, memory_order_release);
         if (loop->engine) loop->engine->wake(loop);
     }
+}
+
+int prg_server_shutdown(prg_server *s, int deadline_ms) {
+    if (deadline_ms < 0) return -EINVAL;
+    /* Lock-free atomics, clock_gettime and the engines' wake only: safe in
+     * a signal handler. A second call may bring the deadline closer. */
+    long long at = (long long)prg_monotonic_ms() + deadline_ms;
+    long long cur = atomic_load(&s->drain_deadline_ms);
+    while ((cur == 0 || at < cur) && !atomic_compare_exchange_weak(&s->drain_deadline_ms, &cur, at)) {
+    }
+    atomic_store(&s->drain, 1);
+    for (int i = 0; i < s->loop_count; i++) {
+        prg_loop *loop = &s->loops[i];
+        if (loop->engine) loop->engine->wake(loop);
+    }
+    return 0;
 }
 
 int prg_server_wait(prg_server *s) {

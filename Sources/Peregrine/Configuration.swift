@@ -81,6 +81,9 @@ public struct Configuration: Sendable {
     public var serverName = "Peregrine"
     /// Print one line per request: method, target, status.
     public var logRequests = false
+    /// How long `run()` lets requests in flight finish after SIGINT or
+    /// SIGTERM before closing what is left (`Server.shutdown(deadline:)`).
+    public var shutdownDeadline: Duration = .seconds(10)
 
     public init() {}
 
@@ -99,6 +102,7 @@ public struct Configuration: Sendable {
         }
         if threads < 1 || threads > 1024 { return "threads must be 1...1024" }
         if maxThreads < 1 { return "maxThreads must be at least 1" }
+        if shutdownDeadline < .zero { return "shutdownDeadline must not be negative" }
         return nil
     }
 }

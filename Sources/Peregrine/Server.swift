@@ -1,5 +1,6 @@
 import CPeregrine
 import PeregrineSwiftEpoll
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -30,6 +31,10 @@ public final class Server: @unchecked Sendable {
     private var started = false
     /// The pure-Swift engine, when `configuration.engine == .swift`.
     private var swiftServer: SwiftEpollServer?
+    /// Guards `handle` and `swiftServer` while a shutdown drains, so that a
+    /// `stop()` from another thread never reaches a released server.
+    private let lifecycle = Mutex<Void>(())
+    private var shuttingDown = false
 
     public init(configuration: Configuration, application: Application) {
         self.configuration = configuration
@@ -119,23 +124,75 @@ public final class Server: @unchecked Sendable {
     }
 
     /// Stops every loop, closes every connection and waits for the threads.
+    /// From another thread while `shutdown(deadline:)` is draining: ends the
+    /// drain at once (that call then returns and releases everything).
     public func stop() {
+        let interrupted = lifecycle.withLock { _ -> Bool in
+            guard shuttingDown else { return false }
+            if let swiftServer { swiftServer.interrupt() } else if let handle { prg_server_stop(handle) }
+            return true
+        }
+        if interrupted { return }
         if let swiftServer {
             swiftServer.stop()
-            self.swiftServer = nil
+            lifecycle.withLock { _ in self.swiftServer = nil }
             started = false
             return
         }
         guard started, let handle else { return }
         prg_server_stop(handle)
         prg_server_wait(handle)
-        prg_server_destroy(handle)
-        self.handle = nil
+        lifecycle.withLock { _ in
+            prg_server_destroy(handle)
+            self.handle = nil
+        }
         started = false
     }
 
+    /// Graceful shutdown: stops accepting (new connections are refused),
+    /// closes idle keep-alive connections, lets every request in flight
+    /// finish — it is answered with `Connection: close`, its output is
+    /// flushed, then the connection is closed — and closes whatever is left
+    /// once `deadline` has passed. Blocks until the last connection is gone
+    /// (or the deadline), then releases everything as `stop()` does.
+    /// `stop()` from another thread meanwhile ends the drain at once.
+    public func shutdown(deadline: Duration = .seconds(10)) {
+        let ms = Self.milliseconds(deadline)
+        let engine: (swift: SwiftEpollServer?, c: OpaquePointer?)? = lifecycle.withLock { _ in
+            guard started, !shuttingDown else { return nil }
+            shuttingDown = true
+            return (swiftServer, handle)
+        }
+        guard let engine else { return }
+        if let swift = engine.swift {
+            swift.shutdown(deadlineMilliseconds: ms)
+            lifecycle.withLock { _ in
+                shuttingDown = false
+                swiftServer = nil
+            }
+        } else if let handle = engine.c {
+            _ = prg_server_shutdown(handle, Int32(clamping: ms))
+            prg_server_wait(handle)
+            lifecycle.withLock { _ in
+                shuttingDown = false
+                prg_server_destroy(handle)
+                self.handle = nil
+            }
+        }
+        started = false
+    }
+
+    static func milliseconds(_ d: Duration) -> Int {
+        let (seconds, attoseconds) = d.components
+        if seconds < 0 { return 0 }
+        if seconds > Int64(Int32.max / 1000) { return Int(Int32.max) }
+        return Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000)
+    }
+
     /// Starts, calls `started` (to log the bound port), then blocks until
-    /// SIGINT or SIGTERM, then stops.
+    /// SIGINT or SIGTERM, then shuts down gracefully within
+    /// `configuration.shutdownDeadline`; a second SIGINT or SIGTERM during
+    /// that drain stops at once.
     public func run(started: (Server) -> Void = { _ in }) throws {
         var signals = sigset_t()
         sigemptyset(&signals)
@@ -147,7 +204,51 @@ public final class Server: @unchecked Sendable {
         started(self)
         var received: Int32 = 0
         sigwait(&signals, &received)
-        stop()
+        // A watcher thread takes a second signal while this one drains.
+        let watcher = SignalWatcher(server: self, signals: signals)
+        let tid = watcher.start()
+        shutdown(deadline: configuration.shutdownDeadline)
+        watcher.done.store(true, ordering: .releasing)
+        if let tid { pthread_join(tid, nil) }
+    }
+}
+
+/// During a graceful shutdown, waits for a second SIGINT/SIGTERM (polling a
+/// flag every 100 ms to end with the drain) and then stops at once.
+private final class SignalWatcher: @unchecked Sendable {
+    let server: Server
+    let signals: sigset_t
+    let done = Atomic<Bool>(false)
+
+    init(server: Server, signals: sigset_t) {
+        self.server = server
+        self.signals = signals
+    }
+
+    func start() -> pthread_t? {
+        var tid = pthread_t()
+        let arg = Unmanaged.passRetained(self).toOpaque()
+        let rc = pthread_create(&tid, nil, { arg in
+            let watcher = Unmanaged<SignalWatcher>.fromOpaque(arg.unsafelyUnwrapped).takeRetainedValue()
+            watcher.watch()
+            return nil
+        }, arg)
+        if rc != 0 {
+            Unmanaged<SignalWatcher>.fromOpaque(arg).release()
+            return nil
+        }
+        return tid
+    }
+
+    private func watch() {
+        var set = signals
+        var timeout = timespec(tv_sec: 0, tv_nsec: 100_000_000)
+        while !done.load(ordering: .acquiring) {
+            if sigtimedwait(&set, nil, &timeout) > 0 {
+                server.stop()
+                return
+            }
+        }
     }
 }
 

@@ -444,6 +444,8 @@ extension UnsafeMutablePointer where Pointee == ConnState {
                 break
             }
             used += r
+            // A draining server answers the request in flight and closes.
+            if loop.pointee.draining { req.flags.remove(.keepAlive) }
             pointee.parser.reset()
             timerRemove() // the next request's head gets its own deadline
             pointee.flags &= ~CF.continueSent

@@ -37,6 +37,24 @@ final class AppHandlers: Sendable {
     }
 }
 
+/// Graceful shutdown asked (SwiftEpollServer.shutdown): the deadline in
+/// CLOCK_MONOTONIC ms, 0 = not asked. One per server, read by every loop and
+/// by the response writer (the answer being written is the last one).
+final class DrainSignal: Sendable {
+    let deadline = Atomic<Int64>(0)
+
+    /// A second call may only bring the deadline closer.
+    func request(deadline: Int64) {
+        var current = self.deadline.load(ordering: .acquiring)
+        while current == 0 || deadline < current {
+            let (exchanged, original) = self.deadline.compareExchange(expected: current, desired: deadline,
+                                                                      ordering: .acquiringAndReleasing)
+            if exchanged { break }
+            current = original
+        }
+    }
+}
+
 /// epoll tags for the two descriptors that are not connections.
 private enum Tag {
     static let wake: UInt64 = 0
@@ -58,6 +76,8 @@ struct LoopState {
     /// Kept alive by the server and the loop object; read through
     /// `_withUnsafeGuaranteedRef` so calling a handler retains nothing.
     let app: Unmanaged<AppHandlers>
+    /// Kept alive by the server and the loop object, as `app`.
+    let drainSignal: Unmanaged<DrainSignal>
     let responseFunctions: ResponseWriterFunctions
     let connectionFunctions: ConnectionFunctions
 
@@ -80,6 +100,8 @@ struct LoopState {
     var listenerResume: UInt32 = 0
     var emfileLogged = 0
     var nextId: UInt64 = 0
+    var draining = false        // graceful shutdown under way: answers close
+    var drainDeadline: Int64 = 0 // CLOCK_MONOTONIC milliseconds
 
     // Scratch memory, allocated once.
     let headers: UnsafeMutableRawPointer          // parser output, maxHeaders records
@@ -98,7 +120,8 @@ struct LoopState {
     let serverLineLen: Int
 
     init(configuration c: SwiftServerConfiguration, loopCount: Int, index: Int, app: AppHandlers,
-         serverLine: [UInt8]) {
+         drain: DrainSignal, serverLine: [UInt8]) {
+        drainSignal = Unmanaged.passUnretained(drain)
         edge = c.trigger == .edge
         raw = app.isRaw
         cork = c.cork
@@ -319,7 +342,13 @@ extension UnsafeMutablePointer where Pointee == LoopState {
     @inline(__always)
     func waitMilliseconds() -> Int32 {
         if pointee.ready != nil || pointee.listenerReady { return 0 }
-        return timersPending ? 1000 : -1
+        var ms: Int32 = timersPending ? 1000 : -1
+        if pointee.draining {
+            // Wake at the shutdown deadline at the latest.
+            let left = Int32(clamping: Swift.max(0, pointee.drainDeadline - monotonicMilliseconds()))
+            if ms < 0 || left < ms { ms = left }
+        }
+        return ms
     }
 
     /// After each batch of events: accepts, ready list, timers, recycling.
@@ -344,18 +373,78 @@ extension UnsafeMutablePointer where Pointee == LoopState {
     }
 }
 
+/// CLOCK_MONOTONIC in milliseconds.
+func monotonicMilliseconds() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+}
+
+// MARK: - Graceful shutdown (loop.c's prg_loop_drain)
+
+extension UnsafeMutablePointer where Pointee == ConnState {
+    /// Nothing in flight: no request partly received (raw: unconsumed input
+    /// does not count), no output pending, no handler running, not lingering.
+    var drainIdle: Bool {
+        if pointee.flags & (CF.closed | CF.inCallback | CF.linger) != 0 { return false }
+        if pointee.outBytes != 0 { return false }
+        return pointee.inLen == 0 || pointee.loop.pointee.raw
+    }
+}
+
+extension UnsafeMutablePointer where Pointee == LoopState {
+    /// Stop accepting: closing the listener makes the kernel refuse new
+    /// connections and reset those still in its accept queue.
+    func beginDrain(deadline: Int64) {
+        pointee.draining = true
+        pointee.drainDeadline = deadline
+        if pointee.listenFd >= 0 {
+            close(pointee.listenFd) // also leaves the epoll set
+            pointee.listenFd = -1
+        }
+        pointee.listenerReady = false
+        pointee.listenerPaused = false
+        // Output pending and no request buffered: the answer is the last one.
+        var c = pointee.live
+        while let cc = c {
+            c = cc.pointee.next
+            if cc.pointee.flags & (CF.closed | CF.linger | CF.closeAfter) != 0 || cc.pointee.outBytes == 0
+                || cc.pointee.inLen != 0 { continue }
+            cc.pointee.flags |= CF.closeAfter
+            cc.pointee.closeReason = CloseReason.shutdown
+            cc.updateInterest()
+        }
+    }
+
+    /// After each batch while draining: close what is idle (everything at the
+    /// deadline). Returns true when the last connection is gone.
+    func drain() -> Bool {
+        let expired = monotonicMilliseconds() >= pointee.drainDeadline
+        var c = pointee.live
+        while let cc = c {
+            c = cc.pointee.next // closeNow unlinks it
+            if expired || cc.drainIdle { cc.closeNow(CloseReason.shutdown) }
+        }
+        if pointee.dead != nil { freeDead() }
+        return pointee.live == nil
+    }
+}
+
 /// A loop and its thread.
 final class SwiftLoop: @unchecked Sendable {
     let state: LoopPtr
     let stopFlag = Atomic<Bool>(false)
+    let drain: DrainSignal
     let app: AppHandlers
     var thread: pthread_t? = nil
 
-    init(configuration: SwiftServerConfiguration, loopCount: Int, index: Int, app: AppHandlers, serverLine: [UInt8]) {
+    init(configuration: SwiftServerConfiguration, loopCount: Int, index: Int, app: AppHandlers, drain: DrainSignal,
+         serverLine: [UInt8]) {
         self.app = app
+        self.drain = drain
         state = .allocate(capacity: 1)
         state.initialize(to: LoopState(configuration: configuration, loopCount: loopCount, index: index, app: app,
-                                       serverLine: serverLine))
+                                       drain: drain, serverLine: serverLine))
         state.refreshClocks()
     }
 
@@ -377,6 +466,11 @@ final class SwiftLoop: @unchecked Sendable {
     /// Any thread: make run() see the stop flag soon.
     func wake() {
         stopFlag.store(true, ordering: .releasing)
+        poke()
+    }
+
+    /// Any thread: make run() see a graceful shutdown (DrainSignal) soon.
+    func poke() {
         let fd = state.pointee.wakeFd
         if fd >= 0 {
             var one: UInt64 = 1
@@ -414,6 +508,11 @@ final class SwiftLoop: @unchecked Sendable {
                 }
             }
             loop.endBatch()
+            let deadline = drain.deadline.load(ordering: .acquiring)
+            if deadline != 0 {
+                if !loop.pointee.draining || deadline < loop.pointee.drainDeadline { loop.beginDrain(deadline: deadline) }
+                if loop.drain() { break } // the last connection is gone
+            }
         }
         // Stopping: every connection is closed and recycled.
         while let c = loop.pointee.live { c.closeNow(CloseReason.shutdown) }

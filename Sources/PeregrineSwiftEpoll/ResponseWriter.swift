@@ -11,6 +11,7 @@
 
 import Glibc
 import PeregrineCore
+import Synchronization
 
 /// Response writer states (RESP_*).
 enum RespState {
@@ -259,7 +260,10 @@ extension UnsafeMutablePointer where Pointee == ConnState {
     /// confirmed. Writes at most 24 bytes.
     @inline(__always)
     func putConnection(_ out: UnsafeMutableRawPointer) -> Int {
+        // A graceful shutdown began while the request was parsed or its
+        // handler ran (a handler that blocks): it is the last one.
         let closing = !pointee.reqKeepAlive || pointee.flags & CF.closeAfter != 0
+            || pointee.loop.pointee.drainSignal._withUnsafeGuaranteedRef { $0.deadline.load(ordering: .relaxed) != 0 }
         if closing { pointee.flags |= CF.closeAfter }
         if pointee.respFlags & RespFlag.connHeader != 0 { return 0 }
         if closing { return copyStatic(out, "Connection: close\r\n") }

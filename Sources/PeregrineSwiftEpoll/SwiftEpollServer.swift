@@ -6,6 +6,7 @@
 import CSystemEpoll
 import Glibc
 import PeregrineCore
+import Synchronization
 
 /// A system call that failed while starting the Swift engine.
 public struct SwiftEngineError: Error, CustomStringConvertible, Sendable {
@@ -44,6 +45,10 @@ public final class SwiftEpollServer: @unchecked Sendable {
     private let app: AppHandlers
     private var loops: [SwiftLoop] = []
     private var running = false
+    private let drain = DrainSignal()
+    /// Held while the loops are released, so `interrupt()` from another
+    /// thread never writes to a closed wake-up descriptor.
+    private let lifecycle = Mutex<Void>(())
 
     /// The bound port (after `start`).
     public private(set) var port = 0
@@ -109,7 +114,8 @@ public final class SwiftEpollServer: @unchecked Sendable {
                     boundPort = Self.port(of: &bound)
                     Self.setPort(&addr, boundPort)
                 }
-                let loop = SwiftLoop(configuration: c, loopCount: c.threads, index: i, app: app, serverLine: serverLine)
+                let loop = SwiftLoop(configuration: c, loopCount: c.threads, index: i, app: app, drain: drain,
+                                     serverLine: serverLine)
                 made.append(loop)
                 let rc = loop.open(listenFd: fd)
                 if rc != 0 { throw SwiftEngineError(operation: "epoll setup", code: rc) }
@@ -155,16 +161,46 @@ public final class SwiftEpollServer: @unchecked Sendable {
     /// Idempotent.
     public func stop() {
         guard running else { return }
+        interrupt()
+        join()
+    }
+
+    /// Graceful shutdown: every loop stops accepting (its listener is
+    /// closed: the kernel refuses new connections), closes idle connections,
+    /// lets each request in flight finish (answered with `Connection: close`,
+    /// output flushed, then closed), and closes what is left once
+    /// `deadlineMilliseconds` have passed. Blocks until every loop ended,
+    /// then releases everything as `stop()` does. `interrupt()` from another
+    /// thread during the drain ends it at once.
+    public func shutdown(deadlineMilliseconds: Int) {
+        guard running else { return }
+        drain.request(deadline: monotonicMilliseconds() + Int64(max(0, deadlineMilliseconds)))
+        for loop in loops { loop.poke() }
+        join()
+    }
+
+    /// Any thread, returns at once: every loop stops now (the threads are
+    /// joined by `stop()` or a `shutdown` in progress). A no-op once they
+    /// were released.
+    public func interrupt() {
+        lifecycle.withLock { _ in
+            for loop in loops { loop.wake() }
+        }
+    }
+
+    /// Waits for the loop threads, then releases everything.
+    private func join() {
         running = false
-        for loop in loops { loop.wake() }
         for loop in loops {
             if let t = loop.thread {
                 pthread_join(t, nil)
                 loop.thread = nil
             }
         }
-        for loop in loops { loop.destroy() }
-        loops = []
+        lifecycle.withLock { _ in
+            for loop in loops { loop.destroy() }
+            loops = []
+        }
     }
 
     // MARK: - Sockets

@@ -63,6 +63,9 @@ struct Serve: ParsableCommand {
     @Option(help: "Seconds an idle keep-alive connection stays open (0 = off).")
     var idleTimeout = Configuration().idleTimeout
 
+    @Option(help: "Seconds SIGINT/SIGTERM lets requests in flight finish before closing the rest (a second signal stops at once).")
+    var shutdownTimeout: Double = 10
+
     @Option(help: "Largest request line in bytes (414 beyond).")
     var maxRequestLine = Limits().maxRequestLine
     @Option(help: "Largest header section in bytes (431 beyond).")
@@ -76,7 +79,7 @@ struct Serve: ParsableCommand {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535") }
         guard (1...1024).contains(threads) else { throw ValidationError("--threads must be 1...1024") }
         guard backlog >= 1 else { throw ValidationError("--backlog must be at least 1") }
-        guard headerTimeout >= 0, idleTimeout >= 0 else { throw ValidationError("timeouts must be >= 0") }
+        guard headerTimeout >= 0, idleTimeout >= 0, shutdownTimeout >= 0, shutdownTimeout <= 86_400 else { throw ValidationError("timeouts must be >= 0") }
         guard maxRequestLine > 0, maxHeaderBytes > 0, maxHeaders > 0, maxBody >= 0 else {
             throw ValidationError("limits must be positive")
         }
@@ -102,6 +105,7 @@ struct Serve: ParsableCommand {
         config.logRequests = log
         config.headerTimeout = headerTimeout
         config.idleTimeout = idleTimeout
+        config.shutdownDeadline = .milliseconds(Int64(shutdownTimeout * 1000))
         config.limits.maxRequestLine = maxRequestLine
         config.limits.maxHeaderBytes = maxHeaderBytes
         config.limits.maxHeaders = maxHeaders

@@ -221,6 +221,19 @@ int prg_server_start(prg_server *s);
  * and their connections' sockets, so a thread blocked in accept, recv or
  * poll returns at once; connections close with PRG_CLOSE_SHUTDOWN. */
 void prg_server_stop(prg_server *s);
+/* Graceful shutdown (thread-safe, async-signal-safe, every engine), returns
+ * at once; prg_server_wait then returns when it is done. Every loop stops
+ * accepting (its listener is closed, or shut down: the kernel refuses new
+ * connections and resets those not yet accepted), closes idle connections
+ * (nothing received of a next request, no output pending), and lets each
+ * connection with a request in progress finish: that request is answered
+ * with "Connection: close" (an answer already queued before the shutdown
+ * keeps its header), its output is flushed, then it is closed. A loop ends
+ * when its last connection is gone; whatever is left when deadline_ms has
+ * passed is closed as prg_server_stop would (PRG_CLOSE_SHUTDOWN). Calling it
+ * again may only bring the deadline closer; prg_server_stop during the drain
+ * stops at once. Returns 0, or -EINVAL for a negative deadline. */
+int prg_server_shutdown(prg_server *s, int deadline_ms);
 /* Waits for the loop threads to end (threaded engine: and every connection
  * thread, after its on_close). Returns 0 or -errno. */
 int prg_server_wait(prg_server *s);
