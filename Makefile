@@ -23,7 +23,7 @@ serve: build
 # Everything: strict C warnings, the C parser tests under ASan/UBSan, a
 # bounded fuzz session, XCTest, XCTest again under AddressSanitizer, the
 # multi-threaded tests under ThreadSanitizer, and the soak at small counts
-# (about a minute; the full `make soak` takes about two). Any finding fails the run.
+# (about a minute; the full `make soak`, 2-3 minutes, is not in it). Any finding fails the run.
 test: deps cwarn test-c fuzz swift-test test-asan test-tsan soak-quick
 
 # The C core compiles clean with warnings as errors, under clang and gcc.
