@@ -68,7 +68,11 @@ int prg_loop_init(prg_loop *loop) {
     int n = snprintf(loop->server_line, sizeof loop->server_line, "Server: %s\r\n", name);
     if (n < 0 || (size_t)n >= sizeof loop->server_line) return -ENAMETOOLONG;
     loop->server_line_len = (size_t)n;
-    return loop->engine->init(loop);
+    rc = loop->engine->init(loop);
+    if (rc != 0) return rc;
+    /* Deferred answers reach a loop through its wake_fd (offload.c). */
+    if (loop->engine == &prg_engine_epoll || loop->engine == &prg_engine_libev) return prg_offload_loop_init(loop);
+    return 0;
 }
 
 void prg_loop_mark_ready(prg_conn *c) {
