@@ -1,4 +1,7 @@
 // What a server runs: an HTTP handler or a raw-TCP data handler.
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Answers one request. `request` and `response` are valid only during the call.
 public typealias HTTPHandler = @Sendable (Request, Response) -> Void
@@ -10,6 +13,15 @@ public typealias DataHandler = @Sendable (Connection, UnsafeRawBufferPointer) ->
 public enum Application: Sendable {
     case http(HTTPHandler)
     case raw(DataHandler)
+    /// HTTP, answered later: the handler gets a copy of the request and a
+    /// `Responder`, and runs on the server's offload pool
+    /// (`Configuration.offloadThreads` workers, `offloadQueue` waiting at
+    /// most; beyond, `503` at once), where it may block. The loop goes on
+    /// serving meanwhile; answers still leave in request order.
+    case offloaded(OffloadedHandler)
+    /// HTTP, answered by a Swift concurrency task: the same semantics as
+    /// `.offloaded`, without the pool (do not block in it).
+    case async(AsyncHTTPHandler)
 }
 
 /// The applications the CLI and the benchmarks run.
@@ -18,8 +30,15 @@ public enum BuiltinApp: String, CaseIterable, Sendable {
     case hello
     /// Raw TCP echo: every byte back, with backpressure.
     case echo
+    /// Sleeps `sleepMilliseconds` on the offload pool, then answers
+    /// `slept N ms`: other clients are not delayed on the event engines.
+    case sleep
 
-    public var application: Application {
+    public var application: Application { application(sleepMilliseconds: 100) }
+
+    /// The application; `sleepMilliseconds` is the `sleep` app's delay
+    /// (`?ms=N` in the target overrides it per request).
+    public func application(sleepMilliseconds: Int) -> Application {
         switch self {
         case .hello:
             return .http { _, response in
@@ -28,6 +47,15 @@ public enum BuiltinApp: String, CaseIterable, Sendable {
         case .echo:
             return .raw { connection, bytes in
                 connection.write(bytes) ? bytes.count : 0
+            }
+        case .sleep:
+            return .offloaded { request, responder in
+                var ms = sleepMilliseconds
+                if let q = request.query, q.hasPrefix("ms="), let n = Int(q.dropFirst(3)), n >= 0 { ms = n }
+                var ts = timespec(tv_sec: ms / 1000, tv_nsec: (ms % 1000) * 1_000_000)
+                var left = timespec()
+                while nanosleep(&ts, &left) != 0 && errno == EINTR { ts = left }
+                responder.send(body: "slept \(ms) ms")
             }
         }
     }

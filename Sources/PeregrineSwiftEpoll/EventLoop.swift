@@ -33,6 +33,12 @@ final class AppHandlers: Sendable {
             http = { _, response in response.send(status: 500, body: "raw server") }
             data = h
             isRaw = true
+        case .offloaded, .async:
+            // Not offloaded yet on this engine: run inline and wait (the
+            // loop blocks meanwhile). See README, "Answering later".
+            http = application.inlineHandler!
+            data = { _, _ in 0 }
+            isRaw = false
         }
     }
 }
