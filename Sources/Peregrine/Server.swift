@@ -174,6 +174,8 @@ final class Bridge: Sendable {
     let httpHandler: HTTPHandler
     let dataHandler: DataHandler
     let logRequests: Bool
+    /// `.offloaded`, `.async` on an engine that cannot defer: run inline, wait.
+    let inlineFallback: HTTPHandler
     /// `.offloaded` applications: the workers.
     let pool: OffloadPool?
     let responseFunctions = ResponseWriterFunctions(
@@ -185,6 +187,7 @@ final class Bridge: Sendable {
     init(application: Application, logRequests: Bool, offloadThreads: Int = 4, offloadQueue: Int = 256) {
         self.application = application
         self.logRequests = logRequests
+        inlineFallback = application.waitingHandler(routeFirst: false) ?? { _, response in response.send(status: 500, body: "not offloaded") }
         switch application {
         case .http(let h): httpHandler = h; dataHandler = { _, _ in 0 }; pool = nil
         case .raw(let h): httpHandler = { _, response in response.send(status: 500, body: "raw server") }; dataHandler = h; pool = nil
@@ -200,15 +203,16 @@ final class Bridge: Sendable {
     /// A deferred request (C engines): copy it, hand it to the pool or a
     /// task; the answer is posted back to the connection's loop.
     func dispatchLater(_ conn: OpaquePointer, _ request: Request, _ response: Response) {
+        if case .offloaded(_, let inline?) = application, inline(request, response) { return }
         guard let deferred = prg_defer(conn) else {
-            httpHandler(request, response)   // this engine cannot defer: inline
+            inlineFallback(request, response)   // this engine cannot defer: inline
             return
         }
         let handle = DeferredHandle(pointer: deferred)
         let responder = Responder { handle.complete($0) }
         let owned = OwnedRequest(request)
         switch application {
-        case .offloaded(let handler):
+        case .offloaded(let handler, _):
             if !pool!.submit({ handler(owned, responder) }) {
                 responder.send(status: 503, headers: [("Retry-After", "1")], body: "Service Unavailable\n")
             }

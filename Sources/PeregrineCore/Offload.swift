@@ -278,12 +278,17 @@ extension Application {
     /// An HTTP handler that runs an `.offloaded` or `.async` application
     /// inline and waits for its answer, for engines where a handler may
     /// block (blocking, threaded). nil for `.http` and `.raw`.
-    public var inlineHandler: HTTPHandler? {
+    public var inlineHandler: HTTPHandler? { waitingHandler(routeFirst: true) }
+
+    /// `inlineHandler`; `routeFirst: false` skips `.offloaded`'s inline route
+    /// (for a caller that already ran it).
+    public func waitingHandler(routeFirst: Bool) -> HTTPHandler? {
         switch self {
         case .http, .raw:
             return nil
-        case .offloaded(let handler):
+        case .offloaded(let handler, let inline):
             return { request, response in
+                if routeFirst, let inline, inline(request, response) { return }
                 let latch = AnswerLatch()
                 handler(OwnedRequest(request), Responder { latch.put($0) })
                 response.write(answer: latch.wait())
