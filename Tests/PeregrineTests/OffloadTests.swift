@@ -1,10 +1,10 @@
 // Answering later: .offloaded handlers on the offload pool, .async handlers
-// as tasks. On the event engines (epoll, libev) the loop goes on serving
-// while a handler works; answers are posted back to the connection's loop
-// and leave in request order; an answer for a closed connection is dropped.
-// The threaded engine runs such handlers inline on the connection's own
-// thread (blocking is allowed there); the blocking engine and, for now, the
-// Swift engine run them inline too, so they serve nobody else meanwhile.
+// as tasks. On the event engines (epoll, libev, swift) the loop goes on
+// serving while a handler works; answers are posted back to the connection's
+// loop and leave in request order; an answer for a closed connection is
+// dropped. The threaded engine runs such handlers inline on the connection's
+// own thread (blocking is allowed there); the blocking engine runs them
+// inline too, so it serves nobody else meanwhile (one client at a time).
 import Foundation
 import Peregrine
 import XCTest
@@ -13,7 +13,7 @@ final class OffloadTests: XCTestCase {
     /// `/hello` inline on the loop; anything else sleeps `?ms=N` on the pool.
     private let sleepApp = BuiltinApp.sleep.application(sleepMilliseconds: 300)
 
-    private func isEvent(_ mode: EngineMode) -> Bool { mode.engine == .epoll || mode.engine == .libev }
+    private func isEvent(_ mode: EngineMode) -> Bool { mode.engine == .epoll || mode.engine == .libev || mode.engine == .swift }
 
     private func ms(since start: DispatchTime) -> Double {
         Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e6
@@ -23,7 +23,7 @@ final class OffloadTests: XCTestCase {
     /// connection is answered at once.
     func testSlowHandlersDoNotDelayOtherClients() throws {
         try forEachEngine { mode in
-            // blocking: one client at a time; swift: inline for now (the loop waits).
+            // blocking: one client at a time.
             guard isEvent(mode) || mode.engine == .threaded else { return }
             try withServer(mode, sleepApp) { server in
                 var slow: [TestSocket] = []
