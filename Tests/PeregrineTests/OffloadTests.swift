@@ -81,6 +81,42 @@ final class OffloadTests: XCTestCase {
         }
     }
 
+    /// 200 pipelined requests on one connection, finishing out of order on
+    /// the pool: more than the 64 answers a connection may owe, so reading
+    /// pauses and resumes; every answer comes back, in order.
+    func testDeepPipelineOfDeferredAnswers() throws {
+        let app: Application = .offloaded({ request, responder in
+            let i = Int(request.query ?? "0") ?? 0
+            usleep(UInt32((i * 7) % 5) * 300)   // later requests often finish first
+            responder.send(body: request.target)
+        }, inline: { request, response in
+            // Every fifth answered inline, held behind the deferred ones.
+            let target = request.targetString
+            guard let q = target.split(separator: "?").last, let i = Int(q), i % 5 == 4 else { return false }
+            response.send(body: target)
+            return true
+        })
+        try forEachEngine { mode in
+            guard mode.keepsAlive else { return }
+            try withServer(mode, app) { server in
+                let s = try TestSocket(port: server.port)
+                var wire = ""
+                for i in 0..<200 { wire += "GET /?\(i) HTTP/1.1\r\nHost: t\r\n\r\n" }
+                try s.send(wire)
+                var wrong = 0
+                for i in 0..<200 {
+                    let r = try s.readResponse()
+                    if r.bodyString != "/?\(i)" {
+                        wrong += 1
+                        if wrong < 4 { XCTFail("[\(mode)] answer \(i): \(r)") }
+                    }
+                }
+                XCTAssertEqual(wrong, 0, "[\(mode)]")
+                XCTAssertTrue(s.looksOpen, "[\(mode)]")
+            }
+        }
+    }
+
     /// Clients that close (or reset) before their answers are ready: the late
     /// answers are no-ops and the server goes on serving. ASan checks the rest.
     func testClientGoneBeforeAnswer() throws {
