@@ -254,6 +254,7 @@ int prg_deferred_send(prg_deferred *d, int status, const void *body, size_t n) {
             d->failed = true;
         }
     }
+    int result = d->failed ? -1 : 0;   /* d belongs to the loop once posted */
     prg_mailbox *mb = d->mailbox;
     pthread_mutex_lock(&mb->lock);
     if (mb->closed) {
@@ -272,7 +273,7 @@ int prg_deferred_send(prg_deferred *d, int status, const void *body, size_t n) {
         (void)r;
     }
     pthread_mutex_unlock(&mb->lock);
-    return d->failed ? -1 : 0;
+    return result;
 }
 
 /* ------------------------------------------------------------ loop side */

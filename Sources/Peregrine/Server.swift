@@ -99,11 +99,6 @@ public final class Server: @unchecked Sendable {
         case .offloaded, .async: callbacks.on_request = onOffloadedRequest
         case .http, .raw: break
         }
-        if let pool = bridge.pool, configuration.engine == .epoll || configuration.engine == .libev {
-            // The blocking and threaded engines run offloaded handlers inline.
-            let rc = pool.start()
-            if rc != 0 { throw ServerError(operation: "start offload threads", code: rc) }
-        }
         callbacks.on_data = onData
 
         var err: Int32 = 0
@@ -122,6 +117,17 @@ public final class Server: @unchecked Sendable {
         if rc != 0 {
             prg_server_destroy(created)
             throw ServerError(operation: "start loop threads", code: -rc)
+        }
+        if let pool = bridge.pool, configuration.engine == .epoll || configuration.engine == .libev {
+            // The blocking and threaded engines run offloaded handlers inline.
+            let prc = pool.start()
+            if prc != 0 {
+                prg_server_stop(created)
+                prg_server_wait(created)
+                pool.shutdown()
+                prg_server_destroy(created)
+                throw ServerError(operation: "start offload threads", code: prc)
+            }
         }
         handle = created
         port = Int(prg_server_port(created))

@@ -155,6 +155,7 @@ public final class OffloadPool: @unchecked Sendable {
     public func start() -> Int32 {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
+        stopping = false   // a server may be started again after stop
         for _ in 0..<threadCount {
             var t = pthread_t()
             let rc = pthread_create(&t, nil, { arg in
