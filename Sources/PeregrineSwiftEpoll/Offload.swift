@@ -16,52 +16,58 @@
 import Glibc
 #endif
 import PeregrineCore
-import Synchronization
 
 /// Answers owed per connection before its reading pauses (as in C).
 let deferMaxDepth = 64
 
 /// A loop's inbox of answers posted from other threads. Outlives the loop
-/// (the answers hold it): after `close` a late answer is dropped.
-final class Mailbox: Sendable {
-    private struct Inbox {
-        var items: [DeferredAnswer] = []
-        var closed = false
-    }
-    private let inbox = Mutex(Inbox())
+/// (the answers hold it): after `close` a late answer is dropped. A pthread
+/// mutex (not Synchronization's Mutex, whose futex ThreadSanitizer cannot see).
+final class Mailbox: @unchecked Sendable {
+    // @unchecked: items and closed are guarded by mutex.
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private var items: [DeferredAnswer] = []
+    private var closed = false
     private let wakeFd: Int32
 
-    init(wakeFd: Int32) { self.wakeFd = wakeFd }
+    init(wakeFd: Int32) {
+        self.wakeFd = wakeFd
+        pthread_mutex_init(mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
 
     func post(_ d: DeferredAnswer) {
-        inbox.withLock { box in
-            if box.closed { return }
-            let wasEmpty = box.items.isEmpty
-            box.items.append(d)
-            if wasEmpty {
-                var one: UInt64 = 1
-                _ = write(wakeFd, &one, 8)   // under the lock: the descriptor outlives it
-            }
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        if closed { return }
+        let wasEmpty = items.isEmpty
+        items.append(d)
+        if wasEmpty {
+            var one: UInt64 = 1
+            _ = write(wakeFd, &one, 8)   // under the lock: the descriptor outlives it
         }
     }
 
     func take() -> [DeferredAnswer] {
-        inbox.withLock { box in
-            let items = box.items
-            box.items = []
-            return items
-        }
+        pthread_mutex_lock(mutex)
+        let taken = items
+        items = []
+        pthread_mutex_unlock(mutex)
+        return taken
     }
 
     /// The loop ended: what is queued and what arrives later is dropped.
     func close() {
-        let dropped = inbox.withLock { box in
-            box.closed = true
-            let items = box.items
-            box.items = []
-            return items
-        }
-        _ = dropped
+        pthread_mutex_lock(mutex)
+        closed = true
+        let dropped = items
+        items = []
+        pthread_mutex_unlock(mutex)
+        _ = dropped   // released outside the lock
     }
 }
 
