@@ -33,6 +33,8 @@ public final class Server: @unchecked Sendable {
 
     public init(configuration: Configuration, application: Application) {
         self.configuration = configuration
+        // --log for answers that come later: logged when they are given.
+        let application = configuration.logRequests ? application.loggingLateAnswers() : application
         self.bridge = Bridge(application: application, logRequests: configuration.logRequests,
                              offloadThreads: configuration.offloadThreads, offloadQueue: configuration.offloadQueue)
     }
@@ -284,6 +286,43 @@ private let onData: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, Un
     let bridge = Unmanaged<Bridge>.fromOpaque(ctx!).takeUnretainedValue()
     let connection = Connection(handle: conn.unsafelyUnwrapped, functions: bridge.connectionFunctions)
     return bridge.dataHandler(connection, UnsafeRawBufferPointer(start: bytes, count: count))
+}
+
+extension Application {
+    /// `.offloaded` and `.async` with `--log`: a line per answer, when it is
+    /// given (inline routes are logged as they answer). Other cases unchanged.
+    func loggingLateAnswers() -> Application {
+        switch self {
+        case .http, .raw:
+            return self
+        case .offloaded(let handler, let inline):
+            var loggedInline: InlineRoute? = nil
+            if let route = inline {
+                loggedInline = { request, response in
+                    let answered = route(request, response)
+                    if answered { logRequest(request, response) }
+                    return answered
+                }
+            }
+            return .offloaded({ request, responder in
+                handler(request, Responder { answer in
+                    logLine(request.method, request.target, answer.status)
+                    responder.send(answer)
+                })
+            }, inline: loggedInline)
+        case .async(let handler):
+            return .async { request in
+                let answer = await handler(request)
+                logLine(request.method, request.target, answer.status)
+                return answer
+            }
+        }
+    }
+}
+
+func logLine(_ method: String, _ target: String, _ status: Int) {
+    var bytes = Array("\(method) \(target) \(status)\n".utf8)
+    _ = bytes.withUnsafeMutableBytes { write(STDOUT_FILENO, $0.baseAddress, $0.count) }
 }
 
 /// `--log`: one line per request. Off the hot path unless asked for.
