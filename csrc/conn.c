@@ -131,6 +131,15 @@ static void chunk_release(prg_conn *c, prg_chunk *k) {
     else free(k);
 }
 
+void prg_chunks_release(prg_loop *loop, prg_chunk *k) {
+    while (k) {
+        prg_chunk *next = k->next;
+        if (k->pooled) prg_pool_put(&loop->pool, k);
+        else free(k);
+        k = next;
+    }
+}
+
 static void out_release_all(prg_conn *c) {
     prg_chunk *k = c->out_head;
     while (k) {
@@ -264,6 +273,7 @@ void prg_conn_close_now(prg_conn *c, int reason) {
     else loop->live = c->next;
     if (c->next) c->next->prev = c->prev;
     c->prev = c->next = NULL;
+    if (c->defer_head) prg_offload_conn_closed(c);   /* late answers become no-ops */
     const prg_callbacks *cb = &loop->server->cb;
     if (cb->on_close && (c->flags & CONN_OPENED)) cb->on_close(cb->ctx, c, reason);
     /* The ready list may hold it: it is skipped there (CONN_CLOSED) and
@@ -296,13 +306,31 @@ static bool over_output_limit(const prg_conn *c) {
     return c->out_bytes > c->loop->server->cfg.max_output;
 }
 
+/* Reading pauses for output the client has not taken, or for too many
+ * answers still owed (deferred ones and those waiting behind them). */
+static bool must_pause(const prg_conn *c) {
+    return over_output_limit(c) || prg_offload_full(c);
+}
+
+/* An error answer: queued behind answers still owed, if any. */
+static void send_error_ordered(prg_conn *c, int status) {
+    if (!c->defer_head) {
+        prg_send_error(c, status);
+        return;
+    }
+    prg_out_saved saved;
+    prg_offload_hold_begin(c, &saved);
+    prg_send_error(c, status);
+    prg_offload_hold_end(c, &saved);
+}
+
 /* Parses and answers every complete request in the buffer (HTTP mode). */
 static void process_http(prg_conn *c) {
     prg_loop *loop = c->loop;
     prg_server *s = loop->server;
     size_t used = 0;
     while (used < c->in_len && !(c->flags & (CONN_CLOSED | CONN_CLOSE_AFTER))) {
-        if (over_output_limit(c)) {
+        if (must_pause(c)) {
             c->flags |= CONN_PAUSED;   /* resumed when the queue drains */
             break;
         }
@@ -311,15 +339,17 @@ static void process_http(prg_conn *c) {
                                    &req, loop->headers);
         if (r == PRG_PARSE_INCOMPLETE) {
             c->in_len -= (uint32_t)prg_http_compact(&c->parser, c->in + used, c->in_len - used);
+            /* Not while answers are owed: the interim answer would go out
+             * before them and be taken for theirs. */
             if (prg_http_head_complete(&c->parser) && (c->parser.flags & PRG_REQ_EXPECT_CONTINUE) &&
-                !(c->flags & CONN_CONTINUE_SENT)) {
+                !(c->flags & CONN_CONTINUE_SENT) && !c->defer_head) {
                 prg_send_continue(c);
                 c->flags |= CONN_CONTINUE_SENT;
             }
             break;
         }
         if (r < 0) {
-            prg_send_error(c, (int)-r);
+            send_error_ordered(c, (int)-r);
             c->close_reason = PRG_CLOSE_BAD_REQUEST;
             c->flags |= CONN_CLOSE_AFTER;
             used = c->in_len;  /* nothing after a malformed request can be trusted */
@@ -334,11 +364,16 @@ static void process_http(prg_conn *c) {
         prg_timer_remove(c);   /* the next request's head gets its own deadline */
         c->flags &= ~CONN_CONTINUE_SENT;
         prg_response_reset(c, &req);
+        /* Earlier answers still owed (offload.c): this one waits behind them. */
+        prg_out_saved saved;
+        bool hold = c->defer_head != NULL;
+        if (hold) prg_offload_hold_begin(c, &saved);
         c->flags |= CONN_IN_CALLBACK;
         s->cb.on_request(s->cb.ctx, c, &req);
         c->flags &= ~CONN_IN_CALLBACK;
-        prg_response_finish_default(c);
+        prg_response_finish_default(c);   /* nothing for a deferred request */
         if (!c->req_keep_alive) c->flags |= CONN_CLOSE_AFTER;
+        if (hold) prg_offload_hold_end(c, &saved);
     }
     in_consume(c, used);
 }
@@ -376,7 +411,7 @@ static ssize_t read_once(prg_conn *c, size_t *offered) {
         /* The buffer is at its limit and the application (raw) or the
          * parser made no progress: give up on this client. */
         if (c->loop->server->cfg.mode == PRG_MODE_HTTP) {
-            prg_send_error(c, prg_http_head_complete(&c->parser) ? 413 : 431);
+            send_error_ordered(c, prg_http_head_complete(&c->parser) ? 413 : 431);
             c->flags |= CONN_CLOSE_AFTER;
             c->close_reason = PRG_CLOSE_BAD_REQUEST;
             return -3;
@@ -483,7 +518,7 @@ void prg_conn_finish_io(prg_conn *c) {
     if (c->flags & CONN_CLOSED) return;
     for (;;) {
         if (c->out_bytes && prg_conn_flush(c) < 0) return;
-        if (c->out_bytes || !(c->flags & CONN_PAUSED)) break;
+        if (c->out_bytes || !(c->flags & CONN_PAUSED) || prg_offload_full(c)) break;
         /* Output drained while paused: answer what is buffered. That may
          * pause again and the flush above may drain it all at once, so go
          * round until output is pending (EPOLLOUT will resume us) or the
@@ -495,7 +530,7 @@ void prg_conn_finish_io(prg_conn *c) {
         if (!(c->flags & CONN_PAUSED) && c->loop->server->cfg.trigger == PRG_TRIGGER_EDGE)
             prg_loop_mark_ready(c);   /* the edge for unread input was consumed while paused */
     }
-    if (c->out_bytes == 0 && !(c->flags & CONN_LINGER)) {
+    if (c->out_bytes == 0 && !(c->flags & CONN_LINGER) && !c->defer_head) {
         if (c->flags & CONN_CLOSE_AFTER) {
             if (should_linger(c)) prg_conn_linger(c);
             else prg_conn_close_now(c, c->close_reason);

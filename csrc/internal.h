@@ -158,6 +158,10 @@ struct prg_conn {
 
     prg_http_parser parser;
     void *userdata;
+    /* Answers still owed, in request order (offload.c): a deferred
+     * request, or an answer that waits behind one. Empty on the hot path. */
+    struct prg_deferred *defer_head, *defer_tail;
+    uint32_t defer_count;
     /* The engine's per-connection watcher (libev: its ev_io, 48 bytes;
      * loop_libev.c checks the size). Unused by the other engines. */
     void *engine_slot[6];
@@ -193,7 +197,8 @@ struct prg_loop {
     int index;
     int epfd;
     int listen_fd;
-    int wake_fd;               /* eventfd: prg_server_stop writes it */
+    int wake_fd;               /* eventfd: prg_server_stop writes it, and deferred answers (offload.c) */
+    struct prg_mailbox *mailbox;   /* deferred answers posted from other threads (epoll, libev) */
     int reserve_fd;            /* spare descriptor released to shed connections on EMFILE */
     atomic_int stop;
     pthread_t thread;
@@ -245,11 +250,25 @@ void prg_conn_discard_urgent(prg_conn *c);     /* EPOLLPRI: read and drop out-of
 int prg_out_append(prg_conn *c, const void *p, size_t n);
 uint8_t *prg_out_reserve(prg_conn *c, size_t n); /* contiguous space for n bytes, or NULL */
 void prg_out_commit(prg_conn *c, size_t n);
+void prg_chunks_release(prg_loop *loop, prg_chunk *k);   /* a whole list of links */
 
 void prg_conn_update_timer(prg_conn *c);        /* put on the list its state calls for */
 void prg_timer_remove(prg_conn *c);
 void prg_timers_sweep(prg_loop *loop);           /* 408 late heads, close idle connections */
 void prg_conn_linger(prg_conn *c);               /* shut the write side, discard input until EOF */
+
+/* offload.c: answers completed on other threads, written in request order */
+#define PRG_DEFER_MAX_DEPTH 64u        /* answers owed per connection before its reading pauses */
+int prg_offload_loop_init(prg_loop *loop);     /* epoll, libev: the mailbox; 0 or -errno */
+void prg_offload_loop_close(prg_loop *loop);   /* loop ended: later answers are dropped */
+void prg_offload_drain(prg_loop *loop);        /* loop thread, after its wake_fd fired */
+void prg_offload_conn_closed(prg_conn *c);     /* drops what the connection was owed */
+/* Around a callback that may answer while earlier answers are owed: the
+ * answer is captured and queued behind them instead of going out first. */
+typedef struct prg_out_saved { struct prg_chunk *head, *tail; size_t bytes; } prg_out_saved;
+void prg_offload_hold_begin(prg_conn *c, prg_out_saved *saved);
+void prg_offload_hold_end(prg_conn *c, prg_out_saved *saved);
+static inline bool prg_offload_full(const prg_conn *c) { return c->defer_count >= PRG_DEFER_MAX_DEPTH; }
 
 /* response.c */
 void prg_date_refresh(prg_date_cache *d, time_t now);

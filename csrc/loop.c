@@ -68,7 +68,11 @@ int prg_loop_init(prg_loop *loop) {
     int n = snprintf(loop->server_line, sizeof loop->server_line, "Server: %s\r\n", name);
     if (n < 0 || (size_t)n >= sizeof loop->server_line) return -ENAMETOOLONG;
     loop->server_line_len = (size_t)n;
-    return loop->engine->init(loop);
+    rc = loop->engine->init(loop);
+    if (rc != 0) return rc;
+    /* Deferred answers reach a loop through its wake_fd (offload.c). */
+    if (loop->engine == &prg_engine_epoll || loop->engine == &prg_engine_libev) return prg_offload_loop_init(loop);
+    return 0;
 }
 
 void prg_loop_mark_ready(prg_conn *c) {
@@ -262,11 +266,12 @@ int prg_drain_ms_left(const prg_server *s) {
 bool prg_drain_expired(const prg_server *s) { return prg_drain_ms_left(s) == 0; }
 
 /* Idle: no request partly received (HTTP: the receive buffer holds nothing;
- * raw: unconsumed input does not count), no output pending, no callback
- * running, not lingering after an error answer (that ends by itself). */
+ * raw: unconsumed input does not count), no output pending, no offloaded
+ * answer owed, no callback running, not lingering after an error answer
+ * (that ends by itself). */
 bool prg_conn_drain_idle(const prg_conn *c) {
     if (c->flags & (CONN_CLOSED | CONN_IN_CALLBACK | CONN_LINGER)) return false;
-    if (c->out_bytes) return false;
+    if (c->out_bytes || c->defer_head) return false;   /* output pending, or offloaded answers owed */
     return c->in_len == 0 || c->loop->server->cfg.mode == PRG_MODE_RAW;
 }
 

@@ -125,6 +125,7 @@ static void epoll_run(prg_loop *loop) {
                 uint64_t v;
                 ssize_t r = read(loop->wake_fd, &v, sizeof v);
                 (void)r;
+                prg_offload_drain(loop);   /* answers posted from other threads */
             } else if (tag == &loop->listen_fd) {
                 prg_loop_accept_ready(loop);
             } else {

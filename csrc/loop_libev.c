@@ -105,6 +105,7 @@ static void on_wake(struct ev_loop *ev, ev_io *w, int revents) {
     uint64_t v;
     ssize_t r = read(((prg_loop *)w->data)->wake_fd, &v, sizeof v);
     (void)r;
+    prg_offload_drain(w->data);   /* answers posted from other threads */
 }
 
 static void on_tick(struct ev_loop *ev, ev_timer *w, int revents) {

@@ -212,6 +212,7 @@ void prg_server_destroy(prg_server *s) {
         prg_loop *loop = &s->loops[i];
         /* A loop that never ran may still hold connections: none are
          * accepted before start, so only descriptors and memory remain. */
+        prg_offload_loop_close(loop);   /* before wake_fd closes: late answers are dropped */
         if (loop->engine) loop->engine->destroy(loop);
         if (loop->listen_fd >= 0) close(loop->listen_fd);
         if (loop->reserve_fd >= 0) close(loop->reserve_fd);

@@ -84,6 +84,11 @@ public struct Configuration: Sendable {
     /// How long `run()` lets requests in flight finish after SIGINT or
     /// SIGTERM before closing what is left (`Server.shutdown(deadline:)`).
     public var shutdownDeadline: Duration = .seconds(10)
+    /// `.offloaded` applications: worker threads of the offload pool.
+    public var offloadThreads = 4
+    /// `.offloaded` applications: requests waiting for a worker at most
+    /// (beyond one running on each); beyond, `503` at once.
+    public var offloadQueue = 256
 
     public init() {}
 
@@ -103,6 +108,8 @@ public struct Configuration: Sendable {
         if threads < 1 || threads > 1024 { return "threads must be 1...1024" }
         if maxThreads < 1 { return "maxThreads must be at least 1" }
         if shutdownDeadline < .zero { return "shutdownDeadline must not be negative" }
+        if offloadThreads < 1 || offloadThreads > 1024 { return "offloadThreads must be 1...1024" }
+        if offloadQueue < 0 { return "offloadQueue must be at least 0" }
         return nil
     }
 }

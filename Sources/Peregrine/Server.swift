@@ -38,7 +38,10 @@ public final class Server: @unchecked Sendable {
 
     public init(configuration: Configuration, application: Application) {
         self.configuration = configuration
-        self.bridge = Bridge(application: application, logRequests: configuration.logRequests)
+        // --log for answers that come later: logged when they are given.
+        let application = configuration.logRequests ? application.loggingLateAnswers() : application
+        self.bridge = Bridge(application: application, logRequests: configuration.logRequests,
+                             offloadThreads: configuration.offloadThreads, offloadQueue: configuration.offloadQueue)
     }
 
     deinit {
@@ -98,6 +101,11 @@ public final class Server: @unchecked Sendable {
         var callbacks = prg_callbacks()
         callbacks.ctx = Unmanaged.passUnretained(bridge).toOpaque()
         callbacks.on_request = onRequest
+        // Answering later: a callback of its own, so plain HTTP pays nothing.
+        switch bridge.application {
+        case .offloaded, .async: callbacks.on_request = onOffloadedRequest
+        case .http, .raw: break
+        }
         callbacks.on_data = onData
 
         var err: Int32 = 0
@@ -116,6 +124,17 @@ public final class Server: @unchecked Sendable {
         if rc != 0 {
             prg_server_destroy(created)
             throw ServerError(operation: "start loop threads", code: -rc)
+        }
+        if let pool = bridge.pool, configuration.engine == .epoll || configuration.engine == .libev {
+            // The blocking and threaded engines run offloaded handlers inline.
+            let prc = pool.start()
+            if prc != 0 {
+                prg_server_stop(created)
+                prg_server_wait(created)
+                pool.shutdown()
+                prg_server_destroy(created)
+                throw ServerError(operation: "start offload threads", code: prc)
+            }
         }
         handle = created
         port = Int(prg_server_port(created))
@@ -142,6 +161,7 @@ public final class Server: @unchecked Sendable {
         guard started, let handle else { return }
         prg_server_stop(handle)
         prg_server_wait(handle)
+        bridge.pool?.shutdown()   // late answers meet a stopped loop: dropped
         lifecycle.withLock { _ in
             prg_server_destroy(handle)
             self.handle = nil
@@ -173,6 +193,7 @@ public final class Server: @unchecked Sendable {
         } else if let handle = engine.c {
             _ = prg_server_shutdown(handle, Int32(clamping: ms))
             prg_server_wait(handle)
+            bridge.pool?.shutdown()   // late answers meet a stopped loop: dropped
             lifecycle.withLock { _ in
                 shuttingDown = false
                 prg_server_destroy(handle)
@@ -263,19 +284,72 @@ final class Bridge: Sendable {
     let httpHandler: HTTPHandler
     let dataHandler: DataHandler
     let logRequests: Bool
+    /// `.offloaded`, `.async` on an engine that cannot defer: run inline, wait.
+    let inlineFallback: HTTPHandler
+    /// `.offloaded` applications: the workers.
+    let pool: OffloadPool?
     let responseFunctions = ResponseWriterFunctions(
         respond: prg_respond, writeHeader: prg_write_header, writeBody: prg_write_body,
         end: prg_end, send: prg_send, status: prg_response_status)
     let connectionFunctions = ConnectionFunctions(
         write: prg_conn_write, close: prg_conn_close, id: prg_conn_id, pendingOutput: prg_conn_pending_output)
 
-    init(application: Application, logRequests: Bool) {
+    init(application: Application, logRequests: Bool, offloadThreads: Int = 4, offloadQueue: Int = 256) {
         self.application = application
         self.logRequests = logRequests
+        inlineFallback = application.waitingHandler(routeFirst: false) ?? { _, response in response.send(status: 500, body: "not offloaded") }
         switch application {
-        case .http(let h): httpHandler = h; dataHandler = { _, _ in 0 }
-        case .raw(let h): httpHandler = { _, response in response.send(status: 500, body: "raw server") }; dataHandler = h
+        case .http(let h): httpHandler = h; dataHandler = { _, _ in 0 }; pool = nil
+        case .raw(let h): httpHandler = { _, response in response.send(status: 500, body: "raw server") }; dataHandler = h; pool = nil
+        case .offloaded:
+            // Inline, for engines that cannot defer (blocking, threaded).
+            httpHandler = application.inlineHandler!; dataHandler = { _, _ in 0 }
+            pool = OffloadPool(threads: offloadThreads, queueLimit: offloadQueue)
+        case .async:
+            httpHandler = application.inlineHandler!; dataHandler = { _, _ in 0 }; pool = nil
         }
+    }
+
+    /// A deferred request (C engines): copy it, hand it to the pool or a
+    /// task; the answer is posted back to the connection's loop.
+    func dispatchLater(_ conn: OpaquePointer, _ request: Request, _ response: Response) {
+        if case .offloaded(_, let inline?) = application, inline(request, response) { return }
+        guard let deferred = prg_defer(conn) else {
+            inlineFallback(request, response)   // this engine cannot defer: inline
+            return
+        }
+        let handle = DeferredHandle(pointer: deferred)
+        let responder = Responder { handle.complete($0) }
+        let owned = OwnedRequest(request)
+        switch application {
+        case .offloaded(let handler, _):
+            if !pool!.submit({ handler(owned, responder) }) {
+                responder.send(status: 503, headers: [("Retry-After", "1")], body: "Service Unavailable\n")
+            }
+        case .async(let handler):
+            Task { responder.send(await handler(owned)) }
+        case .http, .raw:
+            break
+        }
+    }
+}
+
+/// A `prg_deferred` handed to another thread: completed once, by the
+/// responder, from any thread (the C side allows it).
+struct DeferredHandle: @unchecked Sendable {
+    let pointer: OpaquePointer
+
+    func complete(_ answer: OffloadAnswer) {
+        for (name, value) in answer.headers {
+            var name = name, value = value
+            _ = name.withUTF8 { n in
+                value.withUTF8 { v in
+                    prg_deferred_header(pointer, UnsafeRawPointer(n.baseAddress)?.assumingMemoryBound(to: CChar.self), n.count,
+                                        UnsafeRawPointer(v.baseAddress)?.assumingMemoryBound(to: CChar.self), v.count)
+                }
+            }
+        }
+        _ = answer.body.withUnsafeBytes { prg_deferred_send(pointer, Int32(clamping: answer.status), $0.baseAddress, $0.count) }
     }
 }
 
@@ -295,10 +369,62 @@ private let onRequest: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?,
     if bridge.logRequests { logRequest(request, response) }
 }
 
+private let onOffloadedRequest: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<prg_request>?) -> Void = { ctx, conn, req in
+    let bridge = Unmanaged<Bridge>.fromOpaque(ctx!).takeUnretainedValue()
+    let r = req.unsafelyUnwrapped
+    let request = Request(
+        method: UnsafeRawBufferPointer(start: r.pointee.method.ptr, count: r.pointee.method.len),
+        target: UnsafeRawBufferPointer(start: r.pointee.target.ptr, count: r.pointee.target.len),
+        versionMinor: Int(r.pointee.version_minor),
+        keepAlive: r.pointee.flags & UInt32(PRG_REQ_KEEP_ALIVE) != 0,
+        headerTable: UnsafeRawPointer(r.pointee.headers),
+        headerCount: r.pointee.header_count,
+        body: UnsafeRawBufferPointer(start: r.pointee.body.ptr, count: r.pointee.body.len))
+    let response = Response(sink: conn.unsafelyUnwrapped, functions: bridge.responseFunctions)
+    bridge.dispatchLater(conn.unsafelyUnwrapped, request, response)
+}
+
 private let onData: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<UInt8>?, Int) -> Int = { ctx, conn, bytes, count in
     let bridge = Unmanaged<Bridge>.fromOpaque(ctx!).takeUnretainedValue()
     let connection = Connection(handle: conn.unsafelyUnwrapped, functions: bridge.connectionFunctions)
     return bridge.dataHandler(connection, UnsafeRawBufferPointer(start: bytes, count: count))
+}
+
+extension Application {
+    /// `.offloaded` and `.async` with `--log`: a line per answer, when it is
+    /// given (inline routes are logged as they answer). Other cases unchanged.
+    func loggingLateAnswers() -> Application {
+        switch self {
+        case .http, .raw:
+            return self
+        case .offloaded(let handler, let inline):
+            var loggedInline: InlineRoute? = nil
+            if let route = inline {
+                loggedInline = { request, response in
+                    let answered = route(request, response)
+                    if answered { logRequest(request, response) }
+                    return answered
+                }
+            }
+            return .offloaded({ request, responder in
+                handler(request, Responder { answer in
+                    logLine(request.method, request.target, answer.status)
+                    responder.send(answer)
+                })
+            }, inline: loggedInline)
+        case .async(let handler):
+            return .async { request in
+                let answer = await handler(request)
+                logLine(request.method, request.target, answer.status)
+                return answer
+            }
+        }
+    }
+}
+
+func logLine(_ method: String, _ target: String, _ status: Int) {
+    var bytes = Array("\(method) \(target) \(status)\n".utf8)
+    _ = bytes.withUnsafeMutableBytes { write(STDOUT_FILENO, $0.baseAddress, $0.count) }
 }
 
 /// `--log`: one line per request. Off the hot path unless asked for.

@@ -21,6 +21,8 @@ extension Server {
         c.headerTimeout = configuration.headerTimeout
         c.idleTimeout = configuration.idleTimeout
         c.serverName = configuration.serverName
+        c.offloadThreads = configuration.offloadThreads
+        c.offloadQueue = configuration.offloadQueue
         var application = application
         if configuration.logRequests, case .http(let handler) = application {
             // Only when asked for: one line per request, after the handler

@@ -1,4 +1,7 @@
 // What a server runs: an HTTP handler or a raw-TCP data handler.
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Answers one request. `request` and `response` are valid only during the call.
 public typealias HTTPHandler = @Sendable (Request, Response) -> Void
@@ -7,9 +10,27 @@ public typealias HTTPHandler = @Sendable (Request, Response) -> Void
 /// consumed; unconsumed bytes are offered again with the next arrival.
 public typealias DataHandler = @Sendable (Connection, UnsafeRawBufferPointer) -> Int
 
+/// Answers a request on the loop thread and returns `true`, or returns
+/// `false` without answering (see `Application.offloaded`).
+public typealias InlineRoute = @Sendable (Request, Response) -> Bool
+
 public enum Application: Sendable {
     case http(HTTPHandler)
     case raw(DataHandler)
+    /// HTTP, answered later: the handler gets a copy of the request and a
+    /// `Responder`, and runs on the server's offload pool
+    /// (`Configuration.offloadThreads` workers, `offloadQueue` waiting at
+    /// most; beyond, `503` at once), where it may block. The loop goes on
+    /// serving meanwhile; answers still leave in request order.
+    ///
+    /// `inline`, when given, sees every request first, on the loop thread,
+    /// with the borrowed `Request` and `Response` of an `.http` handler:
+    /// it returns `true` when it answered there (a fast route: no copy, no
+    /// thread hop, no pool slot), `false` to send the request to the pool.
+    case offloaded(OffloadedHandler, inline: InlineRoute? = nil)
+    /// HTTP, answered by a Swift concurrency task: the same semantics as
+    /// `.offloaded`, without the pool (do not block in it).
+    case async(AsyncHTTPHandler)
 }
 
 /// The applications the CLI and the benchmarks run.
@@ -18,8 +39,16 @@ public enum BuiltinApp: String, CaseIterable, Sendable {
     case hello
     /// Raw TCP echo: every byte back, with backpressure.
     case echo
+    /// Sleeps `sleepMilliseconds` on the offload pool, then answers
+    /// `slept N ms` (`?ms=N` sets the time per request); `/hello` answers at
+    /// once on the loop. Other clients are not delayed on the event engines.
+    case sleep
 
-    public var application: Application {
+    public var application: Application { application(sleepMilliseconds: 100) }
+
+    /// The application; `sleepMilliseconds` is the `sleep` app's delay
+    /// (`?ms=N` in the target overrides it per request).
+    public func application(sleepMilliseconds: Int) -> Application {
         switch self {
         case .hello:
             return .http { _, response in
@@ -29,6 +58,20 @@ public enum BuiltinApp: String, CaseIterable, Sendable {
             return .raw { connection, bytes in
                 connection.write(bytes) ? bytes.count : 0
             }
+        case .sleep:
+            // /hello answers at once on the loop; anything else sleeps on the pool.
+            return .offloaded({ request, responder in
+                var ms = sleepMilliseconds
+                if let q = request.query, q.hasPrefix("ms="), let n = Int(q.dropFirst(3)), n >= 0 { ms = n }
+                var ts = timespec(tv_sec: ms / 1000, tv_nsec: (ms % 1000) * 1_000_000)
+                var left = timespec()
+                while nanosleep(&ts, &left) != 0 && errno == EINTR { ts = left }
+                responder.send(body: "slept \(ms) ms")
+            }, inline: { request, response in
+                guard request.path.elementsEqual("/hello".utf8) else { return false }
+                response.send(status: 200, contentType: "text/plain", body: "Hello, World!")
+                return true
+            })
         }
     }
 }

@@ -129,6 +129,10 @@ public struct Response {
     @inlinable @discardableResult
     public func end() -> Bool { functions.end(sink) == 0 }
 
+    /// The engine's handle for the connection being answered (for engines:
+    /// the C core's `prg_conn`, the Swift engine's connection record).
+    @inlinable public var engineHandle: OpaquePointer { sink }
+
     /// The status written so far (0 before `begin`/`send`).
     @inlinable public var status: Int { Int(functions.status(sink)) }
 }

@@ -140,6 +140,12 @@ struct ConnState {
 
     var parser = HTTP1Parser()
 
+    // Answers still owed, in request order (Offload.swift); each holds a
+    // reference. Empty on the hot path.
+    var deferHead: Unmanaged<DeferredAnswer>? = nil
+    var deferTail: Unmanaged<DeferredAnswer>? = nil
+    var deferCount = 0
+
     init(loop: LoopPtr) { self.loop = loop }
 }
 
@@ -351,6 +357,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         if let n = pointee.next { n.pointee.prev = pointee.prev }
         pointee.prev = nil
         pointee.next = nil
+        if pointee.deferHead != nil { offloadClosed() }   // late answers become no-ops
         // The ready list may hold it: it is skipped there (closed) and goes
         // on the dead list when that list is rebuilt.
         if pointee.flags & CF.onReadyList == 0 {
@@ -418,8 +425,8 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         let loop = pointee.loop
         var used = 0
         while used < pointee.inLen && pointee.flags & (CF.closed | CF.closeAfter) == 0 {
-            if overOutputLimit {
-                pointee.flags |= CF.paused // resumed when the queue drains
+            if overOutputLimit || offloadFull {
+                pointee.flags |= CF.paused // resumed when the queue drains (or answers owed are written)
                 break
             }
             let base = pointee.inBuf.unsafelyUnwrapped + used
@@ -429,15 +436,16 @@ extension UnsafeMutablePointer where Pointee == ConnState {
                                          limits: loop.pointee.limits, headers: loop.pointee.headers, into: &req)
             if r == 0 {
                 pointee.inLen -= pointee.parser.compact(UnsafeMutableRawBufferPointer(start: base, count: avail))
+                // Not while answers are owed: it would be taken for theirs.
                 if pointee.parser.headComplete && pointee.parser.expectContinue
-                    && pointee.flags & CF.continueSent == 0 {
+                    && pointee.flags & CF.continueSent == 0 && pointee.deferHead == nil {
                     _ = sendContinue()
                     pointee.flags |= CF.continueSent
                 }
                 break
             }
             if r < 0 {
-                _ = sendError(Int32(truncatingIfNeeded: -r))
+                sendErrorOrdered(Int32(truncatingIfNeeded: -r))
                 pointee.closeReason = CloseReason.badRequest
                 pointee.flags |= CF.closeAfter
                 used = pointee.inLen // nothing after a malformed request can be trusted
@@ -450,14 +458,29 @@ extension UnsafeMutablePointer where Pointee == ConnState {
             timerRemove() // the next request's head gets its own deadline
             pointee.flags &= ~CF.continueSent
             responseReset(req)
+            // Earlier answers still owed (Offload.swift): this one waits behind them.
+            let hold = pointee.deferHead != nil
+            let saved = hold ? holdBegin() : SavedOutput(head: nil, tail: nil, bytes: 0)
             pointee.flags |= CF.inCallback
             let response = Response(sink: OpaquePointer(self), functions: loop.pointee.responseFunctions)
             loop.pointee.app._withUnsafeGuaranteedRef { $0.http(req.request, response) }
             pointee.flags &= ~CF.inCallback
             _ = finishDefault()
             if !pointee.reqKeepAlive { pointee.flags |= CF.closeAfter }
+            if hold { holdEnd(saved) }
         }
         inConsume(used)
+    }
+
+    /// An error answer: queued behind answers still owed, if any.
+    func sendErrorOrdered(_ status: Int32) {
+        if pointee.deferHead == nil {
+            _ = sendError(status)
+            return
+        }
+        let saved = holdBegin()
+        _ = sendError(status)
+        holdEnd(saved)
     }
 
     /// Hands the buffered bytes to the application (raw mode).
@@ -496,7 +519,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
             // At the limit, and the parser (or the raw application) made no
             // progress: give up on this client.
             if !pointee.loop.pointee.raw {
-                _ = sendError(pointee.parser.headComplete ? 413 : 431)
+                sendErrorOrdered(pointee.parser.headComplete ? 413 : 431)
                 pointee.flags |= CF.closeAfter
                 pointee.closeReason = CloseReason.badRequest
                 return -1
@@ -608,7 +631,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         if pointee.flags & CF.closed != 0 { return }
         while true {
             if pointee.outBytes != 0 && flush() < 0 { return }
-            if pointee.outBytes != 0 || pointee.flags & CF.paused == 0 { break }
+            if pointee.outBytes != 0 || pointee.flags & CF.paused == 0 || offloadFull { break }
             // Output drained while paused: answer what is buffered. That may
             // pause again and the flush may drain it all at once, so go round
             // until output is pending or the buffered input is used up.
@@ -619,7 +642,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
                 markReady() // the edge for unread input was consumed while paused
             }
         }
-        if pointee.outBytes == 0 && pointee.flags & CF.linger == 0 {
+        if pointee.outBytes == 0 && pointee.flags & CF.linger == 0 && pointee.deferHead == nil {
             if pointee.flags & CF.closeAfter != 0 {
                 if shouldLinger { linger() } else { closeNow(pointee.closeReason) }
                 return

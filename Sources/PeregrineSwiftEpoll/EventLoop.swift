@@ -22,8 +22,10 @@ final class AppHandlers: Sendable {
     let http: HTTPHandler
     let data: DataHandler
     let isRaw: Bool
+    /// `.offloaded` applications: the workers.
+    let pool: OffloadPool?
 
-    init(_ application: Application) {
+    init(_ application: Application, offloadThreads: Int = 4, offloadQueue: Int = 256) {
         switch application {
         case .http(let h):
             http = h
@@ -33,7 +35,40 @@ final class AppHandlers: Sendable {
             http = { _, response in response.send(status: 500, body: "raw server") }
             data = h
             isRaw = true
+        case .offloaded(let handler, let inline):
+            let pool = OffloadPool(threads: offloadThreads, queueLimit: offloadQueue)
+            self.pool = pool
+            let fallback = application.waitingHandler(routeFirst: false)!
+            http = { request, response in
+                if let inline, inline(request, response) { return }
+                guard let d = ConnPtr(response.engineHandle).deferAnswer() else {
+                    fallback(request, response)   // an answer already started: inline
+                    return
+                }
+                let responder = Responder { d.complete($0) }
+                let owned = OwnedRequest(request)
+                if !pool.submit({ handler(owned, responder) }) {
+                    responder.send(status: 503, headers: [("Retry-After", "1")], body: "Service Unavailable\n")
+                }
+            }
+            data = { _, _ in 0 }
+            isRaw = false
+            return
+        case .async(let handler):
+            let fallback = application.waitingHandler(routeFirst: false)!
+            http = { request, response in
+                guard let d = ConnPtr(response.engineHandle).deferAnswer() else {
+                    fallback(request, response)
+                    return
+                }
+                let responder = Responder { d.complete($0) }
+                let owned = OwnedRequest(request)
+                Task { responder.send(await handler(owned)) }
+            }
+            data = { _, _ in 0 }
+            isRaw = false
         }
+        pool = nil
     }
 }
 
@@ -85,6 +120,8 @@ struct LoopState {
     var epfd: Int32 = -1
     var listenFd: Int32 = -1
     var wakeFd: Int32 = -1
+    /// Answers posted from other threads (Offload.swift); the loop object holds it.
+    var mailbox: Unmanaged<Mailbox>? = nil
     var reserveFd: Int32 = -1 // spare descriptor released to shed connections on EMFILE
 
     // Memory.
@@ -387,7 +424,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
     /// does not count), no output pending, no handler running, not lingering.
     var drainIdle: Bool {
         if pointee.flags & (CF.closed | CF.inCallback | CF.linger) != 0 { return false }
-        if pointee.outBytes != 0 { return false }
+        if pointee.outBytes != 0 || pointee.deferHead != nil { return false }   // output pending, or answers owed
         return pointee.inLen == 0 || pointee.loop.pointee.raw
     }
 }
@@ -437,6 +474,8 @@ final class SwiftLoop: @unchecked Sendable {
     let drain: DrainSignal
     let app: AppHandlers
     var thread: pthread_t? = nil
+    /// Answers from other threads; outlives the loop while answers hold it.
+    var mailbox: Mailbox? = nil
 
     init(configuration: SwiftServerConfiguration, loopCount: Int, index: Int, app: AppHandlers, drain: DrainSignal,
          serverLine: [UInt8]) {
@@ -458,6 +497,9 @@ final class SwiftLoop: @unchecked Sendable {
         if state.pointee.wakeFd < 0 { return errno }
         var ev = epoll_event(events: EP.input, data: epoll_data_t(u64: Tag.wake))
         if epoll_ctl(state.pointee.epfd, EPOLL_CTL_ADD, state.pointee.wakeFd, &ev) != 0 { return errno }
+        let mb = Mailbox(wakeFd: state.pointee.wakeFd)
+        mailbox = mb
+        state.pointee.mailbox = Unmanaged.passUnretained(mb)
         ev = epoll_event(events: state.listenerEvents(), data: epoll_data_t(u64: Tag.listener))
         if epoll_ctl(state.pointee.epfd, EPOLL_CTL_ADD, listenFd, &ev) != 0 { return errno }
         return 0
@@ -505,6 +547,7 @@ final class SwiftLoop: @unchecked Sendable {
                 } else {
                     var v: UInt64 = 0
                     _ = read(loop.pointee.wakeFd, &v, 8)
+                    loop.drainMailbox()   // answers posted from other threads
                 }
             }
             loop.endBatch()
@@ -526,6 +569,8 @@ final class SwiftLoop: @unchecked Sendable {
         // A loop that never ran holds no connections (none are accepted before start).
         while let c = s.pointee.live { c.closeNow(CloseReason.shutdown) }
         s.freeDead()
+        mailbox?.close()   // before the eventfd closes: late answers are dropped
+        s.pointee.mailbox = nil
         for fd in [s.pointee.epfd, s.pointee.wakeFd, s.pointee.listenFd, s.pointee.reserveFd] where fd >= 0 { close(fd) }
         s.pointee.epfd = -1
         s.pointee.wakeFd = -1

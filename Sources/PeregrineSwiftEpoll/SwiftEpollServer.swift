@@ -57,7 +57,8 @@ public final class SwiftEpollServer: @unchecked Sendable {
 
     public init(configuration: SwiftServerConfiguration, application: Application) {
         self.configuration = configuration
-        self.app = AppHandlers(application)
+        self.app = AppHandlers(application, offloadThreads: configuration.offloadThreads,
+                               offloadQueue: configuration.offloadQueue)
     }
 
     deinit {
@@ -146,6 +147,10 @@ public final class SwiftEpollServer: @unchecked Sendable {
             }
             loop.thread = tid
         }
+        if failure == 0, let pool = app.pool {
+            let rc = pool.start()   // workers take no signals either
+            if rc != 0 { failure = rc }
+        }
         pthread_sigmask(SIG_SETMASK, &old, nil)
         loops = made
         running = true
@@ -197,6 +202,7 @@ public final class SwiftEpollServer: @unchecked Sendable {
                 loop.thread = nil
             }
         }
+        app.pool?.shutdown()   // late answers meet stopped loops: dropped
         lifecycle.withLock { _ in
             for loop in loops { loop.destroy() }
             loops = []

@@ -35,6 +35,11 @@ public struct SwiftServerConfiguration: Sendable {
     public var idleTimeout = 60
     /// Value of the `Server` header.
     public var serverName = "Peregrine"
+    /// `.offloaded` applications: worker threads of the offload pool.
+    public var offloadThreads = 4
+    /// `.offloaded` applications: requests waiting for a worker at most
+    /// (beyond one running on each); beyond, `503` at once.
+    public var offloadQueue = 256
 
     public init() {}
 }

@@ -58,6 +58,8 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         let f = pointee.flags
         if f & CF.closed != 0 { return TimerKind.none }
         if f & CF.linger != 0 { return TimerKind.linger }
+        // Answers owed by the server and nothing waiting on the client: no timeout.
+        if pointee.deferHead != nil && pointee.outBytes == 0 { return TimerKind.none }
         // Paused connections hold complete requests the parser has not looked
         // at yet: waiting on the client's reading, not on its head.
         if f & (CF.closeAfter | CF.paused) != 0 { return TimerKind.idle }

@@ -58,6 +58,15 @@ struct Serve: ParsableCommand {
     @Flag(help: "Print one line per request: method, target, status.")
     var log = false
 
+    @Option(help: "--app sleep: milliseconds each request sleeps on the offload pool (?ms=N overrides).")
+    var sleepMs = 100
+
+    @Option(help: "Offloaded apps (sleep): worker threads of the offload pool.")
+    var offloadThreads = Configuration().offloadThreads
+
+    @Option(help: "Offloaded apps: requests waiting for a worker at most; beyond, 503.")
+    var offloadQueue = Configuration().offloadQueue
+
     @Option(help: "Seconds for a request head to arrive from its first byte (408 beyond; 0 = off).")
     var headerTimeout = Configuration().headerTimeout
     @Option(help: "Seconds an idle keep-alive connection stays open (0 = off).")
@@ -78,6 +87,7 @@ struct Serve: ParsableCommand {
     private func basicValidate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535") }
         guard (1...1024).contains(threads) else { throw ValidationError("--threads must be 1...1024") }
+        guard sleepMs >= 0 else { throw ValidationError("--sleep-ms must be >= 0") }
         guard backlog >= 1 else { throw ValidationError("--backlog must be at least 1") }
         guard headerTimeout >= 0, idleTimeout >= 0, shutdownTimeout >= 0, shutdownTimeout <= 86_400 else { throw ValidationError("timeouts must be >= 0") }
         guard maxRequestLine > 0, maxHeaderBytes > 0, maxHeaders > 0, maxBody >= 0 else {
@@ -103,6 +113,8 @@ struct Serve: ParsableCommand {
         config.noDelay = nodelay
         config.cork = cork
         config.logRequests = log
+        config.offloadThreads = offloadThreads
+        config.offloadQueue = offloadQueue
         config.headerTimeout = headerTimeout
         config.idleTimeout = idleTimeout
         config.shutdownDeadline = .milliseconds(Int64(shutdownTimeout * 1000))
@@ -114,7 +126,7 @@ struct Serve: ParsableCommand {
     }
 
     func run() throws {
-        let server = Server(configuration: configuration(), application: app.application)
+        let server = Server(configuration: configuration(), application: app.application(sleepMilliseconds: sleepMs))
         try server.run { server in
             // Scripts wait for this line: it carries the real port.
             let line = "peregrine: serving \(app.rawValue) on \(host):\(server.port) engine=\(engineDescription) "

@@ -287,6 +287,39 @@ size_t prg_conn_pending_output(const prg_conn *c);
 void *prg_conn_userdata(const prg_conn *c);
 void prg_conn_set_userdata(prg_conn *c, void *userdata);
 
+/* ------------------------------------------------------------------ */
+/* Answering later (offload.c): epoll and libev engines                 */
+/* ------------------------------------------------------------------ */
+
+/* A request whose answer comes later, from any thread. */
+typedef struct prg_deferred prg_deferred;
+
+/* From on_request, before anything is written: this request will be
+ * answered later through the returned handle, and the callback may return
+ * at once. The loop goes on serving (this connection's later pipelined
+ * requests too: their answers wait behind this one, so answers leave in
+ * request order). Returns NULL when the engine cannot defer (blocking and
+ * threaded engines: answer inline, blocking is allowed there), when an
+ * answer was already started, or when memory ran out.
+ *
+ * The handle must be completed exactly once, with prg_deferred_send, from
+ * any thread. It stays valid after its connection died (and after the
+ * server stopped): the answer is then dropped. While a connection waits on
+ * a deferred answer no timeout closes it: the server is the one late. */
+prg_deferred *prg_defer(prg_conn *c);
+/* Adds a header to the deferred answer (before prg_deferred_send; from
+ * the thread that holds the handle). The same rules as prg_write_header
+ * apply when the answer is written: a refused header is left out. Returns
+ * 0, or -1 (bad name or value, no memory). */
+int prg_deferred_header(prg_deferred *d, const char *name, size_t name_len,
+                        const char *value, size_t value_len);
+/* Completes the deferred answer: status, the headers added, body (copied;
+ * Content-Length is added unless a header gave one). Posts it to the
+ * connection's loop, which writes it in order; the handle is gone after the
+ * call, whatever it returns. Returns 0, or -1 when the answer was dropped
+ * (no memory; the client then gets a 500 if its connection lives). */
+int prg_deferred_send(prg_deferred *d, int status, const void *body, size_t n);
+
 /* Standard reason phrase for a status ("Unknown" if none). */
 const char *prg_status_reason(int status);
 

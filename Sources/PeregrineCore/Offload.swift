@@ -1,0 +1,306 @@
+// Answering later: handlers that run off the event loop (a bounded pool of
+// threads, or a Swift concurrency task) and answer from there.
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+
+/// A request copied out of the receive buffer, so it outlives the handler
+/// call (the `Request` view does not). Costs allocations: offloaded requests
+/// only.
+public struct OwnedRequest: Sendable {
+    public let method: String
+    public let target: String
+    /// `1` for HTTP/1.1, `0` for HTTP/1.0.
+    public let versionMinor: Int
+    public let keepAlive: Bool
+    /// Header fields in arrival order, names as sent.
+    public let headers: [(name: String, value: String)]
+    public let body: [UInt8]
+
+    public init(_ request: Request) {
+        method = request.methodString
+        target = request.targetString
+        versionMinor = request.versionMinor
+        keepAlive = request.keepAlive
+        var hs: [(name: String, value: String)] = []
+        hs.reserveCapacity(request.headerCount)
+        for i in 0..<request.headerCount {
+            hs.append((String(decoding: request.headerName(at: i), as: UTF8.self),
+                       String(decoding: request.headerValue(at: i), as: UTF8.self)))
+        }
+        headers = hs
+        body = Array(request.body)
+    }
+
+    /// The first header named `name` (ASCII case-insensitive).
+    public func header(named name: String) -> String? {
+        let wanted = name.lowercased()
+        return headers.first { $0.name.lowercased() == wanted }?.value
+    }
+
+    /// The path part of the target (before `?`).
+    public var path: Substring { target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "" }
+    /// The query part of the target (after `?`), if any.
+    public var query: Substring? {
+        let parts = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        return parts.count == 2 ? parts[1] : nil
+    }
+}
+
+/// A complete answer: status, headers, body. `Content-Length` is added
+/// unless a header gives one; framing and keep-alive stay the engine's
+/// (the same rules as `Response.header`: a refused header is left out).
+public struct OffloadAnswer: Sendable {
+    public var status: Int
+    public var headers: [(name: String, value: String)]
+    public var body: [UInt8]
+
+    public init(status: Int = 200, headers: [(name: String, value: String)] = [], body: [UInt8] = []) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+
+    public init(status: Int = 200, contentType: String = "text/plain",
+                headers: [(name: String, value: String)] = [], body: String) {
+        self.init(status: status, headers: [("Content-Type", contentType)] + headers, body: Array(body.utf8))
+    }
+}
+
+/// The handle an offloaded handler answers through: one-shot, usable from
+/// any thread at any time. It stays safe after the client went away: the
+/// answer is then dropped. A responder released without an answer answers
+/// `500` (so a forgotten request does not hang its connection).
+public final class Responder: Sendable {
+    private let done = Atomic<Bool>(false)
+    private let deliver: @Sendable (OffloadAnswer) -> Void
+
+    /// `deliver` receives the one answer (engines provide it).
+    public init(deliver: @escaping @Sendable (OffloadAnswer) -> Void) {
+        self.deliver = deliver
+    }
+
+    /// Answers. `false` when an answer was already given (this one is ignored).
+    @discardableResult
+    public func send(_ answer: OffloadAnswer) -> Bool {
+        guard done.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else {
+            return false
+        }
+        deliver(answer)
+        return true
+    }
+
+    @discardableResult
+    public func send(status: Int = 200, contentType: String = "text/plain",
+                     headers: [(name: String, value: String)] = [], body: String) -> Bool {
+        send(OffloadAnswer(status: status, contentType: contentType, headers: headers, body: body))
+    }
+
+    @discardableResult
+    public func send(status: Int = 200, headers: [(name: String, value: String)] = [], bytes: [UInt8]) -> Bool {
+        send(OffloadAnswer(status: status, headers: headers, body: bytes))
+    }
+
+    /// Whether an answer was given.
+    public var isAnswered: Bool { done.load(ordering: .acquiring) }
+
+    deinit {
+        if !done.load(ordering: .acquiring) {
+            deliver(OffloadAnswer(status: 500, body: "handler did not respond\n"))
+        }
+    }
+}
+
+/// Runs on a worker of the server's offload pool (`Configuration.offloadThreads`),
+/// so it may block (sleep, a database call). Answers through `responder`,
+/// from this thread or any other, now or later.
+public typealias OffloadedHandler = @Sendable (OwnedRequest, Responder) -> Void
+
+/// Runs as a Swift concurrency task; its result is the answer.
+public typealias AsyncHTTPHandler = @Sendable (OwnedRequest) async -> OffloadAnswer
+
+/// A fixed set of worker threads and a bounded queue of jobs. `submit`
+/// never blocks: with the queue full it returns `false` (the server then
+/// answers `503 Service Unavailable`).
+public final class OffloadPool: @unchecked Sendable {
+    // @unchecked: jobs, head, stopping and threads are guarded by mutex.
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private var jobs: [@Sendable () -> Void] = []
+    private var head = 0
+    private var stopping = false
+    private var running = 0
+    private var threads: [pthread_t] = []
+    public let threadCount: Int
+    /// Jobs waiting for a worker at most, beyond one running on each worker.
+    public let queueLimit: Int
+
+    public init(threads: Int, queueLimit: Int) {
+        threadCount = max(1, threads)
+        self.queueLimit = max(0, queueLimit)
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(cond, nil)
+    }
+
+    deinit {
+        shutdown()
+        pthread_cond_destroy(cond)
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+        cond.deallocate()
+    }
+
+    /// Starts the workers. Returns 0 or an errno.
+    public func start() -> Int32 {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        stopping = false   // a server may be started again after stop
+        for _ in 0..<threadCount {
+            var t = pthread_t()
+            let rc = pthread_create(&t, nil, { arg in
+                let pool = Unmanaged<OffloadPool>.fromOpaque(arg!).takeRetainedValue()
+                pool.work()
+                return nil
+            }, Unmanaged.passRetained(self).toOpaque())
+            if rc != 0 { return rc }
+            threads.append(t)
+        }
+        return 0
+    }
+
+    /// Queues a job. `false` when the queue is full or the pool stopped.
+    public func submit(_ job: @escaping @Sendable () -> Void) -> Bool {
+        pthread_mutex_lock(mutex)
+        guard !stopping, running + jobs.count - head < threadCount + queueLimit else {
+            pthread_mutex_unlock(mutex)
+            return false
+        }
+        jobs.append(job)
+        pthread_cond_signal(cond)
+        pthread_mutex_unlock(mutex)
+        return true
+    }
+
+    /// Drops the jobs still queued (their responders answer 500, which a
+    /// stopped server drops), waits for the running ones, ends the workers.
+    public func shutdown() {
+        pthread_mutex_lock(mutex)
+        stopping = true
+        let dropped = jobs
+        jobs = []
+        head = 0
+        let workers = threads
+        threads = []
+        pthread_cond_broadcast(cond)
+        pthread_mutex_unlock(mutex)
+        _ = dropped   // released here, outside the lock
+        for t in workers { pthread_join(t, nil) }
+    }
+
+    private func work() {
+        pthread_mutex_lock(mutex)
+        while true {
+            while jobs.count == head && !stopping { pthread_cond_wait(cond, mutex) }
+            if stopping { break }
+            let job = jobs[head]
+            head += 1
+            if head == jobs.count {
+                jobs.removeAll(keepingCapacity: true)
+                head = 0
+            } else if head >= 64 && head * 2 >= jobs.count {
+                jobs.removeFirst(head)
+                head = 0
+            }
+            running += 1
+            pthread_mutex_unlock(mutex)
+            job()
+            pthread_mutex_lock(mutex)
+            running -= 1
+        }
+        pthread_mutex_unlock(mutex)
+    }
+}
+
+/// Waits for one answer (engines that may block run offloaded handlers
+/// inline and wait here).
+final class AnswerLatch: @unchecked Sendable {
+    // @unchecked: answer is guarded by mutex.
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private var answer: OffloadAnswer?
+
+    init() {
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(cond, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(cond)
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+        cond.deallocate()
+    }
+
+    func put(_ a: OffloadAnswer) {
+        pthread_mutex_lock(mutex)
+        answer = a
+        pthread_cond_signal(cond)
+        pthread_mutex_unlock(mutex)
+    }
+
+    func wait() -> OffloadAnswer {
+        pthread_mutex_lock(mutex)
+        while answer == nil { pthread_cond_wait(cond, mutex) }
+        let a = answer!
+        pthread_mutex_unlock(mutex)
+        return a
+    }
+}
+
+extension Response {
+    /// Writes a complete answer (inline engines, and the Swift engine).
+    public func write(answer: OffloadAnswer) {
+        guard begin(status: answer.status) else { return }   // the engine answers 500
+        var hasLength = false
+        for (name, value) in answer.headers {
+            if name.lowercased() == "content-length" { hasLength = true }
+            header(name, value)
+        }
+        if !hasLength && answer.status != 204 && answer.status != 304 {
+            header("Content-Length", String(answer.body.count))
+        }
+        if !answer.body.isEmpty { answer.body.withUnsafeBytes { _ = write($0) } }
+        end()
+    }
+}
+
+extension Application {
+    /// An HTTP handler that runs an `.offloaded` or `.async` application
+    /// inline and waits for its answer, for engines where a handler may
+    /// block (blocking, threaded). nil for `.http` and `.raw`.
+    public var inlineHandler: HTTPHandler? { waitingHandler(routeFirst: true) }
+
+    /// `inlineHandler`; `routeFirst: false` skips `.offloaded`'s inline route
+    /// (for a caller that already ran it).
+    public func waitingHandler(routeFirst: Bool) -> HTTPHandler? {
+        switch self {
+        case .http, .raw:
+            return nil
+        case .offloaded(let handler, let inline):
+            return { request, response in
+                if routeFirst, let inline, inline(request, response) { return }
+                let latch = AnswerLatch()
+                handler(OwnedRequest(request), Responder { latch.put($0) })
+                response.write(answer: latch.wait())
+            }
+        case .async(let handler):
+            return { request, response in
+                let latch = AnswerLatch()
+                let owned = OwnedRequest(request)
+                Task { latch.put(await handler(owned)) }
+                response.write(answer: latch.wait())
+            }
+        }
+    }
+}

@@ -1,0 +1,257 @@
+// Answers that come later, from other threads: the Swift engine's port of
+// csrc/offload.c, with the same rules.
+//
+//  deferAnswer     on the loop thread, inside the handler: the request gets a
+//                  DeferredAnswer and a place in the connection's list of
+//                  answers owed, in request order.
+//  post            any thread: the answer goes to the loop's mailbox (a
+//                  mutex-guarded array); the first post into an empty mailbox
+//                  writes the loop's eventfd.
+//  drainMailbox    the loop thread, when the eventfd fired: each answer whose
+//                  connection still lives is written with the engine's writer
+//                  into its own chunks; answers at the front of the list that
+//                  are ready go to the send queue, so pipelined answers leave
+//                  in order. An answer for a closed connection is dropped.
+#if canImport(Glibc)
+import Glibc
+#endif
+import PeregrineCore
+
+/// Answers owed per connection before its reading pauses (as in C).
+let deferMaxDepth = 64
+
+/// A loop's inbox of answers posted from other threads. Outlives the loop
+/// (the answers hold it): after `close` a late answer is dropped. A pthread
+/// mutex (not Synchronization's Mutex, whose futex ThreadSanitizer cannot see).
+final class Mailbox: @unchecked Sendable {
+    // @unchecked: items and closed are guarded by mutex.
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private var items: [DeferredAnswer] = []
+    private var closed = false
+    private let wakeFd: Int32
+
+    init(wakeFd: Int32) {
+        self.wakeFd = wakeFd
+        pthread_mutex_init(mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    func post(_ d: DeferredAnswer) {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        if closed { return }
+        let wasEmpty = items.isEmpty
+        items.append(d)
+        if wasEmpty {
+            var one: UInt64 = 1
+            _ = write(wakeFd, &one, 8)   // under the lock: the descriptor outlives it
+        }
+    }
+
+    func take() -> [DeferredAnswer] {
+        pthread_mutex_lock(mutex)
+        let taken = items
+        items = []
+        pthread_mutex_unlock(mutex)
+        return taken
+    }
+
+    /// The loop ended: what is queued and what arrives later is dropped.
+    func close() {
+        pthread_mutex_lock(mutex)
+        closed = true
+        let dropped = items
+        items = []
+        pthread_mutex_unlock(mutex)
+        _ = dropped   // released outside the lock
+    }
+}
+
+/// One answer owed to a connection: a deferred request, or an answer that
+/// waits behind one.
+final class DeferredAnswer: @unchecked Sendable {
+    // @unchecked: the loop-thread fields are touched by the loop thread only;
+    // `answer` is written by the completing thread before `post`, whose lock
+    // hands it to the loop thread.
+    var conn: ConnPtr?                     // loop thread; nil once the connection closed
+    var next: Unmanaged<DeferredAnswer>?   // the connection's list (loop thread)
+    var ready = false                      // loop thread: its bytes are in out*
+    var closeAfter: UInt32 = 0
+    var outHead: ChunkPtr? = nil
+    var outTail: ChunkPtr? = nil
+    var outBytes = 0
+    let reqMinor: UInt8
+    let keepAlive: Bool
+    let noBody: Bool
+    let mailbox: Mailbox?
+    var answer: OffloadAnswer?
+
+    init(conn: ConnPtr, mailbox: Mailbox?, reqMinor: UInt8, keepAlive: Bool, noBody: Bool) {
+        self.conn = conn
+        self.mailbox = mailbox
+        self.reqMinor = reqMinor
+        self.keepAlive = keepAlive
+        self.noBody = noBody
+    }
+
+    /// Any thread, once: the answer goes to the connection's loop.
+    func complete(_ a: OffloadAnswer) {
+        answer = a
+        mailbox?.post(self)
+    }
+}
+
+/// The send queue set aside while an answer is captured.
+struct SavedOutput {
+    var head: ChunkPtr?
+    var tail: ChunkPtr?
+    var bytes: Int
+}
+
+extension UnsafeMutablePointer where Pointee == ConnState {
+    @inline(__always) var offloadFull: Bool { pointee.deferCount >= deferMaxDepth }
+
+    private func deferAppend(_ d: DeferredAnswer) {
+        let u = Unmanaged.passRetained(d)   // the list's reference
+        d.next = nil
+        if let t = pointee.deferTail { t.takeUnretainedValue().next = u } else { pointee.deferHead = u }
+        pointee.deferTail = u
+        pointee.deferCount += 1
+    }
+
+    func holdBegin() -> SavedOutput {
+        let saved = SavedOutput(head: pointee.outHead, tail: pointee.outTail, bytes: pointee.outBytes)
+        pointee.outHead = nil
+        pointee.outTail = nil
+        pointee.outBytes = 0
+        return saved
+    }
+
+    private func holdTake(_ saved: SavedOutput, into d: DeferredAnswer) {
+        d.outHead = pointee.outHead
+        d.outTail = pointee.outTail
+        d.outBytes = pointee.outBytes
+        pointee.outHead = saved.head
+        pointee.outTail = saved.tail
+        pointee.outBytes = saved.bytes
+    }
+
+    private func releaseChunks(_ first: ChunkPtr?) {
+        var k = first
+        while let c = k {
+            k = c.pointee.next
+            chunkRelease(c)
+        }
+    }
+
+    /// After a callback that answered while earlier answers are owed: its
+    /// bytes wait behind them.
+    func holdEnd(_ saved: SavedOutput) {
+        if pointee.outBytes == 0 || pointee.flags & CF.closed != 0 {
+            let k = pointee.outHead
+            pointee.outHead = saved.head
+            pointee.outTail = saved.tail
+            pointee.outBytes = saved.bytes
+            releaseChunks(k)
+            return
+        }
+        let d = DeferredAnswer(conn: self, mailbox: nil, reqMinor: 1, keepAlive: false, noBody: false)
+        holdTake(saved, into: d)
+        d.ready = true
+        deferAppend(d)
+    }
+
+    /// In a handler, before answering: the answer comes later through the
+    /// returned object. nil when an answer was already started.
+    func deferAnswer() -> DeferredAnswer? {
+        guard let mb = pointee.loop.pointee.mailbox, pointee.flags & (CF.inCallback | CF.closed) == CF.inCallback,
+              pointee.respState == RespState.none else { return nil }
+        let d = DeferredAnswer(conn: self, mailbox: mb.takeUnretainedValue(), reqMinor: pointee.reqMinor,
+                               keepAlive: pointee.reqKeepAlive, noBody: pointee.respFlags & RespFlag.noBody != 0)
+        deferAppend(d)
+        pointee.respState = RespState.done   // the inline writer refuses from here on
+        return d
+    }
+
+    /// Answers at the front of the list that are ready go to the send queue.
+    func releaseReady() {
+        while let u = pointee.deferHead {
+            let d = u.takeUnretainedValue()
+            if !d.ready { return }
+            pointee.deferHead = d.next
+            if pointee.deferHead == nil { pointee.deferTail = nil }
+            pointee.deferCount -= 1
+            if let h = d.outHead {
+                if let t = pointee.outTail { t.pointee.next = h } else { pointee.outHead = h }
+                pointee.outTail = d.outTail
+                pointee.outBytes += d.outBytes
+                d.outHead = nil
+                d.outTail = nil
+            }
+            pointee.flags |= d.closeAfter
+            d.next = nil
+            u.release()
+        }
+    }
+
+    /// The connection closed: what it was owed is dropped.
+    func offloadClosed() {
+        var u = pointee.deferHead
+        pointee.deferHead = nil
+        pointee.deferTail = nil
+        pointee.deferCount = 0
+        while let cur = u {
+            let d = cur.takeUnretainedValue()
+            u = d.next
+            d.next = nil
+            if d.ready {
+                releaseChunks(d.outHead)
+                d.outHead = nil
+                d.outTail = nil
+            }
+            d.conn = nil   // a late answer finds no connection: a no-op
+            cur.release()
+        }
+    }
+
+    /// Writes a posted answer with the ordinary writer, for its request.
+    func render(_ d: DeferredAnswer) {
+        let saved = holdBegin()
+        let closeAfter = pointee.flags & CF.closeAfter   // a later request's, not this one's
+        pointee.flags &= ~CF.closeAfter
+        pointee.respState = RespState.none
+        pointee.respStatus = 0
+        pointee.respLengthLeft = 0
+        pointee.reqMinor = d.reqMinor
+        pointee.reqKeepAlive = d.keepAlive
+        pointee.respFlags = d.noBody ? RespFlag.noBody : 0
+        if let a = d.answer {
+            Response(sink: OpaquePointer(self), functions: pointee.loop.pointee.responseFunctions).write(answer: a)
+        }
+        _ = finishDefault()   // a refused status: 500
+        d.closeAfter = pointee.flags & CF.closeAfter
+        pointee.flags = (pointee.flags & ~CF.closeAfter) | closeAfter
+        holdTake(saved, into: d)
+        d.ready = true
+        d.answer = nil
+    }
+}
+
+extension UnsafeMutablePointer where Pointee == LoopState {
+    /// The loop thread, after its eventfd fired.
+    func drainMailbox() {
+        guard let mb = pointee.mailbox else { return }
+        for d in mb.takeUnretainedValue().take() {
+            guard let c = d.conn else { continue }   // its connection closed meanwhile
+            c.render(d)
+            if c.pointee.deferHead?.takeUnretainedValue() === d {
+                c.releaseReady()
+                c.finishIO()   // send, resume paused input, close if done
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+// Answering later: .offloaded handlers on the offload pool, .async handlers
+// as tasks. On the event engines (epoll, libev, swift) the loop goes on
+// serving while a handler works; answers are posted back to the connection's
+// loop and leave in request order; an answer for a closed connection is
+// dropped. The threaded engine runs such handlers inline on the connection's
+// own thread (blocking is allowed there); the blocking engine runs them
+// inline too, so it serves nobody else meanwhile (one client at a time).
+import Foundation
+import Peregrine
+import XCTest
+
+final class OffloadTests: XCTestCase {
+    /// `/hello` inline on the loop; anything else sleeps `?ms=N` on the pool.
+    private let sleepApp = BuiltinApp.sleep.application(sleepMilliseconds: 300)
+
+    private func isEvent(_ mode: EngineMode) -> Bool { mode.engine == .epoll || mode.engine == .libev || mode.engine == .swift }
+
+    private func ms(since start: DispatchTime) -> Double {
+        Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e6
+    }
+
+    /// While 4 clients wait on a slow offloaded handler, a client on another
+    /// connection is answered at once.
+    func testSlowHandlersDoNotDelayOtherClients() throws {
+        try forEachEngine { mode in
+            // blocking: one client at a time.
+            guard isEvent(mode) || mode.engine == .threaded else { return }
+            try withServer(mode, sleepApp) { server in
+                var slow: [TestSocket] = []
+                for _ in 0..<4 {
+                    let s = try TestSocket(port: server.port)
+                    try s.send("GET /?ms=400 HTTP/1.1\r\nHost: t\r\n\r\n")
+                    slow.append(s)
+                }
+                usleep(50_000)   // the four are on the pool (or their threads) now
+                let start = DispatchTime.now()
+                let r = try fetch(port: server.port, "GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                let took = ms(since: start)
+                XCTAssertEqual(r.status, 200, "[\(mode)]")
+                XCTAssertEqual(r.bodyString, "Hello, World!", "[\(mode)]")
+                XCTAssertLessThan(took, 50, "[\(mode)] hello waited \(took) ms behind the slow handlers")
+                for s in slow {
+                    let a = try s.readResponse()
+                    XCTAssertEqual(a.status, 200, "[\(mode)]")
+                    XCTAssertEqual(a.bodyString, "slept 400 ms", "[\(mode)]")
+                }
+            }
+        }
+    }
+
+    /// Pipelined: a slow request, then a fast one, then one answered inline:
+    /// the answers arrive in request order, and the slow and the fast ran
+    /// side by side (event engines).
+    func testPipelinedAnswersStayInOrder() throws {
+        try forEachEngine { mode in
+            guard mode.keepsAlive else { return }
+            try withServer(mode, sleepApp) { server in
+                let s = try TestSocket(port: server.port)
+                let start = DispatchTime.now()
+                try s.send("GET /?ms=300 HTTP/1.1\r\nHost: t\r\n\r\n"
+                           + "GET /?ms=100 HTTP/1.1\r\nHost: t\r\n\r\n"
+                           + "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
+                           + "HEAD /?ms=1 HTTP/1.1\r\nHost: t\r\n\r\n")
+                let first = try s.readResponse()
+                let second = try s.readResponse()
+                let third = try s.readResponse()
+                let fourth = try s.readResponse(expectBody: false)
+                let took = ms(since: start)
+                XCTAssertEqual(first.bodyString, "slept 300 ms", "[\(mode)]")
+                XCTAssertEqual(second.bodyString, "slept 100 ms", "[\(mode)]")
+                XCTAssertEqual(third.bodyString, "Hello, World!", "[\(mode)]")
+                XCTAssertEqual(fourth.status, 200, "[\(mode)]")
+                XCTAssertEqual(fourth.header("Content-Length"), "10", "[\(mode)] HEAD keeps the length of the body it does not get")
+                if isEvent(mode) {
+                    XCTAssertLessThan(took, 390, "[\(mode)] the fast request did not run beside the slow one")
+                }
+                // The connection goes on serving after the deferred answers.
+                try s.send("GET /?ms=1 HTTP/1.1\r\nHost: t\r\n\r\n")
+                XCTAssertEqual(try s.readResponse().bodyString, "slept 1 ms", "[\(mode)]")
+            }
+        }
+    }
+
+    /// 200 pipelined requests on one connection, finishing out of order on
+    /// the pool: more than the 64 answers a connection may owe, so reading
+    /// pauses and resumes; every answer comes back, in order.
+    func testDeepPipelineOfDeferredAnswers() throws {
+        let app: Application = .offloaded({ request, responder in
+            let i = Int(request.query ?? "0") ?? 0
+            usleep(UInt32((i * 7) % 5) * 300)   // later requests often finish first
+            responder.send(body: request.target)
+        }, inline: { request, response in
+            // Every fifth answered inline, held behind the deferred ones.
+            let target = request.targetString
+            guard let q = target.split(separator: "?").last, let i = Int(q), i % 5 == 4 else { return false }
+            response.send(body: target)
+            return true
+        })
+        try forEachEngine { mode in
+            guard mode.keepsAlive else { return }
+            try withServer(mode, app) { server in
+                let s = try TestSocket(port: server.port)
+                var wire = ""
+                for i in 0..<200 { wire += "GET /?\(i) HTTP/1.1\r\nHost: t\r\n\r\n" }
+                try s.send(wire)
+                var wrong = 0
+                for i in 0..<200 {
+                    let r = try s.readResponse()
+                    if r.bodyString != "/?\(i)" {
+                        wrong += 1
+                        if wrong < 4 { XCTFail("[\(mode)] answer \(i): \(r)") }
+                    }
+                }
+                XCTAssertEqual(wrong, 0, "[\(mode)]")
+                XCTAssertTrue(s.looksOpen, "[\(mode)]")
+            }
+        }
+    }
+
+    /// Clients that close (or reset) before their answers are ready: the late
+    /// answers are no-ops and the server goes on serving. ASan checks the rest.
+    func testClientGoneBeforeAnswer() throws {
+        try forEachEngine { mode in
+            try withServer(mode, sleepApp) { server in
+                for i in 0..<6 {
+                    let s = try TestSocket(port: server.port)
+                    let pipelined = mode.keepsAlive ? "GET /?ms=20 HTTP/1.1\r\nHost: t\r\n\r\nGET /hello HTTP/1.1\r\nHost: t\r\n\r\n" : ""
+                    try s.send("GET /?ms=150 HTTP/1.1\r\nHost: t\r\n\r\n" + pipelined)
+                    if mode.servesConcurrently { usleep(20_000) }
+                    if i % 2 == 0 { s.close() } else { s.reset() }
+                }
+                usleep(400_000)   // every late answer has arrived by now
+                let r = try fetch(port: server.port, "GET /?ms=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                XCTAssertEqual(r.bodyString, "slept 1 ms", "[\(mode)]")
+                let h = try fetch(port: server.port, "GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                XCTAssertEqual(h.bodyString, "Hello, World!", "[\(mode)]")
+            }
+        }
+    }
+
+    /// The server stops while answers are outstanding: they are dropped
+    /// (the pool finishes its running jobs; nothing is written after stop).
+    func testStopWithAnswersOutstanding() throws {
+        try forEachEngine { mode in
+            guard mode.servesConcurrently else { return }
+            var sockets: [TestSocket] = []
+            try withServer(mode, sleepApp) { server in
+                for _ in 0..<3 {
+                    let s = try TestSocket(port: server.port)
+                    try s.send("GET /?ms=100 HTTP/1.1\r\nHost: t\r\n\r\n")
+                    sockets.append(s)
+                }
+                usleep(30_000)
+            }
+            _ = sockets
+        }
+    }
+
+    /// Pool and queue full: the next request is answered 503 at once, the
+    /// others are served when their turn comes.
+    func testQueueFullAnswers503() throws {
+        try forEachEngine { mode in
+            guard isEvent(mode) else { return }   // the others have no pool
+            try withServer(mode, sleepApp, configure: { $0.offloadThreads = 1; $0.offloadQueue = 1 }) { server in
+                let a = try TestSocket(port: server.port)
+                try a.send("GET /?ms=300 HTTP/1.1\r\nHost: t\r\n\r\n")
+                usleep(30_000)   // a runs first (not b, which would be done before c comes)
+                let b = try TestSocket(port: server.port)
+                try b.send("GET /?ms=10 HTTP/1.1\r\nHost: t\r\n\r\n")
+                usleep(50_000)
+                let start = DispatchTime.now()
+                let c = try fetch(port: server.port, "GET /?ms=10 HTTP/1.1\r\nHost: t\r\n\r\n")
+                XCTAssertEqual(c.status, 503, "[\(mode)]")
+                XCTAssertEqual(c.header("Retry-After"), "1", "[\(mode)]")
+                XCTAssertLessThan(ms(since: start), 100, "[\(mode)] 503 should come at once")
+                XCTAssertEqual(try a.readResponse().bodyString, "slept 300 ms", "[\(mode)]")
+                XCTAssertEqual(try b.readResponse().bodyString, "slept 10 ms", "[\(mode)]")
+            }
+        }
+    }
+
+    /// `.async` handlers: answers from tasks, in request order; a handler
+    /// that forgets its responder gets a 500 instead of a hung connection.
+    func testAsyncHandlersAndForgottenResponder() throws {
+        let app: Application = .async { request in
+            let ms = Int(request.query?.dropFirst(3) ?? "0") ?? 0
+            try? await Task.sleep(nanoseconds: UInt64(ms) * 1_000_000)
+            return OffloadAnswer(status: 200, headers: [("X-Target", request.target)], body: Array("async \(ms)".utf8))
+        }
+        try forEachEngine { mode in
+            guard mode.keepsAlive else { return }
+            try withServer(mode, app) { server in
+                let s = try TestSocket(port: server.port)
+                try s.send("GET /?ms=200 HTTP/1.1\r\nHost: t\r\n\r\nGET /?ms=1 HTTP/1.1\r\nHost: t\r\n\r\n")
+                let first = try s.readResponse()
+                let second = try s.readResponse()
+                XCTAssertEqual(first.bodyString, "async 200", "[\(mode)]")
+                XCTAssertEqual(first.header("X-Target"), "/?ms=200", "[\(mode)]")
+                XCTAssertEqual(second.bodyString, "async 1", "[\(mode)]")
+            }
+        }
+        let forgetful: Application = .offloaded({ _, _ in })
+        try forEachEngine { mode in
+            guard isEvent(mode) || mode.engine == .threaded else { return }
+            try withServer(mode, forgetful) { server in
+                let r = try fetch(port: server.port, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                XCTAssertEqual(r.status, 500, "[\(mode)]")
+            }
+        }
+    }
+}
