@@ -48,6 +48,34 @@ final class OffloadTests: XCTestCase {
         }
     }
 
+    /// Graceful shutdown while an offloaded answer is owed: the connection is
+    /// work in flight, not idle, so its answer still arrives (with
+    /// `Connection: close`) before the server lets it go.
+    func testShutdownWaitsForOwedAnswers() throws {
+        try forEachEngine { mode in
+            var c = Configuration()
+            c.host = "127.0.0.1"
+            c.port = 0
+            mode.apply(to: &c)
+            let server = Server(configuration: c, application: sleepApp)
+            try server.start()
+            let s = try TestSocket(port: server.port)
+            try s.send("GET /?ms=300 HTTP/1.1\r\nHost: t\r\n\r\n")
+            usleep(50_000)   // the request is on the pool (or its thread) now
+            let start = DispatchTime.now()
+            let done = DispatchSemaphore(value: 0)
+            let box = LockedList<Server>()
+            box.append(server)
+            Thread { box.all[0].shutdown(deadline: .seconds(5)); done.signal() }.start()
+            let r = try s.readResponse()
+            XCTAssertEqual(r.bodyString, "slept 300 ms", "[\(mode)] the owed answer was lost in the drain: \(r)")
+            XCTAssertEqual(r.header("Connection")?.lowercased(), "close", "[\(mode)] answered during a drain")
+            XCTAssertEqual(try s.expectClose(), [], "[\(mode)]")
+            XCTAssertEqual(done.wait(timeout: .now() + 5), .success, "[\(mode)] shutdown did not return")
+            XCTAssertLessThan(ms(since: start), 3000, "[\(mode)] shutdown waited for its deadline instead of the answer")
+        }
+    }
+
     /// Pipelined: a slow request, then a fast one, then one answered inline:
     /// the answers arrive in request order, and the slow and the fast ran
     /// side by side (event engines).
