@@ -353,10 +353,10 @@ struct DeferredHandle: @unchecked Sendable {
     }
 }
 
-private let onRequest: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<prg_request>?) -> Void = { ctx, conn, req in
-    let bridge = Unmanaged<Bridge>.fromOpaque(ctx!).takeUnretainedValue()
-    let r = req.unsafelyUnwrapped
-    let request = Request(
+/// The zero-copy Swift view of the C parser's request (valid during the callback).
+@inline(__always)
+private func requestView(_ r: UnsafePointer<prg_request>) -> Request {
+    Request(
         method: UnsafeRawBufferPointer(start: r.pointee.method.ptr, count: r.pointee.method.len),
         target: UnsafeRawBufferPointer(start: r.pointee.target.ptr, count: r.pointee.target.len),
         versionMinor: Int(r.pointee.version_minor),
@@ -364,6 +364,11 @@ private let onRequest: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?,
         headerTable: UnsafeRawPointer(r.pointee.headers),
         headerCount: r.pointee.header_count,
         body: UnsafeRawBufferPointer(start: r.pointee.body.ptr, count: r.pointee.body.len))
+}
+
+private let onRequest: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<prg_request>?) -> Void = { ctx, conn, req in
+    let bridge = Unmanaged<Bridge>.fromOpaque(ctx!).takeUnretainedValue()
+    let request = requestView(req.unsafelyUnwrapped)
     let response = Response(sink: conn.unsafelyUnwrapped, functions: bridge.responseFunctions)
     bridge.httpHandler(request, response)
     if bridge.logRequests { logRequest(request, response) }
@@ -371,15 +376,7 @@ private let onRequest: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?,
 
 private let onOffloadedRequest: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<prg_request>?) -> Void = { ctx, conn, req in
     let bridge = Unmanaged<Bridge>.fromOpaque(ctx!).takeUnretainedValue()
-    let r = req.unsafelyUnwrapped
-    let request = Request(
-        method: UnsafeRawBufferPointer(start: r.pointee.method.ptr, count: r.pointee.method.len),
-        target: UnsafeRawBufferPointer(start: r.pointee.target.ptr, count: r.pointee.target.len),
-        versionMinor: Int(r.pointee.version_minor),
-        keepAlive: r.pointee.flags & UInt32(PRG_REQ_KEEP_ALIVE) != 0,
-        headerTable: UnsafeRawPointer(r.pointee.headers),
-        headerCount: r.pointee.header_count,
-        body: UnsafeRawBufferPointer(start: r.pointee.body.ptr, count: r.pointee.body.len))
+    let request = requestView(req.unsafelyUnwrapped)
     let response = Response(sink: conn.unsafelyUnwrapped, functions: bridge.responseFunctions)
     bridge.dispatchLater(conn.unsafelyUnwrapped, request, response)
 }
