@@ -288,7 +288,8 @@ static void drain_begin(prg_loop *loop) {
     loop->listener_ready = false;
     loop->listener_paused = false;
     /* Output pending and no request buffered: the answer is the last one. */
-    for (prg_conn *c = loop->live; c; c = c->next) {
+    for (prg_conn *c = loop->live, *next; c; c = next) {
+        next = c->next;   /* update_interest may close c (a failed epoll_ctl), which unlinks it */
         if ((c->flags & (CONN_CLOSED | CONN_LINGER | CONN_CLOSE_AFTER)) || !c->out_bytes || c->in_len) continue;
         c->flags |= CONN_CLOSE_AFTER;
         c->close_reason = PRG_CLOSE_SHUTDOWN;

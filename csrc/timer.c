@@ -50,9 +50,12 @@ static int timer_wanted(const prg_conn *c) {
     const prg_config *cfg = &c->loop->server->cfg;
     if (c->flags & CONN_CLOSED) return TIMER_NONE;
     if (c->flags & CONN_LINGER) return TIMER_LINGER;
-    /* Answers owed by the server (offload.c) and nothing waiting on the
-     * client: no timeout; the handler answers or the client gives up. */
-    if (c->defer_head && c->out_bytes == 0) return TIMER_NONE;
+    /* Answers owed by the server (offload.c): no timeout while nothing
+     * waits on the client (the handler answers or the client gives up), the
+     * idle timer while output waits on its reading. Never the head timer:
+     * its 408 would go out ahead of the owed answers and pair with the
+     * wrong request. */
+    if (c->defer_head) return c->out_bytes ? TIMER_IDLE : TIMER_NONE;
     /* Paused connections hold complete requests the parser has not looked
      * at yet: waiting on the client's reading, not on its head. */
     if (c->flags & (CONN_CLOSE_AFTER | CONN_PAUSED)) return TIMER_IDLE;

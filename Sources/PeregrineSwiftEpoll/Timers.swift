@@ -58,8 +58,10 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         let f = pointee.flags
         if f & CF.closed != 0 { return TimerKind.none }
         if f & CF.linger != 0 { return TimerKind.linger }
-        // Answers owed by the server and nothing waiting on the client: no timeout.
-        if pointee.deferHead != nil && pointee.outBytes == 0 { return TimerKind.none }
+        // Answers owed by the server: no timeout while nothing waits on the
+        // client, the idle timer while output waits on its reading. Never the
+        // head timer: its 408 would overtake the owed answers (timer.c).
+        if pointee.deferHead != nil { return pointee.outBytes != 0 ? TimerKind.idle : TimerKind.none }
         // Paused connections hold complete requests the parser has not looked
         // at yet: waiting on the client's reading, not on its head.
         if f & (CF.closeAfter | CF.paused) != 0 { return TimerKind.idle }

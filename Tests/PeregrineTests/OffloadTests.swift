@@ -48,6 +48,41 @@ final class OffloadTests: XCTestCase {
         }
     }
 
+    /// A request head that stalls while the server owes an offloaded answer
+    /// and earlier output waits on the client: the head timer's 408 must not
+    /// overtake the owed answer (it would pair with the wrong request). The
+    /// answers arrive as big, late, then the 408 for the stalled head.
+    func testNo408OvertakesAnOwedAnswer() throws {
+        let bigSize = 16 << 20   // more than the kernel buffers hold: output stays queued
+        let app: Application = .offloaded({ _, responder in
+            usleep(2_500_000)   // past the 1 s header deadline of the next head
+            responder.send(body: "late")
+        }, inline: { request, response in
+            guard request.targetString == "/big" else { return false }
+            response.begin(status: 200)
+            response.header("Content-Length", String(bigSize))
+            let piece = [UInt8](repeating: UInt8(ascii: "b"), count: 65536)
+            piece.withUnsafeBytes { p in for _ in 0..<(bigSize / piece.count) { response.write(p) } }
+            response.end()
+            return true
+        })
+        try forEachEngine { mode in
+            guard isEvent(mode) else { return }   // threaded and blocking run the handler inline: nothing is read meanwhile
+            try withServer(mode, app, configure: { $0.headerTimeout = 1; $0.maxOutputPerConnection = 64 << 20 }) { server in
+                let s = try TestSocket(port: server.port)
+                try s.send("GET /big HTTP/1.1\r\nHost: t\r\n\r\nGET /slow HTTP/1.1\r\nHost: t\r\n\r\nGET /next HTTP/1.1\r\nHo")
+                usleep(3_500_000)   // not reading: the owed answer completes meanwhile
+                let big = try s.readResponse()
+                XCTAssertEqual(big.body.count, bigSize, "[\(mode)]")
+                let late = try s.readResponse()
+                XCTAssertEqual(late.status, 200, "[\(mode)] a 408 overtook the owed answer: \(late)")
+                XCTAssertEqual(late.bodyString, "late", "[\(mode)]")
+                let timedOut = try s.readResponse()
+                XCTAssertEqual(timedOut.status, 408, "[\(mode)] the stalled head is timed out after the owed answer: \(timedOut)")
+            }
+        }
+    }
+
     /// Graceful shutdown while an offloaded answer is owed: the connection is
     /// work in flight, not idle, so its answer still arrives (with
     /// `Connection: close`) before the server lets it go.
