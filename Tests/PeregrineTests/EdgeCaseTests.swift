@@ -124,12 +124,7 @@ final class EdgeCaseTests: XCTestCase {
     // stop() with idle, half-sent and busy connections: returns and closes them.
     func testStopWithLiveConnections() throws {
         try forEachEngine { mode in
-            var c = Configuration()
-            c.host = "127.0.0.1"; c.port = 0
-            mode.apply(to: &c)
-            c.threads = mode.runsSeveralLoops ? 2 : 1
-            let server = Server(configuration: c, application: TestApps.inspect)
-            try server.start()
+            let server = try startServer(mode, TestApps.inspect) { $0.threads = mode.runsSeveralLoops ? 2 : 1 }
             let idle = try TestSocket(port: server.port)
             try idle.send("GET /hello HTTP/1.1\r\nHost: h\r\n\r\n")
             _ = try idle.readResponse()

@@ -88,12 +88,7 @@ final class OffloadTests: XCTestCase {
     /// `Connection: close`) before the server lets it go.
     func testShutdownWaitsForOwedAnswers() throws {
         try forEachEngine { mode in
-            var c = Configuration()
-            c.host = "127.0.0.1"
-            c.port = 0
-            mode.apply(to: &c)
-            let server = Server(configuration: c, application: sleepApp)
-            try server.start()
+            let server = try startServer(mode, sleepApp)
             let s = try TestSocket(port: server.port)
             try s.send("GET /?ms=300 HTTP/1.1\r\nHost: t\r\n\r\n")
             usleep(50_000)   // the request is on the pool (or its thread) now

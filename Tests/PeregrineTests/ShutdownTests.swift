@@ -89,12 +89,7 @@ final class ShutdownTests: XCTestCase {
     }
 
     private func concurrentDrain(_ mode: EngineMode) throws {
-        var c = Configuration()
-        c.host = "127.0.0.1"
-        c.port = 0
-        mode.apply(to: &c)
-        let server = Server(configuration: c, application: Self.app)
-        try server.start()
+        let server = try startServer(mode, Self.app)
         defer { server.stop() }
         let port = server.port
 
@@ -158,12 +153,7 @@ final class ShutdownTests: XCTestCase {
     /// is in flight and finishes; clients waiting in the backlog are reset
     /// by the kernel when the listener is shut down (never answered).
     private func blockingDrain(_ mode: EngineMode) throws {
-        var c = Configuration()
-        c.host = "127.0.0.1"
-        c.port = 0
-        mode.apply(to: &c)
-        let server = Server(configuration: c, application: Self.app)
-        try server.start()
+        let server = try startServer(mode, Self.app)
         defer { server.stop() }
         let port = server.port
 

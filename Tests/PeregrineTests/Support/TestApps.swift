@@ -164,10 +164,10 @@ func forEachEngine(_ body: (EngineMode) throws -> Void) rethrows {
     for mode in EngineMode.all { try body(mode) }
 }
 
-/// Starts a server on 127.0.0.1, port 0, runs `body`, stops it.
-func withServer(_ mode: EngineMode, _ application: Application, host: String = "127.0.0.1",
-                configure: (inout Configuration) -> Void = { _ in },
-                _ body: (Server) throws -> Void) throws {
+/// Starts a server in `mode` on `host`, port 0; the caller stops it (for
+/// tests that stop or shut it down themselves).
+func startServer(_ mode: EngineMode, _ application: Application, host: String = "127.0.0.1",
+                 configure: (inout Configuration) -> Void = { _ in }) throws -> Server {
     var c = Configuration()
     c.host = host
     c.port = 0
@@ -175,6 +175,14 @@ func withServer(_ mode: EngineMode, _ application: Application, host: String = "
     configure(&c)
     let s = Server(configuration: c, application: application)
     try s.start()
+    return s
+}
+
+/// Starts a server on 127.0.0.1, port 0, runs `body`, stops it.
+func withServer(_ mode: EngineMode, _ application: Application, host: String = "127.0.0.1",
+                configure: (inout Configuration) -> Void = { _ in },
+                _ body: (Server) throws -> Void) throws {
+    let s = try startServer(mode, application, host: host, configure: configure)
     defer { s.stop() }
     XCTAssertGreaterThan(s.port, 0, "[\(mode)] server.port after start")
     try body(s)
