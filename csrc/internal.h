@@ -199,6 +199,7 @@ struct prg_loop {
     int listen_fd;
     int wake_fd;               /* eventfd: prg_server_stop writes it, and deferred answers (offload.c) */
     struct prg_mailbox *mailbox;   /* deferred answers posted from other threads (epoll, libev) */
+    struct prg_deferred *late_head, *late_tail;   /* owed answers by handler-timeout deadline (offload.c) */
     int reserve_fd;            /* spare descriptor released to shed connections on EMFILE */
     atomic_int stop;
     pthread_t thread;
@@ -263,6 +264,8 @@ int prg_offload_loop_init(prg_loop *loop);     /* epoll, libev: the mailbox; 0 o
 void prg_offload_loop_close(prg_loop *loop);   /* loop ended: later answers are dropped */
 void prg_offload_drain(prg_loop *loop);        /* loop thread, after its wake_fd fired */
 void prg_offload_conn_closed(prg_conn *c);     /* drops what the connection was owed */
+void prg_offload_sweep(prg_loop *loop);        /* handler_timeout_s passed: 503 for the late answers */
+bool prg_offload_late_pending(const prg_loop *loop);   /* an owed answer has a handler-timeout deadline */
 /* Around a callback that may answer while earlier answers are owed: the
  * answer is captured and queued behind them instead of going out first. */
 typedef struct prg_out_saved { struct prg_chunk *head, *tail; size_t bytes; } prg_out_saved;

@@ -218,7 +218,7 @@ void prg_loop_refresh_clocks(prg_loop *loop) {
 static bool timers_pending(const prg_loop *loop) {
     for (int i = TIMER_NONE + 1; i < TIMER_LISTS; i++)
         if (loop->timers[i].head) return true;
-    return loop->listener_paused;
+    return loop->listener_paused || prg_offload_late_pending(loop);
 }
 
 int prg_loop_wait_ms(const prg_loop *loop) {

@@ -33,6 +33,7 @@ void prg_config_default(prg_config *cfg) {
     cfg->max_output = 1u << 20;
     cfg->header_timeout_s = 10;
     cfg->idle_timeout_s = 60;
+    cfg->handler_timeout_s = 60;
     cfg->server_name = NULL;
 }
 
@@ -84,7 +85,7 @@ prg_server *prg_server_create(const prg_config *cfg, const prg_callbacks *cb, in
     *err = 0;
     if (cfg->threads < 1 || cfg->threads > 1024 || cfg->port < 0 || cfg->port > 65535 ||
         (cfg->mode == PRG_MODE_HTTP && !cb->on_request) || (cfg->mode == PRG_MODE_RAW && !cb->on_data) ||
-        cfg->limits.max_headers == 0 || cfg->header_timeout_s < 0 || cfg->idle_timeout_s < 0 ||
+        cfg->limits.max_headers == 0 || cfg->header_timeout_s < 0 || cfg->idle_timeout_s < 0 || cfg->handler_timeout_s < 0 ||
         !prg_engine_for(cfg->engine) || cfg->max_threads < 1 ||
         (cfg->engine != PRG_ENGINE_EPOLL && cfg->trigger != PRG_TRIGGER_LEVEL) ||
         ((cfg->engine == PRG_ENGINE_BLOCKING || cfg->engine == PRG_ENGINE_THREADED) && cfg->threads != 1)) {

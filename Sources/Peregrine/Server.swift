@@ -319,7 +319,7 @@ final class Bridge: Sendable {
             return
         }
         let handle = DeferredHandle(pointer: deferred)
-        let responder = Responder { handle.complete($0) }
+        let responder = Responder(deliverReporting: { handle.complete($0) })
         let owned = OwnedRequest(request)
         switch application {
         case .offloaded(let handler, _):
@@ -334,12 +334,19 @@ final class Bridge: Sendable {
     }
 }
 
-/// A `prg_deferred` handed to another thread: completed once, by the
-/// responder, from any thread (the C side allows it).
-struct DeferredHandle: @unchecked Sendable {
-    let pointer: OpaquePointer
+/// A `prg_deferred` handed to another thread. The C core refuses a second
+/// or late completion by its return value; this object gives the handle
+/// back (`prg_deferred_release`) when the last reference goes, so the
+/// pointer is never used after that.
+final class DeferredHandle: Sendable {
+    nonisolated(unsafe) let pointer: OpaquePointer   // the C core makes its calls thread-safe
 
-    func complete(_ answer: OffloadAnswer) {
+    init(pointer: OpaquePointer) { self.pointer = pointer }
+
+    deinit { prg_deferred_release(pointer) }
+
+    /// `true` when the answer was posted to the connection's loop.
+    func complete(_ answer: OffloadAnswer) -> Bool {
         for (name, value) in answer.headers {
             var name = name, value = value
             _ = name.withUTF8 { n in
@@ -349,7 +356,7 @@ struct DeferredHandle: @unchecked Sendable {
                 }
             }
         }
-        _ = answer.body.withUnsafeBytes { prg_deferred_send(pointer, Int32(clamping: answer.status), $0.baseAddress, $0.count) }
+        return answer.body.withUnsafeBytes { prg_deferred_send(pointer, Int32(clamping: answer.status), $0.baseAddress, $0.count) } == 0
     }
 }
 
@@ -404,10 +411,10 @@ extension Application {
                 }
             }
             return .offloaded({ request, responder in
-                handler(request, Responder { answer in
+                handler(request, Responder(deliverReporting: { answer in
                     logLine(request.method, request.target, answer.status)
-                    responder.send(answer)
-                })
+                    return responder.send(answer)
+                }))
             }, inline: loggedInline)
         case .async(let handler):
             return .async { request in

@@ -74,21 +74,31 @@ public struct OffloadAnswer: Sendable {
 /// `500` (so a forgotten request does not hang its connection).
 public final class Responder: Sendable {
     private let done = Atomic<Bool>(false)
-    private let deliver: @Sendable (OffloadAnswer) -> Void
+    private let deliver: @Sendable (OffloadAnswer) -> Bool
 
-    /// `deliver` receives the one answer (engines provide it).
-    public init(deliver: @escaping @Sendable (OffloadAnswer) -> Void) {
+    /// `deliver` receives the one answer (engines provide it) and says
+    /// whether the client will get it: `false` when the engine dropped it
+    /// (the handler timed out and the client got `503`, or the connection
+    /// is gone).
+    public init(deliverReporting deliver: @escaping @Sendable (OffloadAnswer) -> Bool) {
         self.deliver = deliver
     }
 
-    /// Answers. `false` when an answer was already given (this one is ignored).
+    /// `deliver` that always takes the answer.
+    public convenience init(deliver: @escaping @Sendable (OffloadAnswer) -> Void) {
+        self.init(deliverReporting: { (answer: OffloadAnswer) -> Bool in deliver(answer); return true })
+    }
+
+    /// Answers. `false` when the answer will not reach the client: an
+    /// answer was already given (this one is ignored), the handler timeout
+    /// passed (`Configuration.handlerTimeout`: the client got `503`), or the
+    /// connection closed meanwhile.
     @discardableResult
     public func send(_ answer: OffloadAnswer) -> Bool {
         guard done.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else {
             return false
         }
-        deliver(answer)
-        return true
+        return deliver(answer)
     }
 
     @discardableResult
@@ -107,7 +117,7 @@ public final class Responder: Sendable {
 
     deinit {
         if !done.load(ordering: .acquiring) {
-            deliver(OffloadAnswer(status: 500, body: "handler did not respond\n"))
+            _ = deliver(OffloadAnswer(status: 500, body: "handler did not respond\n"))
         }
     }
 }

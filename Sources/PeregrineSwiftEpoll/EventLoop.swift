@@ -45,7 +45,7 @@ final class AppHandlers: Sendable {
                     fallback(request, response)   // an answer already started: inline
                     return
                 }
-                let responder = Responder { d.complete($0) }
+                let responder = Responder(deliverReporting: { d.complete($0) })
                 let owned = OwnedRequest(request)
                 if !pool.submit({ handler(owned, responder) }) {
                     responder.send(status: 503, headers: [("Retry-After", "1")], body: "Service Unavailable\n")
@@ -61,7 +61,7 @@ final class AppHandlers: Sendable {
                     fallback(request, response)
                     return
                 }
-                let responder = Responder { d.complete($0) }
+                let responder = Responder(deliverReporting: { d.complete($0) })
                 let owned = OwnedRequest(request)
                 Task { responder.send(await handler(owned)) }
             }
@@ -122,6 +122,11 @@ struct LoopState {
     var wakeFd: Int32 = -1
     /// Answers posted from other threads (Offload.swift); the loop object holds it.
     var mailbox: Unmanaged<Mailbox>? = nil
+    /// Owed answers by handler-timeout deadline (Offload.swift); the
+    /// connections' lists hold them.
+    var lateHead: Unmanaged<DeferredAnswer>? = nil
+    var lateTail: Unmanaged<DeferredAnswer>? = nil
+    let handlerTimeout: UInt32   // seconds, 0 = off
     var reserveFd: Int32 = -1 // spare descriptor released to shed connections on EMFILE
 
     // Memory.
@@ -179,6 +184,7 @@ struct LoopState {
         timers[TimerKind.head].timeout = UInt32(clamping: c.headerTimeout)
         timers[TimerKind.idle].timeout = UInt32(clamping: c.idleTimeout)
         timers[TimerKind.linger].timeout = Tuning.lingerSeconds
+        handlerTimeout = UInt32(clamping: c.handlerTimeout)
         events = .allocate(capacity: Int(Tuning.maxEvents))
         iov = .allocate(capacity: Tuning.maxIov)
         junk = .allocate(byteCount: 4096, alignment: 8)

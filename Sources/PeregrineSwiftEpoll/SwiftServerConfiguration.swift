@@ -40,6 +40,10 @@ public struct SwiftServerConfiguration: Sendable {
     /// `.offloaded` applications: requests waiting for a worker at most
     /// (beyond one running on each); beyond, `503` at once.
     public var offloadQueue = 256
+    /// `.offloaded` and `.async` applications: seconds an owed answer may
+    /// take; past it the client gets `503` and the late answer is dropped
+    /// (`Responder.send` returns `false`). 0 = off.
+    public var handlerTimeout = 60
 
     public init() {}
 }

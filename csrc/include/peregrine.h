@@ -205,6 +205,10 @@ typedef struct prg_config {
     int header_timeout_s;      /* whole head must arrive within this, counted from its first byte: 408 (default 10; 0 = off) */
     int idle_timeout_s;        /* no progress for this long (idle keep-alive, stalled body: 408, unread output) closes (default 60; 0 = off) */
     const char *server_name;   /* value of the Server header; NULL = "Peregrine" */
+    int handler_timeout_s;     /* a deferred answer (prg_defer) not sent within this gets 503 and the late
+                                  prg_deferred_send is refused with -ETIMEDOUT (default 60; 0 = off).
+                                  Epoll and libev only: the blocking and threaded engines run handlers
+                                  inline, where no answer is owed to time out */
 } prg_config;
 /* host and server_name are read during prg_server_create only: they need not
  * outlive it. */
@@ -302,23 +306,35 @@ typedef struct prg_deferred prg_deferred;
  * threaded engines: answer inline, blocking is allowed there), when an
  * answer was already started, or when memory ran out.
  *
- * The handle must be completed exactly once, with prg_deferred_send, from
- * any thread. It stays valid after its connection died (and after the
- * server stopped): the answer is then dropped. While a connection waits on
- * a deferred answer no timeout closes it: the server is the one late. */
+ * Contract, enforced by the core: the answer is completed at most once
+ * (prg_deferred_send), from any thread, and the handle is given back
+ * exactly once (prg_deferred_release), after which it must not be used.
+ * Until then the handle stays valid whatever happened on the loop's side
+ * (connection closed, handler timeout, server stopped): a completion that
+ * comes too late or a second time is refused by its return value, never a
+ * use after free. A handle released without an answer answers 500. */
 prg_deferred *prg_defer(prg_conn *c);
 /* Adds a header to the deferred answer (before prg_deferred_send; from
  * the thread that holds the handle). The same rules as prg_write_header
  * apply when the answer is written: a refused header is left out. Returns
- * 0, or -1 (bad name or value, no memory). */
+ * 0, -EINVAL (NULL handle, empty name, a NUL byte), -ENOMEM, or the
+ * refusal prg_deferred_send would give (the answer is already decided). */
 int prg_deferred_header(prg_deferred *d, const char *name, size_t name_len,
                         const char *value, size_t value_len);
 /* Completes the deferred answer: status, the headers added, body (copied;
  * Content-Length is added unless a header gave one). Posts it to the
- * connection's loop, which writes it in order; the handle is gone after the
- * call, whatever it returns. Returns 0, or -1 when the answer was dropped
- * (no memory; the client then gets a 500 if its connection lives). */
+ * connection's loop, which writes it in order. Returns
+ *    0            posted
+ *   -EALREADY     the answer was already completed: this one is ignored
+ *   -ETIMEDOUT    handler_timeout_s passed: the client got 503, this is dropped
+ *   -ECONNRESET   the connection closed or the server stopped first: dropped
+ *   -ENOMEM       no memory to copy the body (the client gets a 500)
+ *   -EINVAL       NULL handle, or NULL body with n > 0
+ * The handle stays valid until prg_deferred_release. */
 int prg_deferred_send(prg_deferred *d, int status, const void *body, size_t n);
+/* Gives the handle back (once, from any thread, after which it must not be
+ * used). Not yet answered: answers 500 first. NULL is ignored. */
+void prg_deferred_release(prg_deferred *d);
 
 /* Standard reason phrase for a status ("Unknown" if none). */
 const char *prg_status_reason(int status);
