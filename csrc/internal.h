@@ -88,6 +88,7 @@ enum {
     RESP_CHUNKED    = 1u << 1, /* body framed with chunked encoding */
     RESP_NO_BODY    = 1u << 2, /* HEAD request or 1xx/204/304: body bytes not sent */
     RESP_CONN_HDR   = 1u << 3, /* application wrote its own Connection header */
+    RESP_MARKED     = 1u << 4, /* started inside the current callback: resp_mark_* say where */
 };
 
 typedef struct prg_loop prg_loop;
@@ -148,6 +149,11 @@ struct prg_conn {
     uint16_t resp_status;
     uint16_t req_keep_alive;    /* 1 = the request asked to keep the connection */
     int64_t resp_length_left;   /* declared Content-Length minus body written */
+    /* Where the response being written began in the send queue (RESP_MARKED):
+     * nothing is flushed during a callback, so prg_response_replace can cut
+     * the queue back to here. NULL chunk: the queue was empty. */
+    prg_chunk *resp_mark_chunk;
+    uint32_t resp_mark_end;
 
     /* Timeouts: the connection sits on at most one of the loop's deadline
      * lists (TIMER_*), in deadline order. */

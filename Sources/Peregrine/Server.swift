@@ -41,7 +41,8 @@ public final class Server: @unchecked Sendable {
         // --log for answers that come later: logged when they are given.
         let application = configuration.logRequests ? application.loggingLateAnswers() : application
         self.bridge = Bridge(application: application, logRequests: configuration.logRequests,
-                             offloadThreads: configuration.offloadThreads, offloadQueue: configuration.offloadQueue)
+                             offloadThreads: configuration.offloadThreads, offloadQueue: configuration.offloadQueue,
+                             asyncLimit: configuration.asyncLimit)
     }
 
     deinit {
@@ -97,6 +98,7 @@ public final class Server: @unchecked Sendable {
         cfg.max_output = configuration.maxOutputPerConnection
         cfg.header_timeout_s = Int32(clamping: configuration.headerTimeout)
         cfg.idle_timeout_s = Int32(clamping: configuration.idleTimeout)
+        cfg.handler_timeout_s = Int32(clamping: configuration.handlerTimeout)
 
         var callbacks = prg_callbacks()
         callbacks.ctx = Unmanaged.passUnretained(bridge).toOpaque()
@@ -288,16 +290,20 @@ final class Bridge: Sendable {
     let inlineFallback: HTTPHandler
     /// `.offloaded` applications: the workers.
     let pool: OffloadPool?
+    /// `.async` applications: the bound on tasks in flight.
+    let asyncLimiter: AsyncTaskLimiter?
     let responseFunctions = ResponseWriterFunctions(
         respond: prg_respond, writeHeader: prg_write_header, writeBody: prg_write_body,
-        end: prg_end, send: prg_send, status: prg_response_status)
+        end: prg_end, send: prg_send, status: prg_response_status, replace: prg_response_replace)
     let connectionFunctions = ConnectionFunctions(
         write: prg_conn_write, close: prg_conn_close, id: prg_conn_id, pendingOutput: prg_conn_pending_output)
 
-    init(application: Application, logRequests: Bool, offloadThreads: Int = 4, offloadQueue: Int = 256) {
+    init(application: Application, logRequests: Bool, offloadThreads: Int = 4, offloadQueue: Int = 256,
+         asyncLimit: Int = 1024) {
         self.application = application
         self.logRequests = logRequests
         inlineFallback = application.waitingHandler(routeFirst: false) ?? { _, response in response.send(status: 500, body: "not offloaded") }
+        if case .async = application { asyncLimiter = AsyncTaskLimiter(limit: asyncLimit) } else { asyncLimiter = nil }
         switch application {
         case .http(let h): httpHandler = h; dataHandler = { _, _ in 0 }; pool = nil
         case .raw(let h): httpHandler = { _, response in response.send(status: 500, body: "raw server") }; dataHandler = h; pool = nil
@@ -313,7 +319,15 @@ final class Bridge: Sendable {
     /// A deferred request (C engines): copy it, hand it to the pool or a
     /// task; the answer is posted back to the connection's loop.
     func dispatchLater(_ conn: OpaquePointer, _ request: Request, _ response: Response) {
-        if case .offloaded(_, let inline?) = application, inline(request, response) { return }
+        if case .offloaded(_, let inline?) = application {
+            if inline(request, response) { return }
+            // The route began an answer and then declined the request: the
+            // handler must not run behind it (it would block the loop).
+            if response.status != 0 {
+                if !response.replace(status: 500) { response.end() }
+                return
+            }
+        }
         guard let deferred = prg_defer(conn) else {
             inlineFallback(request, response)   // this engine cannot defer: inline
             return
@@ -327,7 +341,7 @@ final class Bridge: Sendable {
                 responder.send(status: 503, headers: [("Retry-After", "1")], body: "Service Unavailable\n")
             }
         case .async(let handler):
-            Task { responder.send(await handler(owned)) }
+            asyncLimiter!.start(handler, owned, responder)
         case .http, .raw:
             break
         }

@@ -23,6 +23,8 @@ extension Server {
         c.serverName = configuration.serverName
         c.offloadThreads = configuration.offloadThreads
         c.offloadQueue = configuration.offloadQueue
+        c.handlerTimeout = configuration.handlerTimeout
+        c.asyncLimit = configuration.asyncLimit
         var application = application
         if configuration.logRequests, case .http(let handler) = application {
             // Only when asked for: one line per request, after the handler

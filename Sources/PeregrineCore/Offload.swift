@@ -130,6 +130,42 @@ public typealias OffloadedHandler = @Sendable (OwnedRequest, Responder) -> Void
 /// Runs as a Swift concurrency task; its result is the answer.
 public typealias AsyncHTTPHandler = @Sendable (OwnedRequest) async -> OffloadAnswer
 
+/// Bounds the `.async` handler tasks in flight (`Configuration.asyncLimit`):
+/// a request beyond the limit gets `503` + `Retry-After` at once instead of
+/// a task, as a full offload queue does.
+public final class AsyncTaskLimiter: Sendable {
+    private let running = Atomic<Int>(0)
+    public let limit: Int
+
+    public init(limit: Int) { self.limit = max(1, limit) }
+
+    /// Tasks running now.
+    public var inFlight: Int { running.load(ordering: .relaxed) }
+
+    /// Runs `handler` as a task answering through `responder`, or answers
+    /// 503 at once when `limit` tasks are running.
+    public func start(_ handler: @escaping AsyncHTTPHandler, _ request: OwnedRequest, _ responder: Responder) {
+        var current = running.load(ordering: .relaxed)
+        while true {
+            guard current < limit else {
+                responder.send(status: 503, headers: [("Retry-After", "1")], body: "Service Unavailable\n")
+                return
+            }
+            let (exchanged, original) = running.compareExchange(expected: current, desired: current + 1,
+                                                                ordering: .acquiringAndReleasing)
+            if exchanged { break }
+            current = original
+        }
+        Task {
+            let answer = await handler(request)
+            // The task's work is done: its slot is free before the answer
+            // goes out, so a client that asks again on seeing it is not refused.
+            running.subtract(1, ordering: .acquiringAndReleasing)
+            responder.send(answer)
+        }
+    }
+}
+
 /// A fixed set of worker threads and a bounded queue of jobs. `submit`
 /// never blocks: with the queue full it returns `false` (the server then
 /// answers `503 Service Unavailable`).
@@ -299,7 +335,15 @@ extension Application {
             return nil
         case .offloaded(let handler, let inline):
             return { request, response in
-                if routeFirst, let inline, inline(request, response) { return }
+                if routeFirst, let inline {
+                    if inline(request, response) { return }
+                    // The route began an answer and then declined: 500, and
+                    // no handler behind it (as the engines that defer).
+                    if response.status != 0 {
+                        if !response.replace(status: 500) { response.end() }
+                        return
+                    }
+                }
                 let latch = AnswerLatch()
                 handler(OwnedRequest(request), Responder { latch.put($0) })
                 response.write(answer: latch.wait())

@@ -12,6 +12,7 @@ public struct ResponseWriterFunctions: Sendable {
     public typealias End = @convention(c) (OpaquePointer?) -> Int32
     public typealias Send = @convention(c) (OpaquePointer?, Int32, UnsafePointer<CChar>?, Int, UnsafeRawPointer?, Int) -> Int32
     public typealias Status = @convention(c) (OpaquePointer?) -> Int32
+    public typealias Replace = @convention(c) (OpaquePointer?, Int32) -> Int32
 
     public var respond: Respond
     public var writeHeader: WriteHeader
@@ -19,15 +20,18 @@ public struct ResponseWriterFunctions: Sendable {
     public var end: End
     public var send: Send
     public var status: Status
+    /// `prg_response_replace`: nil for a writer that cannot take back a response.
+    public var replace: Replace?
 
     public init(respond: Respond, writeHeader: WriteHeader, writeBody: WriteBody, end: End,
-                send: Send, status: Status) {
+                send: Send, status: Status, replace: Replace? = nil) {
         self.respond = respond
         self.writeHeader = writeHeader
         self.writeBody = writeBody
         self.end = end
         self.send = send
         self.status = status
+        self.replace = replace
     }
 }
 
@@ -135,4 +139,14 @@ public struct Response {
 
     /// The status written so far (0 before `begin`/`send`).
     @inlinable public var status: Int { Int(functions.status(sink)) }
+
+    /// Takes back the response begun in this handler (nothing of it has
+    /// left yet) and answers `status` (400...599) with `Connection: close`
+    /// instead. `false` when no response was begun in this handler call (or
+    /// the writer cannot take one back): the one begun is then ended as is.
+    @discardableResult
+    public func replace(status: Int) -> Bool {
+        guard let replace = functions.replace else { return false }
+        return replace(sink, Int32(truncatingIfNeeded: status)) == 0
+    }
 }

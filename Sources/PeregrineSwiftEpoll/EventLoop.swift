@@ -25,7 +25,7 @@ final class AppHandlers: Sendable {
     /// `.offloaded` applications: the workers.
     let pool: OffloadPool?
 
-    init(_ application: Application, offloadThreads: Int = 4, offloadQueue: Int = 256) {
+    init(_ application: Application, offloadThreads: Int = 4, offloadQueue: Int = 256, asyncLimit: Int = 1024) {
         switch application {
         case .http(let h):
             http = h
@@ -40,7 +40,15 @@ final class AppHandlers: Sendable {
             self.pool = pool
             let fallback = application.waitingHandler(routeFirst: false)!
             http = { request, response in
-                if let inline, inline(request, response) { return }
+                if let inline {
+                    if inline(request, response) { return }
+                    // The route began an answer and then declined: no handler
+                    // behind it (as the C engines).
+                    if response.status != 0 {
+                        if !response.replace(status: 500) { response.end() }
+                        return
+                    }
+                }
                 guard let d = ConnPtr(response.engineHandle).deferAnswer() else {
                     fallback(request, response)   // an answer already started: inline
                     return
@@ -56,14 +64,14 @@ final class AppHandlers: Sendable {
             return
         case .async(let handler):
             let fallback = application.waitingHandler(routeFirst: false)!
+            let limiter = AsyncTaskLimiter(limit: asyncLimit)
             http = { request, response in
                 guard let d = ConnPtr(response.engineHandle).deferAnswer() else {
                     fallback(request, response)
                     return
                 }
                 let responder = Responder(deliverReporting: { d.complete($0) })
-                let owned = OwnedRequest(request)
-                Task { responder.send(await handler(owned)) }
+                limiter.start(handler, OwnedRequest(request), responder)
             }
             data = { _, _ in 0 }
             isRaw = false

@@ -58,7 +58,7 @@ public final class SwiftEpollServer: @unchecked Sendable {
     public init(configuration: SwiftServerConfiguration, application: Application) {
         self.configuration = configuration
         self.app = AppHandlers(application, offloadThreads: configuration.offloadThreads,
-                               offloadQueue: configuration.offloadQueue)
+                               offloadQueue: configuration.offloadQueue, asyncLimit: configuration.asyncLimit)
     }
 
     deinit {
@@ -76,7 +76,7 @@ public final class SwiftEpollServer: @unchecked Sendable {
         let ceiling = Int(UInt32.max / 4)
         guard (1...1024).contains(c.threads), (0...65535).contains(c.port), l.maxHeaders > 0,
               l.maxRequestLine >= 0, l.maxHeaderBytes >= 0, l.maxBody >= 0,
-              c.headerTimeout >= 0, c.idleTimeout >= 0, c.handlerTimeout >= 0, c.maxOutputPerConnection >= 0,
+              c.headerTimeout >= 0, c.idleTimeout >= 0, c.handlerTimeout >= 0, c.asyncLimit >= 1, c.maxOutputPerConnection >= 0,
               l.maxHeaderBytes <= ceiling, l.maxBody <= ceiling, l.maxRequestLine <= ceiling,
               2 * l.maxHeaderBytes + l.maxBody + l.maxRequestLine <= ceiling
         else { throw SwiftEngineError(operation: "configure", code: EINVAL) }

@@ -44,6 +44,9 @@ public struct SwiftServerConfiguration: Sendable {
     /// take; past it the client gets `503` and the late answer is dropped
     /// (`Responder.send` returns `false`). 0 = off.
     public var handlerTimeout = 60
+    /// `.async` applications: handler tasks running at most; beyond, `503`
+    /// with `Retry-After: 1` at once.
+    public var asyncLimit = 1024
 
     public init() {}
 }

@@ -275,6 +275,11 @@ int prg_send(prg_conn *c, int status, const char *content_type, size_t content_t
              const void *body, size_t n);
 /* Status of the response being written or last written (0 if none). */
 int prg_response_status(const prg_conn *c);
+/* Takes back the response begun in the current callback (none of it has
+ * left: nothing is sent while a callback runs) and answers status (400..599)
+ * instead, with Connection: close. Returns 0, or -1 when no response was
+ * begun in this callback, outside a callback, or for another status. */
+int prg_response_replace(prg_conn *c, int status);
 
 /* Queues bytes for sending (raw mode, or a banner from on_open). Returns 0,
  * or -1 if the connection is closing. Reads pause while more than max_output
