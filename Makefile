@@ -35,10 +35,18 @@ cwarn:
 	  if command -v gcc >/dev/null; then gcc $(CWARN) -Icsrc/include -fsyntax-only $$f || exit 1; fi; \
 	done; echo "cwarn: csrc/*.c clean with $(CWARN)"
 
+# The parser's tables, then the connection, response writer, offload and
+# timer state machines against a real server from the whole C core over
+# loopback (Tests/CTests/harness.h), all under ASan (LSan on) and UBSan.
+C_STATE_TESTS = test_conn test_response test_offload test_timer
 test-c:
 	@mkdir -p $(BUILD_TMP)
 	$(CC_STRICT) $(CWARN) $(SAN) -Icsrc/include csrc/http1.c Tests/CTests/test_http1.c -o $(BUILD_TMP)/test_http1
 	$(BUILD_TMP)/test_http1
+	@for t in $(C_STATE_TESTS); do \
+	  $(CC_STRICT) $(CWARN) $(SAN) -Icsrc/include csrc/*.c Tests/CTests/$$t.c -lev -lpthread -o $(BUILD_TMP)/$$t || exit 1; \
+	done
+	@for t in $(C_STATE_TESTS); do $(BUILD_TMP)/$$t || exit 1; done
 
 swift-test:
 	swift build --build-tests
