@@ -115,7 +115,7 @@ typedef struct prg_engine_ops {
     int (*watch)(prg_conn *c);              /* a new connection: start reporting it; 0 or -errno */
     void (*unwatch)(prg_conn *c);           /* before its descriptor is closed; may be NULL */
     void (*update_interest)(prg_conn *c);   /* its wants changed: output pending, paused, half-closed */
-    void (*set_listener)(prg_loop *loop, bool on);   /* watch the listener or stop watching it */
+    int (*set_listener)(prg_loop *loop, bool on);    /* watch the listener or stop watching it; 0 or -errno */
 } prg_engine_ops;
 
 extern const prg_engine_ops prg_engine_epoll;
@@ -220,6 +220,7 @@ struct prg_loop {
     bool listener_paused;      /* accept failed for lack of resources: disarmed until listener_resume */
     uint32_t listener_resume;  /* loop clock second to re-arm the listener */
     time_t emfile_logged;      /* last time descriptor exhaustion was logged */
+    time_t listener_logged;    /* last time a failed listener (re-)arm was logged */
     bool one_request;          /* blocking engine: every connection is answered once, then closed */
     bool draining;             /* graceful shutdown under way in this context: answers close */
     uint64_t next_id;
@@ -300,7 +301,7 @@ void prg_loop_end_batch(prg_loop *loop);        /* after each batch of events: r
 int prg_loop_wait_ms(const prg_loop *loop);     /* how long the engine may block: 0, 1000 (timers) or -1 */
 void prg_loop_refresh_clocks(prg_loop *loop);   /* Date cache and the timer clock (vDSO, no syscall) */
 void prg_loop_pause_listener(prg_loop *loop);   /* out of a resource: stop accepting for a second */
-void prg_loop_resume_listener(prg_loop *loop);
+void prg_loop_resume_listener(prg_loop *loop);  /* re-arm; if that fails, stays paused and retries a second later */
 void prg_conn_handle_event(prg_conn *c, unsigned events);   /* PRG_EV_* from the engine */
 
 /* Graceful shutdown (loop.c). */

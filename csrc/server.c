@@ -155,15 +155,16 @@ int prg_server_start(prg_server *s) {
      * application's main thread, which calls prg_server_stop. */
     sigset_t all, old;
     sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    int rc = 0;
+    int rc = pthread_sigmask(SIG_BLOCK, &all, &old);
+    if (rc != 0) return -rc;   /* loop threads would take the application's signals */
     for (int i = 0; i < s->loop_count; i++) {
         prg_loop *loop = &s->loops[i];
         rc = pthread_create(&loop->thread, NULL, prg_loop_run, loop);
         if (rc != 0) { rc = -rc; break; }
         loop->thread_started = true;
     }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int restored = pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc == 0 && restored != 0) rc = -restored;   /* the caller would be left deaf to signals */
     if (rc != 0) {
         prg_server_stop(s);
         prg_server_wait(s);

@@ -222,7 +222,8 @@ public final class Server: @unchecked Sendable {
         sigaddset(&signals, SIGINT)
         sigaddset(&signals, SIGTERM)
         // Blocked before the loop threads exist, so only sigwait sees them.
-        pthread_sigmask(SIG_BLOCK, &signals, nil)
+        let masked = pthread_sigmask(SIG_BLOCK, &signals, nil)
+        if masked != 0 { throw ServerError(operation: "pthread_sigmask", code: masked) }   // sigwait would miss them
         try start()
         started(self)
         var received: Int32 = 0

@@ -182,23 +182,34 @@ public final class OffloadPool: @unchecked Sendable {
     /// Jobs waiting for a worker at most, beyond one running on each worker.
     public let queueLimit: Int
 
+    /// Nonzero: the errno initialising the mutex or condition failed with;
+    /// `start` returns it and `submit` refuses every job.
+    private let initFailure: Int32
+    private let condReady: Bool
+
     public init(threads: Int, queueLimit: Int) {
         threadCount = max(1, threads)
         self.queueLimit = max(0, queueLimit)
-        pthread_mutex_init(mutex, nil)
-        pthread_cond_init(cond, nil)
+        let m = pthread_mutex_init(mutex, nil)
+        let c = m == 0 ? pthread_cond_init(cond, nil) : m
+        if c != 0 && m == 0 { pthread_mutex_destroy(mutex) }
+        initFailure = c
+        condReady = c == 0
     }
 
     deinit {
-        shutdown()
-        pthread_cond_destroy(cond)
-        pthread_mutex_destroy(mutex)
+        if condReady {
+            shutdown()
+            pthread_cond_destroy(cond)
+            pthread_mutex_destroy(mutex)
+        }
         mutex.deallocate()
         cond.deallocate()
     }
 
     /// Starts the workers. Returns 0 or an errno.
     public func start() -> Int32 {
+        if initFailure != 0 { return initFailure }
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         stopping = false   // a server may be started again after stop
@@ -217,6 +228,7 @@ public final class OffloadPool: @unchecked Sendable {
 
     /// Queues a job. `false` when the queue is full or the pool stopped.
     public func submit(_ job: @escaping @Sendable () -> Void) -> Bool {
+        if initFailure != 0 { return false }
         pthread_mutex_lock(mutex)
         guard !stopping, running + jobs.count - head < threadCount + queueLimit else {
             pthread_mutex_unlock(mutex)
@@ -231,6 +243,7 @@ public final class OffloadPool: @unchecked Sendable {
     /// Drops the jobs still queued (their responders answer 500, which a
     /// stopped server drops), waits for the running ones, ends the workers.
     public func shutdown() {
+        if initFailure != 0 { return }
         pthread_mutex_lock(mutex)
         stopping = true
         let dropped = jobs
@@ -272,13 +285,26 @@ public final class OffloadPool: @unchecked Sendable {
 /// inline and wait here).
 final class AnswerLatch: @unchecked Sendable {
     // @unchecked: answer is guarded by mutex.
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let cond: UnsafeMutablePointer<pthread_cond_t>
     private var answer: OffloadAnswer?
 
-    init() {
-        pthread_mutex_init(mutex, nil)
-        pthread_cond_init(cond, nil)
+    /// nil when the mutex or condition cannot be initialised.
+    static func make() -> AnswerLatch? {
+        let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        let c = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+        if pthread_mutex_init(m, nil) == 0 {
+            if pthread_cond_init(c, nil) == 0 { return AnswerLatch(mutex: m, cond: c) }
+            pthread_mutex_destroy(m)
+        }
+        m.deallocate()
+        c.deallocate()
+        return nil
+    }
+
+    private init(mutex: UnsafeMutablePointer<pthread_mutex_t>, cond: UnsafeMutablePointer<pthread_cond_t>) {
+        self.mutex = mutex
+        self.cond = cond
     }
 
     deinit {
@@ -344,13 +370,19 @@ extension Application {
                         return
                     }
                 }
-                let latch = AnswerLatch()
+                guard let latch = AnswerLatch.make() else {
+                    response.send(status: 500, body: "no memory to wait for the handler\n")
+                    return
+                }
                 handler(OwnedRequest(request), Responder { latch.put($0) })
                 response.write(answer: latch.wait())
             }
         case .async(let handler):
             return { request, response in
-                let latch = AnswerLatch()
+                guard let latch = AnswerLatch.make() else {
+                    response.send(status: 500, body: "no memory to wait for the handler\n")
+                    return
+                }
                 let owned = OwnedRequest(request)
                 Task { latch.put(await handler(owned)) }
                 response.write(answer: latch.wait())

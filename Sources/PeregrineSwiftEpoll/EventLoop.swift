@@ -149,6 +149,7 @@ struct LoopState {
     var listenerPaused = false  // accept failed for lack of resources
     var listenerResume: UInt32 = 0
     var emfileLogged = 0
+    var listenerLogged = 0      // last time a failed listener (re-)arm was logged
     var nextId: UInt64 = 0
     var draining = false        // graceful shutdown under way: answers close
     var drainDeadline: Int64 = 0 // CLOCK_MONOTONIC milliseconds
@@ -265,9 +266,18 @@ extension UnsafeMutablePointer where Pointee == LoopState {
         EP.input | (pointee.edge ? EP.et : 0)
     }
 
-    func setListener(_ on: Bool) {
+    /// 0 or an errno.
+    func setListener(_ on: Bool) -> Int32 {
         var ev = epoll_event(events: on ? listenerEvents() : 0, data: epoll_data_t(u64: Tag.listener))
-        _ = epoll_ctl(pointee.epfd, EPOLL_CTL_MOD, pointee.listenFd, &ev)
+        return epoll_ctl(pointee.epfd, EPOLL_CTL_MOD, pointee.listenFd, &ev) == 0 ? 0 : errno
+    }
+
+    private func logListenerError(_ what: String, _ err: Int32) {
+        let now = time(nil)
+        if now == pointee.listenerLogged { return } // at most once a second
+        pointee.listenerLogged = now
+        let line = Array("peregrine: \(what) the listener: \(String(cString: strerror(err)))\n".utf8)
+        _ = line.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
     }
 
     /// Out of a resource the next accept will lack too: stop watching the
@@ -276,12 +286,22 @@ extension UnsafeMutablePointer where Pointee == LoopState {
         pointee.listenerPaused = true
         pointee.listenerReady = false
         pointee.listenerResume = pointee.now &+ 1
-        setListener(false)
+        // Still armed if this fails: the loop wakes for the listener until
+        // the resume but accepts nothing (paused), and says so.
+        let err = setListener(false)
+        if err != 0 { logListenerError("pausing", err) }
     }
 
+    /// Re-arms the listener; if that fails it stays paused and tries again a
+    /// second later (otherwise accepting would never resume).
     func resumeListener() {
+        let err = setListener(true)
+        if err != 0 {
+            logListenerError("re-arming", err)
+            pointee.listenerResume = pointee.now &+ 1
+            return
+        }
         pointee.listenerPaused = false
-        setListener(true)
         pointee.listenerReady = true // the backlog may be full already: no new edge
     }
 
@@ -345,6 +365,8 @@ extension UnsafeMutablePointer where Pointee == LoopState {
             }
             if pointee.noDelay {
                 var one: Int32 = 1
+                // Cannot fail on an accepted TCP socket; if it did, only latency
+                // would change (Nagle), not what is sent (as in C).
                 _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             }
             let c = openConnection(fd)
@@ -511,7 +533,7 @@ final class SwiftLoop: @unchecked Sendable {
         if state.pointee.wakeFd < 0 { return errno }
         var ev = epoll_event(events: EP.input, data: epoll_data_t(u64: Tag.wake))
         if epoll_ctl(state.pointee.epfd, EPOLL_CTL_ADD, state.pointee.wakeFd, &ev) != 0 { return errno }
-        let mb = Mailbox(wakeFd: state.pointee.wakeFd)
+        guard let mb = Mailbox.make(wakeFd: state.pointee.wakeFd) else { return ENOMEM }
         mailbox = mb
         state.pointee.mailbox = Unmanaged.passUnretained(mb)
         ev = epoll_event(events: state.listenerEvents(), data: epoll_data_t(u64: Tag.listener))
@@ -560,6 +582,8 @@ final class SwiftLoop: @unchecked Sendable {
                     loop.acceptReady()
                 } else {
                     var v: UInt64 = 0
+                    // EAGAIN: already drained (spurious). The mailbox is drained
+                    // and stop checked regardless: the result changes nothing.
                     _ = read(loop.pointee.wakeFd, &v, 8)
                     loop.drainMailbox()   // answers posted from other threads
                 }

@@ -39,14 +39,24 @@ let deferMaxDepth = 64
 /// mutex (not Synchronization's Mutex, whose futex ThreadSanitizer cannot see).
 final class Mailbox: @unchecked Sendable {
     // @unchecked: items and closed are guarded by mutex.
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private var items: [DeferredAnswer] = []
     private var closed = false
     private let wakeFd: Int32
 
-    init(wakeFd: Int32) {
+    /// nil when the mutex cannot be initialised.
+    static func make(wakeFd: Int32) -> Mailbox? {
+        let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        if pthread_mutex_init(m, nil) != 0 {
+            m.deallocate()
+            return nil
+        }
+        return Mailbox(wakeFd: wakeFd, mutex: m)
+    }
+
+    private init(wakeFd: Int32, mutex: UnsafeMutablePointer<pthread_mutex_t>) {
         self.wakeFd = wakeFd
-        pthread_mutex_init(mutex, nil)
+        self.mutex = mutex
     }
 
     deinit {

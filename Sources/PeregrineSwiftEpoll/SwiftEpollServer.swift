@@ -130,7 +130,11 @@ public final class SwiftEpollServer: @unchecked Sendable {
         // application's main thread, which calls stop().
         var all = sigset_t(), old = sigset_t()
         sigfillset(&all)
-        pthread_sigmask(SIG_BLOCK, &all, &old)
+        let masked = pthread_sigmask(SIG_BLOCK, &all, &old)
+        if masked != 0 {   // loop threads would take the application's signals
+            for loop in made { loop.destroy() }
+            throw SwiftEngineError(operation: "pthread_sigmask", code: masked)
+        }
         var failure: Int32 = 0
         for loop in made {
             var tid = pthread_t()
@@ -151,7 +155,8 @@ public final class SwiftEpollServer: @unchecked Sendable {
             let rc = pool.start()   // workers take no signals either
             if rc != 0 { failure = rc }
         }
-        pthread_sigmask(SIG_SETMASK, &old, nil)
+        let restored = pthread_sigmask(SIG_SETMASK, &old, nil)
+        if failure == 0 && restored != 0 { failure = restored }   // the caller would be left deaf to signals
         loops = made
         running = true
         if failure != 0 {
