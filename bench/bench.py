@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Peregrine's benchmark suite: every contender side by side in one run.
 
-Method (DESIGN.md): servers pinned to core 0, load generators to core 1; the
+Method (DESIGN.md, "How to measure"): servers pinned to core 0, load generators to core 1; the
 server's CPU time (user+system of its whole process tree, from /proc) before
 and after each load gives CPU-µs per request, reported as a ratio to the floor
 server measured in the same run. Contenders run at once on separate ports and
@@ -28,10 +28,15 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import procstat  # noqa: E402  (scripts/procstat.py: CPU, RSS, descriptors from /proc)
+
+HZ = procstat.HZ
 BENCH = os.path.join(ROOT, "bench")
 PEREGRINE = os.path.join(ROOT, ".build", "release", "peregrine")
 NIO_HELLO = os.path.join(BENCH, "swift", ".build", "release", "nio-hello")
-HZ = os.sysconf("SC_CLK_TCK")
+# The allocation counter, shared with the XCTest suite (built here as an LD_PRELOAD library).
+ALLOC_COUNTER_C = os.path.join(ROOT, "Tests", "CTestSupport", "alloc_counter.c")
 SERVER_CORE, LOAD_CORE = "0", "1"
 
 # ---------------------------------------------------------------- helpers
@@ -53,41 +58,13 @@ def load(cmd, timeout):
     return run(["taskset", "-c", LOAD_CORE] + cmd, timeout=timeout, check=False)
 
 
-def tree(pid):
-    """pid and all its descendants (nginx: master and worker)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for task in os.listdir(f"/proc/{p}/task") if os.path.isdir(f"/proc/{p}/task") else []:
-            try:
-                with open(f"/proc/{p}/task/{task}/children") as f:
-                    todo += [int(x) for x in f.read().split()]
-            except OSError:
-                pass
-    return out
-
-
-def sum_over_tree(pid, path, read):
-    """Adds read(text of /proc/P/<path>) over pid and its descendants."""
-    total = 0
-    for p in tree(pid):
-        try:
-            with open(f"/proc/{p}/{path}") as f:
-                total += read(f.read())
-        except OSError:
-            pass   # the process ended meanwhile
-    return total
-
-
 def cpu_ticks(pid):
-    # utime + stime, fields 14 and 15 of stat (counted after the command name)
-    return sum_over_tree(pid, "stat", lambda t: sum(int(x) for x in t.rsplit(")", 1)[1].split()[11:13]))
+    """utime + stime of pid's whole process tree (nginx: master and worker)."""
+    return procstat.cpu_ticks(pid, tree=True)
 
 
 def rss_kb(pid):
-    return sum_over_tree(pid, "status", lambda t: next((int(l.split()[1]) for l in t.splitlines()
-                                                        if l.startswith("VmRSS:")), 0))
+    return procstat.rss_kib(pid, tree=True)
 
 
 def netstat_tcpext():
@@ -179,7 +156,8 @@ class Suite:
                                ("echo/echo_load.c", "echo_load", []), ("readiness/readiness.c", "readiness", ["-lev"])]:
             run(["cc", "-std=c11", "-O2", "-o", os.path.join(self.scratch, out), os.path.join(BENCH, src)] + libs)
         run(["cc", "-O2", "-shared", "-fPIC", "-o", os.path.join(self.scratch, "alloccount.so"),
-             os.path.join(ROOT, "scripts", "alloccount.c")])
+             "-DALLOC_COUNTER_WHOLE_PROCESS", "-I", os.path.join(os.path.dirname(ALLOC_COUNTER_C), "include"),
+             ALLOC_COUNTER_C])
         self.have_nio = False
         if not self.args.no_nio:
             r = run(["swift", "build", "-c", "release", "--package-path", os.path.join(BENCH, "swift"),
@@ -553,7 +531,7 @@ class Suite:
                 self.verdicts.append((f"0 allocations per request, hello on the pure-Swift engine ({name})",
                                       f"{per:.6f}", per == 0))
         self.sections.append(("Allocations: malloc-family calls per request, release binary, whole process "
-                              "(LD_PRELOAD counter, `scripts/alloccount.c`), keep-alive hello, `wrk -t1 -c100`",
+                              "(LD_PRELOAD counter, `Tests/CTestSupport/alloc_counter.c`), keep-alive hello, `wrk -t1 -c100`",
                               "\n".join(lines)))
 
     def scenario_micro(self):
