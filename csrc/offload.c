@@ -18,13 +18,19 @@
  *                       to the send queue. One still owed holds back those
  *                       behind it, so pipelined answers leave in order.
  *
+ *  prg_offload_sweep    the loop thread, once a second: a handle owed longer
+ *                       than handler_timeout_s gets a 503 in its place.
+ *  prg_deferred_release any thread: the producer lets go of the handle.
+ *
  * While a connection owes answers, a synchronous answer to a later request
  * (or an error answer) is captured the same way and queued behind them.
- * A connection that closed drops what it was owed: a handle not yet posted
- * is marked orphan (its conn pointer cleared, on the loop thread) and freed
- * when it arrives, so a late answer is a no-op. The mailbox is reference
- * counted by its loop and its handles: after the server is gone a late
- * answer is simply freed by the thread that completes it.
+ * A connection that closed drops what it was owed: a handle not yet sent is
+ * marked orphan, so its late answer is refused; one already sent is freed
+ * when it is drained. The handle's lifetime and who completes it (the
+ * producer, the timeout or the close, decided once) are described at
+ * struct prg_deferred. The mailbox is reference counted by its loop and its
+ * handles: after the server is gone a late answer is refused and the handle
+ * freed by whichever side lets go last.
  *
  * Nothing here runs for a connection that never deferred: the hot path pays
  * one test of c->defer_head per request.

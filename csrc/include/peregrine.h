@@ -335,6 +335,9 @@ int prg_deferred_header(prg_deferred *d, const char *name, size_t name_len,
  *   -ECONNRESET   the connection closed or the server stopped first: dropped
  *   -ENOMEM       no memory to copy the body (the client gets a 500)
  *   -EINVAL       NULL handle, or NULL body with n > 0
+ *   other -errno  posted, but the loop's eventfd could not be written (it
+ *                 is written only when the mailbox was empty; the answer
+ *                 goes out at the loop's next wake-up)
  * The handle stays valid until prg_deferred_release. */
 int prg_deferred_send(prg_deferred *d, int status, const void *body, size_t n);
 /* Gives the handle back (once, from any thread, after which it must not be
