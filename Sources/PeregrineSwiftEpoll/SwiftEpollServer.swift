@@ -47,9 +47,10 @@ public final class SwiftEpollServer: @unchecked Sendable {
     private var loops: [SwiftLoop] = []
     private var running = false
     private let drain = DrainSignal()
-    /// Held while the loops are released, so `interrupt()` from another
-    /// thread never writes to a closed wake-up descriptor.
-    private let lifecycle = Locked(())
+    /// The loops `interrupt()` may wake from any thread. Emptied with the
+    /// lock held before they are destroyed, so it never writes to a closed
+    /// wake-up descriptor.
+    private let wakeable = Locked<[SwiftLoop]>([])
 
     /// The bound port (after `start`).
     public private(set) var port = 0
@@ -133,6 +134,7 @@ public final class SwiftEpollServer: @unchecked Sendable {
             if rc != 0 { failure = rc }
         }
         loops = made
+        wakeable.withLock { $0 = made }
         running = true
         if failure != 0 {
             stop()
@@ -168,7 +170,7 @@ public final class SwiftEpollServer: @unchecked Sendable {
     /// joined by `stop()` or a `shutdown` in progress). A no-op once they
     /// were released.
     public func interrupt() {
-        lifecycle.withLock { _ in
+        wakeable.withLock { loops in
             for loop in loops { loop.wake() }
         }
     }
@@ -183,10 +185,9 @@ public final class SwiftEpollServer: @unchecked Sendable {
             }
         }
         app.pool?.shutdown()   // late answers meet stopped loops: dropped
-        lifecycle.withLock { _ in
-            for loop in loops { loop.destroy() }
-            loops = []
-        }
+        wakeable.withLock { $0 = [] }
+        for loop in loops { loop.destroy() }
+        loops = []
     }
 
     // MARK: - Sockets
