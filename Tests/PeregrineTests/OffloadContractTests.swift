@@ -47,6 +47,40 @@ final class OffloadContractTests: XCTestCase {
         Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
     }
 
+    /// handlerTimeout and asyncLimit out of range: start() refuses, naming
+    /// the field, on every engine; the ends of the ranges start.
+    func testHandlerTimeoutAndAsyncLimitAreValidated() throws {
+        typealias Bounds = Configuration.Bounds
+        let refusals: [(ConfigurationField, String, String, (inout Configuration) -> Void)] = [
+            (.handlerTimeout, "-1", "0...86400 (seconds; 0 = off)", { $0.handlerTimeout = -1 }),
+            (.handlerTimeout, "86401", "0...86400 (seconds; 0 = off)", { $0.handlerTimeout = 86_401 }),
+            (.asyncLimit, "0", "1...1048576", { $0.asyncLimit = 0 }),
+            (.asyncLimit, String(Int.max), "1...1048576", { $0.asyncLimit = Int.max }),
+        ]
+        try forEachEngine { mode in
+            for (field, value, allowed, set) in refusals {
+                var c = Configuration()
+                c.host = "127.0.0.1"
+                c.port = 0
+                mode.apply(to: &c)
+                set(&c)
+                let server = Server(configuration: c, application: .async { _ in OffloadAnswer(body: "x") })
+                XCTAssertThrowsError(try server.start(), "[\(mode)] \(field) \(value)") { error in
+                    XCTAssertEqual(error as? ConfigurationError,
+                                   ConfigurationError(field: field, value: value, allowed: allowed), "[\(mode)]")
+                }
+            }
+            for (timeout, limit) in [(Bounds.timeoutSeconds.lowerBound, Bounds.asyncLimit.lowerBound),
+                                     (Bounds.timeoutSeconds.upperBound, Bounds.asyncLimit.upperBound)] {
+                try withServer(mode, .async { _ in OffloadAnswer(body: "ok") },
+                               configure: { $0.handlerTimeout = timeout; $0.asyncLimit = limit }) { server in
+                    let r = try fetch(port: server.port, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                    XCTAssertEqual(r.bodyString, "ok", "[\(mode)] handlerTimeout \(timeout), asyncLimit \(limit)")
+                }
+            }
+        }
+    }
+
     /// A handler that answers twice: the first answer reaches the client,
     /// the second is refused (`send` returns false) and nothing of it is
     /// sent (the next request on the connection gets its own answer).
