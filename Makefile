@@ -38,7 +38,7 @@ cwarn:
 test-c:
 	@mkdir -p $(BUILD_TMP)
 	$(CC_STRICT) $(CWARN) $(SAN) -Icsrc/include csrc/http1.c Tests/CTests/test_http1.c -o $(BUILD_TMP)/test_http1
-	$(BUILD_TMP)/test_http1
+	$(BUILD_TMP)/test_http1 Tests/ParserCases/cases.txt
 
 swift-test:
 	swift build --build-tests
