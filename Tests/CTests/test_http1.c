@@ -178,8 +178,9 @@ static int parse_flags(const char *t, unsigned *flags)
     return 0;
 }
 
-/* The case is complete and consistent; -1 when not (at its last line). */
-static int finish_case(const tcase *tc)
+/* The case is complete and consistent; -1 when not (reported at its
+ * "case:" line). */
+static int check_case(const tcase *tc)
 {
     if (tc->want == WANT_NONE)
         return bad_line("case without want:", tc->name);
@@ -191,9 +192,20 @@ static int finish_case(const tcase *tc)
     if (tc->want != WANT_REQUEST && (tc->method.p || tc->target.p || tc->body.p || tc->nhdr ||
                                      tc->minor >= 0 || tc->consumed >= 0 || tc->content_length >= 0))
         return bad_line("request fields in a case that does not want a request", tc->name);
+    if (tc->has_flags && tc->want != WANT_REQUEST && tc->want != WANT_INCOMPLETE_BODY)
+        return bad_line("flags: only with want: request or incomplete-body", tc->name);
     if (tc->consumed > (int64_t)tc->raw.n)
         return bad_line("consumed: more than raw", tc->name);
     return 0;
+}
+
+static int finish_case(const tcase *tc)
+{
+    int at = g_line, rc;
+    g_line = tc->line;
+    rc = check_case(tc);
+    g_line = at;
+    return rc;
 }
 
 /* One "key: text" line into the case being read. */
