@@ -119,7 +119,7 @@ fuzz:
 # and to the Swift one (fuzz/fuzz_diff.swift), which must agree exactly.
 # Built outside SwiftPM: http1.c with clang (ASan + UBSan), PeregrineCore
 # and the Swift parser as their own modules and the harness (with the
-# conformance suite's Feeding.swift, ParserAdapters.swift and table) with
+# conformance suite's Feeding.swift, ParserAdapters.swift and table reader) with
 # swiftc (ASan), the parsers instrumented for coverage. Seeds: fuzz/corpus
 # plus the inputs of the parser case table (Tests/ParserCases/cases.txt),
 # written by the harness itself.
