@@ -61,12 +61,16 @@ typedef struct tcase {
 
 static const char *g_path;
 static int g_line;
+static char g_error[512]; /* the last reader error, "path:line: why" */
+static int g_quiet;       /* set while testing the reader on bad tables */
 
 /* Reports a malformed line; returns -1 for the caller to pass up. */
 static int bad_line(const char *why, const char *detail)
 {
-    fprintf(stderr, "%s:%d: %s%s%s\n", g_path, g_line, why, detail ? ": " : "",
-            detail ? detail : "");
+    snprintf(g_error, sizeof g_error, "%s:%d: %s%s%s", g_path, g_line, why,
+             detail ? ": " : "", detail ? detail : "");
+    if (!g_quiet)
+        fprintf(stderr, "%s\n", g_error);
     return -1;
 }
 
@@ -327,13 +331,13 @@ static void new_case(tcase *tc)
     tc->consumed = -1;
 }
 
-/* Reads every case of the file at path into *out; -1 on any error (reported). */
-static int read_cases(const char *path, tcase **out, size_t *count)
+/* The whole file at path, NUL-terminated, into *text (the caller frees
+ * it); -1 on any error (reported). */
+static int read_file(const char *path, char **text, size_t *len)
 {
     FILE *f = fopen(path, "rb");
-    char *text = NULL, *line, *next;
-    size_t cap = 0, n = 0, got, i;
-    tcase *cases = NULL, *cur = NULL;
+    char *buf = NULL;
+    size_t cap = 0, got;
     int rc = 0;
 
     g_path = path;
@@ -341,29 +345,46 @@ static int read_cases(const char *path, tcase **out, size_t *count)
     if (!f)
         return bad_line("cannot open", strerror(errno));
     for (;;) {
-        char *t = realloc(text, cap + 65536 + 1);
+        char *t = realloc(buf, cap + 65536 + 1);
         if (!t) {
             rc = bad_line("out of memory", NULL);
             break;
         }
-        text = t;
-        got = fread(text + cap, 1, 65536, f);
+        buf = t;
+        got = fread(buf + cap, 1, 65536, f);
         cap += got;
         if (got < 65536)
             break;
     }
-    if (ferror(f))
+    if (rc == 0 && ferror(f))
         rc = bad_line("read error", NULL);
     fclose(f);
     if (rc < 0) {
-        free(text);
+        free(buf);
         return -1;
     }
-    text[cap] = 0;
-    if (strlen(text) != cap) {
-        free(text);
+    buf[cap] = 0;
+    *text = buf;
+    *len = cap;
+    return 0;
+}
+
+/* Every case of the table in text[0..cap) (NUL-terminated, changed in
+ * place) into *out and *count, also on error (free_cases frees them);
+ * -1 on any error (reported with path and line). */
+static int parse_cases(char *text, size_t cap, const char *path, tcase **out, size_t *count)
+{
+    char *line, *next;
+    size_t n = 0, i;
+    tcase *cases = NULL, *cur = NULL;
+    int rc = 0;
+
+    g_path = path;
+    g_line = 0;
+    *out = NULL;
+    *count = 0;
+    if (strlen(text) != cap)
         return bad_line("NUL byte in the file (write \\0)", NULL);
-    }
 
     for (line = text; rc == 0 && line < text + cap; line = next) {
         char *colon, *star, *body;
@@ -437,7 +458,6 @@ static int read_cases(const char *path, tcase **out, size_t *count)
         rc = finish_case(cur);
     if (rc == 0 && n == 0)
         rc = bad_line("no cases", NULL);
-    free(text);
     *out = cases;
     *count = n;
     return rc;
@@ -836,6 +856,42 @@ static void compact_check(void)
         fail("compact: nothing to compact outside a chunked body", NULL);
 }
 
+/* The reader refuses a malformed table, naming the line (the same checks
+ * as ParserConformanceTests.testMalformedTableIsRefused). */
+static void malformed_tables_check(void)
+{
+    static const char *const bad[][2] = {
+        {"case: x\nraw: a \nwant: incomplete\n", "t:2: text ends in a space or tab"},
+        {"case: x\nraw: a\\q\nwant: incomplete\n", "t:2: unknown escape"},
+        {"case: x\nraw: GET\nwant: request\n", "t:1: want: request needs"},
+        {"case: x\nraw: a\nwant: incomplete\ncase: x\n", "t:4: duplicate case name"},
+        {"raw: a\n", "t:1: a key before the first case"},
+        {"case: x\nraw: a\nwant: maybe\n", "t:3: want:"},
+        {"case: x\nraw*0: a\nwant: incomplete\n", "t:2: number out of range"},
+        {"case: x\nraw: a\nwant: error 400\nmethod: GET\n", "t:1: request fields"},
+    };
+    size_t i;
+    g_quiet = 1;
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        size_t len = strlen(bad[i][0]), n = 0;
+        char *text = malloc(len + 1);
+        tcase *cases = NULL;
+        if (!text) {
+            fprintf(stderr, "out of memory\n");
+            exit(2);
+        }
+        memcpy(text, bad[i][0], len + 1);
+        g_error[0] = 0;
+        if (parse_cases(text, len, "t", &cases, &n) == 0)
+            fail("accepted", bad[i][0]);
+        else if (strncmp(g_error, bad[i][1], strlen(bad[i][1])) != 0)
+            fail(g_error, bad[i][1]);
+        free_cases(cases, n);
+        free(text);
+    }
+    g_quiet = 0;
+}
+
 int main(int argc, char **argv)
 {
     size_t i, passed = 0, failed = 0, ncases = 0;
@@ -845,9 +901,18 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s Tests/ParserCases/cases.txt\n", argv[0]);
         return 2;
     }
-    if (read_cases(argv[1], &cases, &ncases) < 0) {
-        free_cases(cases, ncases);
-        return 2;
+    {
+        char *text;
+        size_t len;
+        int rc;
+        if (read_file(argv[1], &text, &len) < 0)
+            return 2;
+        rc = parse_cases(text, len, argv[1], &cases, &ncases);
+        free(text);
+        if (rc < 0) {
+            free_cases(cases, ncases);
+            return 2;
+        }
     }
     for (i = 0; i < ncases; i++) {
         g_case_failed = 0;
@@ -862,6 +927,14 @@ int main(int argc, char **argv)
     }
     printf("%zu table cases from %s\n", ncases, argv[1]);
     free_cases(cases, ncases);
+
+    g_case_failed = 0;
+    g_case_name = "malformed tables are refused";
+    malformed_tables_check();
+    if (g_case_failed)
+        failed++;
+    else
+        passed++;
 
     /* prg_status_reason */
     g_case_failed = 0;
