@@ -28,7 +28,6 @@
 
 #define SAMPLE_OVER 20000
 
-#define CL PRG_REQ_HAS_CONTENT_LENGTH
 
 typedef struct bytes {
     uint8_t *p;
