@@ -28,7 +28,6 @@
 
 #define SAMPLE_OVER 20000
 
-
 typedef struct bytes {
     uint8_t *p;
     size_t n;
