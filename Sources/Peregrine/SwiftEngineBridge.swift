@@ -23,6 +23,7 @@ extension Server {
         c.serverName = configuration.serverName
         c.offloadThreads = configuration.offloadThreads
         c.offloadQueue = configuration.offloadQueue
+        c.proxyProtocol = configuration.proxyProtocol
         var application = application
         if configuration.logRequests, case .http(let handler) = application {
             // Only when asked for: one line per request, after the handler

@@ -40,6 +40,10 @@ public struct SwiftServerConfiguration: Sendable {
     /// `.offloaded` applications: requests waiting for a worker at most
     /// (beyond one running on each); beyond, `503` at once.
     public var offloadQueue = 256
+    /// Every connection starts with a PROXY protocol header (v1 or v2,
+    /// ProxyProtocol.swift), whose source becomes the client's address;
+    /// missing or malformed: closed without an answer.
+    public var proxyProtocol = false
 
     public init() {}
 }
