@@ -158,6 +158,20 @@ final class ProxyProtocolTests: XCTestCase {
         }
     }
 
+    func testOffloadedHandlerSeesTheClientAddress() throws {
+        // The copy an offloaded handler gets (OwnedRequest) carries it too.
+        let app: Application = .offloaded { request, responder in
+            responder.send(body: request.remoteAddress.map { "\($0)" } ?? "none")
+        }
+        try forEachEngine { mode in
+            try withProxyServer(mode, app) { server in
+                let s = try TestSocket(port: server.port)
+                try s.send(v2TCP6WithTLV + request())
+                XCTAssertEqual(try s.readResponse().bodyString, "[2001:db8::1]:8080", "[\(mode)]")
+            }
+        }
+    }
+
     // MARK: without the flag
 
     func testWithoutTheFlagTheHandlerSeesThePeer() throws {
