@@ -52,8 +52,9 @@ static int timer_wanted(const prg_conn *c) {
     const prg_config *cfg = &c->loop->server->cfg;
     if (c->flags & CONN_CLOSED) return TIMER_NONE;
     if (c->flags & CONN_LINGER) return TIMER_LINGER;
-    /* A PROXY header is part of the head: timed from the connection's start. */
-    if (c->flags & CONN_PROXY_PENDING) return TIMER_HEAD;
+    /* A PROXY header is part of the head: timed from the connection's start
+     * (with the header timeout off, a silent client is idle as without one). */
+    if ((c->flags & CONN_PROXY_PENDING) && c->loop->timers[TIMER_HEAD].timeout_s) return TIMER_HEAD;
     /* Answers owed by the server (offload.c): no timeout while nothing
      * waits on the client (the handler answers or the client gives up), the
      * idle timer while output waits on its reading. Never the head timer:

@@ -59,8 +59,9 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         let f = pointee.flags
         if f & CF.closed != 0 { return TimerKind.none }
         if f & CF.linger != 0 { return TimerKind.linger }
-        // A PROXY header is part of the head: timed from the connection's start.
-        if f & CF.proxyPending != 0 { return TimerKind.head }
+        // A PROXY header is part of the head: timed from the connection's start
+        // (with the header timeout off, a silent client is idle as without one).
+        if f & CF.proxyPending != 0 && pointee.loop.pointee.timers[TimerKind.head].timeout != 0 { return TimerKind.head }
         // Answers owed by the server: no timeout while nothing waits on the
         // client, the idle timer while output waits on its reading. Never the
         // head timer: its 408 would overtake the owed answers (timer.c).

@@ -273,6 +273,19 @@ final class ProxyProtocolTests: XCTestCase {
         }
     }
 
+    func testWithTheHeaderTimeoutOffASilentClientIsClosedWhenIdle() throws {
+        try forEachEngine { mode in
+            try withServer(mode, addressEcho, configure: {
+                $0.proxyProtocol = true
+                $0.headerTimeout = 0
+                $0.idleTimeout = 1
+            }) { server in
+                let s = try TestSocket(port: server.port)
+                try checkClosedByTimeout(mode, "silent, idle timeout", s, since: ContinuousClock.now)
+            }
+        }
+    }
+
     private func checkClosedByTimeout(_ mode: EngineMode, _ name: String, _ s: TestSocket,
                                       since start: ContinuousClock.Instant) throws {
         // TestSocket gives up (throws) after 5 s without a byte or the close: the bound.
@@ -280,7 +293,7 @@ final class ProxyProtocolTests: XCTestCase {
         let waited = ContinuousClock.now - start
         XCTAssertTrue(answer.isEmpty, "[\(mode)] \(name): no 408 before a PROXY header")
         XCTAssertGreaterThanOrEqual(waited, .milliseconds(900), "[\(mode)] \(name): not before the timeout")
-        XCTAssertLessThan(waited, .seconds(4), "[\(mode)] \(name): header timeout 1 s")
+        XCTAssertLessThan(waited, .seconds(4), "[\(mode)] \(name): timeout 1 s")
     }
 
     // MARK: real clients
