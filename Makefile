@@ -51,7 +51,7 @@ cwarn:
 	  if command -v gcc >/dev/null; then gcc $(CWARN) -Icsrc/include -fsyntax-only $$f || exit 1; fi; \
 	done; echo "cwarn: csrc/*.c clean with $(CWARN)"
 
-# The C parser against the one case table, Tests/ParserCases/cases.txt.
+# The C parsers: http1.c against the one case table (Tests/ParserCases/cases.txt), proxy.c.
 test-c:
 	@mkdir -p $(BUILD_TMP)
 	$(CC_STRICT) $(CWARN) $(SAN) -Icsrc/include csrc/http1.c Tests/CTests/test_http1.c -o $(BUILD_TMP)/test_http1
