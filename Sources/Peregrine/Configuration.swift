@@ -89,6 +89,23 @@ public struct Configuration: Sendable {
     /// `.offloaded` applications: requests waiting for a worker at most
     /// (beyond one running on each); beyond, `503` at once.
     public var offloadQueue = 256
+    /// Listening sockets inherited instead of binding `host:port` (socket
+    /// activation: `SocketActivation.listenDescriptors()`, or any listening
+    /// TCP sockets the caller opened). The server serves dup()s of them, so
+    /// the caller may close its own after `start()`. Loop i takes
+    /// `listenDescriptors[i % count]`: `threads` must be at least their
+    /// count. Event engines (epoll, libev, swift) only.
+    public var listenDescriptors: [Int32] = []
+    /// Restarts that drop nothing (README, "Operations"): the name of a Unix
+    /// socket (`@name` abstract, anything else a filesystem path). At start
+    /// the server asks whoever offers there for its listening sockets and
+    /// serves those instead of binding; then it offers its own there, to
+    /// the next process. nil: neither.
+    public var handoffSocket: String? = nil
+    /// After a handoff, how long the old server's drain keeps an idle
+    /// keep-alive connection for its next request (answered with
+    /// `Connection: close`) before closing it.
+    public var handoffIdleGrace: Duration = .seconds(2)
 
     public init() {}
 
@@ -110,6 +127,24 @@ public struct Configuration: Sendable {
         if shutdownDeadline < .zero { return "shutdownDeadline must not be negative" }
         if offloadThreads < 1 || offloadThreads > 1024 { return "offloadThreads must be 1...1024" }
         if offloadQueue < 0 { return "offloadQueue must be at least 0" }
+        if !listenDescriptors.isEmpty || handoffSocket != nil {
+            // Their wake-up shuts the listener down, which would stop it for
+            // every process sharing it.
+            if engine == .blocking || engine == .threaded {
+                return "inherited listeners and handoff need an event engine (epoll, libev, swift), not \(engine.rawValue)"
+            }
+        }
+        if let bad = listenDescriptors.first(where: { $0 < 0 }) { return "listenDescriptors: \(bad) is not a descriptor" }
+        if listenDescriptors.count > threads {
+            return "\(listenDescriptors.count) inherited listeners need --threads \(listenDescriptors.count) or more (one loop each)"
+        }
+        if let name = handoffSocket {
+            let bytes = Array(name.utf8)
+            if bytes.isEmpty || bytes == [UInt8(ascii: "@")] || bytes.count > 107 || bytes.contains(0) {
+                return "handoffSocket must be a path or @name of 1...107 bytes"
+            }
+        }
+        if handoffIdleGrace < .zero { return "handoffIdleGrace must not be negative" }
         return nil
     }
 }

@@ -35,6 +35,8 @@ public final class Server: @unchecked Sendable {
     /// `stop()` from another thread never reaches a released server.
     private let lifecycle = Mutex<Void>(())
     private var shuttingDown = false
+    /// Offering the listeners to the next process (`handoffSocket`).
+    private var handoff: HandoffOffer?
 
     public init(configuration: Configuration, application: Application) {
         self.configuration = configuration
@@ -53,12 +55,49 @@ public final class Server: @unchecked Sendable {
     /// The backlog the kernel really uses: min(requested, somaxconn).
     public private(set) var effectiveBacklog = 0
 
-    /// Binds the listeners and starts one loop thread per `threads`.
+    /// Binds the listeners (or takes inherited ones: `listenDescriptors`, or
+    /// those of the server offering at `handoffSocket`) and starts one loop
+    /// thread per `threads`; with `handoffSocket`, then offers them there.
     public func start() throws {
         precondition(!started, "server already started")
         if let problem = configuration.problem { throw ConfigurationError(description: problem) }
+        var listeners = configuration.listenDescriptors
+        var fetched: HandoffFetch? = nil
+        if listeners.isEmpty, let name = configuration.handoffSocket {
+            fetched = try HandoffFetch(name: name, threads: configuration.threads)
+            listeners = fetched?.descriptors ?? []
+        }
+        defer { fetched?.closeDescriptors() }   // the engine serves its own copies
+        do {
+            try startEngine(listeners: listeners)
+        } catch {
+            fetched?.abandon()   // the old server goes on serving, and offering
+            throw error
+        }
+        fetched?.confirm()   // the old one stops offering: the name is free
+        if let name = configuration.handoffSocket {
+            do {
+                let fds = listenerDescriptors()
+                handoff = try HandoffOffer(name: name, descriptors: fds)
+            } catch {
+                stop()
+                throw error
+            }
+        }
+    }
+
+    /// The running engine's listening sockets (before any shutdown).
+    private func listenerDescriptors() -> [Int32] {
+        if let swiftServer { return swiftServer.listenerDescriptors }
+        guard let handle else { return [] }
+        var fds = [Int32](repeating: -1, count: configuration.threads)
+        let n = fds.withUnsafeMutableBufferPointer { prg_server_listeners(handle, $0.baseAddress, Int32($0.count)) }
+        return n > 0 ? Array(fds.prefix(Int(n))) : []
+    }
+
+    private func startEngine(listeners: [Int32]) throws {
         if configuration.engine == .swift {
-            let engine = try startSwiftEngine(application: bridge.application)
+            let engine = try startSwiftEngine(application: bridge.application, listeners: listeners)
             swiftServer = engine
             port = engine.port
             effectiveBacklog = engine.effectiveBacklog
@@ -110,16 +149,25 @@ public final class Server: @unchecked Sendable {
 
         var err: Int32 = 0
         let created = configuration.host.withCString { host in
-            configuration.serverName.withCString { name -> OpaquePointer? in
-                cfg.host = host
-                cfg.server_name = name   // copied into each loop's Server line at create
-                let s = withUnsafePointer(to: &callbacks) { prg_server_create(&cfg, $0, &err) }
-                cfg.host = nil
-                cfg.server_name = nil
-                return s
+            configuration.serverName.withCString { name in
+                listeners.withUnsafeBufferPointer { fds -> OpaquePointer? in
+                    cfg.host = host
+                    cfg.server_name = name   // copied into each loop's Server line at create
+                    cfg.listen_fds = fds.baseAddress   // dup()ed at create
+                    cfg.listen_fd_count = Int32(fds.count)
+                    let s = withUnsafePointer(to: &callbacks) { prg_server_create(&cfg, $0, &err) }
+                    cfg.host = nil
+                    cfg.server_name = nil
+                    cfg.listen_fds = nil
+                    return s
+                }
             }
         }
-        guard let created else { throw ServerError(operation: "listen on \(configuration.host):\(configuration.port)", code: -err) }
+        guard let created else {
+            let what = listeners.isEmpty ? "listen on \(configuration.host):\(configuration.port)"
+                                         : "serve inherited listeners \(listeners)"
+            throw ServerError(operation: what, code: -err)
+        }
         let rc = prg_server_start(created)
         if rc != 0 {
             prg_server_destroy(created)
@@ -152,6 +200,11 @@ public final class Server: @unchecked Sendable {
             return true
         }
         if interrupted { return }
+        let offer = lifecycle.withLock { _ -> HandoffOffer? in
+            defer { handoff = nil }
+            return handoff
+        }
+        _ = offer?.close()
         if let swiftServer {
             swiftServer.stop()
             lifecycle.withLock { _ in self.swiftServer = nil }
@@ -176,22 +229,34 @@ public final class Server: @unchecked Sendable {
     /// once `deadline` has passed. Blocks until the last connection is gone
     /// (or the deadline), then releases everything as `stop()` does.
     /// `stop()` from another thread meanwhile ends the drain at once.
+    ///
+    /// After a handoff (`handoffSocket`: a new process serves the same
+    /// listening sockets), idle keep-alive connections are not closed at once
+    /// but kept `handoffIdleGrace` for their next request, answered with
+    /// `Connection: close`: the client moves to the new process without
+    /// seeing a connection closed under a request it was sending.
     public func shutdown(deadline: Duration = .seconds(10)) {
         let ms = Self.milliseconds(deadline)
-        let engine: (swift: SwiftEpollServer?, c: OpaquePointer?)? = lifecycle.withLock { _ in
+        let engine: (swift: SwiftEpollServer?, c: OpaquePointer?, offer: HandoffOffer?)? = lifecycle.withLock { _ in
             guard started, !shuttingDown else { return nil }
             shuttingDown = true
-            return (swiftServer, handle)
+            defer { handoff = nil }
+            return (swiftServer, handle, handoff)
         }
         guard let engine else { return }
+        // Stop offering before the listeners close: its copies would keep an
+        // untaken socket listening with nobody accepting.
+        let handedOff = engine.offer?.close() ?? false
+        let grace = handedOff ? Self.milliseconds(configuration.handoffIdleGrace) : 0
         if let swift = engine.swift {
-            swift.shutdown(deadlineMilliseconds: ms)
+            swift.shutdown(deadlineMilliseconds: ms, idleGraceMilliseconds: grace)
             lifecycle.withLock { _ in
                 shuttingDown = false
                 swiftServer = nil
             }
         } else if let handle = engine.c {
-            _ = prg_server_shutdown(handle, Int32(clamping: ms))
+            _ = handedOff ? prg_server_shutdown_handed_off(handle, Int32(clamping: ms), Int32(clamping: grace))
+                          : prg_server_shutdown(handle, Int32(clamping: ms))
             prg_server_wait(handle)
             bridge.pool?.shutdown()   // late answers meet a stopped loop: dropped
             lifecycle.withLock { _ in

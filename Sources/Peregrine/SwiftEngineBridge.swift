@@ -4,7 +4,7 @@ import PeregrineSwiftEpoll
 
 extension Server {
     /// Builds and starts the Swift engine; `start()` keeps it and `stop()` ends it.
-    func startSwiftEngine(application: Application) throws -> SwiftEpollServer {
+    func startSwiftEngine(application: Application, listeners: [Int32]) throws -> SwiftEpollServer {
         var c = SwiftServerConfiguration()
         c.host = configuration.host
         c.port = configuration.port
@@ -23,6 +23,7 @@ extension Server {
         c.serverName = configuration.serverName
         c.offloadThreads = configuration.offloadThreads
         c.offloadQueue = configuration.offloadQueue
+        c.listenDescriptors = listeners
         var application = application
         if configuration.logRequests, case .http(let handler) = application {
             // Only when asked for: one line per request, after the handler

@@ -40,6 +40,11 @@ public struct SwiftServerConfiguration: Sendable {
     /// `.offloaded` applications: requests waiting for a worker at most
     /// (beyond one running on each); beyond, `503` at once.
     public var offloadQueue = 256
+    /// Listening sockets inherited (socket activation, a handoff) instead of
+    /// binding `host:port`: the server serves dup()s of them (the caller
+    /// closes its own); loop i takes `listenDescriptors[i % count]`, so
+    /// `threads` must be at least their count. Empty: bind.
+    public var listenDescriptors: [Int32] = []
 
     public init() {}
 }

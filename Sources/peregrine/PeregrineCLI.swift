@@ -84,12 +84,22 @@ struct Serve: ParsableCommand {
     @Option(help: "Largest request body in bytes (413 beyond).")
     var maxBody = Limits().maxBody
 
+    @Option(help: ArgumentHelp(
+        "Unix socket (@name: abstract; else a path) for restarts that drop nothing: a new `peregrine serve` takes the running one's listening sockets there, then offers its own ('none': off).",
+        discussion: "Default: @peregrine-HOST:PORT; off with --port 0 and under socket activation.",
+        valueName: "name"))
+    var handoffSocket: String?
+
+    @Option(help: "Seconds an old server, after a handoff, keeps an idle keep-alive connection for its next request (answered with Connection: close) before closing it.")
+    var handoffIdleGrace: Double = 2
+
     private func basicValidate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535") }
         guard (1...1024).contains(threads) else { throw ValidationError("--threads must be 1...1024") }
         guard sleepMs >= 0 else { throw ValidationError("--sleep-ms must be >= 0") }
         guard backlog >= 1 else { throw ValidationError("--backlog must be at least 1") }
         guard headerTimeout >= 0, idleTimeout >= 0, shutdownTimeout >= 0, shutdownTimeout <= 86_400 else { throw ValidationError("timeouts must be >= 0") }
+        guard handoffIdleGrace >= 0, handoffIdleGrace <= 86_400 else { throw ValidationError("--handoff-idle-grace must be 0...86400") }
         guard maxRequestLine > 0, maxHeaderBytes > 0, maxHeaders > 0, maxBody >= 0 else {
             throw ValidationError("limits must be positive")
         }
@@ -100,8 +110,19 @@ struct Serve: ParsableCommand {
         if let problem = configuration().problem { throw ValidationError(problem) }
     }
 
-    func configuration() -> Configuration {
+    /// `--handoff-socket`, its default, or nil (off).
+    func handoffName(socketActivated: Bool) -> String? {
+        if let handoffSocket { return handoffSocket == "none" ? nil : handoffSocket }
+        // A port picked by the kernel is not "the same port" next time; under
+        // socket activation systemd keeps the sockets across restarts.
+        return port == 0 || socketActivated ? nil : "@peregrine-\(host):\(port)"
+    }
+
+    func configuration(listenDescriptors: [Int32] = []) -> Configuration {
         var config = Configuration()
+        config.listenDescriptors = listenDescriptors
+        config.handoffSocket = handoffName(socketActivated: !listenDescriptors.isEmpty)
+        config.handoffIdleGrace = .milliseconds(Int64(handoffIdleGrace * 1000))
         config.libevBackend = libevBackend
         config.maxThreads = maxThreads
         config.host = host
@@ -126,7 +147,16 @@ struct Serve: ParsableCommand {
     }
 
     func run() throws {
-        let server = Server(configuration: configuration(), application: app.application(sleepMilliseconds: sleepMs))
+        // Socket activation (LISTEN_FDS/LISTEN_PID): serve what systemd passed.
+        let inherited: [Int32]
+        do {
+            inherited = try SocketActivation.listenDescriptors(unsetEnvironment: true)
+        } catch let error as ConfigurationError {
+            throw ValidationError(error.description)
+        }
+        let config = configuration(listenDescriptors: inherited)
+        if let problem = config.problem { throw ValidationError(problem) }
+        let server = Server(configuration: config, application: app.application(sleepMilliseconds: sleepMs))
         try server.run { server in
             // Scripts wait for this line: it carries the real port.
             let line = "peregrine: serving \(app.rawValue) on \(host):\(server.port) engine=\(engineDescription) "
