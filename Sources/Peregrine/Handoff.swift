@@ -26,9 +26,15 @@ struct HandoffFetch {
             prg_handoff_fetch(name, $0.baseAddress, Int32($0.count), &session, 10_000)
         }
         if n == 0 { return nil }
+        if n == -EACCES {
+            // Someone else's socket under our name: never take its descriptors,
+            // and do not let it stop us from serving either.
+            warn("handoff from \(name): the process offering there is another user's (or refused us as one): "
+                + "not taking its sockets, binding instead")
+            return nil
+        }
         if n < 0 {
             let why = switch -n {
-            case EACCES: "the process offering there is another user's (or refused us as one)"
             case EPROTO: "the process offering there does not speak the Peregrine handoff protocol"
             case ETIMEDOUT: "the process offering there did not answer within 10 s"
             default: describeErrno(-n)
@@ -63,10 +69,14 @@ struct HandoffFetch {
     func confirm() {
         let rc = prg_handoff_confirm(session, 10_000)
         if rc != 0 {
-            var line = Array("peregrine: handoff from \(name): the old server did not acknowledge (\(describeErrno(-rc))); serving anyway\n".utf8)
-            _ = line.withUnsafeMutableBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+            warn("handoff from \(name): the old server did not acknowledge (\(describeErrno(-rc))); serving anyway")
         }
     }
+}
+
+func warn(_ text: String) {
+    var line = Array("peregrine: \(text)\n".utf8)
+    _ = line.withUnsafeMutableBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
 }
 
 /// Serving process: offers copies of its listening sockets at a name.

@@ -76,12 +76,12 @@ public final class Server: @unchecked Sendable {
         }
         fetched?.confirm()   // the old one stops offering: the name is free
         if let name = configuration.handoffSocket {
+            // Not offering is no reason to stop serving: the next restart
+            // then binds (or fails to) as without a handoff.
             do {
-                let fds = listenerDescriptors()
-                handoff = try HandoffOffer(name: name, descriptors: fds)
+                handoff = try HandoffOffer(name: name, descriptors: listenerDescriptors())
             } catch {
-                stop()
-                throw error
+                warn("\(error); serving without offering a handoff")
             }
         }
     }
