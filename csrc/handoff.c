@@ -56,24 +56,25 @@ static int unix_address(const char *name, struct sockaddr_un *a) {
     return (int)(offsetof(struct sockaddr_un, sun_path) + len);
 }
 
-/* Waits until fd is readable. 0, -ETIMEDOUT, or -errno. */
-static int wait_readable(int fd, int timeout_ms) {
-    struct pollfd p = {.fd = fd, .events = POLLIN, .revents = 0};
+/* Waits until fd is readable. 0, -ETIMEDOUT, -ECANCELED (cancel, when not
+ * -1, became readable: prg_handoff_close), or -errno. */
+static int wait_readable(int fd, int timeout_ms, int cancel) {
+    struct pollfd p[2] = {{.fd = fd, .events = POLLIN, .revents = 0}, {.fd = cancel, .events = POLLIN, .revents = 0}};
     for (;;) {
-        int r = poll(&p, 1, timeout_ms);
-        if (r > 0) return 0;
+        int r = poll(p, cancel >= 0 ? 2 : 1, timeout_ms);
+        if (r > 0) return p[1].revents ? -ECANCELED : 0;
         if (r == 0) return -ETIMEDOUT;
         if (errno != EINTR) return -errno;
     }
 }
 
 /* Reads one line (up to and without its '\n') into buf. Returns its length,
- * -EPROTO (EOF before a line, or longer than buf), -ETIMEDOUT, or -errno.
- * Reads byte by byte: nothing beyond the line is consumed. */
-static int read_line(int fd, char *buf, size_t cap, int timeout_ms) {
+ * -EPROTO (EOF before a line, or longer than buf), -ETIMEDOUT, -ECANCELED,
+ * or -errno. Reads byte by byte: nothing beyond the line is consumed. */
+static int read_line(int fd, char *buf, size_t cap, int timeout_ms, int cancel) {
     size_t n = 0;
     while (n + 1 < cap) {
-        int rc = wait_readable(fd, timeout_ms);
+        int rc = wait_readable(fd, timeout_ms, cancel);
         if (rc != 0) return rc;
         char ch;
         ssize_t r = recv(fd, &ch, 1, 0);
@@ -129,7 +130,7 @@ int prg_handoff_fetch(const char *name, int *fds, int max, int *session, int tim
         close(fd);
         return rc;
     }
-    rc = wait_readable(fd, timeout_ms);
+    rc = wait_readable(fd, timeout_ms, -1);
     if (rc != 0) {
         close(fd);
         return rc;
@@ -179,7 +180,7 @@ int prg_handoff_fetch(const char *name, int *fds, int max, int *session, int tim
 int prg_handoff_confirm(int session, int timeout_ms) {
     int rc = send_all(session, "READY\n");
     char line[16];
-    if (rc == 0) rc = read_line(session, line, sizeof line, timeout_ms);
+    if (rc == 0) rc = read_line(session, line, sizeof line, timeout_ms, -1);
     if (rc >= 0) rc = strcmp(line, "BYE") == 0 ? 0 : -EPROTO;
     close(session);
     return rc;
@@ -198,7 +199,7 @@ static int serve_session(prg_handoff *h, int peer) {
         return 0;
     }
     char line[64];
-    rc = read_line(peer, line, sizeof line, SESSION_TIMEOUT_MS);
+    rc = read_line(peer, line, sizeof line, SESSION_TIMEOUT_MS, h->wake[0]);
     if (rc < 0 || strcmp(line, "PEREGRINE-HANDOFF 1") != 0) {
         (void)send_all(peer, "ERR expected PEREGRINE-HANDOFF 1\n");
         return 0;
@@ -223,7 +224,9 @@ static int serve_session(prg_handoff *h, int peer) {
     while (w < 0 && errno == EINTR);
     if (w != len) return 0;
     /* The new process died or gave up: we still serve, the offer stands. */
-    if (read_line(peer, line, sizeof line, SESSION_TIMEOUT_MS) < 0 || strcmp(line, "READY") != 0) return 0;
+    /* prg_handoff_close meanwhile (our SIGTERM): the peer has the sockets but
+     * no BYE; it serves them anyway, and we drain as if not handed off. */
+    if (read_line(peer, line, sizeof line, SESSION_TIMEOUT_MS, h->wake[0]) < 0 || strcmp(line, "READY") != 0) return 0;
     /* Free the name before BYE: the new process offers it next. */
     if (h->path[0]) unlink(h->path);
     close(h->sock);

@@ -266,6 +266,38 @@ final class HandoffTests: XCTestCase {
         }
     }
 
+    /// A filesystem handoff socket: a stale file left by a process that died
+    /// is replaced, the name passes from the old server to the new one, and
+    /// the last one removes it when it stops.
+    func testHandoffOverFilesystemPath() throws {
+        for mode in eventModes {
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("peregrine-handoff-\(getpid()).sock").path
+            // Stale: bound, then its socket closed (the file stays).
+            let stale = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            var addr = sockaddr_un()
+            addr.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &addr.sun_path) { p in for (i, b) in path.utf8.enumerated() { p[i] = b } }
+            let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(stale, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+            XCTAssertEqual(bound, 0, "[\(mode)] stale file made")
+            close(stale)
+            let old = try startServer(mode, .http { _, response in response.send(body: "old") }) { c in c.handoffSocket = path }
+            defer { old.stop() }
+            var c = Configuration()
+            mode.apply(to: &c)
+            c.host = "127.0.0.1"
+            c.port = old.port
+            c.handoffSocket = path
+            let new = Server(configuration: c, application: .http { _, response in response.send(body: "new") })
+            try new.start()
+            defer { new.stop() }
+            old.shutdown(deadline: .seconds(5))
+            XCTAssertEqual(try fetch(port: new.port, "GET / HTTP/1.1\r\nHost: h\r\n\r\n").body.text, "new", "[\(mode)]")
+            XCTAssertTrue(FileManager.default.fileExists(atPath: path), "[\(mode)] the new server offers there now")
+            new.stop()
+            XCTAssertFalse(FileManager.default.fileExists(atPath: path), "[\(mode)] removed by the last one")
+        }
+    }
+
     /// Another user's process is refused both ways (SO_PEERCRED): it gets no
     /// descriptors from our offer, and we take none from its socket (we bind
     /// our own instead). Needs root, to run the peer as nobody.
