@@ -86,7 +86,7 @@ struct Serve: ParsableCommand {
 
     @Option(help: ArgumentHelp(
         "Unix socket (@name: abstract; else a path) for restarts that drop nothing: a new `peregrine serve` takes the running one's listening sockets there, then offers its own ('none': off).",
-        discussion: "Default: @peregrine-HOST:PORT; off with --port 0 and under socket activation.",
+        discussion: "Default: @peregrine-HOST:PORT; off with --port 0, under socket activation and for the blocking and threaded engines.",
         valueName: "name"))
     var handoffSocket: String?
 
@@ -114,8 +114,10 @@ struct Serve: ParsableCommand {
     func handoffName(socketActivated: Bool) -> String? {
         if let handoffSocket { return handoffSocket == "none" ? nil : handoffSocket }
         // A port picked by the kernel is not "the same port" next time; under
-        // socket activation systemd keeps the sockets across restarts.
-        return port == 0 || socketActivated ? nil : "@peregrine-\(host):\(port)"
+        // socket activation systemd keeps the sockets across restarts; the
+        // blocking engines cannot share a listener (README, Operations).
+        if port == 0 || socketActivated || engine == .blocking || engine == .threaded { return nil }
+        return "@peregrine-\(host):\(port)"
     }
 
     func configuration(listenDescriptors: [Int32] = []) -> Configuration {

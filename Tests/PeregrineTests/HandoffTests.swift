@@ -206,6 +206,25 @@ final class HandoffTests: XCTestCase {
         }
     }
 
+    /// The blocking engines cannot share a listener: by default they offer no
+    /// handoff (and start as before on a fixed port); asked for one, they
+    /// refuse with an error that says why.
+    func testBlockingEnginesTakeNoHandoff() throws {
+        for engine in ["blocking", "threaded"] {
+            let port = try freePort()
+            let plain = try SpawnedCLI(cliPath, ["serve", "--host", "127.0.0.1", "--port", "\(port)", "--engine", engine])
+            defer { plain.kill() }
+            _ = try plain.waitFor("peregrine: serving", seconds: 30)
+            XCTAssertEqual(try fetch(port: port, "GET / HTTP/1.1\r\nHost: h\r\n\r\n").status, 200, engine)
+            XCTAssertEqual(plain.terminate(seconds: 30), 0, "\(engine): \(plain.output)")
+            let asked = try SpawnedCLI(cliPath, ["serve", "--host", "127.0.0.1", "--port", "\(port)", "--engine", engine,
+                                                 "--handoff-socket", "@peregrine-test-\(getpid())-\(engine)"])
+            defer { asked.kill() }
+            XCTAssertNotEqual(asked.waitExit(seconds: 30), 0, engine)
+            XCTAssertTrue(asked.output.contains("need an event engine (epoll, libev, swift), not \(engine)"), asked.output)
+        }
+    }
+
     /// A new process with fewer loops than the running one has listeners is
     /// refused with a clear error (a socket nobody accepts from would hold
     /// its connections forever), and the running one goes on serving.
