@@ -86,13 +86,29 @@ public final class Server: @unchecked Sendable {
         }
     }
 
-    /// The running engine's listening sockets (before any shutdown).
+    /// The running engine's listening sockets (before any shutdown), each
+    /// once: loops that share an inherited socket hold it under different
+    /// numbers, and the next process needs a loop per socket, not per number.
     private func listenerDescriptors() -> [Int32] {
-        if let swiftServer { return swiftServer.listenerDescriptors }
-        guard let handle else { return [] }
-        var fds = [Int32](repeating: -1, count: configuration.threads)
-        let n = fds.withUnsafeMutableBufferPointer { prg_server_listeners(handle, $0.baseAddress, Int32($0.count)) }
-        return n > 0 ? Array(fds.prefix(Int(n))) : []
+        var fds: [Int32]
+        if let swiftServer {
+            fds = swiftServer.listenerDescriptors
+        } else if let handle {
+            fds = [Int32](repeating: -1, count: configuration.threads)
+            let n = fds.withUnsafeMutableBufferPointer { prg_server_listeners(handle, $0.baseAddress, Int32($0.count)) }
+            fds = n > 0 ? Array(fds.prefix(Int(n))) : []
+        } else {
+            return []
+        }
+        var seen: [(UInt64, UInt64)] = []
+        return fds.filter { fd in
+            var st = stat()
+            guard fstat(fd, &st) == 0 else { return false }
+            let id = (UInt64(st.st_dev), UInt64(st.st_ino))   // a socket's inode is its identity
+            if seen.contains(where: { $0 == id }) { return false }
+            seen.append(id)
+            return true
+        }
     }
 
     private func startEngine(listeners: [Int32]) throws {

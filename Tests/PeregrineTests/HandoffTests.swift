@@ -285,6 +285,35 @@ final class HandoffTests: XCTestCase {
         }
     }
 
+    /// Thread counts may change across restarts: 2 loops hand their 2
+    /// sockets to 4 loops (two share each), which hand the same 2 sockets
+    /// (not 4 numbers) on to 2 loops again. Every step serves the port.
+    func testHandoffAcrossThreadCounts() throws {
+        for mode in eventModes {
+            let name = "@peregrine-test-\(getpid())-threads-\(mode.description.replacingOccurrences(of: "/", with: "-"))"
+            var port = 0
+            var previous: Server? = nil
+            for (step, threads) in [2, 4, 2].enumerated() {
+                var c = Configuration()
+                mode.apply(to: &c)
+                c.host = "127.0.0.1"
+                c.port = port
+                c.threads = threads
+                c.handoffSocket = name
+                let server = Server(configuration: c, application: .http { _, response in response.send(body: "step") })
+                try server.start()
+                if port == 0 { port = server.port }
+                XCTAssertEqual(server.port, port, "[\(mode)] step \(step): same port")
+                previous?.shutdown(deadline: .seconds(5))
+                previous = server
+                for _ in 0..<4 {
+                    XCTAssertEqual(try fetch(port: port, "GET / HTTP/1.1\r\nHost: h\r\n\r\n").body.text, "step", "[\(mode)] step \(step)")
+                }
+            }
+            previous?.stop()
+        }
+    }
+
     /// A filesystem handoff socket: a stale file left by a process that died
     /// is replaced, the name passes from the old server to the new one, and
     /// the last one removes it when it stops.
