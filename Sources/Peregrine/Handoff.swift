@@ -37,7 +37,7 @@ struct HandoffFetch {
             let why = switch -n {
             case EPROTO: "the process offering there does not speak the Peregrine handoff protocol"
             case ETIMEDOUT: "the process offering there did not answer within 10 s"
-            default: describeErrno(-n)
+            default: errnoDescription(-n)
             }
             throw HandoffError(description: "handoff from \(name): \(why)")
         }
@@ -69,7 +69,7 @@ struct HandoffFetch {
     func confirm() {
         let rc = prg_handoff_confirm(session, 10_000)
         if rc != 0 {
-            warn("handoff from \(name): the old server did not acknowledge (\(describeErrno(-rc))); serving anyway")
+            warn("handoff from \(name): the old server did not acknowledge (\(errnoDescription(-rc))); serving anyway")
         }
     }
 }
@@ -88,7 +88,7 @@ final class HandoffOffer: @unchecked Sendable {
         var h: OpaquePointer? = nil
         let rc = descriptors.withUnsafeBufferPointer { prg_handoff_offer(name, $0.baseAddress, Int32($0.count), &h) }
         guard rc == 0, let h else {
-            let why = rc == -EADDRINUSE ? "another process offers there already" : describeErrno(-rc)
+            let why = rc == -EADDRINUSE ? "another process offers there already" : errnoDescription(-rc)
             throw HandoffError(description: "offer listeners at \(name): \(why)")
         }
         handle = h
@@ -104,16 +104,22 @@ final class HandoffOffer: @unchecked Sendable {
     deinit { _ = close() }
 }
 
+/// A malformed `LISTEN_FDS` or `LISTEN_PID`, or a descriptor they name that
+/// is not open.
+public struct SocketActivationError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+}
+
 /// systemd's socket activation (`LISTEN_FDS`/`LISTEN_PID`, sd_listen_fds(3)),
 /// without libsystemd: descriptors 3, 4, … handed over by whoever started us.
 public enum SocketActivation {
     /// The descriptors passed to this process: `[]` when `LISTEN_FDS` is
     /// unset, or when `LISTEN_PID` names another process (they were meant for
-    /// it). Throws `ConfigurationError` naming the variable when either is
+    /// it). Throws `SocketActivationError` naming the variable when either is
     /// malformed or a descriptor is not open. With `unsetEnvironment`, both
     /// variables are removed, so that children do not see them.
     public static func listenDescriptors(environment: [String: String]? = nil, pid: Int32 = getpid(),
-                                         unsetEnvironment: Bool = false) throws -> [Int32] {
+                                         unsetEnvironment: Bool = false) throws(SocketActivationError) -> [Int32] {
         func value(_ key: String) -> String? {
             if let environment { return environment[key] }
             return getenv(key).map { String(cString: $0) }
@@ -127,20 +133,20 @@ public enum SocketActivation {
         }
         guard let fdsText = value("LISTEN_FDS") else { return [] }
         guard let count = decimal(fdsText), (1...Int(PRG_HANDOFF_MAX_FDS)).contains(count) else {
-            throw ConfigurationError(description: "LISTEN_FDS=\"\(fdsText)\" is not a count of descriptors 1...\(PRG_HANDOFF_MAX_FDS)")
+            throw SocketActivationError(description: "LISTEN_FDS=\"\(fdsText)\" is not a count of descriptors 1...\(PRG_HANDOFF_MAX_FDS)")
         }
         guard let pidText = value("LISTEN_PID") else {
-            throw ConfigurationError(description: "LISTEN_FDS is set without LISTEN_PID")
+            throw SocketActivationError(description: "LISTEN_FDS is set without LISTEN_PID")
         }
         guard let target = decimal(pidText), target > 0 else {
-            throw ConfigurationError(description: "LISTEN_PID=\"\(pidText)\" is not a process id")
+            throw SocketActivationError(description: "LISTEN_PID=\"\(pidText)\" is not a process id")
         }
         if target != Int(pid) { return [] }
         let fds = (0..<count).map { Int32(3 + $0) }
         for fd in fds {
             let flags = fcntl(fd, F_GETFD)
             if flags < 0 {
-                throw ConfigurationError(description: "LISTEN_FDS=\(count): descriptor \(fd) is not open")
+                throw SocketActivationError(description: "LISTEN_FDS=\(count): descriptor \(fd) is not open")
             }
             _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC)   // ours, not our children's
         }

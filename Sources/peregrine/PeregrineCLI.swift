@@ -55,8 +55,11 @@ struct Serve: ParsableCommand {
     @Flag(help: "TCP_CORK around each batch of responses.")
     var cork = false
 
-    @Flag(help: "Print one line per request: method, target, status.")
+    @Flag(help: "Print one line per request: client address, method, target, status.")
     var log = false
+
+    @Flag(help: "Every connection starts with a PROXY protocol header (v1 or v2) giving the client's address; missing or malformed: closed without an answer.")
+    var proxyProtocol = false
 
     @Option(help: "--app sleep: milliseconds each request sleeps on the offload pool (?ms=N overrides).")
     var sleepMs = 100
@@ -93,21 +96,46 @@ struct Serve: ParsableCommand {
     @Option(help: "Seconds an old server, after a handoff, keeps an idle keep-alive connection for its next request (answered with Connection: close) before closing it.")
     var handoffIdleGrace: Double = 2
 
-    private func basicValidate() throws {
-        guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535") }
-        guard (1...1024).contains(threads) else { throw ValidationError("--threads must be 1...1024") }
-        guard sleepMs >= 0 else { throw ValidationError("--sleep-ms must be >= 0") }
-        guard backlog >= 1 else { throw ValidationError("--backlog must be at least 1") }
-        guard headerTimeout >= 0, idleTimeout >= 0, shutdownTimeout >= 0, shutdownTimeout <= 86_400 else { throw ValidationError("timeouts must be >= 0") }
-        guard handoffIdleGrace >= 0, handoffIdleGrace <= 86_400 else { throw ValidationError("--handoff-idle-grace must be 0...86400") }
-        guard maxRequestLine > 0, maxHeaderBytes > 0, maxHeaders > 0, maxBody >= 0 else {
-            throw ValidationError("limits must be positive")
+    /// The rules of every field are the library's (`Configuration.validate()`,
+    /// one place for every engine); this prints its message with the flag's name.
+    func validate() throws {
+        guard sleepMs >= 0 else { throw ValidationError("invalid --sleep-ms \(sleepMs): allowed 0 or more") }
+        do {
+            try configuration().validate()
+        } catch {
+            // The deadline as the user wrote it (seconds), not as the Duration it became.
+            let shown = switch error.field {
+            case .shutdownDeadline: ConfigurationError(field: error.field, value: "\(shutdownTimeout) s", allowed: error.allowed)
+            case .handoffIdleGrace: ConfigurationError(field: error.field, value: "\(handoffIdleGrace) s", allowed: error.allowed)
+            default: error
+            }
+            throw ValidationError(shown.message(naming: Self.flag(for: error.field)))
         }
     }
 
-    func validate() throws {
-        try basicValidate()
-        if let problem = configuration().problem { throw ValidationError(problem) }
+    /// The flag that sets each validated field.
+    static func flag(for field: ConfigurationField) -> String {
+        switch field {
+        case .port: "--port"
+        case .threads: "--threads"
+        case .backlog: "--backlog"
+        case .trigger: "--trigger"
+        case .maxThreads: "--max-threads"
+        case .maxRequestLine: "--max-request-line"
+        case .maxHeaderBytes: "--max-header-bytes"
+        case .maxHeaders: "--max-headers"
+        case .maxBody: "--max-body"
+        case .maxOutputPerConnection: "maxOutputPerConnection"   // no flag: the library default
+        case .headerTimeout: "--header-timeout"
+        case .idleTimeout: "--idle-timeout"
+        case .serverName: "serverName"                           // no flag: the library default
+        case .shutdownDeadline: "--shutdown-timeout"
+        case .offloadThreads: "--offload-threads"
+        case .offloadQueue: "--offload-queue"
+        case .listenDescriptors: "LISTEN_FDS"                    // socket activation
+        case .handoffSocket: "--handoff-socket"
+        case .handoffIdleGrace: "--handoff-idle-grace"
+        }
     }
 
     /// `--handoff-socket`, its default, or nil (off).
@@ -124,7 +152,7 @@ struct Serve: ParsableCommand {
         var config = Configuration()
         config.listenDescriptors = listenDescriptors
         config.handoffSocket = handoffName(socketActivated: !listenDescriptors.isEmpty)
-        config.handoffIdleGrace = .milliseconds(Int64(handoffIdleGrace * 1000))
+        config.handoffIdleGrace = Self.duration(seconds: handoffIdleGrace)
         config.libevBackend = libevBackend
         config.maxThreads = maxThreads
         config.host = host
@@ -136,11 +164,12 @@ struct Serve: ParsableCommand {
         config.noDelay = nodelay
         config.cork = cork
         config.logRequests = log
+        config.proxyProtocol = proxyProtocol
         config.offloadThreads = offloadThreads
         config.offloadQueue = offloadQueue
         config.headerTimeout = headerTimeout
         config.idleTimeout = idleTimeout
-        config.shutdownDeadline = .milliseconds(Int64(shutdownTimeout * 1000))
+        config.shutdownDeadline = Self.duration(seconds: shutdownTimeout)
         config.limits.maxRequestLine = maxRequestLine
         config.limits.maxHeaderBytes = maxHeaderBytes
         config.limits.maxHeaders = maxHeaders
@@ -148,16 +177,29 @@ struct Serve: ParsableCommand {
         return config
     }
 
+    /// Seconds as a Duration, without trapping for any Double: beyond ±10^15 s
+    /// (NaN counts as beyond) the value is clamped there, far outside what
+    /// the validation allows, so it is refused with its flag's name.
+    static func duration(seconds: Double) -> Duration {
+        let limit = 1e15
+        let clamped = seconds.isNaN ? limit : min(max(seconds, -limit), limit)
+        return .milliseconds(Int64((clamped * 1000).rounded()))
+    }
+
     func run() throws {
         // Socket activation (LISTEN_FDS/LISTEN_PID): serve what systemd passed.
         let inherited: [Int32]
         do {
             inherited = try SocketActivation.listenDescriptors(unsetEnvironment: true)
-        } catch let error as ConfigurationError {
+        } catch {
             throw ValidationError(error.description)
         }
         let config = configuration(listenDescriptors: inherited)
-        if let problem = config.problem { throw ValidationError(problem) }
+        do {
+            try config.validate()
+        } catch {
+            throw ValidationError(error.message(naming: Self.flag(for: error.field)))
+        }
         let server = Server(configuration: config, application: app.application(sleepMilliseconds: sleepMs))
         try server.run { server in
             // Scripts wait for this line: it carries the real port.

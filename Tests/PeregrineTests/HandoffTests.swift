@@ -158,16 +158,25 @@ final class HandoffTests: XCTestCase {
                 XCTAssertTrue("\(error)".contains("\(fds[0])"), "[\(mode)] names the descriptor: \(error)")
             }
         }
-        var c = Configuration()
-        c.listenDescriptors = [3, 4]
-        c.threads = 1
-        XCTAssertNotNil(c.problem, "two listeners need two loops")
-        c.threads = 2
-        c.engine = .threaded
-        XCTAssertTrue(c.problem?.contains("threaded") ?? false, "\(c.problem ?? "nil")")
-        c.engine = .epoll
-        c.listenDescriptors = [-1]
-        XCTAssertTrue(c.problem?.contains("-1") ?? false, "\(c.problem ?? "nil")")
+        // The rules, each refusal naming its field.
+        func refusal(_ configure: (inout Configuration) -> Void) -> ConfigurationError? {
+            var c = Configuration()
+            configure(&c)
+            do { try c.validate() } catch { return error }
+            return nil
+        }
+        XCTAssertNil(refusal { $0.listenDescriptors = [3, 4]; $0.threads = 2 })
+        XCTAssertEqual(refusal { $0.listenDescriptors = [3, 4]; $0.threads = 1 }?.field, .threads, "two listeners need two loops")
+        let threaded = refusal { $0.listenDescriptors = [3]; $0.engine = .threaded }
+        XCTAssertEqual(threaded?.field, .listenDescriptors)
+        XCTAssertTrue(threaded?.description.contains("not threaded") ?? false, "\(String(describing: threaded))")
+        XCTAssertEqual(refusal { $0.handoffSocket = "@x"; $0.engine = .blocking }?.field, .handoffSocket)
+        XCTAssertEqual(refusal { $0.listenDescriptors = [-1] }?.field, .listenDescriptors)
+        for bad in ["", "@", String(repeating: "a", count: 108), "a\u{0}b"] {
+            XCTAssertEqual(refusal { $0.handoffSocket = bad }?.field, .handoffSocket, bad.debugDescription)
+        }
+        XCTAssertNil(refusal { $0.handoffSocket = String(repeating: "a", count: 107) })
+        XCTAssertEqual(refusal { $0.handoffIdleGrace = .seconds(-1) }?.field, .handoffIdleGrace)
     }
 
     // MARK: - Handoff between two processes
@@ -221,7 +230,7 @@ final class HandoffTests: XCTestCase {
                                                  "--handoff-socket", "@peregrine-test-\(getpid())-\(engine)"])
             defer { asked.kill() }
             XCTAssertNotEqual(asked.waitExit(seconds: 30), 0, engine)
-            XCTAssertTrue(asked.output.contains("need an event engine (epoll, libev, swift), not \(engine)"), asked.output)
+            XCTAssertTrue(asked.output.contains("invalid --handoff-socket \"@peregrine-test-\(getpid())-\(engine)\": allowed only with an event engine (epoll, libev, swift), not \(engine)"), asked.output)
         }
     }
 
