@@ -9,7 +9,7 @@ CWARN = -std=c11 -Wall -Wextra -Werror -pedantic -Wshadow -Wconversion -Wno-sign
 SAN = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fuse-ld=lld
 BUILD_TMP ?= .build/ctests
 
-.PHONY: deps build serve test check check-swift test-c cwarn swift-test test-asan test-tsan measure bench fuzz fuzz-diff clean soak soak-quick check-libev cluster-test
+.PHONY: deps build serve test check check-swift test-c cwarn swift-test test-asan test-tsan measure bench fuzz fuzz-diff clean soak soak-quick check-libev cluster-test restart-test
 
 deps:
 	@./scripts/install-deps.sh
@@ -102,6 +102,13 @@ soak: build
 
 soak-quick: build
 	SOAK_REQUESTS=$${SOAK_REQUESTS:-100000} SOAK_CYCLES=$${SOAK_CYCLES:-2000} python3 scripts/soak.py
+
+# Issue 13's measurement (scripts/restart-test.py): per event engine, 10
+# restarts (a new `peregrine serve` on the same port, then SIGTERM to the old)
+# under wrk -t1 -c50; prints socket errors and non-2xx answers, fails unless 0.
+restart-test: build
+	./scripts/install-deps.sh wrk
+	python3 scripts/restart-test.py
 
 clean:
 	rm -rf .build .build-asan .build-tsan bench/swift/.build

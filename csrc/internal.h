@@ -240,6 +240,7 @@ struct prg_server {
     /* Graceful shutdown (prg_server_shutdown): set once, read by every loop. */
     atomic_int drain;
     atomic_llong drain_deadline_ms;   /* CLOCK_MONOTONIC milliseconds; 0 = none asked */
+    atomic_llong drain_idle_until_ms; /* handed off: idle connections wait for a next request until then */
 };
 
 /* conn.c */
@@ -307,6 +308,7 @@ int64_t prg_monotonic_ms(void);
 bool prg_drain_requested(const prg_server *s);
 bool prg_drain_expired(const prg_server *s);
 int prg_drain_ms_left(const prg_server *s);     /* >= 0 */
+int prg_drain_idle_grace_left(const prg_server *s); /* ms idle connections are still kept, >= 0 */
 bool prg_conn_drain_idle(const prg_conn *c);    /* nothing in flight: may be closed at once */
 void prg_loop_drain(prg_loop *loop);            /* event engines, after each batch: close the listener,
                                                    idle connections, all at the deadline; stop when none left */

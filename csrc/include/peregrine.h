@@ -207,9 +207,16 @@ typedef struct prg_config {
     const char *server_name;   /* value of the Server header; NULL = "Peregrine" */
     int proxy_protocol;        /* 1 = every connection starts with a PROXY header (v1 or v2, proxy.c);
                                   missing or malformed: closed without an answer (default 0) */
+    /* Listening sockets inherited (socket activation, a handoff) instead of
+     * binding host:port: each must be a listening TCP socket. The server
+     * serves dup()s of them (the caller keeps and closes its own); loop i
+     * takes listen_fds[i % listen_fd_count], so threads must be at least
+     * listen_fd_count (loops beyond share a socket). epoll and libev only. */
+    const int *listen_fds;
+    int listen_fd_count;       /* 0 = bind host:port */
 } prg_config;
-/* host and server_name are read during prg_server_create only: they need not
- * outlive it. */
+/* host, server_name and listen_fds are read during prg_server_create only:
+ * they need not outlive it. */
 
 void prg_config_default(prg_config *cfg);
 
@@ -240,6 +247,19 @@ void prg_server_stop(prg_server *s);
  * again may only bring the deadline closer; prg_server_stop during the drain
  * stops at once. Returns 0, or -EINVAL for a negative deadline. */
 int prg_server_shutdown(prg_server *s, int deadline_ms);
+/* prg_server_shutdown for a server whose listening sockets another process
+ * now serves too (a handoff): the same, except that an idle keep-alive
+ * connection is not closed at once but kept idle_grace_ms for its next
+ * request, which is answered with "Connection: close" (closing it at once
+ * would race a request the client is sending: the client would see its
+ * connection closed without an answer). Those still idle then are closed.
+ * Returns 0, or -EINVAL for a negative argument. */
+int prg_server_shutdown_handed_off(prg_server *s, int deadline_ms, int idle_grace_ms);
+/* The descriptors of the server's listening sockets, one per loop (loops
+ * sharing a socket give the same socket under different numbers): stores at
+ * most max in fds and returns how many the server has; -EBADF once a drain
+ * closed them. Valid until the server is shut down. */
+int prg_server_listeners(const prg_server *s, int *fds, int max);
 /* Waits for the loop threads to end (threaded engine: and every connection
  * thread, after its on_close). Returns 0 or -errno. */
 int prg_server_wait(prg_server *s);
@@ -360,6 +380,45 @@ int prg_conn_remote_address(const prg_conn *c, prg_address *out);
  * Splitting the same bytes at any offset over several calls gives the
  * same result. */
 int64_t prg_proxy_parse(const uint8_t *buf, size_t len, prg_address *source);
+
+/* ------------------------------------------------------------------ */
+/* Handing listening sockets to a new process (handoff.c)               */
+/* ------------------------------------------------------------------ */
+
+/* A restart that drops nothing: the running process offers its listening
+ * sockets on a Unix socket; a new one fetches them (SCM_RIGHTS), serves them,
+ * and confirms; the old one then drains. Both accept from the same kernel
+ * queues meanwhile, so nothing queued is reset when the old one closes its
+ * copies. Only a peer of the same user (SO_PEERCRED) is served, and only a
+ * server of the same user is believed. name: "@x" is the abstract socket
+ * "x", anything else a filesystem path (the offer unlinks it when done). */
+typedef struct prg_handoff prg_handoff;
+
+#define PRG_HANDOFF_MAX_FDS 253   /* SCM_MAX_FD: one message carries them all */
+
+/* New process. Returns the number of listening sockets received (> 0),
+ * stored in fds, with *session set to the connection to hand to
+ * prg_handoff_confirm; 0 when nobody offers at name (bind as usual);
+ * -EACCES when the peer is another user (or refused us as one), -EPROTO
+ * when it does not speak the protocol, -E2BIG when it has more than max,
+ * -ETIMEDOUT, or -errno. */
+int prg_handoff_fetch(const char *name, int *fds, int max, int *session, int timeout_ms);
+/* New process, once it serves the fetched sockets: tells the old one, waits
+ * until it has stopped offering (so name is free to offer again) and closes
+ * session. 0, -EPROTO (it went away first), -ETIMEDOUT or -errno. */
+int prg_handoff_confirm(int session, int timeout_ms);
+/* Serving process: offers dup()s of fds at name from a thread of its own,
+ * until a new process confirmed or prg_handoff_close. A peer of another user
+ * is refused; a peer that fetched and went away without confirming leaves
+ * the offer standing. Returns 0 with *out set, -EADDRINUSE when another
+ * process offers at name, -E2BIG (more than PRG_HANDOFF_MAX_FDS), -errno. */
+int prg_handoff_offer(const char *name, const int *fds, int n, prg_handoff **out);
+/* 1 once a new process confirmed (it serves the sockets), else 0. */
+int prg_handoff_taken(prg_handoff *h);
+/* Stops offering: joins the thread, closes the copies and the socket. Returns
+ * prg_handoff_taken. Call it before a shutdown closes the listeners (the
+ * copies would keep an untaken socket listening with nobody accepting). */
+int prg_handoff_close(prg_handoff *h);
 
 /* Standard reason phrase for a status ("Unknown" if none). */
 const char *prg_status_reason(int status);
