@@ -9,7 +9,7 @@ CWARN = -std=c11 -Wall -Wextra -Werror -pedantic -Wshadow -Wconversion -Wno-sign
 SAN = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fuse-ld=lld
 BUILD_TMP ?= .build/ctests
 
-.PHONY: deps build serve test check check-swift test-c cwarn swift-test test-asan test-tsan measure bench fuzz fuzz-diff clean soak soak-quick check-libev cluster-test restart-test
+.PHONY: deps build serve test check check-swift test-c cwarn swift-test test-asan test-tsan measure bench fuzz fuzz-diff clean soak soak-quick check-libev cluster-test cluster-test-quick restart-test
 
 deps:
 	@./scripts/install-deps.sh
@@ -26,9 +26,9 @@ serve: build
 # Swift parser), XCTest, XCTest again under AddressSanitizer, the
 # multi-threaded tests under ThreadSanitizer, and the soak at small counts
 # (about a minute; the full `make soak`, 2-3 minutes, is not in it), and the
-# black-box libev checks (past select's FD_SETSIZE, the Date tick). Any
-# finding fails the run.
-test: deps cwarn test-c fuzz fuzz-diff swift-test test-asan test-tsan soak-quick check-libev
+# black-box libev checks (past select's FD_SETSIZE, the Date tick), and the
+# cluster test with 6-second phases. Any finding fails the run.
+test: deps cwarn test-c fuzz fuzz-diff swift-test test-asan test-tsan soak-quick check-libev cluster-test-quick
 
 # The quick loop: strict C warnings, the C tests under ASan/UBSan, and the
 # XCTest suites on the default engine (epoll, level) only. About 3 minutes
@@ -103,7 +103,7 @@ soak: build
 soak-quick: build
 	SOAK_REQUESTS=$${SOAK_REQUESTS:-100000} SOAK_CYCLES=$${SOAK_CYCLES:-2000} python3 scripts/soak.py
 
-# Issue 13's measurement (scripts/restart-test.py): per event engine, 10
+# The restart measurement (scripts/restart-test.py): per event engine, 10
 # restarts (a new `peregrine serve` on the same port, then SIGTERM to the old)
 # under wrk -t1 -c50; prints socket errors and non-2xx answers, fails unless 0.
 restart-test: build
@@ -165,3 +165,7 @@ fuzz-diff:
 cluster-test: build
 	./scripts/install-deps.sh wrk nginx haproxy ip
 	python3 scripts/cluster_test.py
+
+cluster-test-quick: build
+	./scripts/install-deps.sh wrk nginx haproxy ip
+	CLUSTER_SECONDS=6 python3 scripts/cluster_test.py
