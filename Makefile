@@ -55,6 +55,8 @@ test-c:
 	@mkdir -p $(BUILD_TMP)
 	$(CC_STRICT) $(CWARN) $(SAN) -Icsrc/include csrc/http1.c Tests/CTests/test_http1.c -o $(BUILD_TMP)/test_http1
 	$(BUILD_TMP)/test_http1
+	$(CC_STRICT) $(CWARN) $(SAN) -Icsrc/include -Icsrc csrc/*.c Tests/CTests/test_sendfile.c -lev -lpthread -o $(BUILD_TMP)/test_sendfile
+	$(BUILD_TMP)/test_sendfile
 
 swift-test:
 	swift build --build-tests
