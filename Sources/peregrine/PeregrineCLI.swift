@@ -58,6 +58,9 @@ struct Serve: ParsableCommand {
     @Flag(help: "Print one line per request: method, target, status.")
     var log = false
 
+    @Option(help: "--app static: the directory whose files are served (required for that app).")
+    var root: String? = nil
+
     @Option(help: "--app sleep: milliseconds each request sleeps on the offload pool (?ms=N overrides).")
     var sleepMs = 100
 
@@ -97,6 +100,11 @@ struct Serve: ParsableCommand {
 
     func validate() throws {
         try basicValidate()
+        do {
+            _ = try app.application(sleepMilliseconds: sleepMs, root: root)   // --root: required for static, checked
+        } catch {
+            throw ValidationError(error.description)
+        }
         if let problem = configuration().problem { throw ValidationError(problem) }
     }
 
@@ -126,7 +134,13 @@ struct Serve: ParsableCommand {
     }
 
     func run() throws {
-        let server = Server(configuration: configuration(), application: app.application(sleepMilliseconds: sleepMs))
+        let application: Application
+        do {
+            application = try app.application(sleepMilliseconds: sleepMs, root: root)
+        } catch {
+            throw ValidationError(error.description)
+        }
+        let server = Server(configuration: configuration(), application: application)
         try server.run { server in
             // Scripts wait for this line: it carries the real port.
             let line = "peregrine: serving \(app.rawValue) on \(host):\(server.port) engine=\(engineDescription) "
