@@ -322,9 +322,9 @@ final class StaticFileTests: XCTestCase {
                 XCTAssertEqual(try get(server.port, "/a.txt").status, 200, "[\(mode)]")
                 let baseline = openDescriptors()
                 for round in 0..<3 {
+                    // 20 MiB is more than the socket buffers on both sides hold:
+                    // the server is still sending the file when the client leaves.
                     let s = try TestSocket(port: server.port)
-                    var small: Int32 = 4096
-                    setsockopt(s.fd, SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
                     try s.send("GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
                     var buf = [UInt8](repeating: 0, count: 65536)
                     var got = 0
