@@ -299,7 +299,7 @@ int prg_conn_write(prg_conn *c, const void *p, size_t n);
 void prg_conn_close(prg_conn *c);
 /* A number unique to the connection for the life of the server. */
 uint64_t prg_conn_id(const prg_conn *c);
-/* Bytes queued for sending on this connection. */
+/* Bytes queued for sending on this connection (file ranges: what is left of them). */
 size_t prg_conn_pending_output(const prg_conn *c);
 /* Application data slot. */
 void *prg_conn_userdata(const prg_conn *c);
