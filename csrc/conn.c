@@ -433,10 +433,22 @@ static bool over_output_limit(const prg_conn *c) {
     return c->out_bytes > c->loop->server->cfg.max_output;
 }
 
-/* Reading pauses for output the client has not taken, or for too many
- * answers still owed (deferred ones and those waiting behind them). */
+/* True when the send queue holds PRG_MAX_QUEUED_FILES file links. A walk,
+ * but only of a queue the client has not taken yet, and it stops early: a
+ * byte link holds up to 16 KiB of answers, so a pipelined burst of small
+ * answers is a link or two. */
+static bool too_many_files(const prg_conn *c) {
+    unsigned files = 0;
+    for (const prg_chunk *k = c->out_head; k; k = k->next)
+        if (k->is_file && ++files >= PRG_MAX_QUEUED_FILES) return true;
+    return false;
+}
+
+/* Reading pauses for output the client has not taken (bytes, or open files
+ * queued), or for too many answers still owed (deferred ones and those
+ * waiting behind them). */
 static bool must_pause(const prg_conn *c) {
-    return over_output_limit(c) || prg_offload_full(c);
+    return over_output_limit(c) || prg_offload_full(c) || (c->out_bytes && too_many_files(c));
 }
 
 /* An error answer: queued behind answers still owed, if any. */

@@ -39,6 +39,11 @@
 #define PRG_LINGER_MAX_BYTES (1u << 20)
 /* Accepts per wakeup before the listener yields. */
 #define PRG_ACCEPTS_PER_WAKEUP 64
+/* File links (open descriptors) in one send queue before the connection's
+ * reading pauses. Bytes alone do not bound them: a pipelined burst of
+ * requests for tiny files queues ~200 bytes per answer, so max_output would
+ * let one client that does not read hold thousands of descriptors. */
+#define PRG_MAX_QUEUED_FILES 16u
 /* Raw mode: receive buffer limit when the application consumes nothing. */
 #define PRG_RAW_MAX_INPUT (1u << 20)
 

@@ -39,6 +39,9 @@ enum Tuning {
     static let maxEvents: Int32 = 256
     /// iovecs per sendmsg.
     static let maxIov = 64
+    /// File links (open descriptors) in one send queue before reading
+    /// pauses (PRG_MAX_QUEUED_FILES): bytes alone do not bound them.
+    static let maxQueuedFiles = 16
     /// Largest count one sendfile call takes (Linux caps it here anyway).
     static let sendfileMax = 0x7fff_f000
 }
@@ -530,6 +533,23 @@ extension UnsafeMutablePointer where Pointee == ConnState {
     @inline(__always)
     var overOutputLimit: Bool { pointee.outBytes > pointee.loop.pointee.maxOutput }
 
+    /// The send queue holds `Tuning.maxQueuedFiles` file links (a walk of a
+    /// queue the client has not taken; a byte link holds up to 16 KiB of
+    /// answers, so it stops early).
+    var tooManyFiles: Bool {
+        if pointee.outBytes == 0 { return false }
+        var files = 0
+        var k = pointee.outHead
+        while let kk = k {
+            if kk.pointee.isFile != 0 {
+                files += 1
+                if files >= Tuning.maxQueuedFiles { return true }
+            }
+            k = kk.pointee.next
+        }
+        return false
+    }
+
     /// Puts it on the loop's ready list (edge input left, writes from elsewhere).
     @inline(__always)
     func markReady() {
@@ -571,7 +591,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         let loop = pointee.loop
         var used = 0
         while used < pointee.inLen && pointee.flags & (CF.closed | CF.closeAfter) == 0 {
-            if overOutputLimit || offloadFull {
+            if overOutputLimit || offloadFull || tooManyFiles {
                 pointee.flags |= CF.paused // resumed when the queue drains (or answers owed are written)
                 break
             }

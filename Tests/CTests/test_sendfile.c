@@ -476,6 +476,45 @@ static void test_client_leaves(int port, const char *engine, int baseline) {
     CHECK(got > 7 && memcmp(buf + got - 7, "small-9", 7) == 0, "%s: server answers after a client left", engine);
 }
 
+
+
+/* A pipelined burst of requests for a tiny file, the client not reading:
+ * reading pauses once PRG_MAX_QUEUED_FILES file links (open descriptors)
+ * are queued, long before max_output bytes would stop it. */
+static void test_queue_file_cap(void) {
+    bare b;
+    bare_init(&b);
+    b.server.cb.on_request = on_request;
+    if (prg_loop_init_context(&b.loop) != 0) {
+        CHECK(0, "prg_loop_init_context");
+        return;
+    }
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) {
+        CHECK(0, "socketpair: %s", strerror(errno));
+        return;
+    }
+    prg_conn *c = prg_conn_open(&b.loop, sv[0]);
+    char burst[100 * 64];
+    size_t len = 0;
+    for (int i = 0; i < 100; i++)
+        len += (size_t)snprintf(burst + len, sizeof burst - len, "GET /file?off=0&len=10 HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(send(sv[1], burst, len, 0) == (ssize_t)len, "send burst");
+    int before = count_fds();
+    prg_conn_on_readable(c);   /* one read, answered into the queue, nothing flushed yet */
+    unsigned files = 0;
+    for (prg_chunk *k = c->out_head; k; k = k->next) files += k->is_file;
+    CHECK(files == PRG_MAX_QUEUED_FILES, "%u file links queued, cap %u", files, PRG_MAX_QUEUED_FILES);
+    CHECK(c->flags & CONN_PAUSED, "reading did not pause");
+    CHECK(c->out_bytes < b.server.cfg.max_output, "the byte limit paused it, not the file cap");
+    CHECK(count_fds() - before == (int)files, "%d descriptors opened for %u links", count_fds() - before, files);
+    prg_conn_close_now(c, PRG_CLOSE_ERROR);
+    prg_conn_free(c);
+    close(sv[1]);
+    CHECK(count_fds() == before - 2, "descriptors left after the close");   /* the pair is closed too */
+    prg_loop_free_context(&b.loop);
+}
+
 typedef struct mode {
     const char *name;
     prg_engine engine;
@@ -506,6 +545,7 @@ int main(void) {
     test_queue_order();
     test_queue_epipe();
     test_queue_dropped();
+    test_queue_file_cap();
     printf("%s send queue alone (socketpair)\n", g_failed == before_queue ? "ok  " : "FAIL");
 
     static const mode modes[] = {

@@ -339,9 +339,50 @@ final class StaticFileTests: XCTestCase {
                 let deadline = Date().addingTimeInterval(15)
                 while openDescriptors() > baseline && Date() < deadline { usleep(10_000) }
                 XCTAssertLessThanOrEqual(openDescriptors(), baseline, "[\(mode)] descriptors not back to the baseline")
+                XCTAssertEqual(openFilesUnderRoot(), 0, "[\(mode)] a served file is still open")
                 let after = try get(server.port, "/a.txt")
                 XCTAssertEqual(after.status, 200, "[\(mode)] the server answers after clients left")
                 XCTAssertEqual(after.bodyString, StaticFileTests.aText, "[\(mode)]")
+            }
+        }
+    }
+
+    func testPipelinedSmallFilesHoldAtMostSixteenDescriptors() throws {
+        // Bytes would not stop this client (the output limit is raised far
+        // above what it asks for): the cap on queued file links must, or one
+        // client that does not read holds a descriptor per request.
+        let cap = 16
+        let smallCount = 100
+        try forEachEngine { mode in
+            guard mode.keepsAlive else { return }   // blocking: one request per connection, no pipelining (its model)
+            try withServer(mode, try app(), configure: { $0.maxOutputPerConnection = 256 << 20 }) { server in
+                let s = try TestSocket(port: server.port)
+                var burst = "GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n"
+                for i in 0..<smallCount {
+                    burst += "GET /a.txt HTTP/1.1\r\nHost: x\r\n\(i == smallCount - 1 ? "Connection: close\r\n" : "")\r\n"
+                }
+                try s.send(burst)
+                // The 20 MiB file the client is not reading, and the small
+                // files queued behind it, up to the cap.
+                let deadline = Date().addingTimeInterval(10)
+                while openFilesUnderRoot() < cap && Date() < deadline { usleep(1000) }
+                XCTAssertEqual(openFilesUnderRoot(), cap, "[\(mode)] files open with the queue at its cap")
+                // Time is the point here: it stays at the cap while the client does not read.
+                let watchEnd = Date().addingTimeInterval(0.5)
+                var peak = 0
+                while Date() < watchEnd { peak = max(peak, openFilesUnderRoot()); usleep(1000) }
+                XCTAssertEqual(peak, cap, "[\(mode)] files held for one client that does not read")
+                // Reading resumes as the client takes the output: every answer, in order.
+                let first = try s.readResponse()
+                XCTAssertEqual(first.body.count, StaticFileTests.bigSize, "[\(mode)] the big file")
+                for i in 0..<smallCount {
+                    let r = try s.readResponse()
+                    XCTAssertEqual(r.bodyString, StaticFileTests.aText, "[\(mode)] small answer \(i)")
+                }
+                XCTAssertEqual(try s.expectClose(), [], "[\(mode)] stray bytes")
+                let end = Date().addingTimeInterval(10)
+                while openFilesUnderRoot() > 0 && Date() < end { usleep(1000) }
+                XCTAssertEqual(openFilesUnderRoot(), 0, "[\(mode)] files still open after the burst")
             }
         }
     }
@@ -417,6 +458,18 @@ final class StaticFileTests: XCTestCase {
         p.waitUntilExit()
         return (p.terminationStatus, String(decoding: o, as: UTF8.self))
     }
+}
+
+/// Descriptors of this process (which hosts the server) open on a file of
+/// the served tree.
+private func openFilesUnderRoot() -> Int {
+    let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+    var n = 0
+    for fd in fds {
+        if let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + fd),
+           target.hasPrefix(StaticFileTests.root + "/") { n += 1 }
+    }
+    return n
 }
 
 /// Descriptors open in this process (which hosts the server).
