@@ -9,7 +9,7 @@ CWARN = -std=c11 -Wall -Wextra -Werror -pedantic -Wshadow -Wconversion -Wno-sign
 SAN = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fuse-ld=lld
 BUILD_TMP ?= .build/ctests
 
-.PHONY: deps build serve test check check-swift test-c cwarn swift-test test-asan test-tsan measure bench fuzz fuzz-diff clean soak soak-quick check-libev
+.PHONY: deps build serve test check check-swift test-c cwarn swift-test test-asan test-tsan measure bench fuzz fuzz-diff clean soak soak-quick check-libev cluster-test
 
 deps:
 	@./scripts/install-deps.sh
@@ -148,3 +148,11 @@ fuzz-diff:
 	  grep -E "^Done [0-9]+ runs|stat::number_of_executed_units" $$D/fuzz.log; \
 	  if [ $$rc -ne 0 ]; then tail -80 $$D/fuzz.log; echo "fuzz-diff: finding, input saved under $$D/"; fi; \
 	  exit $$rc
+
+# Three Peregrine hosts in network namespaces behind HAProxy (PROXY v2, health
+# checks) and nginx (upstream keep-alive), under load: a rolling restart with 0
+# failed requests, a SIGKILLed backend marked down and back, client addresses
+# through PROXY (scripts/cluster_test.py). CLUSTER_SECONDS per phase (20).
+cluster-test: build
+	./scripts/install-deps.sh wrk nginx haproxy ip
+	python3 scripts/cluster_test.py

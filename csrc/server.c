@@ -86,6 +86,8 @@ prg_server *prg_server_create(const prg_config *cfg, const prg_callbacks *cb, in
         (cfg->mode == PRG_MODE_HTTP && !cb->on_request) || (cfg->mode == PRG_MODE_RAW && !cb->on_data) ||
         cfg->limits.max_headers == 0 || cfg->header_timeout_s < 0 || cfg->idle_timeout_s < 0 ||
         !prg_engine_for(cfg->engine) || cfg->max_threads < 1 ||
+        (unsigned)cfg->trigger > PRG_TRIGGER_ONESHOT || (unsigned)cfg->libev_backend > PRG_LIBEV_SELECT ||
+        (unsigned)cfg->mode > PRG_MODE_RAW ||
         (cfg->engine != PRG_ENGINE_EPOLL && cfg->trigger != PRG_TRIGGER_LEVEL) ||
         ((cfg->engine == PRG_ENGINE_BLOCKING || cfg->engine == PRG_ENGINE_THREADED) && cfg->threads != 1)) {
         *err = -EINVAL;

@@ -1,3 +1,4 @@
+@_exported import PeregrineCore
 import CPeregrine
 import PeregrineSwiftEpoll
 import Synchronization
@@ -5,12 +6,7 @@ import Synchronization
 import Glibc
 #endif
 
-func describeErrno(_ code: Int32) -> String {
-    guard let s = strerror(code) else { return "unknown" }
-    return String(cString: s)
-}
-
-/// An HTTP/1.1 or raw-TCP server on the C core.
+/// An HTTP/1.1 or raw-TCP server on any engine (`Configuration.engine`).
 ///
 /// ```swift
 /// var config = Configuration()
@@ -22,19 +18,48 @@ func describeErrno(_ code: Int32) -> String {
 /// print(server.port)
 /// server.stop()
 /// ```
-public final class Server: @unchecked Sendable {
-    // @unchecked: mutable state is touched only by start/stop, which the
-    // owner calls from one thread; the loops read `bridge` only.
+///
+/// Every method may be called from any thread. `start()` once, then `stop()`
+/// or `shutdown(deadline:)` (any number of times, from several threads at
+/// once: each returns when the server is stopped); then it may start again.
+public final class Server: Sendable {
     public let configuration: Configuration
     private let bridge: Bridge
-    private var handle: OpaquePointer?
-    private var started = false
-    /// The pure-Swift engine, when `configuration.engine == .swift`.
-    private var swiftServer: SwiftEpollServer?
-    /// Guards `handle` and `swiftServer` while a shutdown drains, so that a
-    /// `stop()` from another thread never reaches a released server.
-    private let lifecycle = Mutex<Void>(())
-    private var shuttingDown = false
+    /// Everything that changes: which engine runs, the bound port.
+    private let lifecycle = Locked(Lifecycle())
+
+    private struct Lifecycle {
+        var phase = Phase.stopped
+        var port = 0
+        var effectiveBacklog = 0
+    }
+
+    private enum Phase {
+        /// Never started, or stopped: `start()` may run.
+        case stopped
+        case running(RunningEngine)
+        /// `shutdown(deadline:)` is draining: `stop()` ends the drain, the
+        /// draining call releases the engine.
+        case draining(RunningEngine)
+        /// `stop()` is releasing the engine; no one else touches it.
+        case stopping
+    }
+
+    /// The engine of a started server.
+    private enum RunningEngine: @unchecked Sendable {
+        // @unchecked: the handle is used under `lifecycle` or by the one
+        // thread that moved the phase away from `.running`.
+        case c(OpaquePointer)
+        case swift(SwiftEpollServer)
+
+        /// Any thread, returns at once: every loop stops now.
+        func interrupt() {
+            switch self {
+            case .c(let handle): prg_server_stop(handle)
+            case .swift(let server): server.interrupt()
+            }
+        }
+    }
 
     public init(configuration: Configuration, application: Application) {
         self.configuration = configuration
@@ -48,28 +73,40 @@ public final class Server: @unchecked Sendable {
         stop()
     }
 
-    /// The bound port (after `start`).
-    public private(set) var port = 0
+    /// The bound port (after `start`; it stays readable after a stop).
+    public var port: Int { lifecycle.withLock { $0.port } }
     /// The backlog the kernel really uses: min(requested, somaxconn).
-    public private(set) var effectiveBacklog = 0
+    public var effectiveBacklog: Int { lifecycle.withLock { $0.effectiveBacklog } }
 
-    /// Binds the listeners and starts one loop thread per `threads`.
+    /// Validates the configuration (`ConfigurationError` names a field out of
+    /// range), binds the listeners and starts the engine's threads. Throws
+    /// `LifecycleError.alreadyStarted` while started (stop it first).
     public func start() throws {
-        precondition(!started, "server already started")
-        if let problem = configuration.problem { throw ConfigurationError(description: problem) }
-        if configuration.engine == .swift {
-            let engine = try startSwiftEngine(application: bridge.application)
-            swiftServer = engine
-            port = engine.port
-            effectiveBacklog = engine.effectiveBacklog
-            started = true
-            return
+        try lifecycle.withLock { state in
+            guard case .stopped = state.phase else { throw LifecycleError.alreadyStarted }
+            try configuration.validate()
+            if configuration.engine == .swift {
+                let engine = try startSwiftEngine(application: bridge.application)
+                state.phase = .running(.swift(engine))
+                state.port = engine.port
+                state.effectiveBacklog = engine.effectiveBacklog
+            } else {
+                let handle = try startCEngine()
+                state.phase = .running(.c(handle))
+                state.port = Int(prg_server_port(handle))
+                state.effectiveBacklog = Int(prg_server_effective_backlog(handle))
+            }
         }
+    }
+
+    /// The C engines: a validated `configuration` mapped onto `prg_config`
+    /// (every value fits: the conversions clamp rather than trap anyway).
+    private func startCEngine() throws -> OpaquePointer {
         var cfg = prg_config()
         prg_config_default(&cfg)
-        cfg.port = Int32(configuration.port)
-        cfg.threads = Int32(configuration.threads)
-        cfg.backlog = Int32(configuration.backlog)
+        cfg.port = Int32(clamping: configuration.port)
+        cfg.threads = Int32(clamping: configuration.threads)
+        cfg.backlog = Int32(clamping: configuration.backlog)
         cfg.engine = switch configuration.engine {
         case .epoll, .swift: PRG_ENGINE_EPOLL   // .swift never gets here
         case .libev: PRG_ENGINE_LIBEV
@@ -136,37 +173,44 @@ public final class Server: @unchecked Sendable {
                 throw ServerError(operation: "start offload threads", code: prc)
             }
         }
-        handle = created
-        port = Int(prg_server_port(created))
-        effectiveBacklog = Int(prg_server_effective_backlog(created))
-        started = true
+        return created
     }
 
     /// Stops every loop, closes every connection and waits for the threads.
     /// From another thread while `shutdown(deadline:)` is draining: ends the
-    /// drain at once (that call then returns and releases everything).
+    /// drain at once. Returns when the server is stopped (also when another
+    /// thread is the one stopping it); a no-op on a stopped server.
     public func stop() {
-        let interrupted = lifecycle.withLock { _ -> Bool in
-            guard shuttingDown else { return false }
-            if let swiftServer { swiftServer.interrupt() } else if let handle { prg_server_stop(handle) }
-            return true
+        enum Next { case done, waitForStopped, release(RunningEngine) }
+        let next = lifecycle.withLock { state -> Next in
+            switch state.phase {
+            case .stopped:
+                return .done
+            case .draining(let engine):
+                engine.interrupt()   // under the lock: the drainer releases it only with the lock held
+                return .waitForStopped
+            case .stopping:
+                return .waitForStopped
+            case .running(let engine):
+                state.phase = .stopping
+                return .release(engine)
+            }
         }
-        if interrupted { return }
-        if let swiftServer {
-            swiftServer.stop()
-            lifecycle.withLock { _ in self.swiftServer = nil }
-            started = false
+        switch next {
+        case .done:
             return
-        }
-        guard started, let handle else { return }
-        prg_server_stop(handle)
-        prg_server_wait(handle)
-        bridge.pool?.shutdown()   // late answers meet a stopped loop: dropped
-        lifecycle.withLock { _ in
+        case .waitForStopped:
+            waitUntilStopped()
+        case .release(.swift(let server)):
+            server.stop()
+            lifecycle.withLock { $0.phase = .stopped }
+        case .release(.c(let handle)):
+            prg_server_stop(handle)
+            prg_server_wait(handle)
+            bridge.pool?.shutdown()   // late answers meet a stopped loop: dropped
             prg_server_destroy(handle)
-            self.handle = nil
+            lifecycle.withLock { $0.phase = .stopped }
         }
-        started = false
     }
 
     /// Graceful shutdown: stops accepting (new connections are refused),
@@ -175,32 +219,38 @@ public final class Server: @unchecked Sendable {
     /// flushed, then the connection is closed — and closes whatever is left
     /// once `deadline` has passed. Blocks until the last connection is gone
     /// (or the deadline), then releases everything as `stop()` does.
-    /// `stop()` from another thread meanwhile ends the drain at once.
+    /// `stop()` from another thread meanwhile ends the drain at once. Returns
+    /// when the server is stopped (also when another thread is the one
+    /// stopping it); a no-op on a stopped server.
     public func shutdown(deadline: Duration = .seconds(10)) {
         let ms = Self.milliseconds(deadline)
-        let engine: (swift: SwiftEpollServer?, c: OpaquePointer?)? = lifecycle.withLock { _ in
-            guard started, !shuttingDown else { return nil }
-            shuttingDown = true
-            return (swiftServer, handle)
+        let engine = lifecycle.withLock { state -> RunningEngine? in
+            guard case .running(let engine) = state.phase else { return nil }
+            state.phase = .draining(engine)
+            return engine
         }
-        guard let engine else { return }
-        if let swift = engine.swift {
-            swift.shutdown(deadlineMilliseconds: ms)
-            lifecycle.withLock { _ in
-                shuttingDown = false
-                swiftServer = nil
-            }
-        } else if let handle = engine.c {
+        guard let engine else { return waitUntilStopped() }
+        switch engine {
+        case .swift(let server):
+            server.shutdown(deadlineMilliseconds: ms)
+            lifecycle.withLock { $0.phase = .stopped }
+        case .c(let handle):
             _ = prg_server_shutdown(handle, Int32(clamping: ms))
             prg_server_wait(handle)
             bridge.pool?.shutdown()   // late answers meet a stopped loop: dropped
-            lifecycle.withLock { _ in
-                shuttingDown = false
+            lifecycle.withLock { state in
+                // With the lock: a stop() that saw .draining has finished with the handle.
                 prg_server_destroy(handle)
-                self.handle = nil
+                state.phase = .stopped
             }
         }
-        started = false
+    }
+
+    private func waitUntilStopped() {
+        lifecycle.wait { state in
+            if case .stopped = state.phase { return true }
+            return false
+        }
     }
 
     static func milliseconds(_ d: Duration) -> Int {
@@ -213,30 +263,46 @@ public final class Server: @unchecked Sendable {
     /// Starts, calls `started` (to log the bound port), then blocks until
     /// SIGINT or SIGTERM, then shuts down gracefully within
     /// `configuration.shutdownDeadline`; a second SIGINT or SIGTERM during
-    /// that drain stops at once.
+    /// that drain stops at once. SIGINT and SIGTERM are blocked in the
+    /// calling thread meanwhile (so only this call sees them); its signal
+    /// mask is as before when `run` returns or throws.
     public func run(started: (Server) -> Void = { _ in }) throws {
         var signals = sigset_t()
         sigemptyset(&signals)
         sigaddset(&signals, SIGINT)
         sigaddset(&signals, SIGTERM)
+        var previous = sigset_t()
         // Blocked before the loop threads exist, so only sigwait sees them.
-        pthread_sigmask(SIG_BLOCK, &signals, nil)
+        let blocked = pthread_sigmask(SIG_BLOCK, &signals, &previous)
+        if blocked != 0 { throw ServerError(operation: "block SIGINT and SIGTERM (pthread_sigmask)", code: blocked) }
+        let served = Result { try serveUntilSignal(signals, started: started) }
+        let restored = pthread_sigmask(SIG_SETMASK, &previous, nil)
+        try served.get()
+        if restored != 0 { throw ServerError(operation: "restore the signal mask (pthread_sigmask)", code: restored) }
+    }
+
+    /// `run` with SIGINT and SIGTERM blocked.
+    private func serveUntilSignal(_ signals: sigset_t, started: (Server) -> Void) throws {
         try start()
         started(self)
+        var set = signals
         var received: Int32 = 0
-        sigwait(&signals, &received)
+        let waited = sigwait(&set, &received)
         // A watcher thread takes a second signal while this one drains.
         let watcher = SignalWatcher(server: self, signals: signals)
-        let tid = watcher.start()
+        var thread = pthread_t()
+        let watching = startThread(&thread) { watcher.watch() }
         shutdown(deadline: configuration.shutdownDeadline)
         watcher.done.store(true, ordering: .releasing)
-        if let tid { pthread_join(tid, nil) }
+        if watching == 0 { pthread_join(thread, nil) }
+        if waited != 0 { throw ServerError(operation: "sigwait", code: waited) }
     }
 }
 
 /// During a graceful shutdown, waits for a second SIGINT/SIGTERM (polling a
 /// flag every 100 ms to end with the drain) and then stops at once.
 private final class SignalWatcher: @unchecked Sendable {
+    // @unchecked: `signals` is never written after init.
     let server: Server
     let signals: sigset_t
     let done = Atomic<Bool>(false)
@@ -246,22 +312,7 @@ private final class SignalWatcher: @unchecked Sendable {
         self.signals = signals
     }
 
-    func start() -> pthread_t? {
-        var tid = pthread_t()
-        let arg = Unmanaged.passRetained(self).toOpaque()
-        let rc = pthread_create(&tid, nil, { arg in
-            let watcher = Unmanaged<SignalWatcher>.fromOpaque(arg.unsafelyUnwrapped).takeRetainedValue()
-            watcher.watch()
-            return nil
-        }, arg)
-        if rc != 0 {
-            Unmanaged<SignalWatcher>.fromOpaque(arg).release()
-            return nil
-        }
-        return tid
-    }
-
-    private func watch() {
+    func watch() {
         var set = signals
         var timeout = timespec(tv_sec: 0, tv_nsec: 100_000_000)
         while !done.load(ordering: .acquiring) {

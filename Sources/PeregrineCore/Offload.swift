@@ -158,11 +158,7 @@ public final class OffloadPool: @unchecked Sendable {
         stopping = false   // a server may be started again after stop
         for _ in 0..<threadCount {
             var t = pthread_t()
-            let rc = pthread_create(&t, nil, { arg in
-                let pool = Unmanaged<OffloadPool>.fromOpaque(arg!).takeRetainedValue()
-                pool.work()
-                return nil
-            }, Unmanaged.passRetained(self).toOpaque())
+            let rc = startThread(&t) { self.work() }   // workers take no signals
             if rc != 0 { return rc }
             threads.append(t)
         }

@@ -156,7 +156,7 @@ struct LoopState {
     let serverLine: UnsafeMutableRawPointer // "Server: <name>\r\n"
     let serverLineLen: Int
 
-    init(configuration c: SwiftServerConfiguration, loopCount: Int, index: Int, app: AppHandlers,
+    init(configuration c: Configuration, loopCount: Int, index: Int, app: AppHandlers,
          drain: DrainSignal, serverLine: [UInt8]) {
         drainSignal = Unmanaged.passUnretained(drain)
         edge = c.trigger == .edge
@@ -477,7 +477,7 @@ final class SwiftLoop: @unchecked Sendable {
     /// Answers from other threads; outlives the loop while answers hold it.
     var mailbox: Mailbox? = nil
 
-    init(configuration: SwiftServerConfiguration, loopCount: Int, index: Int, app: AppHandlers, drain: DrainSignal,
+    init(configuration: Configuration, loopCount: Int, index: Int, app: AppHandlers, drain: DrainSignal,
          serverLine: [UInt8]) {
         self.app = app
         self.drain = drain

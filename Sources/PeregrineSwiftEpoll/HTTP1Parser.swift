@@ -47,36 +47,11 @@ import PeregrineCore
 
 // MARK: - Public types
 
-/// Request limits (the C `prg_http_limits`). Beyond them the parser answers
-/// 414 (request line), 431 (header bytes or count, trailers too) or 413
-/// (body; answered from the head when Content-Length already exceeds it).
-public struct HTTP1Limits: Sendable, Equatable {
-    /// Bytes of the request line without its CRLF: 414 beyond.
-    public var maxRequestLine: Int
-    /// Bytes of the whole head, from the request line to the final CRLF
-    /// included: 431 beyond. Also caps leading empty lines and trailers.
-    public var maxHeaderBytes: Int
-    /// Header fields (and trailer fields): 431 beyond.
-    public var maxHeaders: Int
-    /// Bytes of decoded body: 413 beyond.
-    public var maxBody: Int
-
-    /// The C defaults (`prg_http_limits_default`): 8 KiB line, 16 KiB head,
-    /// 100 headers, 1 MiB body.
-    public init() {
-        maxRequestLine = 8192
-        maxHeaderBytes = 16384
-        maxHeaders = 100
-        maxBody = 1024 * 1024
-    }
-
-    public init(maxRequestLine: Int, maxHeaderBytes: Int, maxHeaders: Int, maxBody: Int) {
-        self.maxRequestLine = maxRequestLine
-        self.maxHeaderBytes = maxHeaderBytes
-        self.maxHeaders = maxHeaders
-        self.maxBody = maxBody
-    }
-}
+/// Request limits (the C `prg_http_limits`): the shared `Limits`. Beyond
+/// them the parser answers 414 (request line), 431 (header bytes or count,
+/// trailers too) or 413 (body; answered from the head when Content-Length
+/// already exceeds it).
+public typealias HTTP1Limits = Limits
 
 /// What the head said about framing and the connection (the C `PRG_REQ_*`
 /// bits, same values).

@@ -29,7 +29,7 @@ public struct SwiftEngineError: Error, CustomStringConvertible, Sendable {
 /// ours): the same `Application`, the same behaviour as the C engine.
 ///
 /// ```swift
-/// var config = SwiftServerConfiguration()
+/// var config = Configuration()   // engine is .swift whatever it says
 /// config.port = 0
 /// let server = SwiftEpollServer(configuration: config, application: .http { _, response in
 ///     response.send(body: "Hello, World!")
@@ -41,21 +41,25 @@ public struct SwiftEngineError: Error, CustomStringConvertible, Sendable {
 public final class SwiftEpollServer: @unchecked Sendable {
     // @unchecked: mutable state is touched only by start/stop, which the
     // owner calls from one thread; each loop's state only by its thread.
-    public let configuration: SwiftServerConfiguration
+    /// As given, with `engine` set to `.swift`.
+    public let configuration: Configuration
     private let app: AppHandlers
     private var loops: [SwiftLoop] = []
     private var running = false
     private let drain = DrainSignal()
-    /// Held while the loops are released, so `interrupt()` from another
-    /// thread never writes to a closed wake-up descriptor.
-    private let lifecycle = Mutex<Void>(())
+    /// The loops `interrupt()` may wake from any thread. Emptied with the
+    /// lock held before they are destroyed, so it never writes to a closed
+    /// wake-up descriptor.
+    private let wakeable = Locked<[SwiftLoop]>([])
 
     /// The bound port (after `start`).
     public private(set) var port = 0
     /// The backlog the kernel really uses: min(requested, somaxconn).
     public private(set) var effectiveBacklog = 0
 
-    public init(configuration: SwiftServerConfiguration, application: Application) {
+    public init(configuration: Configuration, application: Application) {
+        var configuration = configuration
+        configuration.engine = .swift
         self.configuration = configuration
         self.app = AppHandlers(application, offloadThreads: configuration.offloadThreads,
                                offloadQueue: configuration.offloadQueue)
@@ -68,24 +72,10 @@ public final class SwiftEpollServer: @unchecked Sendable {
     /// Binds the listeners and starts one loop thread per `threads`
     /// (signals blocked in them, so SIGINT/SIGTERM stay with the caller).
     public func start() throws {
-        if running { throw SwiftEngineError(operation: "start (already started)", code: EINVAL) }
+        if running { throw LifecycleError.alreadyStarted }
         let c = configuration
-        let l = c.limits
-        // A receive buffer holds a head, a body and some framing: refuse
-        // limits it could not hold (the C core's checks, same bounds).
-        let ceiling = Int(UInt32.max / 4)
-        guard (1...1024).contains(c.threads), (0...65535).contains(c.port), l.maxHeaders > 0,
-              l.maxRequestLine >= 0, l.maxHeaderBytes >= 0, l.maxBody >= 0,
-              c.headerTimeout >= 0, c.idleTimeout >= 0, c.maxOutputPerConnection >= 0,
-              l.maxHeaderBytes <= ceiling, l.maxBody <= ceiling, l.maxRequestLine <= ceiling,
-              2 * l.maxHeaderBytes + l.maxBody + l.maxRequestLine <= ceiling
-        else { throw SwiftEngineError(operation: "configure", code: EINVAL) }
-        let name = Array(c.serverName.utf8)
-        if name.contains(13) || name.contains(10) || name.contains(0) {
-            throw SwiftEngineError(operation: "configure (server name)", code: EINVAL)
-        }
-        let serverLine = Array("Server: ".utf8) + name + [13, 10]
-        if serverLine.count >= 128 { throw SwiftEngineError(operation: "configure (server name)", code: ENAMETOOLONG) }
+        try c.validate()   // the rules every engine shares (ConfigurationValidation.swift)
+        let serverLine = Array("Server: \(c.serverName)\r\n".utf8)
 
         let somaxconn = Self.readSomaxconn()
         let backlog = c.backlog > 0 ? c.backlog : 1024
@@ -126,37 +116,29 @@ public final class SwiftEpollServer: @unchecked Sendable {
             throw error
         }
 
-        // Loop threads take no signals: SIGINT and SIGTERM stay with the
-        // application's main thread, which calls stop().
-        var all = sigset_t(), old = sigset_t()
-        sigfillset(&all)
-        pthread_sigmask(SIG_BLOCK, &all, &old)
+        // Loop threads and workers take no signals (startThread blocks them):
+        // SIGINT and SIGTERM stay with the application's main thread, which
+        // calls stop().
         var failure: Int32 = 0
         for loop in made {
             var tid = pthread_t()
-            let arg = Unmanaged.passRetained(loop).toOpaque()
-            let rc = pthread_create(&tid, nil, { arg in
-                let loop = Unmanaged<SwiftLoop>.fromOpaque(arg.unsafelyUnwrapped).takeRetainedValue()
-                loop.run()
-                return nil
-            }, arg)
+            let rc = startThread(&tid) { loop.run() }
             if rc != 0 {
-                Unmanaged<SwiftLoop>.fromOpaque(arg).release()
                 failure = rc
                 break
             }
             loop.thread = tid
         }
         if failure == 0, let pool = app.pool {
-            let rc = pool.start()   // workers take no signals either
+            let rc = pool.start()
             if rc != 0 { failure = rc }
         }
-        pthread_sigmask(SIG_SETMASK, &old, nil)
         loops = made
+        wakeable.withLock { $0 = made }
         running = true
         if failure != 0 {
             stop()
-            throw SwiftEngineError(operation: "pthread_create", code: failure)
+            throw SwiftEngineError(operation: "start threads", code: failure)
         }
         port = boundPort
         effectiveBacklog = effective
@@ -188,7 +170,7 @@ public final class SwiftEpollServer: @unchecked Sendable {
     /// joined by `stop()` or a `shutdown` in progress). A no-op once they
     /// were released.
     public func interrupt() {
-        lifecycle.withLock { _ in
+        wakeable.withLock { loops in
             for loop in loops { loop.wake() }
         }
     }
@@ -203,10 +185,9 @@ public final class SwiftEpollServer: @unchecked Sendable {
             }
         }
         app.pool?.shutdown()   // late answers meet stopped loops: dropped
-        lifecycle.withLock { _ in
-            for loop in loops { loop.destroy() }
-            loops = []
-        }
+        wakeable.withLock { $0 = [] }
+        for loop in loops { loop.destroy() }
+        loops = []
     }
 
     // MARK: - Sockets

@@ -87,25 +87,45 @@ struct Serve: ParsableCommand {
     @Option(help: "Largest request body in bytes (413 beyond).")
     var maxBody = Limits().maxBody
 
-    private func basicValidate() throws {
-        guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535") }
-        guard (1...1024).contains(threads) else { throw ValidationError("--threads must be 1...1024") }
-        guard sleepMs >= 0 else { throw ValidationError("--sleep-ms must be >= 0") }
-        guard backlog >= 1 else { throw ValidationError("--backlog must be at least 1") }
-        guard headerTimeout >= 0, idleTimeout >= 0, shutdownTimeout >= 0, shutdownTimeout <= 86_400 else { throw ValidationError("timeouts must be >= 0") }
-        guard maxRequestLine > 0, maxHeaderBytes > 0, maxHeaders > 0, maxBody >= 0 else {
-            throw ValidationError("limits must be positive")
-        }
-    }
-
+    /// The rules of every field are the library's (`Configuration.validate()`,
+    /// one place for every engine); this prints its message with the flag's name.
     func validate() throws {
-        try basicValidate()
+        guard sleepMs >= 0 else { throw ValidationError("invalid --sleep-ms \(sleepMs): allowed 0 or more") }
         do {
             _ = try app.application(sleepMilliseconds: sleepMs, root: root)   // --root: required for static, checked
         } catch {
             throw ValidationError(error.description)
         }
-        if let problem = configuration().problem { throw ValidationError(problem) }
+        do {
+            try configuration().validate()
+        } catch {
+            // The deadline as the user wrote it (seconds), not as the Duration it became.
+            let shown = error.field == .shutdownDeadline
+                ? ConfigurationError(field: error.field, value: "\(shutdownTimeout) s", allowed: error.allowed) : error
+            throw ValidationError(shown.message(naming: Self.flag(for: error.field)))
+        }
+    }
+
+    /// The flag that sets each validated field.
+    static func flag(for field: ConfigurationField) -> String {
+        switch field {
+        case .port: "--port"
+        case .threads: "--threads"
+        case .backlog: "--backlog"
+        case .trigger: "--trigger"
+        case .maxThreads: "--max-threads"
+        case .maxRequestLine: "--max-request-line"
+        case .maxHeaderBytes: "--max-header-bytes"
+        case .maxHeaders: "--max-headers"
+        case .maxBody: "--max-body"
+        case .maxOutputPerConnection: "maxOutputPerConnection"   // no flag: the library default
+        case .headerTimeout: "--header-timeout"
+        case .idleTimeout: "--idle-timeout"
+        case .serverName: "serverName"                           // no flag: the library default
+        case .shutdownDeadline: "--shutdown-timeout"
+        case .offloadThreads: "--offload-threads"
+        case .offloadQueue: "--offload-queue"
+        }
     }
 
     func configuration() -> Configuration {
@@ -125,12 +145,21 @@ struct Serve: ParsableCommand {
         config.offloadQueue = offloadQueue
         config.headerTimeout = headerTimeout
         config.idleTimeout = idleTimeout
-        config.shutdownDeadline = .milliseconds(Int64(shutdownTimeout * 1000))
+        config.shutdownDeadline = Self.duration(seconds: shutdownTimeout)
         config.limits.maxRequestLine = maxRequestLine
         config.limits.maxHeaderBytes = maxHeaderBytes
         config.limits.maxHeaders = maxHeaders
         config.limits.maxBody = maxBody
         return config
+    }
+
+    /// Seconds as a Duration, without trapping for any Double: beyond ±10^15 s
+    /// (NaN counts as beyond) the value is clamped there, far outside what
+    /// the validation allows, so it is refused with its flag's name.
+    static func duration(seconds: Double) -> Duration {
+        let limit = 1e15
+        let clamped = seconds.isNaN ? limit : min(max(seconds, -limit), limit)
+        return .milliseconds(Int64((clamped * 1000).rounded()))
     }
 
     func run() throws {

@@ -212,7 +212,11 @@ typedef struct prg_config {
 void prg_config_default(prg_config *cfg);
 
 /* Creates listeners and loops (does not start threads). On failure returns
- * NULL and stores -errno in *err. */
+ * NULL and stores -errno in *err: -EINVAL for a value it cannot serve with
+ * (threads, port, an enum out of range, a trigger or thread count the engine
+ * does not have, limits a receive buffer cannot hold, a timeout below 0).
+ * Swift users get these rules, and narrower ones, as a ConfigurationError
+ * naming the field before this is called (Configuration.validate()). */
 prg_server *prg_server_create(const prg_config *cfg, const prg_callbacks *cb, int *err);
 /* Starts one thread per loop. Returns 0 or -errno. */
 int prg_server_start(prg_server *s);

@@ -1,4 +1,8 @@
-@_exported import PeregrineCore
+// The one configuration of every engine (the C engines through `Server`, the
+// Swift engine directly). Its rules are in ConfigurationValidation.swift.
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// How the epoll engine is told about readiness.
 public enum Trigger: String, CaseIterable, Sendable {
@@ -44,8 +48,18 @@ public struct Limits: Sendable, Equatable {
     public var maxBody = 1 << 20
 
     public init() {}
+
+    public init(maxRequestLine: Int, maxHeaderBytes: Int, maxHeaders: Int, maxBody: Int) {
+        self.maxRequestLine = maxRequestLine
+        self.maxHeaderBytes = maxHeaderBytes
+        self.maxHeaders = maxHeaders
+        self.maxBody = maxBody
+    }
 }
 
+/// How a server listens and serves. `validate()` says whether it can run
+/// (`Server.start()` and the Swift engine call it); the allowed ranges are
+/// `Configuration.Bounds`.
 public struct Configuration: Sendable {
     /// Numeric IPv4/IPv6 address or host name to bind.
     public var host = "0.0.0.0"
@@ -91,37 +105,23 @@ public struct Configuration: Sendable {
     public var offloadQueue = 256
 
     public init() {}
-
-    /// Why this configuration cannot run, or nil when it can.
-    public var problem: String? {
-        switch engine {
-        case .epoll:
-            break
-        case .swift:
-            if trigger == .oneshot { return "the swift engine has level and edge triggers, not oneshot" }
-        case .libev, .blocking, .threaded:
-            if trigger != .level { return "--trigger applies to the epoll and swift engines; \(engine.rawValue) is level-triggered or blocking" }
-        }
-        if (engine == .blocking || engine == .threaded) && threads != 1 {
-            return "the \(engine.rawValue) engine runs one accepting thread: --threads must be 1"
-        }
-        if threads < 1 || threads > 1024 { return "threads must be 1...1024" }
-        if maxThreads < 1 { return "maxThreads must be at least 1" }
-        if shutdownDeadline < .zero { return "shutdownDeadline must not be negative" }
-        if offloadThreads < 1 || offloadThreads > 1024 { return "offloadThreads must be 1...1024" }
-        if offloadQueue < 0 { return "offloadQueue must be at least 0" }
-        return nil
-    }
-}
-
-/// A configuration that no engine can run.
-public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
-    public let description: String
 }
 
 /// A server error with the errno the C core reported.
 public struct ServerError: Error, CustomStringConvertible, Sendable {
     public let operation: String
     public let code: Int32
-    public var description: String { "\(operation) failed: errno \(code) (\(describeErrno(code)))" }
+
+    public init(operation: String, code: Int32) {
+        self.operation = operation
+        self.code = code
+    }
+
+    public var description: String { "\(operation) failed: errno \(code) (\(errnoDescription(code)))" }
+}
+
+/// strerror's text for an errno.
+public func errnoDescription(_ code: Int32) -> String {
+    guard let text = strerror(code) else { return "unknown" }
+    return String(cString: text)
 }
