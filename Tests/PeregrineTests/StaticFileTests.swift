@@ -388,6 +388,48 @@ final class StaticFileTests: XCTestCase {
         }
     }
 
+    func testStopMidFileClosesTheDescriptor() throws {
+        try forEachEngine { mode in
+            let server = try startServer(mode, try app())
+            let s = try TestSocket(port: server.port)
+            try s.send("GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+            var buf = [UInt8](repeating: 0, count: 65536)
+            let n = buf.withUnsafeMutableBytes { recv(s.fd, $0.baseAddress!, $0.count, Int32(MSG_WAITALL)) }
+            XCTAssertEqual(n, buf.count, "[\(mode)] the download did not start")
+            XCTAssertEqual(openFilesUnderRoot(), 1, "[\(mode)] the file is open while it is sent")
+            server.stop()   // returns when every loop and connection is gone
+            XCTAssertEqual(openFilesUnderRoot(), 0, "[\(mode)] the file outlived the stopped server")
+            s.close()
+        }
+    }
+
+    func testGracefulShutdownLetsTheFileFinish() throws {
+        try forEachEngine { mode in
+            let server = try startServer(mode, try app())
+            let s = try TestSocket(port: server.port)
+            try s.send("GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+            var head = [UInt8](repeating: 0, count: 1024)
+            let n = head.withUnsafeMutableBytes { recv(s.fd, $0.baseAddress!, $0.count, 0) }
+            XCTAssertGreaterThan(n, 0, "[\(mode)] the download did not start")
+            // The answer is in flight: the drain must let it finish, then close.
+            let done = DispatchSemaphore(value: 0)
+            Thread.detachNewThread {
+                server.shutdown(deadline: .seconds(30))
+                done.signal()
+            }
+            let rest = try s.readUntilEOF()
+            let all = Array(head[0..<max(n, 0)]) + rest
+            guard let end = all.firstRange(of: [13, 10, 13, 10]) else {
+                XCTFail("[\(mode)] no head")
+                done.wait()
+                return
+            }
+            XCTAssertEqual(fnv1a(all[end.upperBound...]), StaticFileTests.bigChecksum, "[\(mode)] the body, whole")
+            XCTAssertEqual(done.wait(timeout: .now() + 30), .success, "[\(mode)] shutdown did not return")
+            XCTAssertEqual(openFilesUnderRoot(), 0, "[\(mode)] the file outlived the drained server")
+        }
+    }
+
     // MARK: - The API
 
     func testSendFileRefusalsNameTheArgumentAndCloseTheDescriptor() throws {
