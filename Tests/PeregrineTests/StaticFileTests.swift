@@ -430,6 +430,50 @@ final class StaticFileTests: XCTestCase {
         }
     }
 
+    /// A file answer that waits behind an offloaded one (held in the
+    /// connection's list of answers owed, offload.c / Offload.swift): it
+    /// leaves in request order, and its descriptor is closed if the
+    /// connection dies before its turn.
+    func testFileAnswerHeldBehindAnOffloadedOne() throws {
+        let path = StaticFileTests.root + "/a.txt"
+        let size = StaticFileTests.aText.utf8.count
+        let app: Application = .offloaded({ request, responder in
+            usleep(300_000)   // the slow answer the file waits behind
+            _ = responder.send(body: "slow \(request.target)")
+        }, inline: { request, response in
+            guard request.path.elementsEqual("/file".utf8) else { return false }
+            response.begin(status: 200)
+            response.header("Content-Length", String(size))
+            try? response.sendFile(descriptor: open(path, O_RDONLY | O_CLOEXEC), length: Int64(size))
+            response.end()
+            return true
+        })
+        try forEachEngine { mode in
+            guard mode.keepsAlive else { return }   // blocking: one request per connection, no pipelining (its model)
+            try withServer(mode, app) { server in
+                let s = try TestSocket(port: server.port)
+                try s.send("GET /slow1 HTTP/1.1\r\nHost: x\r\n\r\nGET /file HTTP/1.1\r\nHost: x\r\n\r\n"
+                    + "GET /slow2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                XCTAssertEqual(try s.readResponse().bodyString, "slow /slow1", "[\(mode)] first")
+                XCTAssertEqual(try s.readResponse().bodyString, StaticFileTests.aText, "[\(mode)] the file, second")
+                XCTAssertEqual(try s.readResponse().bodyString, "slow /slow2", "[\(mode)] third")
+
+                // The client leaves while the file answer is still held.
+                let gone = try TestSocket(port: server.port)
+                try gone.send("GET /slow3 HTTP/1.1\r\nHost: x\r\n\r\nGET /file HTTP/1.1\r\nHost: x\r\n\r\n")
+                let deadline = Date().addingTimeInterval(10)
+                if mode.engine != .threaded {
+                    // Event engines: the file answer is queued at once, behind the slow one.
+                    while openFilesUnderRoot() < 1 && Date() < deadline { usleep(1000) }
+                    XCTAssertEqual(openFilesUnderRoot(), 1, "[\(mode)] the held file answer holds its descriptor")
+                }
+                gone.reset()
+                while openFilesUnderRoot() > 0 && Date() < deadline { usleep(1000) }
+                XCTAssertEqual(openFilesUnderRoot(), 0, "[\(mode)] a held file answer outlived its connection")
+            }
+        }
+    }
+
     // MARK: - The API
 
     func testSendFileRefusalsNameTheArgumentAndCloseTheDescriptor() throws {
