@@ -57,6 +57,8 @@ test-c:
 	$(BUILD_TMP)/test_http1
 	$(CC_STRICT) $(CWARN) $(SAN) -Icsrc/include -Icsrc csrc/*.c Tests/CTests/test_sendfile.c -lev -lpthread -o $(BUILD_TMP)/test_sendfile
 	$(BUILD_TMP)/test_sendfile
+	$(CC_STRICT) $(CWARN) $(SAN) -Icsrc/include csrc/proxy.c Tests/CTests/test_proxy.c -o $(BUILD_TMP)/test_proxy
+	$(BUILD_TMP)/test_proxy
 
 swift-test:
 	swift build --build-tests

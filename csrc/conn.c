@@ -376,6 +376,7 @@ prg_conn *prg_conn_open(prg_loop *loop, int fd) {
     c->fd = fd;
     c->loop = loop;
     c->id = loop->next_id;
+    if (loop->server->cfg.proxy_protocol) c->flags |= CONN_PROXY_PENDING;
     loop->next_id += (uint64_t)loop->server->loop_count;   /* loop i hands out i, i+N, i+2N… */
     prg_http_parser_reset(&c->parser);
     c->next = loop->live;
@@ -538,6 +539,23 @@ static void process_input(prg_conn *c) {
     else process_http(c);
 }
 
+/* proxy_protocol: the PROXY header comes before anything else (proxy.c).
+ * Returns true once it is consumed; false while it is incomplete (the header
+ * timer runs) or after a malformed one closed the connection, unanswered. */
+static bool take_proxy_header(prg_conn *c) {
+    prg_address source;
+    int64_t r = prg_proxy_parse(c->in, c->in_len, &source);
+    if (r == 0) return false;
+    if (r < 0) {
+        prg_conn_close_now(c, PRG_CLOSE_BAD_REQUEST);
+        return false;
+    }
+    c->flags &= ~(uint32_t)CONN_PROXY_PENDING;
+    if (source.family != PRG_ADDR_NONE) c->remote = source;
+    in_consume(c, (size_t)r);
+    return true;
+}
+
 /* One recv into the receive buffer. Returns bytes read (and the room it
  * offered in *offered), 0 at EOF, -1 when it would block (or a blocking
  * socket's receive timeout passed), -2 when the connection was closed, -3
@@ -639,7 +657,7 @@ int prg_conn_on_readable(prg_conn *c) {
             return 1;
         }
         if (n < 0) return n != -1 || i > 0;   /* closed, full, or drained (EAGAIN) */
-        process_input(c);
+        if (!(c->flags & CONN_PROXY_PENDING) || take_proxy_header(c)) process_input(c);
         /* A short read means the socket is drained, so edge mode can stop
          * without the extra recv that would return EAGAIN. Not after a hang-up
          * was signalled: the FIN must still be read, and no new edge comes. */

@@ -11,6 +11,7 @@
  *   timer.c       timeouts as FIFO lists swept once a second
  *   server.c      listeners, socket options, threads, start/stop
  *   http1.c       the HTTP/1.1 parser
+ *   proxy.c       the client's address, the PROXY protocol header
  */
 #ifndef PRG_INTERNAL_H
 #define PRG_INTERNAL_H
@@ -97,6 +98,7 @@ enum {
     CONN_PEER_HUP      = 1u << 7,  /* EPOLLRDHUP/EPOLLHUP seen: read until EOF */
     CONN_LINGER        = 1u << 8,  /* answered and half-closed: discarding input until EOF */
     CONN_OPENED        = 1u << 9,  /* on_open ran, so on_close is owed */
+    CONN_PROXY_PENDING = 1u << 10, /* proxy_protocol: its PROXY header has not arrived yet */
 };
 
 /* Response writer states. */
@@ -177,6 +179,7 @@ struct prg_conn {
     uint32_t lingered;          /* bytes discarded while lingering */
 
     prg_http_parser parser;
+    prg_address remote;         /* the client: accept's peer, or the PROXY header's source */
     void *userdata;
     /* Answers still owed, in request order (offload.c): a deferred
      * request, or an answer that waits behind one. Empty on the hot path. */
@@ -278,6 +281,10 @@ void prg_timer_remove(prg_conn *c);
 void prg_timers_sweep(prg_loop *loop);           /* 408 late heads, close idle connections */
 void prg_conn_linger(prg_conn *c);               /* shut the write side, discard input until EOF */
 
+/* proxy.c: the client's address */
+struct sockaddr;
+void prg_address_from_sockaddr(prg_address *out, const struct sockaddr *sa);   /* not IP: PRG_ADDR_NONE */
+
 /* offload.c: answers completed on other threads, written in request order */
 #define PRG_DEFER_MAX_DEPTH 64u        /* answers owed per connection before its reading pauses */
 int prg_offload_loop_init(prg_loop *loop);     /* epoll, libev: the mailbox; 0 or -errno */
@@ -303,7 +310,8 @@ const prg_engine_ops *prg_engine_for(prg_engine engine);   /* NULL if unknown */
 int prg_loop_init(prg_loop *loop);              /* shared init, then the engine's; 0 or -errno */
 int prg_loop_init_context(prg_loop *loop);      /* headers, Date, timers (not the Server line); 0 or -errno */
 void prg_loop_free_context(prg_loop *loop);     /* what init_context and serving left: conns, pool, headers */
-prg_conn *prg_loop_open_conn(prg_loop *loop, int fd);  /* accepted fd: conn, watch, on_open; NULL = no memory, fd still the caller's */
+/* accepted fd and its peer (NULL: getpeername): conn, watch, on_open; NULL = no memory, fd still the caller's */
+prg_conn *prg_loop_open_conn(prg_loop *loop, int fd, const struct sockaddr *peer);
 bool prg_loop_accept_error(prg_loop *loop, int err);   /* accept failed (not EAGAIN): true = try again now, false = wait */
 void *prg_loop_run(void *loop);                 /* thread body: engine run, then close everything */
 void prg_loop_accept_ready(prg_loop *loop);     /* accept what the backlog holds (non-blocking listener) */

@@ -126,7 +126,7 @@ bool prg_loop_accept_error(prg_loop *loop, int err) {
     return (err == EMFILE || err == ENFILE) && shed_connection(loop);
 }
 
-prg_conn *prg_loop_open_conn(prg_loop *loop, int fd) {
+prg_conn *prg_loop_open_conn(prg_loop *loop, int fd, const struct sockaddr *peer) {
     prg_server *s = loop->server;
     if (s->cfg.tcp_nodelay) {
         int one = 1;
@@ -134,6 +134,10 @@ prg_conn *prg_loop_open_conn(prg_loop *loop, int fd) {
     }
     prg_conn *c = prg_conn_open(loop, fd);
     if (!c) return NULL;
+    struct sockaddr_storage asked;
+    socklen_t asked_len = sizeof asked;
+    if (!peer && getpeername(fd, (struct sockaddr *)&asked, &asked_len) == 0) peer = (struct sockaddr *)&asked;
+    if (peer) prg_address_from_sockaddr(&c->remote, peer);
     if (loop->engine->watch(c) != 0) {
         prg_conn_close_now(c, PRG_CLOSE_ERROR);   /* no on_open yet, so no on_close */
         return c;
@@ -154,7 +158,9 @@ void prg_loop_accept_ready(prg_loop *loop) {
     loop->listener_ready = false;
     if (loop->listener_paused) return;
     for (int i = 0; i < PRG_ACCEPTS_PER_WAKEUP; i++) {
-        int fd = accept4(loop->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage peer;
+        socklen_t peer_len = sizeof peer;
+        int fd = accept4(loop->listen_fd, (struct sockaddr *)&peer, &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             int err = errno;
             if (err == EAGAIN || err == EWOULDBLOCK) return;   /* drained */
@@ -162,7 +168,7 @@ void prg_loop_accept_ready(prg_loop *loop) {
             prg_loop_pause_listener(loop);   /* ENOBUFS, ENOMEM, or shedding impossible */
             return;
         }
-        if (!prg_loop_open_conn(loop, fd)) close(fd);
+        if (!prg_loop_open_conn(loop, fd, (struct sockaddr *)&peer)) close(fd);
     }
     /* Cap reached: more may wait, and in edge mode no new edge will say so. */
     loop->listener_ready = true;

@@ -134,6 +134,7 @@ public final class Server: Sendable {
         cfg.max_output = configuration.maxOutputPerConnection
         cfg.header_timeout_s = Int32(clamping: configuration.headerTimeout)
         cfg.idle_timeout_s = Int32(clamping: configuration.idleTimeout)
+        cfg.proxy_protocol = configuration.proxyProtocol ? 1 : 0
 
         var callbacks = prg_callbacks()
         callbacks.ctx = Unmanaged.passUnretained(bridge).toOpaque()
@@ -343,7 +344,12 @@ final class Bridge: Sendable {
         respond: prg_respond, writeHeader: prg_write_header, writeBody: prg_write_body,
         end: prg_end, send: prg_send, status: prg_response_status, writeFile: prg_write_file)
     let connectionFunctions = ConnectionFunctions(
-        write: prg_conn_write, close: prg_conn_close, id: prg_conn_id, pendingOutput: prg_conn_pending_output)
+        write: prg_conn_write, close: prg_conn_close, id: prg_conn_id, pendingOutput: prg_conn_pending_output,
+        remoteAddress: { conn, out in
+            guard let address = remoteAddress(conn), let out else { return -1 }
+            out.initializeMemory(as: SocketAddress.self, to: address)
+            return 0
+        })
 
     init(application: Application, logRequests: Bool, offloadThreads: Int = 4, offloadQueue: Int = 256) {
         self.application = application
@@ -404,9 +410,21 @@ struct DeferredHandle: @unchecked Sendable {
     }
 }
 
+/// The C core's record of the client (prg_conn_remote_address): 20 bytes
+/// copied, nothing allocated.
+@inline(__always)
+private func remoteAddress(_ conn: OpaquePointer?) -> SocketAddress? {
+    var a = prg_address()
+    guard prg_conn_remote_address(conn, &a) == 0 else { return nil }
+    let family: SocketAddress.Family = a.family == UInt8(PRG_ADDR_IPV4) ? .ipv4 : .ipv6
+    return withUnsafeBytes(of: &a.bytes) {
+        SocketAddress(family: family, bytes: UnsafeRawBufferPointer(rebasing: $0[..<(family == .ipv4 ? 4 : 16)]), port: a.port)
+    }
+}
+
 /// The zero-copy Swift view of the C parser's request (valid during the callback).
 @inline(__always)
-private func requestView(_ r: UnsafePointer<prg_request>) -> Request {
+private func requestView(_ conn: OpaquePointer?, _ r: UnsafePointer<prg_request>) -> Request {
     Request(
         method: UnsafeRawBufferPointer(start: r.pointee.method.ptr, count: r.pointee.method.len),
         target: UnsafeRawBufferPointer(start: r.pointee.target.ptr, count: r.pointee.target.len),
@@ -414,12 +432,13 @@ private func requestView(_ r: UnsafePointer<prg_request>) -> Request {
         keepAlive: r.pointee.flags & UInt32(PRG_REQ_KEEP_ALIVE) != 0,
         headerTable: UnsafeRawPointer(r.pointee.headers),
         headerCount: r.pointee.header_count,
-        body: UnsafeRawBufferPointer(start: r.pointee.body.ptr, count: r.pointee.body.len))
+        body: UnsafeRawBufferPointer(start: r.pointee.body.ptr, count: r.pointee.body.len),
+        remoteAddress: remoteAddress(conn))
 }
 
 private let onRequest: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<prg_request>?) -> Void = { ctx, conn, req in
     let bridge = Unmanaged<Bridge>.fromOpaque(ctx!).takeUnretainedValue()
-    let request = requestView(req.unsafelyUnwrapped)
+    let request = requestView(conn, req.unsafelyUnwrapped)
     let response = Response(sink: conn.unsafelyUnwrapped, functions: bridge.responseFunctions)
     bridge.httpHandler(request, response)
     if bridge.logRequests { logRequest(request, response) }
@@ -427,7 +446,7 @@ private let onRequest: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?,
 
 private let onOffloadedRequest: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<prg_request>?) -> Void = { ctx, conn, req in
     let bridge = Unmanaged<Bridge>.fromOpaque(ctx!).takeUnretainedValue()
-    let request = requestView(req.unsafelyUnwrapped)
+    let request = requestView(conn, req.unsafelyUnwrapped)
     let response = Response(sink: conn.unsafelyUnwrapped, functions: bridge.responseFunctions)
     bridge.dispatchLater(conn.unsafelyUnwrapped, request, response)
 }
@@ -456,30 +475,29 @@ extension Application {
             }
             return .offloaded({ request, responder in
                 handler(request, Responder { answer in
-                    logLine(request.method, request.target, answer.status)
+                    logLine(request.remoteAddress, request.method, request.target, answer.status)
                     responder.send(answer)
                 })
             }, inline: loggedInline)
         case .async(let handler):
             return .async { request in
                 let answer = await handler(request)
-                logLine(request.method, request.target, answer.status)
+                logLine(request.remoteAddress, request.method, request.target, answer.status)
                 return answer
             }
         }
     }
 }
 
-func logLine(_ method: String, _ target: String, _ status: Int) {
-    var bytes = Array("\(method) \(target) \(status)\n".utf8)
+/// `--log`: `ADDR METHOD TARGET STATUS`, ADDR the client's host (`-` when
+/// not IP). Off the hot path unless asked for.
+func logLine(_ client: SocketAddress?, _ method: String, _ target: String, _ status: Int) {
+    var bytes = Array("\(client?.host ?? "-") \(method) \(target) \(status)\n".utf8)
     _ = bytes.withUnsafeMutableBytes { write(STDOUT_FILENO, $0.baseAddress, $0.count) }
 }
 
-/// `--log`: one line per request. Off the hot path unless asked for.
+/// `--log`: one line per request.
 func logRequest(_ request: Request, _ response: Response) {
     // A handler that returned without answering is answered 500 by the core after this.
-    let status = response.status == 0 ? 500 : response.status
-    let line = "\(request.methodString) \(request.targetString) \(status)\n"
-    var bytes = Array(line.utf8)
-    _ = bytes.withUnsafeMutableBytes { write(STDOUT_FILENO, $0.baseAddress, $0.count) }
+    logLine(request.remoteAddress, request.methodString, request.targetString, response.status == 0 ? 500 : response.status)
 }

@@ -93,8 +93,16 @@ public struct Configuration: Sendable {
     public var idleTimeout = 60
     /// Value of the `Server` header.
     public var serverName = "Peregrine"
-    /// Print one line per request: method, target, status.
+    /// Print one line per request: client address, method, target, status.
     public var logRequests = false
+    /// Every connection starts with a PROXY protocol header (HAProxy's v1
+    /// text line or v2 binary header) whose source becomes the client's
+    /// address (`Request.remoteAddress`, `Connection.remoteAddress`, the
+    /// log). A connection without one, or with a malformed one, is closed
+    /// without an answer; the header must arrive within `headerTimeout`.
+    /// Only for listeners that just a trusted proxy can reach: the header
+    /// says who the client is.
+    public var proxyProtocol = false
     /// How long `run()` lets requests in flight finish after SIGINT or
     /// SIGTERM before closing what is left (`Server.shutdown(deadline:)`).
     public var shutdownDeadline: Duration = .seconds(10)

@@ -17,6 +17,8 @@ public struct OwnedRequest: Sendable {
     /// Header fields in arrival order, names as sent.
     public let headers: [(name: String, value: String)]
     public let body: [UInt8]
+    /// `Request.remoteAddress`.
+    public let remoteAddress: SocketAddress?
 
     public init(_ request: Request) {
         method = request.methodString
@@ -31,6 +33,7 @@ public struct OwnedRequest: Sendable {
         }
         headers = hs
         body = Array(request.body)
+        remoteAddress = request.remoteAddress
     }
 
     /// The first header named `name` (ASCII case-insensitive).

@@ -57,6 +57,7 @@ enum CF {
     static let inCallback: UInt32 = 1 << 6    // a handler is running for it
     static let peerHUP: UInt32 = 1 << 7       // RDHUP/HUP seen: read until EOF
     static let linger: UInt32 = 1 << 8        // answered and half-closed: discarding input
+    static let proxyPending: UInt32 = 1 << 10 // proxyProtocol: its PROXY header has not arrived yet
 }
 
 /// Why a connection closed (prg_close_reason).
@@ -162,6 +163,8 @@ struct ConnState {
     var lingered = 0
 
     var parser = HTTP1Parser()
+    /// The client: accept's peer, or the PROXY header's source.
+    var remote: SocketAddress? = nil
 
     // Answers still owed, in request order (Offload.swift); each holds a
     // reference. Empty on the hot path.
@@ -629,7 +632,8 @@ extension UnsafeMutablePointer where Pointee == ConnState {
             let saved = hold ? holdBegin() : SavedOutput(head: nil, tail: nil, bytes: 0)
             pointee.flags |= CF.inCallback
             let response = Response(sink: OpaquePointer(self), functions: loop.pointee.responseFunctions)
-            loop.pointee.app._withUnsafeGuaranteedRef { $0.http(req.request, response) }
+            let request = req.request(remoteAddress: pointee.remote)
+            loop.pointee.app._withUnsafeGuaranteedRef { $0.http(request, response) }
             pointee.flags &= ~CF.inCallback
             _ = finishDefault()
             if !pointee.reqKeepAlive { pointee.flags |= CF.closeAfter }
@@ -671,6 +675,23 @@ extension UnsafeMutablePointer where Pointee == ConnState {
     @inline(__always)
     func processInput() {
         if pointee.loop.pointee.raw { processRaw() } else { processHTTP() }
+    }
+
+    /// proxyProtocol: the PROXY header comes before anything else
+    /// (ProxyProtocol.swift). True once it is consumed; false while it is
+    /// incomplete (the header timer runs) or after a malformed one closed
+    /// the connection, unanswered.
+    func takeProxyHeader() -> Bool {
+        let (used, source) = ProxyHeader.parse(UnsafeRawBufferPointer(start: pointee.inBuf, count: pointee.inLen))
+        if used == 0 { return false }
+        if used < 0 {
+            closeNow(CloseReason.badRequest)
+            return false
+        }
+        pointee.flags &= ~CF.proxyPending
+        if let source { pointee.remote = source }
+        inConsume(used)
+        return true
     }
 
     /// One recv into the receive buffer: bytes read (and the room offered),
@@ -778,7 +799,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
                 return
             }
             if n < 0 { return } // drained (EAGAIN)
-            processInput()
+            if pointee.flags & CF.proxyPending == 0 || takeProxyHeader() { processInput() }
             // A short read means the socket is drained, so edge mode can stop
             // without the recv that would say EAGAIN; not after a hang-up was
             // signalled (the FIN must still be read, and no new edge comes).
@@ -862,6 +883,11 @@ enum RawConnection {
                 if c.pointee.flags & CF.inCallback == 0 { c.markReady() }
             },
             id: { handle in ConnPtr(handle.unsafelyUnwrapped).pointee.id },
-            pendingOutput: { handle in ConnPtr(handle.unsafelyUnwrapped).pointee.outBytes })
+            pendingOutput: { handle in ConnPtr(handle.unsafelyUnwrapped).pointee.outBytes },
+            remoteAddress: { handle, out in
+                guard let address = ConnPtr(handle.unsafelyUnwrapped).pointee.remote, let out else { return -1 }
+                out.initializeMemory(as: SocketAddress.self, to: address)
+                return 0
+            })
     }
 }

@@ -104,6 +104,7 @@ struct LoopState {
     let raw: Bool
     let cork: Bool
     let noDelay: Bool
+    let proxyProtocol: Bool
     let limits: HTTP1Limits
     let maxOutput: Int
     let inLimit: Int
@@ -163,6 +164,7 @@ struct LoopState {
         raw = app.isRaw
         cork = c.cork
         noDelay = c.noDelay
+        proxyProtocol = c.proxyProtocol
         limits = c.limits
         maxOutput = c.maxOutputPerConnection
         inLimit = app.isRaw ? Tuning.rawMaxInput
@@ -304,6 +306,7 @@ extension UnsafeMutablePointer where Pointee == LoopState {
             c.initialize(to: ConnState(loop: self))
         }
         c.pointee.fd = fd
+        if pointee.proxyProtocol { c.pointee.flags |= CF.proxyPending }
         c.pointee.id = pointee.nextId
         pointee.nextId &+= pointee.loopCount
         c.pointee.next = pointee.live
@@ -319,7 +322,12 @@ extension UnsafeMutablePointer where Pointee == LoopState {
         var i = 0
         while i < Tuning.acceptsPerWakeup {
             i += 1
-            let fd = accept4(pointee.listenFd, nil, nil, Int32(SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue))
+            var peer = sockaddr_storage()
+            var peerLen = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let fd = withUnsafeMutableBytes(of: &peer) {
+                accept4(pointee.listenFd, $0.baseAddress?.assumingMemoryBound(to: sockaddr.self), &peerLen,
+                        Int32(SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue))
+            }
             if fd < 0 {
                 let err = errno
                 if err == EAGAIN || err == EWOULDBLOCK { return } // drained
@@ -334,6 +342,7 @@ extension UnsafeMutablePointer where Pointee == LoopState {
                 _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             }
             let c = openConnection(fd)
+            c.pointee.remote = withUnsafeBytes(of: &peer) { SocketAddress(sockaddr: $0.baseAddress!) }
             c.pointee.registered = pointee.edge ? (EP.input | EP.output | EP.rdhup | EP.pri | EP.et)
                 : (EP.input | EP.rdhup | EP.pri)
             var ev = epoll_event(events: c.pointee.registered, data: epoll_data_t(ptr: UnsafeMutableRawPointer(c)))

@@ -106,9 +106,12 @@ public struct ParsedRequest {
     @inlinable public var hasContentLength: Bool { flags.contains(.hasContentLength) }
 
     /// The handler's view of this request (no copy).
-    @inlinable public var request: Request {
+    @inlinable public var request: Request { request(remoteAddress: nil) }
+
+    /// The handler's view of this request from the client at `remoteAddress`.
+    @inlinable public func request(remoteAddress: SocketAddress?) -> Request {
         Request(method: method, target: target, versionMinor: versionMinor, keepAlive: keepAlive,
-                headerTable: headers, headerCount: headerCount, body: body)
+                headerTable: headers, headerCount: headerCount, body: body, remoteAddress: remoteAddress)
     }
 }
 

@@ -55,11 +55,14 @@ struct Serve: ParsableCommand {
     @Flag(help: "TCP_CORK around each batch of responses.")
     var cork = false
 
-    @Flag(help: "Print one line per request: method, target, status.")
+    @Flag(help: "Print one line per request: client address, method, target, status.")
     var log = false
 
     @Option(help: "--app static: the directory whose files are served (required for that app).")
     var root: String? = nil
+
+    @Flag(help: "Every connection starts with a PROXY protocol header (v1 or v2) giving the client's address; missing or malformed: closed without an answer.")
+    var proxyProtocol = false
 
     @Option(help: "--app sleep: milliseconds each request sleeps on the offload pool (?ms=N overrides).")
     var sleepMs = 100
@@ -141,6 +144,7 @@ struct Serve: ParsableCommand {
         config.noDelay = nodelay
         config.cork = cork
         config.logRequests = log
+        config.proxyProtocol = proxyProtocol
         config.offloadThreads = offloadThreads
         config.offloadQueue = offloadQueue
         config.headerTimeout = headerTimeout

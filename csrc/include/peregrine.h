@@ -205,6 +205,8 @@ typedef struct prg_config {
     int header_timeout_s;      /* whole head must arrive within this, counted from its first byte: 408 (default 10; 0 = off) */
     int idle_timeout_s;        /* no progress for this long (idle keep-alive, stalled body: 408, unread output) closes (default 60; 0 = off) */
     const char *server_name;   /* value of the Server header; NULL = "Peregrine" */
+    int proxy_protocol;        /* 1 = every connection starts with a PROXY header (v1 or v2, proxy.c);
+                                  missing or malformed: closed without an answer (default 0) */
 } prg_config;
 /* host and server_name are read during prg_server_create only: they need not
  * outlive it. */
@@ -341,6 +343,41 @@ int prg_deferred_header(prg_deferred *d, const char *name, size_t name_len,
  * call, whatever it returns. Returns 0, or -1 when the answer was dropped
  * (no memory; the client then gets a 500 if its connection lives). */
 int prg_deferred_send(prg_deferred *d, int status, const void *body, size_t n);
+
+/* ------------------------------------------------------------------ */
+/* The client's address and the PROXY protocol (proxy.c)                */
+/* ------------------------------------------------------------------ */
+
+enum { PRG_ADDR_NONE = 0, PRG_ADDR_IPV4 = 4, PRG_ADDR_IPV6 = 6 };
+
+/* An IP address and port, 20 bytes, nothing to free. */
+typedef struct prg_address {
+    uint8_t family;      /* PRG_ADDR_* */
+    uint8_t bytes[16];   /* network order; IPv4 uses the first 4 */
+    uint16_t port;       /* host order */
+} prg_address;
+
+/* The client's address: the peer recorded at accept (an IPv4 client of a
+ * dual-stack listener as IPv4), or the source a PROXY header gave. Returns
+ * 0, or -1 when none is known (a NULL argument, or a peer that is not IP). */
+int prg_conn_remote_address(const prg_conn *c, prg_address *out);
+
+/* A v1 header is at most this long, CRLF included (the spec's limit). */
+#define PRG_PROXY_V1_MAX_BYTES 107
+/* A v2 header (16 bytes, addresses, TLVs) longer than this is refused: it
+ * fits one receive block. */
+#define PRG_PROXY_MAX_BYTES 16384
+
+/* Decodes the PROXY header (v1 or v2) at the start of buf[0..len).
+ * Returns
+ *   > 0  the header is complete and used that many bytes; *source is the
+ *        client's address, or family PRG_ADDR_NONE when the real peer
+ *        address stands (v1 UNKNOWN, v2 LOCAL, UNSPEC or UNIX);
+ *   0    more bytes are needed (what is there is a valid beginning);
+ *   -1   not a valid PROXY header (the connection must close).
+ * Splitting the same bytes at any offset over several calls gives the
+ * same result. */
+int64_t prg_proxy_parse(const uint8_t *buf, size_t len, prg_address *source);
 
 /* Standard reason phrase for a status ("Unknown" if none). */
 const char *prg_status_reason(int status);
