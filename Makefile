@@ -51,10 +51,12 @@ cwarn:
 	  if command -v gcc >/dev/null; then gcc $(CWARN) -Icsrc/include -fsyntax-only $$f || exit 1; fi; \
 	done; echo "cwarn: csrc/*.c clean with $(CWARN)"
 
+# The C parsers: http1.c against the one case table (Tests/ParserCases/cases.txt), proxy.c;
+# the send queue's file links (test_sendfile.c, over the real engines).
 test-c:
 	@mkdir -p $(BUILD_TMP)
 	$(CC_STRICT) $(CWARN) $(SAN) -Icsrc/include csrc/http1.c Tests/CTests/test_http1.c -o $(BUILD_TMP)/test_http1
-	$(BUILD_TMP)/test_http1
+	$(BUILD_TMP)/test_http1 Tests/ParserCases/cases.txt
 	$(CC_STRICT) $(CWARN) $(SAN) -Icsrc/include -Icsrc csrc/*.c Tests/CTests/test_sendfile.c -lev -lpthread -o $(BUILD_TMP)/test_sendfile
 	$(BUILD_TMP)/test_sendfile
 	$(CC_STRICT) $(CWARN) $(SAN) -Icsrc/include csrc/proxy.c Tests/CTests/test_proxy.c -o $(BUILD_TMP)/test_proxy
@@ -122,9 +124,10 @@ fuzz:
 # and to the Swift one (fuzz/fuzz_diff.swift), which must agree exactly.
 # Built outside SwiftPM: http1.c with clang (ASan + UBSan), PeregrineCore
 # and the Swift parser as their own modules and the harness (with the
-# conformance suite's Feeding.swift, ParserAdapters.swift and table) with
+# conformance suite's Feeding.swift, ParserAdapters.swift and table reader) with
 # swiftc (ASan), the parsers instrumented for coverage. Seeds: fuzz/corpus
-# plus the conformance table's inputs, written by the harness itself.
+# plus the inputs of the parser case table (Tests/ParserCases/cases.txt),
+# written by the harness itself.
 # SWIFT_BACKTRACE=enable=no: on a finding, libFuzzer reports (the Swift
 # backtracer would fight ASan over the crashed process).
 FUZZ_DIFF_TMP ?= .build/fuzz-diff
@@ -144,7 +147,7 @@ fuzz-diff:
 	  -emit-module-path $$D/PeregrineSwiftEpoll.swiftmodule -c Sources/PeregrineSwiftEpoll/HTTP1Parser.swift -o $$D/HTTP1Parser.o && \
 	$(FUZZ_SWIFTC) -sanitize=address -I $$D -I $$D/cmod -module-name FuzzDiff -c $(FUZZ_DIFF_SRC) -o $$D/fuzz_diff.o && \
 	$(SWIFTC) -sanitize=fuzzer,address -use-ld=lld $$D/fuzz_diff.o $$D/HTTP1Parser.o $$D/PeregrineCore.o $$D/http1.o -o $$D/fuzz_diff && \
-	PRG_FUZZ_DUMP_SEEDS=$$D/seeds $$D/fuzz_diff
+	PRG_PARSER_CASES=$(CURDIR)/Tests/ParserCases/cases.txt PRG_FUZZ_DUMP_SEEDS=$$D/seeds $$D/fuzz_diff
 	@D=$(FUZZ_DIFF_TMP); SWIFT_BACKTRACE=enable=no $$D/fuzz_diff -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
 	  -artifact_prefix=$$D/ $$D/corpus fuzz/corpus $$D/seeds > $$D/fuzz.log 2>&1; rc=$$?; \
 	  grep -E "^Done [0-9]+ runs|stat::number_of_executed_units" $$D/fuzz.log; \

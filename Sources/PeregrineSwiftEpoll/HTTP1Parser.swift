@@ -398,28 +398,15 @@ public struct HTTP1Parser: Sendable {
                     break decode
                 }
                 cnt &+= 1
-            case Chunk.bws:
-                if c == Byte.semicolon {
-                    st = Chunk.ext
-                } else if !isOWS(c) {
+            case Chunk.bws, Chunk.ext, Chunk.extName, Chunk.extNameBWS, Chunk.extValue, Chunk.extToken,
+                 Chunk.extQuoted, Chunk.extQuotedPair, Chunk.extQuoteEnd, Chunk.extValueBWS:
+                st = chunkExtNext(st, c)
+                if st == Chunk.extBad {
                     rc = -400
                     break decode
                 }
-                if cnt >= lineMax {
-                    rc = -400
-                    break decode
-                }
-                cnt &+= 1
-            case Chunk.ext:
-                if c == Byte.cr {
-                    st = Chunk.sizeLF
-                    break
-                }
-                if c != Byte.tab && (c < 0x20 || c == 0x7F) {
-                    rc = -400
-                    break decode
-                }
-                if cnt >= lineMax {
+                if st == Chunk.sizeLF { break } // the CR does not count toward the line
+                if cnt >= lineMax { // chunk-size line over maxRequestLine
                     rc = -400
                     break decode
                 }
@@ -662,8 +649,8 @@ private enum Phase {
 /// Phases of the chunk decoder (`HTTP1Parser.chunkPhase`).
 private enum Chunk {
     static let size: UInt8 = 0         // chunk-size hex digits (counter = digits so far)
-    static let bws: UInt8 = 1          // whitespace after the size, before ';'
-    static let ext: UInt8 = 2          // chunk extensions, until CR
+    static let bws: UInt8 = 1          // BWS after the size: ';' follows (chunkExtNext)
+    static let ext: UInt8 = 2          // after a ';': BWS, then a chunk-ext-name
     static let sizeLF: UInt8 = 3       // LF after the chunk-size line
     static let data: UInt8 = 4         // chunk data (chunkLeft bytes to go)
     static let dataCR: UInt8 = 5       // CR after chunk data
@@ -673,6 +660,17 @@ private enum Chunk {
     static let trailerValue: UInt8 = 9 // trailer field value, until CR
     static let trailerLF: UInt8 = 10   // LF ending a trailer field
     static let trailerEnd: UInt8 = 11  // LF ending the trailer section
+    // the rest of a chunk extension (chunkExtNext); the counter is the
+    // chunk-size line's length throughout
+    static let extName: UInt8 = 12     // chunk-ext-name (token)
+    static let extNameBWS: UInt8 = 13  // BWS after a name: '=' or ';' follows
+    static let extValue: UInt8 = 14    // after '=': BWS, then a token or quoted-string
+    static let extToken: UInt8 = 15    // token value
+    static let extQuoted: UInt8 = 16   // quoted-string value, inside the quotes
+    static let extQuotedPair: UInt8 = 17 // quoted-pair: the byte after a backslash
+    static let extQuoteEnd: UInt8 = 18 // after the closing quote
+    static let extValueBWS: UInt8 = 19 // BWS after a value: ';' follows
+    static let extBad: UInt8 = 20      // chunkExtNext: the byte breaks the grammar
     /// Cap of the counter (C packs it in 23 bits).
     static let countMax = 0x7F_FFFF
 }
@@ -687,6 +685,9 @@ private enum Byte {
     static let nine: UInt8 = 0x39
     static let colon: UInt8 = 0x3A
     static let semicolon: UInt8 = 0x3B
+    static let equals: UInt8 = 0x3D
+    static let quote: UInt8 = 0x22
+    static let backslash: UInt8 = 0x5C
 }
 
 /// Unchecked byte reads from the caller's buffer (raw loads: valid whatever
@@ -750,6 +751,43 @@ private struct TransferCodings {
 
 @inline(__always)
 private func isOWS(_ c: UInt8) -> Bool { c == Byte.space || c == Byte.tab }
+
+/// One byte of the chunk-size line after the size (RFC 9112 7.1, 7.1.1):
+///   chunk-ext      = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+///   chunk-ext-name = token
+///   chunk-ext-val  = token / quoted-string     (RFC 9110 5.6.4)
+/// so whitespace is allowed only before ';', around '=' and after ';', never
+/// before the CRLF. Returns the next phase: `Chunk.sizeLF` for a CR where the
+/// line may end, `Chunk.extBad` for a byte the grammar does not allow there
+/// (400). Extensions are checked, then ignored. (C: chunk_ext_next.)
+private func chunkExtNext(_ st: UInt8, _ c: UInt8) -> UInt8 {
+    let tchar = CharClass.of(c) & CharClass.tchar != 0
+    let ows = isOWS(c)
+    switch st {
+    case Chunk.bws:
+        return c == Byte.semicolon ? Chunk.ext : ows ? Chunk.bws : Chunk.extBad
+    case Chunk.ext:
+        return tchar ? Chunk.extName : ows ? Chunk.ext : Chunk.extBad
+    case Chunk.extName, Chunk.extNameBWS:
+        if tchar && st == Chunk.extName { return Chunk.extName }
+        if c == Byte.cr && st == Chunk.extName { return Chunk.sizeLF }
+        return c == Byte.equals ? Chunk.extValue : c == Byte.semicolon ? Chunk.ext : ows ? Chunk.extNameBWS : Chunk.extBad
+    case Chunk.extValue:
+        return c == Byte.quote ? Chunk.extQuoted : tchar ? Chunk.extToken : ows ? Chunk.extValue : Chunk.extBad
+    case Chunk.extQuoted: // qdtext: HTAB, SP, VCHAR but '"' and '\', obs-text
+        if c == Byte.quote { return Chunk.extQuoteEnd }
+        if c == Byte.backslash { return Chunk.extQuotedPair }
+        return CharClass.of(c) & CharClass.value != 0 ? Chunk.extQuoted : Chunk.extBad
+    case Chunk.extQuotedPair: // HTAB, SP, VCHAR, obs-text
+        return CharClass.of(c) & CharClass.value != 0 ? Chunk.extQuoted : Chunk.extBad
+    case Chunk.extToken, Chunk.extQuoteEnd:
+        if tchar && st == Chunk.extToken { return Chunk.extToken }
+        if c == Byte.cr { return Chunk.sizeLF }
+        return c == Byte.semicolon ? Chunk.ext : ows ? Chunk.extValueBWS : Chunk.extBad
+    default: // extValueBWS
+        return c == Byte.semicolon ? Chunk.ext : ows ? Chunk.extValueBWS : Chunk.extBad
+    }
+}
 
 @inline(__always)
 private func hexValue(_ c: UInt8) -> UInt8 {
