@@ -51,11 +51,14 @@ cwarn:
 	  if command -v gcc >/dev/null; then gcc $(CWARN) -Icsrc/include -fsyntax-only $$f || exit 1; fi; \
 	done; echo "cwarn: csrc/*.c clean with $(CWARN)"
 
-# The C parsers: http1.c against the one case table (Tests/ParserCases/cases.txt), proxy.c.
+# The C parsers: http1.c against the one case table (Tests/ParserCases/cases.txt), proxy.c;
+# the send queue's file links (test_sendfile.c, over the real engines).
 test-c:
 	@mkdir -p $(BUILD_TMP)
 	$(CC_STRICT) $(CWARN) $(SAN) -Icsrc/include csrc/http1.c Tests/CTests/test_http1.c -o $(BUILD_TMP)/test_http1
 	$(BUILD_TMP)/test_http1 Tests/ParserCases/cases.txt
+	$(CC_STRICT) $(CWARN) $(SAN) -Icsrc/include -Icsrc csrc/*.c Tests/CTests/test_sendfile.c -lev -lpthread -o $(BUILD_TMP)/test_sendfile
+	$(BUILD_TMP)/test_sendfile
 	$(CC_STRICT) $(CWARN) $(SAN) -Icsrc/include csrc/proxy.c Tests/CTests/test_proxy.c -o $(BUILD_TMP)/test_proxy
 	$(BUILD_TMP)/test_proxy
 

@@ -40,19 +40,38 @@
 #define PRG_LINGER_MAX_BYTES (1u << 20)
 /* Accepts per wakeup before the listener yields. */
 #define PRG_ACCEPTS_PER_WAKEUP 64
+/* File links (open descriptors) in one send queue before the connection's
+ * reading pauses. Bytes alone do not bound them: a pipelined burst of
+ * requests for tiny files queues ~200 bytes per answer, so max_output would
+ * let one client that does not read hold thousands of descriptors. */
+#define PRG_MAX_QUEUED_FILES 16u
 /* Raw mode: receive buffer limit when the application consumes nothing. */
 #define PRG_RAW_MAX_INPUT (1u << 20)
 
 /* One link of a send queue. Pooled links are PRG_BLOCK_SIZE bytes in all;
- * a larger one (a single write bigger than a block) is malloc'd. */
+ * a larger one (a single write bigger than a block) is malloc'd.
+ *
+ * A file link (is_file) holds no bytes: data[] is a prg_file_range, a range
+ * of an open file sent with sendfile(2) in its place in the queue, between
+ * the bytes queued before and after it. Its cap and end are 0, so nothing is
+ * ever appended into it. The link owns the descriptor: releasing the link
+ * (sent, dropped with its connection, or with an answer that was never
+ * written) closes it. */
 typedef struct prg_chunk {
     struct prg_chunk *next;
     uint32_t start;   /* first unsent byte */
     uint32_t end;     /* end of data */
     uint32_t cap;     /* bytes of data[] */
-    uint32_t pooled;  /* 1 = return to the pool, 0 = free() */
+    uint16_t pooled;  /* 1 = return to the pool, 0 = free() */
+    uint16_t is_file; /* 1 = data[] is a prg_file_range */
     uint8_t data[];
 } prg_chunk;
+
+typedef struct prg_file_range {
+    int fd;           /* owned by the link */
+    int64_t offset;   /* next byte of the file to send */
+    int64_t left;     /* bytes still to send (> 0 while queued) */
+} prg_file_range;
 
 #define PRG_CHUNK_DATA_CAP (PRG_BLOCK_SIZE - (uint32_t)sizeof(prg_chunk))
 
@@ -137,7 +156,8 @@ struct prg_conn {
     uint32_t in_len;
     uint32_t in_cap;
 
-    /* Send queue. */
+    /* Send queue. out_bytes counts what is still to send, file ranges
+     * included (so a queued file pauses reading like queued bytes do). */
     prg_chunk *out_head;
     prg_chunk *out_tail;
     size_t out_bytes;
@@ -252,6 +272,7 @@ void prg_conn_close_now(prg_conn *c, int reason);
 void prg_conn_free(prg_conn *c);               /* after the batch; returns memory to the loop */
 void prg_conn_discard_urgent(prg_conn *c);     /* EPOLLPRI: read and drop out-of-band data */
 int prg_out_append(prg_conn *c, const void *p, size_t n);
+int prg_out_append_file(prg_conn *c, int fd, int64_t offset, int64_t length);   /* queue takes fd; 0 or -1 (fd closed) */
 uint8_t *prg_out_reserve(prg_conn *c, size_t n); /* contiguous space for n bytes, or NULL */
 void prg_out_commit(prg_conn *c, size_t n);
 void prg_chunks_release(prg_loop *loop, prg_chunk *k);   /* a whole list of links */

@@ -426,7 +426,7 @@ final class Bridge: Sendable {
     let pool: OffloadPool?
     let responseFunctions = ResponseWriterFunctions(
         respond: prg_respond, writeHeader: prg_write_header, writeBody: prg_write_body,
-        end: prg_end, send: prg_send, status: prg_response_status)
+        end: prg_end, send: prg_send, status: prg_response_status, writeFile: prg_write_file)
     let connectionFunctions = ConnectionFunctions(
         write: prg_conn_write, close: prg_conn_close, id: prg_conn_id, pendingOutput: prg_conn_pending_output,
         remoteAddress: { conn, out in

@@ -58,6 +58,9 @@ struct Serve: ParsableCommand {
     @Flag(help: "Print one line per request: client address, method, target, status.")
     var log = false
 
+    @Option(help: "--app static: the directory whose files are served (required for that app).")
+    var root: String? = nil
+
     @Flag(help: "Every connection starts with a PROXY protocol header (v1 or v2) giving the client's address; missing or malformed: closed without an answer.")
     var proxyProtocol = false
 
@@ -100,6 +103,11 @@ struct Serve: ParsableCommand {
     /// one place for every engine); this prints its message with the flag's name.
     func validate() throws {
         guard sleepMs >= 0 else { throw ValidationError("invalid --sleep-ms \(sleepMs): allowed 0 or more") }
+        do {
+            _ = try app.application(sleepMilliseconds: sleepMs, root: root)   // --root: required for static, checked
+        } catch {
+            throw ValidationError(error.description)
+        }
         do {
             try configuration().validate()
         } catch {
@@ -200,7 +208,13 @@ struct Serve: ParsableCommand {
         } catch {
             throw ValidationError(error.message(naming: Self.flag(for: error.field)))
         }
-        let server = Server(configuration: config, application: app.application(sleepMilliseconds: sleepMs))
+        let application: Application
+        do {
+            application = try app.application(sleepMilliseconds: sleepMs, root: root)
+        } catch {
+            throw ValidationError(error.description)
+        }
+        let server = Server(configuration: config, application: application)
         try server.run { server in
             // Scripts wait for this line: it carries the real port.
             let line = "peregrine: serving \(app.rawValue) on \(host):\(server.port) engine=\(engineDescription) "

@@ -289,6 +289,24 @@ int prg_write_header(prg_conn *c, const char *name, size_t name_len,
                      const char *value, size_t value_len);
 /* Appends body bytes (ends the head on first call). Returns 0 or -1. */
 int prg_write_body(prg_conn *c, const void *p, size_t n);
+/* Appends length bytes of the open file fd, from offset, to the body
+ * without copying them through user space: the send queue holds the range
+ * in its place (after the bytes written before, before those written after)
+ * and sends it with sendfile(2) when its turn comes. The response must have
+ * declared a Content-Length with room for length bytes (a file range is
+ * never chunked); the head is ended on first call, as prg_write_body does.
+ *
+ * Ownership: the call takes fd, whatever it returns. The queue closes it
+ * once the range is sent, when the connection closes (a client that leaves
+ * mid-file), or at once when nothing is to be sent (HEAD, 304, length 0) or
+ * the call fails. The caller must not close or reuse fd afterwards; changing
+ * the file meanwhile changes what is sent, and a file that turns out shorter
+ * than length closes the connection (the answer can never be completed).
+ * Returns 0, or -1 (fd already closed) when fd, offset or length is
+ * negative, no Content-Length was declared or it has less room left than
+ * length, the body is finished, the connection is closed, or memory ran
+ * out. Pending file bytes count toward max_output like queued bytes. */
+int prg_write_file(prg_conn *c, int fd, int64_t offset, int64_t length);
 /* Finishes the response. Returns 0, or -1 if the body written does not
  * match the declared Content-Length (the connection is then closed). */
 int prg_end(prg_conn *c);
@@ -307,7 +325,7 @@ int prg_conn_write(prg_conn *c, const void *p, size_t n);
 void prg_conn_close(prg_conn *c);
 /* A number unique to the connection for the life of the server. */
 uint64_t prg_conn_id(const prg_conn *c);
-/* Bytes queued for sending on this connection. */
+/* Bytes queued for sending on this connection (file ranges: what is left of them). */
 size_t prg_conn_pending_output(const prg_conn *c);
 /* Application data slot. */
 void *prg_conn_userdata(const prg_conn *c);
