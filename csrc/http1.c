@@ -891,6 +891,7 @@ const char *prg_status_reason(int status)
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
     case 415: return "Unsupported Media Type";
+    case 416: return "Range Not Satisfiable";
     case 417: return "Expectation Failed";
     case 426: return "Upgrade Required";
     case 431: return "Request Header Fields Too Large";

@@ -40,19 +40,38 @@
 #define PRG_LINGER_MAX_BYTES (1u << 20)
 /* Accepts per wakeup before the listener yields. */
 #define PRG_ACCEPTS_PER_WAKEUP 64
+/* File links (open descriptors) in one send queue before the connection's
+ * reading pauses. Bytes alone do not bound them: a pipelined burst of
+ * requests for tiny files queues ~200 bytes per answer, so max_output would
+ * let one client that does not read hold thousands of descriptors. */
+#define PRG_MAX_QUEUED_FILES 16u
 /* Raw mode: receive buffer limit when the application consumes nothing. */
 #define PRG_RAW_MAX_INPUT (1u << 20)
 
 /* One link of a send queue. Pooled links are PRG_BLOCK_SIZE bytes in all;
- * a larger one (a single write bigger than a block) is malloc'd. */
+ * a larger one (a single write bigger than a block) is malloc'd.
+ *
+ * A file link (is_file) holds no bytes: data[] is a prg_file_range, a range
+ * of an open file sent with sendfile(2) in its place in the queue, between
+ * the bytes queued before and after it. Its cap and end are 0, so nothing is
+ * ever appended into it. The link owns the descriptor: releasing the link
+ * (sent, dropped with its connection, or with an answer that was never
+ * written) closes it. */
 typedef struct prg_chunk {
     struct prg_chunk *next;
     uint32_t start;   /* first unsent byte */
     uint32_t end;     /* end of data */
     uint32_t cap;     /* bytes of data[] */
-    uint32_t pooled;  /* 1 = return to the pool, 0 = free() */
+    uint16_t pooled;  /* 1 = return to the pool, 0 = free() */
+    uint16_t is_file; /* 1 = data[] is a prg_file_range */
     uint8_t data[];
 } prg_chunk;
+
+typedef struct prg_file_range {
+    int fd;           /* owned by the link */
+    int64_t offset;   /* next byte of the file to send */
+    int64_t left;     /* bytes still to send (> 0 while queued) */
+} prg_file_range;
 
 #define PRG_CHUNK_DATA_CAP (PRG_BLOCK_SIZE - (uint32_t)sizeof(prg_chunk))
 
@@ -138,7 +157,8 @@ struct prg_conn {
     uint32_t in_len;
     uint32_t in_cap;
 
-    /* Send queue. */
+    /* Send queue. out_bytes counts what is still to send, file ranges
+     * included (so a queued file pauses reading like queued bytes do). */
     prg_chunk *out_head;
     prg_chunk *out_tail;
     size_t out_bytes;
@@ -248,6 +268,7 @@ struct prg_server {
     /* Graceful shutdown (prg_server_shutdown): set once, read by every loop. */
     atomic_int drain;
     atomic_llong drain_deadline_ms;   /* CLOCK_MONOTONIC milliseconds; 0 = none asked */
+    atomic_llong drain_idle_until_ms; /* handed off: idle connections wait for a next request until then */
 };
 
 /* conn.c */
@@ -259,6 +280,7 @@ void prg_conn_close_now(prg_conn *c, int reason);
 void prg_conn_free(prg_conn *c);               /* after the batch; returns memory to the loop */
 void prg_conn_discard_urgent(prg_conn *c);     /* EPOLLPRI: read and drop out-of-band data */
 int prg_out_append(prg_conn *c, const void *p, size_t n);
+int prg_out_append_file(prg_conn *c, int fd, int64_t offset, int64_t length);   /* queue takes fd; 0 or -1 (fd closed) */
 uint8_t *prg_out_reserve(prg_conn *c, size_t n); /* contiguous space for n bytes, or NULL */
 void prg_out_commit(prg_conn *c, size_t n);
 void prg_chunks_release(prg_loop *loop, prg_chunk *k);   /* a whole list of links */
@@ -317,6 +339,7 @@ int64_t prg_monotonic_ms(void);
 bool prg_drain_requested(const prg_server *s);
 bool prg_drain_expired(const prg_server *s);
 int prg_drain_ms_left(const prg_server *s);     /* >= 0 */
+int prg_drain_idle_grace_left(const prg_server *s); /* ms idle connections are still kept, >= 0 */
 bool prg_conn_drain_idle(const prg_conn *c);    /* nothing in flight: may be closed at once */
 void prg_loop_drain(prg_loop *loop);            /* event engines, after each batch: close the listener,
                                                    idle connections, all at the deadline; stop when none left */

@@ -82,15 +82,16 @@ void prg_loop_mark_ready(prg_conn *c) {
     c->loop->ready = c;
 }
 
-/* Accepting fails for lack of a resource the next accept will lack too: stop
- * watching the listener for a second instead of waking up for it in a loop
- * (the pending connections wait in the backlog). */
 static void log_listener_error(prg_loop *loop, const char *what, int rc) {
     time_t now = time(NULL);
     if (now == loop->listener_logged) return;   /* at most once a second */
     loop->listener_logged = now;
     fprintf(stderr, "peregrine: %s the listener: %s\n", what, strerror(-rc));
 }
+
+/* Accepting fails for lack of a resource the next accept will lack too: stop
+ * watching the listener for a second instead of waking up for it in a loop
+ * (the pending connections wait in the backlog). */
 
 void prg_loop_pause_listener(prg_loop *loop) {
     loop->listener_paused = true;
@@ -251,8 +252,11 @@ int prg_loop_wait_ms(const prg_loop *loop) {
     /* Wake once a second while any timeout is pending: the sweep's tick. */
     int ms = timers_pending(loop) ? 1000 : -1;
     if (loop->draining) {
-        /* Wake at the shutdown deadline at the latest. */
+        /* Wake at the shutdown deadline at the latest, and when idle
+         * connections kept after a handoff are due to close. */
         int left = prg_drain_ms_left(loop->server);
+        int grace = prg_drain_idle_grace_left(loop->server);
+        if (grace > 0 && grace < left) left = grace;
         if (ms < 0 || left < ms) ms = left;
     }
     return ms;
@@ -290,6 +294,12 @@ int prg_drain_ms_left(const prg_server *s) {
 
 bool prg_drain_expired(const prg_server *s) { return prg_drain_ms_left(s) == 0; }
 
+int prg_drain_idle_grace_left(const prg_server *s) {
+    int64_t left = atomic_load(&s->drain_idle_until_ms) - prg_monotonic_ms();
+    if (left < 0) return 0;
+    return left > 1000000000 ? 1000000000 : (int)left;
+}
+
 /* Idle: no request partly received (HTTP: the receive buffer holds nothing;
  * raw: unconsumed input does not count), no output pending, no offloaded
  * answer owed, no callback running, not lingering after an error answer
@@ -304,11 +314,15 @@ static void drain_begin(prg_loop *loop) {
     loop->draining = true;
     /* Stop accepting: closing the listener makes the kernel refuse new
      * connections and reset those still in its accept queue, instead of
-     * leaving them in a backlog nobody serves. */
+     * leaving them in a backlog nobody serves. A listener handed to another
+     * process (or inherited from systemd) stays open there: that process
+     * accepts what is queued. */
     if (loop->listen_fd >= 0) {
-        /* libev: stop the watcher before close. epoll: close removes it
-         * from the set whatever this returns, so its result changes nothing. */
-        (void)loop->engine->set_listener(loop, false);
+        /* Before close: a socket another process shares stays in our
+         * epoll set after close() (the set holds the open file), and libev
+         * must stop its watcher. Closed either way; a failure is logged. */
+        int rc = loop->engine->set_listener(loop, false);
+        if (rc != 0) log_listener_error(loop, "removing", rc);
         close(loop->listen_fd);
         loop->listen_fd = -1;
     }
@@ -328,10 +342,13 @@ void prg_loop_drain(prg_loop *loop) {
     if (!prg_drain_requested(loop->server)) return;
     if (!loop->draining) drain_begin(loop);
     bool expired = prg_drain_expired(loop->server);
+    /* After a handoff, idle connections are kept a while for their next
+     * request (answered with Connection: close, see drain_begin). */
+    bool close_idle = prg_drain_idle_grace_left(loop->server) == 0;
     prg_conn *c = loop->live;
     while (c) {
         prg_conn *next = c->next;   /* close_now unlinks c */
-        if (expired || prg_conn_drain_idle(c)) prg_conn_close_now(c, PRG_CLOSE_SHUTDOWN);
+        if (expired || (close_idle && prg_conn_drain_idle(c))) prg_conn_close_now(c, PRG_CLOSE_SHUTDOWN);
         c = next;
     }
     free_dead(loop);

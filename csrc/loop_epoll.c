@@ -98,9 +98,15 @@ static void epoll_update_interest(prg_conn *c) {
     c->registered = want;
 }
 
+/* Off removes the listener from the set (not only its events): after a
+ * drain closes it, a socket shared with another process would stay in the
+ * set (which holds the open file, not the number) and report its hang-up.
+ * Already in the state asked for (EEXIST, ENOENT) counts as done. */
 static int epoll_set_listener(prg_loop *loop, bool on) {
-    struct epoll_event ev = {.events = on ? listener_events(loop) : 0, .data.ptr = &loop->listen_fd};
-    return epoll_ctl(loop->epfd, EPOLL_CTL_MOD, loop->listen_fd, &ev) == 0 ? 0 : -errno;
+    struct epoll_event ev = {.events = listener_events(loop), .data.ptr = &loop->listen_fd};
+    if (epoll_ctl(loop->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, loop->listen_fd, &ev) == 0) return 0;
+    if (errno == (on ? EEXIST : ENOENT)) return 0;
+    return -errno;
 }
 
 static unsigned prg_events(uint32_t ev) {

@@ -32,6 +32,8 @@ public final class Server: Sendable {
         var phase = Phase.stopped
         var port = 0
         var effectiveBacklog = 0
+        /// Offering the listeners to the next process (`handoffSocket`).
+        var handoff: HandoffOffer?
     }
 
     private enum Phase {
@@ -80,29 +82,84 @@ public final class Server: Sendable {
     public var effectiveBacklog: Int { lifecycle.withLock { $0.effectiveBacklog } }
 
     /// Validates the configuration (`ConfigurationError` names a field out of
-    /// range), binds the listeners and starts the engine's threads. Throws
-    /// `LifecycleError.alreadyStarted` while started (stop it first).
+    /// range), binds the listeners (or takes inherited ones:
+    /// `listenDescriptors`, or those of the server offering at
+    /// `handoffSocket`) and starts the engine's threads; with
+    /// `handoffSocket`, then offers its listeners there to the next process.
+    /// Throws `LifecycleError.alreadyStarted` while started (stop it first).
     public func start() throws {
         try lifecycle.withLock { state in
             guard case .stopped = state.phase else { throw LifecycleError.alreadyStarted }
             try configuration.validate()
-            if configuration.engine == .swift {
-                let engine = try startSwiftEngine(application: bridge.application)
-                state.phase = .running(.swift(engine))
-                state.port = engine.port
-                state.effectiveBacklog = engine.effectiveBacklog
-            } else {
-                let handle = try startCEngine()
-                state.phase = .running(.c(handle))
-                state.port = Int(prg_server_port(handle))
-                state.effectiveBacklog = Int(prg_server_effective_backlog(handle))
+            var listeners = configuration.listenDescriptors
+            var fetched: HandoffFetch? = nil
+            if listeners.isEmpty, let name = configuration.handoffSocket {
+                fetched = try HandoffFetch(name: name, threads: configuration.threads)
+                listeners = fetched?.descriptors ?? []
             }
+            defer { fetched?.closeDescriptors() }   // the engine serves its own copies
+            let engine: RunningEngine
+            do {
+                engine = try startEngine(listeners: listeners, &state)
+            } catch {
+                fetched?.abandon()   // the old server goes on serving, and offering
+                throw error
+            }
+            state.phase = .running(engine)
+            fetched?.confirm()   // the old one stops offering: the name is free
+            if let name = configuration.handoffSocket {
+                // Not offering is no reason to stop serving: the next restart
+                // then binds (or fails to) as without a handoff.
+                do {
+                    state.handoff = try HandoffOffer(name: name, descriptors: Self.listenerDescriptors(engine, threads: configuration.threads))
+                } catch {
+                    warn("\(error); serving without offering a handoff")
+                }
+            }
+        }
+    }
+
+    private func startEngine(listeners: [Int32], _ state: inout Lifecycle) throws -> RunningEngine {
+        if configuration.engine == .swift {
+            let engine = try startSwiftEngine(application: bridge.application, listeners: listeners)
+            state.port = engine.port
+            state.effectiveBacklog = engine.effectiveBacklog
+            return .swift(engine)
+        }
+        let handle = try startCEngine(listeners: listeners)
+        state.port = Int(prg_server_port(handle))
+        state.effectiveBacklog = Int(prg_server_effective_backlog(handle))
+        return .c(handle)
+    }
+
+    /// The running engine's listening sockets (before any shutdown), each
+    /// once: loops that share an inherited socket hold it under different
+    /// numbers, and the next process needs a loop per socket, not per number.
+    private static func listenerDescriptors(_ engine: RunningEngine, threads: Int) -> [Int32] {
+        var fds: [Int32]
+        switch engine {
+        case .swift(let server):
+            fds = server.listenerDescriptors
+        case .c(let handle):
+            fds = [Int32](repeating: -1, count: threads)
+            let n = fds.withUnsafeMutableBufferPointer { prg_server_listeners(handle, $0.baseAddress, Int32($0.count)) }
+            fds = n > 0 ? Array(fds.prefix(Int(n))) : []
+        }
+        var seen: [(UInt64, UInt64)] = []
+        return fds.filter { fd in
+            var st = stat()
+            guard fstat(fd, &st) == 0 else { return false }
+            let id = (UInt64(st.st_dev), UInt64(st.st_ino))   // a socket's inode is its identity
+            if seen.contains(where: { $0 == id }) { return false }
+            seen.append(id)
+            return true
         }
     }
 
     /// The C engines: a validated `configuration` mapped onto `prg_config`
     /// (every value fits: the conversions clamp rather than trap anyway).
-    private func startCEngine() throws -> OpaquePointer {
+    /// `listeners`: inherited listening sockets, served instead of binding.
+    private func startCEngine(listeners: [Int32]) throws -> OpaquePointer {
         var cfg = prg_config()
         prg_config_default(&cfg)
         cfg.port = Int32(clamping: configuration.port)
@@ -150,16 +207,25 @@ public final class Server: Sendable {
 
         var err: Int32 = 0
         let created = configuration.host.withCString { host in
-            configuration.serverName.withCString { name -> OpaquePointer? in
-                cfg.host = host
-                cfg.server_name = name   // copied into each loop's Server line at create
-                let s = withUnsafePointer(to: &callbacks) { prg_server_create(&cfg, $0, &err) }
-                cfg.host = nil
-                cfg.server_name = nil
-                return s
+            configuration.serverName.withCString { name in
+                listeners.withUnsafeBufferPointer { fds -> OpaquePointer? in
+                    cfg.host = host
+                    cfg.server_name = name   // copied into each loop's Server line at create
+                    cfg.listen_fds = fds.baseAddress   // dup()ed at create
+                    cfg.listen_fd_count = Int32(fds.count)
+                    let s = withUnsafePointer(to: &callbacks) { prg_server_create(&cfg, $0, &err) }
+                    cfg.host = nil
+                    cfg.server_name = nil
+                    cfg.listen_fds = nil
+                    return s
+                }
             }
         }
-        guard let created else { throw ServerError(operation: "listen on \(configuration.host):\(configuration.port)", code: -err) }
+        guard let created else {
+            let what = listeners.isEmpty ? "listen on \(configuration.host):\(configuration.port)"
+                                         : "serve inherited listeners \(listeners)"
+            throw ServerError(operation: what, code: -err)
+        }
         let rc = prg_server_start(created)
         if rc != 0 {
             prg_server_destroy(created)
@@ -185,6 +251,7 @@ public final class Server: Sendable {
     /// thread is the one stopping it); a no-op on a stopped server.
     public func stop() {
         enum Next { case done, waitForStopped, release(RunningEngine) }
+        var offer: HandoffOffer? = nil
         let next = lifecycle.withLock { state -> Next in
             switch state.phase {
             case .stopped:
@@ -196,9 +263,12 @@ public final class Server: Sendable {
                 return .waitForStopped
             case .running(let engine):
                 state.phase = .stopping
+                offer = state.handoff
+                state.handoff = nil
                 return .release(engine)
             }
         }
+        _ = offer?.close()   // before the listeners close: its copies would keep them open
         switch next {
         case .done:
             return
@@ -225,20 +295,34 @@ public final class Server: Sendable {
     /// `stop()` from another thread meanwhile ends the drain at once. Returns
     /// when the server is stopped (also when another thread is the one
     /// stopping it); a no-op on a stopped server.
+    ///
+    /// After a handoff (`handoffSocket`: a new process serves the same
+    /// listening sockets), idle keep-alive connections are not closed at once
+    /// but kept `handoffIdleGrace` for their next request, answered with
+    /// `Connection: close`: the client moves to the new process without
+    /// seeing a connection closed under a request it was sending.
     public func shutdown(deadline: Duration = .seconds(10)) {
         let ms = Self.milliseconds(deadline)
+        var offer: HandoffOffer? = nil
         let engine = lifecycle.withLock { state -> RunningEngine? in
             guard case .running(let engine) = state.phase else { return nil }
             state.phase = .draining(engine)
+            offer = state.handoff
+            state.handoff = nil
             return engine
         }
         guard let engine else { return waitUntilStopped() }
+        // Stop offering before the listeners close: its copies would keep an
+        // untaken socket listening with nobody accepting.
+        let handedOff = offer?.close() ?? false
+        let grace = handedOff ? Self.milliseconds(configuration.handoffIdleGrace) : 0
         switch engine {
         case .swift(let server):
-            server.shutdown(deadlineMilliseconds: ms)
+            server.shutdown(deadlineMilliseconds: ms, idleGraceMilliseconds: grace)
             lifecycle.withLock { $0.phase = .stopped }
         case .c(let handle):
-            _ = prg_server_shutdown(handle, Int32(clamping: ms))
+            _ = handedOff ? prg_server_shutdown_handed_off(handle, Int32(clamping: ms), Int32(clamping: grace))
+                          : prg_server_shutdown(handle, Int32(clamping: ms))
             prg_server_wait(handle)
             bridge.pool?.shutdown()   // late answers meet a stopped loop: dropped
             lifecycle.withLock { state in
@@ -346,7 +430,8 @@ final class Bridge: Sendable {
     let asyncLimiter: AsyncTaskLimiter?
     let responseFunctions = ResponseWriterFunctions(
         respond: prg_respond, writeHeader: prg_write_header, writeBody: prg_write_body,
-        end: prg_end, send: prg_send, status: prg_response_status, replace: prg_response_replace)
+        end: prg_end, send: prg_send, status: prg_response_status, writeFile: prg_write_file,
+        replace: prg_response_replace)
     let connectionFunctions = ConnectionFunctions(
         write: prg_conn_write, close: prg_conn_close, id: prg_conn_id, pendingOutput: prg_conn_pending_output,
         remoteAddress: { conn, out in

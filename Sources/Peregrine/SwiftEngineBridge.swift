@@ -4,7 +4,11 @@ import PeregrineSwiftEpoll
 
 extension Server {
     /// Builds and starts the Swift engine; `start()` keeps it and `stop()` ends it.
-    func startSwiftEngine(application: Application) throws -> SwiftEpollServer {
+    /// `listeners`: inherited listening sockets (socket activation, a
+    /// handoff) served instead of binding.
+    func startSwiftEngine(application: Application, listeners: [Int32]) throws -> SwiftEpollServer {
+        var configuration = self.configuration
+        configuration.listenDescriptors = listeners
         var application = application
         if configuration.logRequests, case .http(let handler) = application {
             // Only when asked for: one line per request, after the handler

@@ -124,6 +124,23 @@ public struct Configuration: Sendable {
     /// blocking and threaded engines wait for each handler on the
     /// connection's thread, so their threads bound the tasks already.
     public var asyncLimit = 1024
+    /// Listening sockets inherited instead of binding `host:port` (socket
+    /// activation: `SocketActivation.listenDescriptors()`, or any listening
+    /// TCP sockets the caller opened). The server serves dup()s of them, so
+    /// the caller may close its own after `start()`. Loop i takes
+    /// `listenDescriptors[i % count]`: `threads` must be at least their
+    /// count. Event engines (epoll, libev, swift) only.
+    public var listenDescriptors: [Int32] = []
+    /// Restarts that drop nothing (README, "Operations"): the name of a Unix
+    /// socket (`@name` abstract, anything else a filesystem path). At start
+    /// the server asks whoever offers there for its listening sockets and
+    /// serves those instead of binding; then it offers its own there, to
+    /// the next process. nil: neither.
+    public var handoffSocket: String? = nil
+    /// After a handoff, how long the old server's drain keeps an idle
+    /// keep-alive connection for its next request (answered with
+    /// `Connection: close`) before closing it.
+    public var handoffIdleGrace: Duration = .seconds(2)
 
     public init() {}
 }

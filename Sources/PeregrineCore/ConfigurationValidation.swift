@@ -24,6 +24,9 @@ public enum ConfigurationField: String, Sendable, CaseIterable {
     case offloadQueue
     case handlerTimeout
     case asyncLimit
+    case listenDescriptors
+    case handoffSocket
+    case handoffIdleGrace
 }
 
 /// A configuration value no engine accepts: the field, the value, and what
@@ -80,6 +83,9 @@ extension Configuration {
         /// Bytes of `serverName`: "Server: " + name + CRLF fits the engines'
         /// 128-byte line.
         public static let serverNameBytes = 1...117
+        /// Bytes of `handoffSocket`: a Unix socket's sun_path, NUL excluded.
+        public static let handoffSocketBytes = 1...107
+        public static let handoffIdleGrace = Duration.zero ... .seconds(86_400)
     }
 
     /// Throws the first rule this configuration breaks; returns when every
@@ -112,7 +118,32 @@ extension Configuration {
                 field: .serverName, value: "\(String(reflecting: String(serverName.prefix(40)))) (\(name.count) bytes)",
                 allowed: "\(Bounds.serverNameBytes.lowerBound)...\(Bounds.serverNameBytes.upperBound) bytes without control characters")
         }
+        try validateInheritedListeners()
         try validateEngineRules()
+    }
+
+    /// Listening sockets from elsewhere: socket activation, the handoff.
+    private func validateInheritedListeners() throws(ConfigurationError) {
+        if listenDescriptors.contains(where: { $0 < 0 }) {
+            throw ConfigurationError(field: .listenDescriptors, value: "\(listenDescriptors)", allowed: "descriptors (0 or more)")
+        }
+        if listenDescriptors.count > threads {
+            // Every socket needs a loop accepting from it.
+            throw ConfigurationError(field: .threads, value: String(threads),
+                                     allowed: "\(listenDescriptors.count) or more with \(listenDescriptors.count) inherited listeners (a loop each)")
+        }
+        if let name = handoffSocket {
+            let bytes = Array(name.utf8)
+            if !Bounds.handoffSocketBytes.contains(bytes.count) || bytes == [UInt8(ascii: "@")] || bytes.contains(0) {
+                throw ConfigurationError(field: .handoffSocket, value: String(reflecting: String(name.prefix(40))),
+                                         allowed: "a path or @name of \(Bounds.handoffSocketBytes) bytes without NUL")
+            }
+        }
+        if !Bounds.handoffIdleGrace.contains(handoffIdleGrace) {
+            throw ConfigurationError(
+                field: .handoffIdleGrace, value: "\(Self.seconds(handoffIdleGrace)) s",
+                allowed: "\(Self.seconds(Bounds.handoffIdleGrace.lowerBound))...\(Self.seconds(Bounds.handoffIdleGrace.upperBound)) s")
+        }
     }
 
     /// What only some engines allow.
@@ -129,6 +160,14 @@ extension Configuration {
         if (engine == .blocking || engine == .threaded) && threads != 1 {
             throw ConfigurationError(field: .threads, value: String(threads),
                                      allowed: "1 with the \(engine.rawValue) engine (one accepting thread)")
+        }
+        if (engine == .blocking || engine == .threaded) && (!listenDescriptors.isEmpty || handoffSocket != nil) {
+            // Their wake-up shuts the listener down, which would stop it for
+            // every process sharing it.
+            let inherited = !listenDescriptors.isEmpty
+            throw ConfigurationError(field: inherited ? .listenDescriptors : .handoffSocket,
+                                     value: inherited ? "\(listenDescriptors)" : String(reflecting: handoffSocket!),
+                                     allowed: "only with an event engine (epoll, libev, swift), not \(engine.rawValue)")
         }
     }
 

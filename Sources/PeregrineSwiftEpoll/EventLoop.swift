@@ -85,6 +85,10 @@ final class AppHandlers: Sendable {
 /// by the response writer (the answer being written is the last one).
 final class DrainSignal: Sendable {
     let deadline = Atomic<Int64>(0)
+    /// Handed off: idle connections wait for a next request until then
+    /// (CLOCK_MONOTONIC milliseconds; 0 = close them at once). Stored
+    /// before `deadline`, which the loops read first.
+    let idleUntil = Atomic<Int64>(0)
 
     /// A second call may only bring the deadline closer.
     func request(deadline: Int64) {
@@ -268,13 +272,17 @@ extension UnsafeMutablePointer where Pointee == LoopState {
         EP.input | (pointee.edge ? EP.et : 0)
     }
 
-    /// 0 or an errno.
+    /// Off removes the listener from the set (as loop_epoll.c): a socket
+    /// shared with another process would stay in it after close(). 0 or an
+    /// errno; already in the state asked for (EEXIST, ENOENT) counts as done.
     func setListener(_ on: Bool) -> Int32 {
-        var ev = epoll_event(events: on ? listenerEvents() : 0, data: epoll_data_t(u64: Tag.listener))
-        return epoll_ctl(pointee.epfd, EPOLL_CTL_MOD, pointee.listenFd, &ev) == 0 ? 0 : errno
+        var ev = epoll_event(events: listenerEvents(), data: epoll_data_t(u64: Tag.listener))
+        if epoll_ctl(pointee.epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, pointee.listenFd, &ev) == 0 { return 0 }
+        let err = errno
+        return err == (on ? EEXIST : ENOENT) ? 0 : err
     }
 
-    private func logListenerError(_ what: String, _ err: Int32) {
+    func logListenerError(_ what: String, _ err: Int32) {
         let now = time(nil)
         if now == pointee.listenerLogged { return } // at most once a second
         pointee.listenerLogged = now
@@ -426,8 +434,12 @@ extension UnsafeMutablePointer where Pointee == LoopState {
         if pointee.ready != nil || pointee.listenerReady { return 0 }
         var ms: Int32 = timersPending ? 1000 : -1
         if pointee.draining {
-            // Wake at the shutdown deadline at the latest.
-            let left = Int32(clamping: Swift.max(0, pointee.drainDeadline - monotonicMilliseconds()))
+            // Wake at the shutdown deadline at the latest, and when idle
+            // connections kept after a handoff are due to close.
+            let now = monotonicMilliseconds()
+            var left = Int32(clamping: Swift.max(0, pointee.drainDeadline - now))
+            let grace = Int32(clamping: Swift.max(0, pointee.drainSignal.takeUnretainedValue().idleUntil.load(ordering: .relaxed) - now))
+            if grace > 0 && grace < left { left = grace }
             if ms < 0 || left < ms { ms = left }
         }
         return ms
@@ -476,12 +488,19 @@ extension UnsafeMutablePointer where Pointee == ConnState {
 
 extension UnsafeMutablePointer where Pointee == LoopState {
     /// Stop accepting: closing the listener makes the kernel refuse new
-    /// connections and reset those still in its accept queue.
+    /// connections and reset those still in its accept queue. A listener
+    /// handed to another process (or inherited from systemd) stays open
+    /// there: that process accepts what is queued.
     func beginDrain(deadline: Int64) {
         pointee.draining = true
         pointee.drainDeadline = deadline
         if pointee.listenFd >= 0 {
-            close(pointee.listenFd) // also leaves the epoll set
+            // Out of the set first: a socket another process shares would stay
+            // in it after close() (the set holds the open file, not the number).
+            // Closed either way; a failure is logged.
+            let err = setListener(false)
+            if err != 0 { logListenerError("removing", err) }
+            close(pointee.listenFd)
             pointee.listenFd = -1
         }
         pointee.listenerReady = false
@@ -501,11 +520,15 @@ extension UnsafeMutablePointer where Pointee == LoopState {
     /// After each batch while draining: close what is idle (everything at the
     /// deadline). Returns true when the last connection is gone.
     func drain() -> Bool {
-        let expired = monotonicMilliseconds() >= pointee.drainDeadline
+        let now = monotonicMilliseconds()
+        let expired = now >= pointee.drainDeadline
+        // After a handoff, idle connections are kept a while for their next
+        // request (answered with Connection: close).
+        let closeIdle = now >= pointee.drainSignal.takeUnretainedValue().idleUntil.load(ordering: .relaxed)
         var c = pointee.live
         while let cc = c {
             c = cc.pointee.next // closeNow unlinks it
-            if expired || cc.drainIdle { cc.closeNow(CloseReason.shutdown) }
+            if expired || (closeIdle && cc.drainIdle) { cc.closeNow(CloseReason.shutdown) }
         }
         if pointee.dead != nil { freeDead() }
         return pointee.live == nil

@@ -81,15 +81,21 @@ public final class SwiftEpollServer: @unchecked Sendable {
         let backlog = c.backlog > 0 ? c.backlog : 1024
         let effective = min(backlog, somaxconn)
 
+        let inherited = c.listenDescriptors
+        if inherited.count > c.threads {
+            throw SwiftEngineError(operation: "configure (\(inherited.count) inherited listeners for \(c.threads) loops)", code: EINVAL)
+        }
         var addr = sockaddr_storage()
         var addrLen = socklen_t(0)
-        try Self.resolve(c.host, c.port, &addr, &addrLen)
+        if inherited.isEmpty { try Self.resolve(c.host, c.port, &addr, &addrLen) }
 
         var made: [SwiftLoop] = []
         var boundPort = 0
         do {
             for i in 0..<c.threads {
-                let fd = try Self.openListener(&addr, addrLen, reusePort: c.threads > 1, backlog: effective)
+                let fd = inherited.isEmpty
+                    ? try Self.openListener(&addr, addrLen, reusePort: c.threads > 1, backlog: effective)
+                    : try Self.adoptListener(inherited[i % inherited.count])
                 if i == 0 {
                     // Port 0: the others bind the port the kernel picked.
                     var bound = sockaddr_storage()
@@ -103,7 +109,7 @@ public final class SwiftEpollServer: @unchecked Sendable {
                         throw SwiftEngineError(operation: "getsockname", code: e)
                     }
                     boundPort = Self.port(of: &bound)
-                    Self.setPort(&addr, boundPort)
+                    if inherited.isEmpty { Self.setPort(&addr, boundPort) }
                 }
                 let loop = SwiftLoop(configuration: c, loopCount: c.threads, index: i, app: app, drain: drain,
                                      serverLine: serverLine)
@@ -159,8 +165,16 @@ public final class SwiftEpollServer: @unchecked Sendable {
     /// `deadlineMilliseconds` have passed. Blocks until every loop ended,
     /// then releases everything as `stop()` does. `interrupt()` from another
     /// thread during the drain ends it at once.
-    public func shutdown(deadlineMilliseconds: Int) {
+    ///
+    /// `idleGraceMilliseconds` > 0 is for a server whose listeners another
+    /// process serves now (a handoff): idle keep-alive connections are kept
+    /// that long for their next request, answered with `Connection: close`
+    /// (closing them at once races a request the client is sending).
+    public func shutdown(deadlineMilliseconds: Int, idleGraceMilliseconds: Int = 0) {
         guard running else { return }
+        if idleGraceMilliseconds > 0 {
+            drain.idleUntil.store(monotonicMilliseconds() + Int64(idleGraceMilliseconds), ordering: .releasing)
+        }
         drain.request(deadline: monotonicMilliseconds() + Int64(max(0, deadlineMilliseconds)))
         for loop in loops { loop.poke() }
         join()
@@ -173,6 +187,13 @@ public final class SwiftEpollServer: @unchecked Sendable {
         wakeable.withLock { loops in
             for loop in loops { loop.wake() }
         }
+    }
+
+    /// The loops' listening sockets (one per loop; loops sharing an inherited
+    /// socket list it under different numbers). Valid while running and
+    /// before a shutdown.
+    public var listenerDescriptors: [Int32] {
+        loops.map { $0.state.pointee.listenFd }
     }
 
     /// Waits for the loop threads, then releases everything.
@@ -243,6 +264,32 @@ public final class SwiftEpollServer: @unchecked Sendable {
         if rc != 0 { throw fail("bind") }
         if listen(fd, Int32(clamping: backlog)) != 0 { throw fail("listen") }
         return fd
+    }
+
+    /// An inherited descriptor (socket activation, handoff): a listening TCP
+    /// socket, made non-blocking. Returns a dup the server owns.
+    static func adoptListener(_ fd: Int32) throws -> Int32 {
+        var type: Int32 = 0, listening: Int32 = 0
+        var l1 = socklen_t(MemoryLayout<Int32>.size), l2 = l1
+        var addr = sockaddr_storage()
+        var alen = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let named = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &alen) }
+        }
+        guard getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l1) == 0,
+              getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &l2) == 0, named == 0,
+              type == Int32(SOCK_STREAM.rawValue), listening != 0,
+              Int32(addr.ss_family) == AF_INET || Int32(addr.ss_family) == AF_INET6
+        else { throw SwiftEngineError(operation: "inherit descriptor \(fd) (not a listening TCP socket)", code: errno == EBADF ? EBADF : ENOTSOCK) }
+        let own = fcntl(fd, F_DUPFD_CLOEXEC, 3)
+        if own < 0 { throw SwiftEngineError(operation: "dup descriptor \(fd)", code: errno) }
+        let fl = fcntl(own, F_GETFL)
+        if fl < 0 || fcntl(own, F_SETFL, fl | O_NONBLOCK) != 0 {
+            let e = errno
+            close(own)
+            throw SwiftEngineError(operation: "make descriptor \(fd) non-blocking", code: e)
+        }
+        return own
     }
 
     static func port(of addr: inout sockaddr_storage) -> Int {

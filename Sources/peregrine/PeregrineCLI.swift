@@ -58,6 +58,9 @@ struct Serve: ParsableCommand {
     @Flag(help: "Print one line per request: client address, method, target, status.")
     var log = false
 
+    @Option(help: "--app static: the directory whose files are served (required for that app).")
+    var root: String? = nil
+
     @Flag(help: "Every connection starts with a PROXY protocol header (v1 or v2) giving the client's address; missing or malformed: closed without an answer.")
     var proxyProtocol = false
 
@@ -93,16 +96,33 @@ struct Serve: ParsableCommand {
     @Option(help: "Largest request body in bytes (413 beyond).")
     var maxBody = Limits().maxBody
 
+    @Option(help: ArgumentHelp(
+        "Unix socket (@name: abstract; else a path) for restarts that drop nothing: a new `peregrine serve` takes the running one's listening sockets there, then offers its own ('none': off).",
+        discussion: "Default: @peregrine-HOST:PORT; off with --port 0, under socket activation and for the blocking and threaded engines.",
+        valueName: "name"))
+    var handoffSocket: String?
+
+    @Option(help: "Seconds an old server, after a handoff, keeps an idle keep-alive connection for its next request (answered with Connection: close) before closing it.")
+    var handoffIdleGrace: Double = 2
+
     /// The rules of every field are the library's (`Configuration.validate()`,
     /// one place for every engine); this prints its message with the flag's name.
     func validate() throws {
         guard sleepMs >= 0 else { throw ValidationError("invalid --sleep-ms \(sleepMs): allowed 0 or more") }
         do {
+            _ = try app.application(sleepMilliseconds: sleepMs, root: root)   // --root: required for static, checked
+        } catch {
+            throw ValidationError(error.description)
+        }
+        do {
             try configuration().validate()
         } catch {
             // The deadline as the user wrote it (seconds), not as the Duration it became.
-            let shown = error.field == .shutdownDeadline
-                ? ConfigurationError(field: error.field, value: "\(shutdownTimeout) s", allowed: error.allowed) : error
+            let shown = switch error.field {
+            case .shutdownDeadline: ConfigurationError(field: error.field, value: "\(shutdownTimeout) s", allowed: error.allowed)
+            case .handoffIdleGrace: ConfigurationError(field: error.field, value: "\(handoffIdleGrace) s", allowed: error.allowed)
+            default: error
+            }
             throw ValidationError(shown.message(naming: Self.flag(for: error.field)))
         }
     }
@@ -128,11 +148,27 @@ struct Serve: ParsableCommand {
         case .offloadQueue: "--offload-queue"
         case .handlerTimeout: "--handler-timeout"
         case .asyncLimit: "--async-limit"
+        case .listenDescriptors: "LISTEN_FDS"                    // socket activation
+        case .handoffSocket: "--handoff-socket"
+        case .handoffIdleGrace: "--handoff-idle-grace"
         }
     }
 
-    func configuration() -> Configuration {
+    /// `--handoff-socket`, its default, or nil (off).
+    func handoffName(socketActivated: Bool) -> String? {
+        if let handoffSocket { return handoffSocket == "none" ? nil : handoffSocket }
+        // A port picked by the kernel is not "the same port" next time; under
+        // socket activation systemd keeps the sockets across restarts; the
+        // blocking engines cannot share a listener (README, Operations).
+        if port == 0 || socketActivated || engine == .blocking || engine == .threaded { return nil }
+        return "@peregrine-\(host):\(port)"
+    }
+
+    func configuration(listenDescriptors: [Int32] = []) -> Configuration {
         var config = Configuration()
+        config.listenDescriptors = listenDescriptors
+        config.handoffSocket = handoffName(socketActivated: !listenDescriptors.isEmpty)
+        config.handoffIdleGrace = Self.duration(seconds: handoffIdleGrace)
         config.libevBackend = libevBackend
         config.maxThreads = maxThreads
         config.host = host
@@ -169,7 +205,26 @@ struct Serve: ParsableCommand {
     }
 
     func run() throws {
-        let server = Server(configuration: configuration(), application: app.application(sleepMilliseconds: sleepMs))
+        // Socket activation (LISTEN_FDS/LISTEN_PID): serve what systemd passed.
+        let inherited: [Int32]
+        do {
+            inherited = try SocketActivation.listenDescriptors(unsetEnvironment: true)
+        } catch {
+            throw ValidationError(error.description)
+        }
+        let config = configuration(listenDescriptors: inherited)
+        do {
+            try config.validate()
+        } catch {
+            throw ValidationError(error.message(naming: Self.flag(for: error.field)))
+        }
+        let application: Application
+        do {
+            application = try app.application(sleepMilliseconds: sleepMs, root: root)
+        } catch {
+            throw ValidationError(error.description)
+        }
+        let server = Server(configuration: config, application: application)
         try server.run { server in
             // Scripts wait for this line: it carries the real port.
             let line = "peregrine: serving \(app.rawValue) on \(host):\(server.port) engine=\(engineDescription) "
