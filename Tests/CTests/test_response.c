@@ -12,9 +12,32 @@
  *    in a value, a name that is not a token, a second Content-Length,
  *    a header after the body began
  *  - status refusal: 1xx, beyond 999, a second prg_respond
- *  - prg_response_replace: the begun answer is taken back, 500 instead
+ *  - prg_response_replace: the begun answer (bytes over several links, or a
+ *    file link) is taken back, the error status instead
  */
 #include "harness.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+
+/* Descriptors of this process (the server runs in it) open on /dev/zero. */
+static int open_dev_zero(void) {
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char path[64], target[64];
+        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+        ssize_t len = readlink(path, target, sizeof target - 1);
+        if (len > 0) {
+            target[len] = 0;
+            if (strcmp(target, "/dev/zero") == 0) n++;
+        }
+    }
+    closedir(d);
+    return n;
+}
 
 /* Return values the handler recorded (read after the answer arrived). */
 static int rv[16];
@@ -68,6 +91,15 @@ static void on_request(void *ctx, prg_conn *c, const prg_request *req) {
         rv[2] = prg_write_body(c, big, sizeof big);   /* spans several send-queue links */
         rv[3] = prg_response_replace(c, 200);         /* not an error status: refused */
         rv[4] = prg_response_replace(c, 500);
+    } else if (th_target_is(req, "/replace-file")) {
+        /* A file link in the begun answer: taken back with the rest, its
+         * descriptor closed (open_dev_zero() below counts them). */
+        rv[0] = prg_respond(c, 200, NULL, 0);
+        rv[1] = prg_write_header(c, "Content-Length", 14, "20", 2);
+        rv[2] = prg_write_body(c, "head", 4);
+        int fd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+        rv[3] = prg_write_file(c, fd, 0, 16);
+        rv[4] = prg_response_replace(c, 503);
     } else if (th_target_is(req, "/replace-none")) {
         rv[0] = prg_response_replace(c, 500);         /* nothing begun */
         rv[1] = prg_send(c, 200, NULL, 0, "fine", 4);
@@ -207,6 +239,16 @@ static void test_replace(int port) {
     CHECK(th_header(&r, "Connection", v, sizeof v) && strcmp(v, "close") == 0, "500 closes");
     CHECK(rv[0] == 0 && rv[2] == 0 && rv[3] == -1 && rv[4] == 0, "replace returns (%d %d %d)", rv[2], rv[3], rv[4]);
     CHECK(th_closed(c), "closed after the 500");
+    th_close(c);
+    c = th_connect(port);
+    int zero_before = open_dev_zero();
+    th_send(c, "GET /replace-file HTTP/1.1\r\nHost: t\r\n\r\n");
+    CHECK(th_read_response(c, &r) == 0 && r.status == 503, "503 in place of a begun answer with a file link, got %d",
+          r.status);
+    CHECK(memchr(r.body, 0, r.body_len) == NULL, "none of the file's bytes");
+    CHECK(rv[3] == 0 && rv[4] == 0, "file link queued, then taken back (%d %d)", rv[3], rv[4]);
+    CHECK(zero_before == 0 && open_dev_zero() == 0, "the file link's descriptor closed (%d open)", open_dev_zero());
+    CHECK(th_closed(c), "closed after the 503");
     th_close(c);
     c = th_connect(port);
     th_send(c, "GET /replace-none HTTP/1.1\r\nHost: t\r\n\r\n");
