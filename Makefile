@@ -52,7 +52,11 @@ cwarn:
 	done; echo "cwarn: csrc/*.c clean with $(CWARN)"
 
 # The C parsers: http1.c against the one case table (Tests/ParserCases/cases.txt), proxy.c;
-# the send queue's file links (test_sendfile.c, over the real engines).
+# the send queue's file links (test_sendfile.c, over the real engines). Then
+# the connection, response writer, offload and timer state machines against a
+# real server from the whole C core over loopback (Tests/CTests/harness.h),
+# under ASan (LSan on) and UBSan.
+C_STATE_TESTS = test_conn test_response test_offload test_timer
 test-c:
 	@mkdir -p $(BUILD_TMP)
 	$(CC_STRICT) $(CWARN) $(SAN) -Icsrc/include csrc/http1.c Tests/CTests/test_http1.c -o $(BUILD_TMP)/test_http1
@@ -61,6 +65,10 @@ test-c:
 	$(BUILD_TMP)/test_sendfile
 	$(CC_STRICT) $(CWARN) $(SAN) -Icsrc/include csrc/proxy.c Tests/CTests/test_proxy.c -o $(BUILD_TMP)/test_proxy
 	$(BUILD_TMP)/test_proxy
+	@for t in $(C_STATE_TESTS); do \
+	  $(CC_STRICT) $(CWARN) $(SAN) -Icsrc/include csrc/*.c Tests/CTests/$$t.c -lev -lpthread -o $(BUILD_TMP)/$$t || exit 1; \
+	done
+	@for t in $(C_STATE_TESTS); do $(BUILD_TMP)/$$t || exit 1; done
 
 swift-test:
 	swift build --build-tests

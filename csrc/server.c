@@ -34,6 +34,7 @@ void prg_config_default(prg_config *cfg) {
     cfg->max_output = 1u << 20;
     cfg->header_timeout_s = 10;
     cfg->idle_timeout_s = 60;
+    cfg->handler_timeout_s = 60;
     cfg->server_name = NULL;
 }
 
@@ -118,7 +119,7 @@ prg_server *prg_server_create(const prg_config *cfg, const prg_callbacks *cb, in
     *err = 0;
     if (cfg->threads < 1 || cfg->threads > 1024 || cfg->port < 0 || cfg->port > 65535 ||
         (cfg->mode == PRG_MODE_HTTP && !cb->on_request) || (cfg->mode == PRG_MODE_RAW && !cb->on_data) ||
-        cfg->limits.max_headers == 0 || cfg->header_timeout_s < 0 || cfg->idle_timeout_s < 0 ||
+        cfg->limits.max_headers == 0 || cfg->header_timeout_s < 0 || cfg->idle_timeout_s < 0 || cfg->handler_timeout_s < 0 ||
         !prg_engine_for(cfg->engine) || cfg->max_threads < 1 ||
         (unsigned)cfg->trigger > PRG_TRIGGER_ONESHOT || (unsigned)cfg->libev_backend > PRG_LIBEV_SELECT ||
         (unsigned)cfg->mode > PRG_MODE_RAW ||
@@ -201,15 +202,16 @@ int prg_server_start(prg_server *s) {
      * application's main thread, which calls prg_server_stop. */
     sigset_t all, old;
     sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    int rc = 0;
+    int rc = pthread_sigmask(SIG_BLOCK, &all, &old);
+    if (rc != 0) return -rc;   /* loop threads would take the application's signals */
     for (int i = 0; i < s->loop_count; i++) {
         prg_loop *loop = &s->loops[i];
         rc = pthread_create(&loop->thread, NULL, prg_loop_run, loop);
         if (rc != 0) { rc = -rc; break; }
         loop->thread_started = true;
     }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int restored = pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc == 0 && restored != 0) rc = -restored;   /* the caller would be left deaf to signals */
     if (rc != 0) {
         prg_server_stop(s);
         prg_server_wait(s);

@@ -117,6 +117,7 @@ void prg_timers_sweep(prg_loop *loop) {
         if (body_stalled) answer_408(c);
         else prg_conn_close_now(c, c->out_bytes ? PRG_CLOSE_ERROR : PRG_CLOSE_NORMAL);
     }
+    prg_offload_sweep(loop);   /* owed answers past handler_timeout_s: 503 */
     prg_timer_list *lingering = &loop->timers[TIMER_LINGER];
     while (expired(lingering, loop->now)) {
         prg_conn *c = lingering->head;

@@ -68,7 +68,8 @@ public final class Server: Sendable {
         // --log for answers that come later: logged when they are given.
         let application = configuration.logRequests ? application.loggingLateAnswers() : application
         self.bridge = Bridge(application: application, logRequests: configuration.logRequests,
-                             offloadThreads: configuration.offloadThreads, offloadQueue: configuration.offloadQueue)
+                             offloadThreads: configuration.offloadThreads, offloadQueue: configuration.offloadQueue,
+                             asyncLimit: configuration.asyncLimit)
     }
 
     deinit {
@@ -191,6 +192,7 @@ public final class Server: Sendable {
         cfg.max_output = configuration.maxOutputPerConnection
         cfg.header_timeout_s = Int32(clamping: configuration.headerTimeout)
         cfg.idle_timeout_s = Int32(clamping: configuration.idleTimeout)
+        cfg.handler_timeout_s = Int32(clamping: configuration.handlerTimeout)
         cfg.proxy_protocol = configuration.proxyProtocol ? 1 : 0
 
         var callbacks = prg_callbacks()
@@ -424,9 +426,12 @@ final class Bridge: Sendable {
     let inlineFallback: HTTPHandler
     /// `.offloaded` applications: the workers.
     let pool: OffloadPool?
+    /// `.async` applications: the bound on tasks in flight.
+    let asyncLimiter: AsyncTaskLimiter?
     let responseFunctions = ResponseWriterFunctions(
         respond: prg_respond, writeHeader: prg_write_header, writeBody: prg_write_body,
-        end: prg_end, send: prg_send, status: prg_response_status, writeFile: prg_write_file)
+        end: prg_end, send: prg_send, status: prg_response_status, writeFile: prg_write_file,
+        replace: prg_response_replace)
     let connectionFunctions = ConnectionFunctions(
         write: prg_conn_write, close: prg_conn_close, id: prg_conn_id, pendingOutput: prg_conn_pending_output,
         remoteAddress: { conn, out in
@@ -435,10 +440,12 @@ final class Bridge: Sendable {
             return 0
         })
 
-    init(application: Application, logRequests: Bool, offloadThreads: Int = 4, offloadQueue: Int = 256) {
+    init(application: Application, logRequests: Bool, offloadThreads: Int = 4, offloadQueue: Int = 256,
+         asyncLimit: Int = 1024) {
         self.application = application
         self.logRequests = logRequests
         inlineFallback = application.waitingHandler(routeFirst: false) ?? { _, response in response.send(status: 500, body: "not offloaded") }
+        if case .async = application { asyncLimiter = AsyncTaskLimiter(limit: asyncLimit) } else { asyncLimiter = nil }
         switch application {
         case .http(let h): httpHandler = h; dataHandler = { _, _ in 0 }; pool = nil
         case .raw(let h): httpHandler = { _, response in response.send(status: 500, body: "raw server") }; dataHandler = h; pool = nil
@@ -454,13 +461,21 @@ final class Bridge: Sendable {
     /// A deferred request (C engines): copy it, hand it to the pool or a
     /// task; the answer is posted back to the connection's loop.
     func dispatchLater(_ conn: OpaquePointer, _ request: Request, _ response: Response) {
-        if case .offloaded(_, let inline?) = application, inline(request, response) { return }
+        if case .offloaded(_, let inline?) = application {
+            if inline(request, response) { return }
+            // The route began an answer and then declined the request: the
+            // handler must not run behind it (it would block the loop).
+            if response.status != 0 {
+                if !response.replace(status: 500) { response.end() }
+                return
+            }
+        }
         guard let deferred = prg_defer(conn) else {
             inlineFallback(request, response)   // this engine cannot defer: inline
             return
         }
         let handle = DeferredHandle(pointer: deferred)
-        let responder = Responder { handle.complete($0) }
+        let responder = Responder(deliverReporting: { handle.complete($0) })
         let owned = OwnedRequest(request)
         switch application {
         case .offloaded(let handler, _):
@@ -468,19 +483,26 @@ final class Bridge: Sendable {
                 responder.send(status: 503, headers: [("Retry-After", "1")], body: "Service Unavailable\n")
             }
         case .async(let handler):
-            Task { responder.send(await handler(owned)) }
+            asyncLimiter!.start(handler, owned, responder)
         case .http, .raw:
             break
         }
     }
 }
 
-/// A `prg_deferred` handed to another thread: completed once, by the
-/// responder, from any thread (the C side allows it).
-struct DeferredHandle: @unchecked Sendable {
-    let pointer: OpaquePointer
+/// A `prg_deferred` handed to another thread. The C core refuses a second
+/// or late completion by its return value; this object gives the handle
+/// back (`prg_deferred_release`) when the last reference goes, so the
+/// pointer is never used after that.
+final class DeferredHandle: Sendable {
+    nonisolated(unsafe) let pointer: OpaquePointer   // the C core makes its calls thread-safe
 
-    func complete(_ answer: OffloadAnswer) {
+    init(pointer: OpaquePointer) { self.pointer = pointer }
+
+    deinit { prg_deferred_release(pointer) }
+
+    /// `true` when the answer was posted to the connection's loop.
+    func complete(_ answer: OffloadAnswer) -> Bool {
         for (name, value) in answer.headers {
             var name = name, value = value
             _ = name.withUTF8 { n in
@@ -490,7 +512,7 @@ struct DeferredHandle: @unchecked Sendable {
                 }
             }
         }
-        _ = answer.body.withUnsafeBytes { prg_deferred_send(pointer, Int32(clamping: answer.status), $0.baseAddress, $0.count) }
+        return answer.body.withUnsafeBytes { prg_deferred_send(pointer, Int32(clamping: answer.status), $0.baseAddress, $0.count) } == 0
     }
 }
 
@@ -558,10 +580,10 @@ extension Application {
                 }
             }
             return .offloaded({ request, responder in
-                handler(request, Responder { answer in
+                handler(request, Responder(deliverReporting: { answer in
                     logLine(request.remoteAddress, request.method, request.target, answer.status)
-                    responder.send(answer)
-                })
+                    return responder.send(answer)
+                }))
             }, inline: loggedInline)
         case .async(let handler):
             return .async { request in

@@ -22,6 +22,8 @@ public enum ConfigurationField: String, Sendable, CaseIterable {
     case shutdownDeadline
     case offloadThreads
     case offloadQueue
+    case handlerTimeout
+    case asyncLimit
     case listenDescriptors
     case handoffSocket
     case handoffIdleGrace
@@ -71,11 +73,13 @@ extension Configuration {
         public static let maxHeaders = 1...65_536
         public static let maxBody = 0...(512 << 20)
         public static let maxOutputPerConnection = 0...(1 << 30)
-        /// headerTimeout and idleTimeout, in seconds (0 = off).
+        /// headerTimeout, idleTimeout and handlerTimeout, in seconds (0 = off).
         public static let timeoutSeconds = 0...86_400
         public static let shutdownDeadline = Duration.zero ... .seconds(86_400)
         public static let offloadThreads = 1...1024
         public static let offloadQueue = 0...(1 << 20)
+        /// `.async` handler tasks in flight.
+        public static let asyncLimit = 1...(1 << 20)
         /// Bytes of `serverName`: "Server: " + name + CRLF fits the engines'
         /// 128-byte line.
         public static let serverNameBytes = 1...117
@@ -105,6 +109,8 @@ extension Configuration {
         }
         try Self.check(.offloadThreads, offloadThreads, Bounds.offloadThreads)
         try Self.check(.offloadQueue, offloadQueue, Bounds.offloadQueue)
+        try Self.check(.handlerTimeout, handlerTimeout, Bounds.timeoutSeconds, unit: " (seconds; 0 = off)")
+        try Self.check(.asyncLimit, asyncLimit, Bounds.asyncLimit)
         let name = Array(serverName.utf8)
         // It goes into every response head: no CR, LF, NUL or other control byte.
         if !Bounds.serverNameBytes.contains(name.count) || name.contains(where: { $0 < 0x20 || $0 == 0x7F }) {

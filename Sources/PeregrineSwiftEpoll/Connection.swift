@@ -154,6 +154,10 @@ struct ConnState {
     var respStatus: Int32 = 0
     var reqKeepAlive = false
     var respLengthLeft: Int64 = 0      // declared Content-Length minus body written
+    // Where the response began in the send queue (RespFlag.marked): nothing
+    // is flushed during a handler, so `replace` can cut back to here.
+    var respMarkChunk: ChunkPtr? = nil
+    var respMarkEnd: UInt32 = 0
 
     // Timeouts: on at most one of the loop's FIFO lists.
     var timerPrev: ConnPtr? = nil

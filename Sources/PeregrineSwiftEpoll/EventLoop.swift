@@ -25,7 +25,7 @@ final class AppHandlers: Sendable {
     /// `.offloaded` applications: the workers.
     let pool: OffloadPool?
 
-    init(_ application: Application, offloadThreads: Int = 4, offloadQueue: Int = 256) {
+    init(_ application: Application, offloadThreads: Int = 4, offloadQueue: Int = 256, asyncLimit: Int = 1024) {
         switch application {
         case .http(let h):
             http = h
@@ -40,12 +40,20 @@ final class AppHandlers: Sendable {
             self.pool = pool
             let fallback = application.waitingHandler(routeFirst: false)!
             http = { request, response in
-                if let inline, inline(request, response) { return }
+                if let inline {
+                    if inline(request, response) { return }
+                    // The route began an answer and then declined: no handler
+                    // behind it (as the C engines).
+                    if response.status != 0 {
+                        if !response.replace(status: 500) { response.end() }
+                        return
+                    }
+                }
                 guard let d = ConnPtr(response.engineHandle).deferAnswer() else {
                     fallback(request, response)   // an answer already started: inline
                     return
                 }
-                let responder = Responder { d.complete($0) }
+                let responder = Responder(deliverReporting: { d.complete($0) })
                 let owned = OwnedRequest(request)
                 if !pool.submit({ handler(owned, responder) }) {
                     responder.send(status: 503, headers: [("Retry-After", "1")], body: "Service Unavailable\n")
@@ -56,14 +64,14 @@ final class AppHandlers: Sendable {
             return
         case .async(let handler):
             let fallback = application.waitingHandler(routeFirst: false)!
+            let limiter = AsyncTaskLimiter(limit: asyncLimit)
             http = { request, response in
                 guard let d = ConnPtr(response.engineHandle).deferAnswer() else {
                     fallback(request, response)
                     return
                 }
-                let responder = Responder { d.complete($0) }
-                let owned = OwnedRequest(request)
-                Task { responder.send(await handler(owned)) }
+                let responder = Responder(deliverReporting: { d.complete($0) })
+                limiter.start(handler, OwnedRequest(request), responder)
             }
             data = { _, _ in 0 }
             isRaw = false
@@ -127,6 +135,11 @@ struct LoopState {
     var wakeFd: Int32 = -1
     /// Answers posted from other threads (Offload.swift); the loop object holds it.
     var mailbox: Unmanaged<Mailbox>? = nil
+    /// Owed answers by handler-timeout deadline (Offload.swift); the
+    /// connections' lists hold them.
+    var lateHead: Unmanaged<DeferredAnswer>? = nil
+    var lateTail: Unmanaged<DeferredAnswer>? = nil
+    let handlerTimeout: UInt32   // seconds, 0 = off
     var reserveFd: Int32 = -1 // spare descriptor released to shed connections on EMFILE
 
     // Memory.
@@ -141,6 +154,7 @@ struct LoopState {
     var listenerPaused = false  // accept failed for lack of resources
     var listenerResume: UInt32 = 0
     var emfileLogged = 0
+    var listenerLogged = 0      // last time a failed listener (re-)arm was logged
     var nextId: UInt64 = 0
     var draining = false        // graceful shutdown under way: answers close
     var drainDeadline: Int64 = 0 // CLOCK_MONOTONIC milliseconds
@@ -185,6 +199,7 @@ struct LoopState {
         timers[TimerKind.head].timeout = UInt32(clamping: c.headerTimeout)
         timers[TimerKind.idle].timeout = UInt32(clamping: c.idleTimeout)
         timers[TimerKind.linger].timeout = Tuning.lingerSeconds
+        handlerTimeout = UInt32(clamping: c.handlerTimeout)
         events = .allocate(capacity: Int(Tuning.maxEvents))
         iov = .allocate(capacity: Tuning.maxIov)
         junk = .allocate(byteCount: 4096, alignment: 8)
@@ -258,10 +273,21 @@ extension UnsafeMutablePointer where Pointee == LoopState {
     }
 
     /// Off removes the listener from the set (as loop_epoll.c): a socket
-    /// shared with another process would stay in it after close().
-    func setListener(_ on: Bool) {
+    /// shared with another process would stay in it after close(). 0 or an
+    /// errno; already in the state asked for (EEXIST, ENOENT) counts as done.
+    func setListener(_ on: Bool) -> Int32 {
         var ev = epoll_event(events: listenerEvents(), data: epoll_data_t(u64: Tag.listener))
-        _ = epoll_ctl(pointee.epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, pointee.listenFd, &ev)
+        if epoll_ctl(pointee.epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, pointee.listenFd, &ev) == 0 { return 0 }
+        let err = errno
+        return err == (on ? EEXIST : ENOENT) ? 0 : err
+    }
+
+    func logListenerError(_ what: String, _ err: Int32) {
+        let now = time(nil)
+        if now == pointee.listenerLogged { return } // at most once a second
+        pointee.listenerLogged = now
+        let line = Array("peregrine: \(what) the listener: \(String(cString: strerror(err)))\n".utf8)
+        _ = line.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
     }
 
     /// Out of a resource the next accept will lack too: stop watching the
@@ -270,12 +296,22 @@ extension UnsafeMutablePointer where Pointee == LoopState {
         pointee.listenerPaused = true
         pointee.listenerReady = false
         pointee.listenerResume = pointee.now &+ 1
-        setListener(false)
+        // Still armed if this fails: the loop wakes for the listener until
+        // the resume but accepts nothing (paused), and says so.
+        let err = setListener(false)
+        if err != 0 { logListenerError("pausing", err) }
     }
 
+    /// Re-arms the listener; if that fails it stays paused and tries again a
+    /// second later (otherwise accepting would never resume).
     func resumeListener() {
+        let err = setListener(true)
+        if err != 0 {
+            logListenerError("re-arming", err)
+            pointee.listenerResume = pointee.now &+ 1
+            return
+        }
         pointee.listenerPaused = false
-        setListener(true)
         pointee.listenerReady = true // the backlog may be full already: no new edge
     }
 
@@ -345,6 +381,8 @@ extension UnsafeMutablePointer where Pointee == LoopState {
             }
             if pointee.noDelay {
                 var one: Int32 = 1
+                // Cannot fail on an accepted TCP socket; if it did, only latency
+                // would change (Nagle), not what is sent (as in C).
                 _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             }
             let c = openConnection(fd)
@@ -459,7 +497,9 @@ extension UnsafeMutablePointer where Pointee == LoopState {
         if pointee.listenFd >= 0 {
             // Out of the set first: a socket another process shares would stay
             // in it after close() (the set holds the open file, not the number).
-            setListener(false)
+            // Closed either way; a failure is logged.
+            let err = setListener(false)
+            if err != 0 { logListenerError("removing", err) }
             close(pointee.listenFd)
             pointee.listenFd = -1
         }
@@ -525,7 +565,7 @@ final class SwiftLoop: @unchecked Sendable {
         if state.pointee.wakeFd < 0 { return errno }
         var ev = epoll_event(events: EP.input, data: epoll_data_t(u64: Tag.wake))
         if epoll_ctl(state.pointee.epfd, EPOLL_CTL_ADD, state.pointee.wakeFd, &ev) != 0 { return errno }
-        let mb = Mailbox(wakeFd: state.pointee.wakeFd)
+        guard let mb = Mailbox.make(wakeFd: state.pointee.wakeFd) else { return ENOMEM }
         mailbox = mb
         state.pointee.mailbox = Unmanaged.passUnretained(mb)
         ev = epoll_event(events: state.listenerEvents(), data: epoll_data_t(u64: Tag.listener))
@@ -574,6 +614,8 @@ final class SwiftLoop: @unchecked Sendable {
                     loop.acceptReady()
                 } else {
                     var v: UInt64 = 0
+                    // EAGAIN: already drained (spurious). The mailbox is drained
+                    // and stop checked regardless: the result changes nothing.
                     _ = read(loop.pointee.wakeFd, &v, 8)
                     loop.drainMailbox()   // answers posted from other threads
                 }

@@ -140,6 +140,7 @@ extension UnsafeMutablePointer where Pointee == LoopState {
                 c.closeNow(c.pointee.outBytes != 0 ? CloseReason.error : CloseReason.normal)
             }
         }
+        sweepLateAnswers()   // owed answers past handlerTimeout: 503
         while let c = expiredHead(TimerKind.linger) {
             c.timerRemove()
             c.closeNow(c.pointee.closeReason)
@@ -148,6 +149,6 @@ extension UnsafeMutablePointer where Pointee == LoopState {
 
     var timersPending: Bool {
         for i in 1..<TimerKind.count where pointee.timers[i].head != nil { return true }
-        return pointee.listenerPaused
+        return pointee.listenerPaused || pointee.lateHead != nil
     }
 }

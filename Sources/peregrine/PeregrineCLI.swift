@@ -73,6 +73,12 @@ struct Serve: ParsableCommand {
     @Option(help: "Offloaded apps: requests waiting for a worker at most; beyond, 503.")
     var offloadQueue = Configuration().offloadQueue
 
+    @Option(help: "Offloaded and async apps (epoll, libev, swift engines): seconds an answer may take; beyond, 503 and the late answer is dropped (0 = off). Blocking and threaded engines wait for handlers inline: not applied.")
+    var handlerTimeout = Configuration().handlerTimeout
+
+    @Option(help: "Async apps: handler tasks running at most; beyond, 503 + Retry-After at once.")
+    var asyncLimit = Configuration().asyncLimit
+
     @Option(help: "Seconds for a request head to arrive from its first byte (408 beyond; 0 = off).")
     var headerTimeout = Configuration().headerTimeout
     @Option(help: "Seconds an idle keep-alive connection stays open (0 = off).")
@@ -140,6 +146,8 @@ struct Serve: ParsableCommand {
         case .shutdownDeadline: "--shutdown-timeout"
         case .offloadThreads: "--offload-threads"
         case .offloadQueue: "--offload-queue"
+        case .handlerTimeout: "--handler-timeout"
+        case .asyncLimit: "--async-limit"
         case .listenDescriptors: "LISTEN_FDS"                    // socket activation
         case .handoffSocket: "--handoff-socket"
         case .handoffIdleGrace: "--handoff-idle-grace"
@@ -175,6 +183,8 @@ struct Serve: ParsableCommand {
         config.proxyProtocol = proxyProtocol
         config.offloadThreads = offloadThreads
         config.offloadQueue = offloadQueue
+        config.handlerTimeout = handlerTimeout
+        config.asyncLimit = asyncLimit
         config.headerTimeout = headerTimeout
         config.idleTimeout = idleTimeout
         config.shutdownDeadline = Self.duration(seconds: shutdownTimeout)

@@ -207,6 +207,10 @@ typedef struct prg_config {
     const char *server_name;   /* value of the Server header; NULL = "Peregrine" */
     int proxy_protocol;        /* 1 = every connection starts with a PROXY header (v1 or v2, proxy.c);
                                   missing or malformed: closed without an answer (default 0) */
+    int handler_timeout_s;     /* a deferred answer (prg_defer) not sent within this gets 503 and the late
+                                  prg_deferred_send is refused with -ETIMEDOUT (default 60; 0 = off).
+                                  Epoll and libev only: the blocking and threaded engines run handlers
+                                  inline, where no answer is owed to time out */
     /* Listening sockets inherited (socket activation, a handoff) instead of
      * binding host:port: each must be a listening TCP socket. The server
      * serves dup()s of them (the caller keeps and closes its own); loop i
@@ -315,6 +319,11 @@ int prg_send(prg_conn *c, int status, const char *content_type, size_t content_t
              const void *body, size_t n);
 /* Status of the response being written or last written (0 if none). */
 int prg_response_status(const prg_conn *c);
+/* Takes back the response begun in the current callback (none of it has
+ * left: nothing is sent while a callback runs) and answers status (400..599)
+ * instead, with Connection: close. Returns 0, or -1 when no response was
+ * begun in this callback, outside a callback, or for another status. */
+int prg_response_replace(prg_conn *c, int status);
 
 /* Queues bytes for sending (raw mode, or a banner from on_open). Returns 0,
  * or -1 if the connection is closing. Reads pause while more than max_output
@@ -346,23 +355,38 @@ typedef struct prg_deferred prg_deferred;
  * threaded engines: answer inline, blocking is allowed there), when an
  * answer was already started, or when memory ran out.
  *
- * The handle must be completed exactly once, with prg_deferred_send, from
- * any thread. It stays valid after its connection died (and after the
- * server stopped): the answer is then dropped. While a connection waits on
- * a deferred answer no timeout closes it: the server is the one late. */
+ * Contract, enforced by the core: the answer is completed at most once
+ * (prg_deferred_send), from any thread, and the handle is given back
+ * exactly once (prg_deferred_release), after which it must not be used.
+ * Until then the handle stays valid whatever happened on the loop's side
+ * (connection closed, handler timeout, server stopped): a completion that
+ * comes too late or a second time is refused by its return value, never a
+ * use after free. A handle released without an answer answers 500. */
 prg_deferred *prg_defer(prg_conn *c);
 /* Adds a header to the deferred answer (before prg_deferred_send; from
  * the thread that holds the handle). The same rules as prg_write_header
  * apply when the answer is written: a refused header is left out. Returns
- * 0, or -1 (bad name or value, no memory). */
+ * 0, -EINVAL (NULL handle, empty name, a NUL byte), -ENOMEM, or the
+ * refusal prg_deferred_send would give (the answer is already decided). */
 int prg_deferred_header(prg_deferred *d, const char *name, size_t name_len,
                         const char *value, size_t value_len);
 /* Completes the deferred answer: status, the headers added, body (copied;
  * Content-Length is added unless a header gave one). Posts it to the
- * connection's loop, which writes it in order; the handle is gone after the
- * call, whatever it returns. Returns 0, or -1 when the answer was dropped
- * (no memory; the client then gets a 500 if its connection lives). */
+ * connection's loop, which writes it in order. Returns
+ *    0            posted
+ *   -EALREADY     the answer was already completed: this one is ignored
+ *   -ETIMEDOUT    handler_timeout_s passed: the client got 503, this is dropped
+ *   -ECONNRESET   the connection closed or the server stopped first: dropped
+ *   -ENOMEM       no memory to copy the body (the client gets a 500)
+ *   -EINVAL       NULL handle, or NULL body with n > 0
+ *   other -errno  posted, but the loop's eventfd could not be written (it
+ *                 is written only when the mailbox was empty; the answer
+ *                 goes out at the loop's next wake-up)
+ * The handle stays valid until prg_deferred_release. */
 int prg_deferred_send(prg_deferred *d, int status, const void *body, size_t n);
+/* Gives the handle back (once, from any thread, after which it must not be
+ * used). Not yet answered: answers 500 first. NULL is ignored. */
+void prg_deferred_release(prg_deferred *d);
 
 /* ------------------------------------------------------------------ */
 /* The client's address and the PROXY protocol (proxy.c)                */
