@@ -272,6 +272,7 @@ bool prg_drain_expired(const prg_server *s) { return prg_drain_ms_left(s) == 0; 
 bool prg_conn_drain_idle(const prg_conn *c) {
     if (c->flags & (CONN_CLOSED | CONN_IN_CALLBACK | CONN_LINGER)) return false;
     if (c->out_bytes || c->defer_head) return false;   /* output pending, or offloaded answers owed */
+    if (c->flags & CONN_STREAMING) return false;       /* a body on its way (maybe all taken) */
     return c->in_len == 0 || c->loop->server->cfg.mode == PRG_MODE_RAW;
 }
 

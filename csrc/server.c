@@ -30,6 +30,7 @@ void prg_config_default(prg_config *cfg) {
     cfg->tcp_nodelay = 1;
     cfg->tcp_cork = 0;
     prg_http_limits_default(&cfg->limits);
+    cfg->max_streamed_body = (uint64_t)1 << 30;
     cfg->max_output = 1u << 20;
     cfg->header_timeout_s = 10;
     cfg->idle_timeout_s = 60;
@@ -87,7 +88,9 @@ prg_server *prg_server_create(const prg_config *cfg, const prg_callbacks *cb, in
         cfg->limits.max_headers == 0 || cfg->header_timeout_s < 0 || cfg->idle_timeout_s < 0 ||
         !prg_engine_for(cfg->engine) || cfg->max_threads < 1 ||
         (cfg->engine != PRG_ENGINE_EPOLL && cfg->trigger != PRG_TRIGGER_LEVEL) ||
-        ((cfg->engine == PRG_ENGINE_BLOCKING || cfg->engine == PRG_ENGINE_THREADED) && cfg->threads != 1)) {
+        ((cfg->engine == PRG_ENGINE_BLOCKING || cfg->engine == PRG_ENGINE_THREADED) && cfg->threads != 1) ||
+        /* streamed bodies need all three callbacks */
+        (!cb->on_head != !cb->on_body || !cb->on_head != !cb->on_body_end)) {
         *err = -EINVAL;
         return NULL;
     }
@@ -104,6 +107,13 @@ prg_server *prg_server_create(const prg_config *cfg, const prg_callbacks *cb, in
     if (!s) { *err = -ENOMEM; return NULL; }
     s->cfg = *cfg;
     s->cb = *cb;
+    /* Until on_head has chosen, a body may be streamed or buffered: the
+     * head and the bytes that came with it are parsed under the larger
+     * limit, and the chosen one is applied when it is known. */
+    s->head_limits = cfg->limits;
+    if (cb->on_head && cfg->max_streamed_body > cfg->limits.max_body)
+        s->head_limits.max_body =
+            (size_t)(cfg->max_streamed_body < (uint64_t)SIZE_MAX ? cfg->max_streamed_body : (uint64_t)SIZE_MAX);
     s->loop_count = cfg->threads;
     atomic_init(&s->drain, 0);
     atomic_init(&s->drain_deadline_ms, 0);
