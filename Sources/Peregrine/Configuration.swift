@@ -68,6 +68,10 @@ public struct Configuration: Sendable {
     /// TCP_CORK around each batch of responses (to compare with TCP_NODELAY).
     public var cork = false
     public var limits = Limits()
+    /// Decoded bytes of a request body taken as a stream (`Application.streaming`
+    /// with a `BodyConsumer`): `413` and close beyond. Default 1 GiB. Buffered
+    /// bodies keep `limits.maxBody`.
+    public var maxStreamedBody = defaultMaxStreamedBody
     /// Output queued per connection before the engine stops reading from it.
     public var maxOutputPerConnection = 1 << 20
     /// Seconds for a whole request head to arrive, from its first byte
@@ -110,6 +114,7 @@ public struct Configuration: Sendable {
         if shutdownDeadline < .zero { return "shutdownDeadline must not be negative" }
         if offloadThreads < 1 || offloadThreads > 1024 { return "offloadThreads must be 1...1024" }
         if offloadQueue < 0 { return "offloadQueue must be at least 0" }
+        if maxStreamedBody < 0 { return "maxStreamedBody must be at least 0" }
         return nil
     }
 }

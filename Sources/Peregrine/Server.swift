@@ -58,6 +58,9 @@ public final class Server: @unchecked Sendable {
         precondition(!started, "server already started")
         if let problem = configuration.problem { throw ConfigurationError(description: problem) }
         if configuration.engine == .swift {
+            if case .streaming = bridge.application {
+                throw ConfigurationError(description: "streamed request bodies (.streaming, --app upload) run on the epoll, libev, blocking and threaded engines; the swift engine does not have them yet")
+            }
             let engine = try startSwiftEngine(application: bridge.application)
             swiftServer = engine
             port = engine.port
@@ -94,6 +97,7 @@ public final class Server: @unchecked Sendable {
         cfg.limits.max_header_bytes = configuration.limits.maxHeaderBytes
         cfg.limits.max_headers = configuration.limits.maxHeaders
         cfg.limits.max_body = configuration.limits.maxBody
+        cfg.max_streamed_body = UInt64(configuration.maxStreamedBody)
         cfg.max_output = configuration.maxOutputPerConnection
         cfg.header_timeout_s = Int32(clamping: configuration.headerTimeout)
         cfg.idle_timeout_s = Int32(clamping: configuration.idleTimeout)
@@ -105,6 +109,10 @@ public final class Server: @unchecked Sendable {
         switch bridge.application {
         case .offloaded, .async: callbacks.on_request = onOffloadedRequest
         case .http, .raw: break
+        case .streaming:
+            callbacks.on_head = onHead
+            callbacks.on_body = onBody
+            callbacks.on_body_end = onBodyEnd
         }
         callbacks.on_data = onData
 
@@ -293,11 +301,16 @@ final class Bridge: Sendable {
         end: prg_end, send: prg_send, status: prg_response_status)
     let connectionFunctions = ConnectionFunctions(
         write: prg_conn_write, close: prg_conn_close, id: prg_conn_id, pendingOutput: prg_conn_pending_output)
+    let bodyFunctions = BodyStreamFunctions(
+        begin: prg_body_stream, pause: prg_body_pause, resume: prg_body_resume, receiveCapacity: prg_conn_receive_capacity)
+    /// `.streaming`: decides from the head (the C engines call it only then).
+    let streamHead: StreamingHeadHandler
 
     init(application: Application, logRequests: Bool, offloadThreads: Int = 4, offloadQueue: Int = 256) {
         self.application = application
         self.logRequests = logRequests
         inlineFallback = application.waitingHandler(routeFirst: false) ?? { _, response in response.send(status: 500, body: "not offloaded") }
+        if case .streaming(let head, _) = application { streamHead = head } else { streamHead = { _, _ in nil } }
         switch application {
         case .http(let h): httpHandler = h; dataHandler = { _, _ in 0 }; pool = nil
         case .raw(let h): httpHandler = { _, response in response.send(status: 500, body: "raw server") }; dataHandler = h; pool = nil
@@ -307,6 +320,8 @@ final class Bridge: Sendable {
             pool = OffloadPool(threads: offloadThreads, queueLimit: offloadQueue)
         case .async:
             httpHandler = application.inlineHandler!; dataHandler = { _, _ in 0 }; pool = nil
+        case .streaming(_, let request):
+            httpHandler = request; dataHandler = { _, _ in 0 }; pool = nil
         }
     }
 
@@ -328,7 +343,7 @@ final class Bridge: Sendable {
             }
         case .async(let handler):
             Task { responder.send(await handler(owned)) }
-        case .http, .raw:
+        case .http, .raw, .streaming:
             break
         }
     }
@@ -381,6 +396,37 @@ private let onOffloadedRequest: @convention(c) (UnsafeMutableRawPointer?, Opaque
     bridge.dispatchLater(conn.unsafelyUnwrapped, request, response)
 }
 
+/// `.streaming`: the head of a request with a body. A consumer returned
+/// becomes the stream's context (retained until on_body_end).
+private let onHead: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<prg_request>?) -> Void = { ctx, conn, req in
+    let bridge = Unmanaged<Bridge>.fromOpaque(ctx!).takeUnretainedValue()
+    let conn = conn.unsafelyUnwrapped
+    let request = requestView(req.unsafelyUnwrapped)
+    let response = Response(sink: conn, functions: bridge.responseFunctions)
+    guard let consumer = bridge.streamHead(request, response) else {
+        if bridge.logRequests && response.status != 0 { logRequest(request, response) }   // answered from the head
+        return
+    }
+    let context = Unmanaged.passRetained(consumer)
+    if prg_body_stream(conn, context.toOpaque()) != 0 {
+        // It answered as well: the answer stands, the body is not read.
+        context.release()
+        consumer.finish(.closed)
+        return
+    }
+    consumer.attach(conn, functions: bridge.bodyFunctions, response: bridge.responseFunctions)
+}
+
+private let onBody: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafeMutableRawPointer?, UnsafePointer<UInt8>?, Int) -> Int = { _, _, stream, bytes, count in
+    let consumer = Unmanaged<BodyConsumer>.fromOpaque(stream!).takeUnretainedValue()
+    return consumer.deliver(UnsafeRawBufferPointer(start: bytes, count: count))
+}
+
+private let onBodyEnd: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafeMutableRawPointer?, Int32) -> Void = { _, _, stream, end in
+    let consumer = Unmanaged<BodyConsumer>.fromOpaque(stream!).takeRetainedValue()   // the stream's reference ends here
+    consumer.finish(BodyEnd(rawValue: end) ?? .closed)
+}
+
 private let onData: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<UInt8>?, Int) -> Int = { ctx, conn, bytes, count in
     let bridge = Unmanaged<Bridge>.fromOpaque(ctx!).takeUnretainedValue()
     let connection = Connection(handle: conn.unsafelyUnwrapped, functions: bridge.connectionFunctions)
@@ -392,7 +438,7 @@ extension Application {
     /// given (inline routes are logged as they answer). Other cases unchanged.
     func loggingLateAnswers() -> Application {
         switch self {
-        case .http, .raw:
+        case .http, .raw, .streaming:
             return self
         case .offloaded(let handler, let inline):
             var loggedInline: InlineRoute? = nil

@@ -54,6 +54,11 @@ final class AppHandlers: Sendable {
             data = { _, _ in 0 }
             isRaw = false
             return
+        case .streaming(_, let request):
+            // Not yet on this engine (Server refuses it): bodies are buffered.
+            http = request
+            data = { _, _ in 0 }
+            isRaw = false
         case .async(let handler):
             let fallback = application.waitingHandler(routeFirst: false)!
             http = { request, response in

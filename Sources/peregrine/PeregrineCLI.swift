@@ -83,6 +83,8 @@ struct Serve: ParsableCommand {
     var maxHeaders = Limits().maxHeaders
     @Option(help: "Largest request body in bytes (413 beyond).")
     var maxBody = Limits().maxBody
+    @Option(help: "Largest streamed request body in bytes (--app upload; 413 beyond).")
+    var maxStreamedBody = Configuration().maxStreamedBody
 
     private func basicValidate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535") }
@@ -90,7 +92,7 @@ struct Serve: ParsableCommand {
         guard sleepMs >= 0 else { throw ValidationError("--sleep-ms must be >= 0") }
         guard backlog >= 1 else { throw ValidationError("--backlog must be at least 1") }
         guard headerTimeout >= 0, idleTimeout >= 0, shutdownTimeout >= 0, shutdownTimeout <= 86_400 else { throw ValidationError("timeouts must be >= 0") }
-        guard maxRequestLine > 0, maxHeaderBytes > 0, maxHeaders > 0, maxBody >= 0 else {
+        guard maxRequestLine > 0, maxHeaderBytes > 0, maxHeaders > 0, maxBody >= 0, maxStreamedBody >= 0 else {
             throw ValidationError("limits must be positive")
         }
     }
@@ -122,6 +124,7 @@ struct Serve: ParsableCommand {
         config.limits.maxHeaderBytes = maxHeaderBytes
         config.limits.maxHeaders = maxHeaders
         config.limits.maxBody = maxBody
+        config.maxStreamedBody = maxStreamedBody
         return config
     }
 
