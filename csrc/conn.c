@@ -445,6 +445,16 @@ static int stream_body(prg_conn *c) {
 
 enum { HEAD_BUFFER, HEAD_STREAM, HEAD_ANSWERED };
 
+/* How much of buf[0, len) the request head can be: through its first empty
+ * line (CRLFCRLF after any leading empty lines the parser skips), or all of
+ * it while that has not arrived. */
+static size_t head_extent(const uint8_t *buf, size_t len) {
+    size_t start = 0;
+    while (start + 1 < len && buf[start] == '\r' && buf[start + 1] == '\n') start += 2;
+    const uint8_t *end = memmem(buf + start, len - start, "\r\n\r\n", 4);
+    return end ? (size_t)(end - buf) + 4 : len;
+}
+
 /* on_head for the request at in[used, ...): its head is complete and it has
  * a body. Returns what the handler chose. */
 static int head_decide(prg_conn *c, size_t used) {
@@ -516,22 +526,22 @@ static void process_http(prg_conn *c) {
             break;
         }
         prg_request req;
-        /* Until on_head chose, under the larger of the two body limits. */
-        const prg_http_limits *limits =
-            s->cb.on_head && !(c->flags & CONN_HEAD_SEEN) ? &s->head_limits : &s->cfg.limits;
-        int64_t r = prg_http_parse(&c->parser, c->in + used, c->in_len - used, limits, &req, loop->headers);
-        if (r >= 0 && s->cb.on_head && !(c->flags & CONN_HEAD_SEEN) && prg_http_head_complete(&c->parser) &&
-            ((c->parser.flags & PRG_REQ_CHUNKED) || c->parser.content_length > 0)) {
+        size_t avail = c->in_len - used;
+        const prg_http_limits *limits = &s->cfg.limits;
+        bool deciding = s->cb.on_head && !(c->flags & CONN_HEAD_SEEN);
+        if (deciding) {
+            /* Until on_head chose: the head alone (not a body byte is
+             * parsed before the choice), under the larger body limit. */
+            limits = &s->head_limits;
+            avail = head_extent(c->in + used, avail);
+        }
+        int64_t r = prg_http_parse(&c->parser, c->in + used, avail, limits, &req, loop->headers);
+        if (deciding && r == PRG_PARSE_INCOMPLETE && prg_http_head_complete(&c->parser)) {
+            /* The head is complete and a body follows. */
             int choice = head_decide(c, used);
-            if (choice == HEAD_STREAM) {
-                used = 0;
-                continue;
-            }
-            if (choice == HEAD_ANSWERED) {
-                used = c->in_len;   /* the body and anything after it are not read */
-                break;
-            }
-            /* HEAD_BUFFER: r stands (a complete request, or more to come) */
+            if (choice == HEAD_STREAM) used = 0;
+            else if (choice == HEAD_ANSWERED) used = c->in_len;   /* the body and anything after it are not read */
+            continue;   /* HEAD_BUFFER: parse on, body included, under the buffered limit */
         }
         if (r == PRG_PARSE_INCOMPLETE) {
             c->in_len -= (uint32_t)prg_http_compact(&c->parser, c->in + used, c->in_len - used);

@@ -910,7 +910,12 @@ int64_t prg_http_body_next(prg_http_parser *p, uint8_t *buf, size_t len,
         p->body_decoded = total_decoded + dec;
         if (rc < 0) {
             p->state = rc;
-            return rc;
+            if (dec == 0)
+                return rc;
+            /* The body decoded before the bad byte is still the body: it
+             * goes out first, the error on the next call. */
+            *decoded = dec;
+            return (int64_t)used;
         }
         if (rc == 1) {
             p->state = ST_DONE;

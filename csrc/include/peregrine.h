@@ -154,8 +154,10 @@ int prg_http_head_complete(const prg_http_parser *p);
  * framing, -413 when the decoded body would exceed limits->max_body (the
  * limit for streamed bodies: a Content-Length over it fails on the first
  * call, even with len 0), -431 trailer section over the header limits.
- * Trailer fields are validated as in prg_http_parse and dropped.
- * Chunked input is always used whole; a span may be empty.
+ * Body bytes decoded before bad input are returned first (ret >= 0); the
+ * error comes from the next call. Trailer fields are validated as in
+ * prg_http_parse and dropped. Chunked input is used whole until the body
+ * ends; a span may be empty (framing only).
  */
 int prg_http_head_view(const prg_http_parser *p, const uint8_t *buf, size_t len,
                        const prg_http_limits *limits, prg_request *req, prg_header *headers);
