@@ -354,8 +354,8 @@ static void send_error_ordered(prg_conn *c, int status) {
  * thread, where nothing could resume a paused stream: a handler there holds
  * the body back by blocking in on_body. */
 static bool can_hold_body(const prg_conn *c) {
-    const prg_engine_ops *e = c->loop->engine;
-    return e != &prg_engine_blocking && e != &prg_engine_threaded;
+    prg_engine e = c->loop->server->cfg.engine;   /* the threaded engine's workers have ops of their own */
+    return e == PRG_ENGINE_EPOLL || e == PRG_ENGINE_LIBEV;
 }
 
 void prg_body_fail(prg_conn *c, int state, int status) {
