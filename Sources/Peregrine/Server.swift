@@ -58,9 +58,6 @@ public final class Server: @unchecked Sendable {
         precondition(!started, "server already started")
         if let problem = configuration.problem { throw ConfigurationError(description: problem) }
         if configuration.engine == .swift {
-            if case .streaming = bridge.application {
-                throw ConfigurationError(description: "streamed request bodies (.streaming, --app upload) run on the epoll, libev, blocking and threaded engines; the swift engine does not have them yet")
-            }
             let engine = try startSwiftEngine(application: bridge.application)
             swiftServer = engine
             port = engine.port

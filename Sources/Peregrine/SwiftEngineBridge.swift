@@ -17,6 +17,7 @@ extension Server {
                                maxHeaderBytes: configuration.limits.maxHeaderBytes,
                                maxHeaders: configuration.limits.maxHeaders,
                                maxBody: configuration.limits.maxBody)
+        c.maxStreamedBody = configuration.maxStreamedBody
         c.maxOutputPerConnection = configuration.maxOutputPerConnection
         c.headerTimeout = configuration.headerTimeout
         c.idleTimeout = configuration.idleTimeout

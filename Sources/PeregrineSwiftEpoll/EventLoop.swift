@@ -22,10 +22,20 @@ final class AppHandlers: Sendable {
     let http: HTTPHandler
     let data: DataHandler
     let isRaw: Bool
+    /// `.streaming`: sees the head of each request with a body.
+    let streamHead: StreamingHeadHandler
+    let streams: Bool
     /// `.offloaded` applications: the workers.
     let pool: OffloadPool?
 
     init(_ application: Application, offloadThreads: Int = 4, offloadQueue: Int = 256) {
+        if case .streaming(let head, _) = application {
+            streamHead = head
+            streams = true
+        } else {
+            streamHead = { _, _ in nil }
+            streams = false
+        }
         switch application {
         case .http(let h):
             http = h
@@ -55,7 +65,6 @@ final class AppHandlers: Sendable {
             isRaw = false
             return
         case .streaming(_, let request):
-            // Not yet on this engine (Server refuses it): bodies are buffered.
             http = request
             data = { _, _ in 0 }
             isRaw = false
@@ -110,6 +119,12 @@ struct LoopState {
     let cork: Bool
     let noDelay: Bool
     let limits: HTTP1Limits
+    /// `.streaming`: the limits before the head handler chose (maxBody covers
+    /// both kinds of body), and those of a streamed body.
+    let streamHeads: Bool
+    let headLimits: HTTP1Limits
+    let streamLimits: HTTP1Limits
+    let bodyFunctions: BodyStreamFunctions
     let maxOutput: Int
     let inLimit: Int
     let loopCount: UInt64
@@ -169,6 +184,13 @@ struct LoopState {
         cork = c.cork
         noDelay = c.noDelay
         limits = c.limits
+        streamHeads = app.streams
+        var head = c.limits, streamed = c.limits
+        if app.streams { head.maxBody = max(c.limits.maxBody, c.maxStreamedBody) }
+        streamed.maxBody = c.maxStreamedBody
+        headLimits = head
+        streamLimits = streamed
+        bodyFunctions = SwiftBodyStream.functions()
         maxOutput = c.maxOutputPerConnection
         inLimit = app.isRaw ? Tuning.rawMaxInput
             : 2 * c.limits.maxHeaderBytes + c.limits.maxBody + c.limits.maxRequestLine + Tuning.blockSize
@@ -430,6 +452,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
     var drainIdle: Bool {
         if pointee.flags & (CF.closed | CF.inCallback | CF.linger) != 0 { return false }
         if pointee.outBytes != 0 || pointee.deferHead != nil { return false }   // output pending, or answers owed
+        if pointee.flags & CF.streaming != 0 { return false }                  // a body on its way
         return pointee.inLen == 0 || pointee.loop.pointee.raw
     }
 }

@@ -26,6 +26,8 @@ public struct SwiftServerConfiguration: Sendable {
     public var cork = false
     /// Request limits: 414, 431, 413 beyond them (as the C parser).
     public var limits = HTTP1Limits()
+    /// Decoded bytes of a streamed request body (`.streaming`): 413 beyond.
+    public var maxStreamedBody = defaultMaxStreamedBody
     /// Output queued per connection before the engine stops reading from it.
     public var maxOutputPerConnection = 1 << 20
     /// Seconds for a whole request head to arrive, from its first byte: 408. 0 = off.

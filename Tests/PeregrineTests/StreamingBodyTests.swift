@@ -160,21 +160,11 @@ final class StreamingBodyTests: XCTestCase {
         return out
     }
 
-    /// The Swift engine has no streamed bodies yet: starting one says so.
-    private func assertRefusedOnSwift(_ mode: EngineMode, _ log: StreamLog) -> Bool {
-        guard mode.engine == .swift else { return false }
-        XCTAssertThrowsError(try startServer(mode, Self.app(log))) { error in
-            XCTAssertTrue("\(error)".contains("swift engine"), "[\(mode)] \(error)")
-        }
-        return true
-    }
-
     func testContentLengthAndChunkedBodiesArriveWhole() throws {
         let body = randomBytes(3 << 20 | 12345)
         let expected = String(Checksum.of(body), radix: 16)
         try forEachEngine { mode in
             let log = StreamLog()
-            if assertRefusedOnSwift(mode, log) { return }
             try withServer(mode, Self.app(log)) { server in
                 let a = try TestSocket(port: server.port)
                 try a.send("POST /sum HTTP/1.1\r\nHost: h\r\nContent-Length: \(body.count)\r\n\r\n")
@@ -206,10 +196,6 @@ final class StreamingBodyTests: XCTestCase {
         try Data(randomBytes(size)).write(to: file)
         defer { try? FileManager.default.removeItem(at: file) }
         try forEachEngine { mode in
-            if mode.engine == .swift {
-                XCTAssertThrowsError(try startServer(mode, BuiltinApp.upload.application), "[\(mode)]")
-                return
-            }
             try withServer(mode, BuiltinApp.upload.application) { server in
                 let url = "http://127.0.0.1:\(server.port)/upload"
                 for extra in [[], ["-H", "Transfer-Encoding: chunked"]] {
@@ -235,7 +221,6 @@ final class StreamingBodyTests: XCTestCase {
         let piece = randomBytes(1 << 20)
         try forEachEngine { mode in
             let log = StreamLog()
-            if assertRefusedOnSwift(mode, log) { return }
             try withServer(mode, Self.app(log)) { server in
                 let s = try TestSocket(port: server.port)
                 let total = 24 * piece.count
@@ -261,7 +246,6 @@ final class StreamingBodyTests: XCTestCase {
         let body = randomBytes(total)
         try forEachEngine { mode in
             let log = StreamLog()
-            if assertRefusedOnSwift(mode, log) { return }
             try withServer(mode, Self.app(log, pauseAt: pauseAt)) { server in
                 let s = try TestSocket(port: server.port)
                 try s.send("POST /pause HTTP/1.1\r\nHost: h\r\nContent-Length: \(total)\r\n\r\n")
@@ -312,7 +296,6 @@ final class StreamingBodyTests: XCTestCase {
         try forEachEngine { mode in
             guard mode.engine != .blocking && mode.engine != .threaded else { return }   // pause() is refused there (above)
             let log = StreamLog()
-            if assertRefusedOnSwift(mode, log) { return }
             let taken = Atomic<Int>(0)
             let pausing = Atomic<Bool>(true)
             let app: Application = .streaming(head: { _, _ in
@@ -367,7 +350,6 @@ final class StreamingBodyTests: XCTestCase {
     func testExpectContinueOnlyWhenStreamingStarts() throws {
         try forEachEngine { mode in
             let log = StreamLog()
-            if assertRefusedOnSwift(mode, log) { return }
             try withServer(mode, Self.app(log)) { server in
                 let s = try TestSocket(port: server.port)
                 try s.send("POST /sum HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
@@ -395,7 +377,6 @@ final class StreamingBodyTests: XCTestCase {
         guard FileManager.default.isExecutableFile(atPath: python) else { throw XCTSkip("python3 is not installed") }
         try forEachEngine { mode in
             let log = StreamLog()
-            if assertRefusedOnSwift(mode, log) { return }
             try withServer(mode, Self.app(log)) { server in
                 let script = """
                 import http.client, socket
@@ -428,7 +409,6 @@ final class StreamingBodyTests: XCTestCase {
     func testStreamedLimitGives413() throws {
         try forEachEngine { mode in
             let log = StreamLog()
-            if assertRefusedOnSwift(mode, log) { return }
             // maxBody above maxStreamedBody: the streamed limit is the one that answers.
             try withServer(mode, Self.app(log), configure: { $0.maxStreamedBody = 1000; $0.limits.maxBody = 5000 }) { server in
                 let a = try TestSocket(port: server.port)
@@ -480,7 +460,6 @@ final class StreamingBodyTests: XCTestCase {
     func testClientLeavingMidUploadEndsClientGone() throws {
         try forEachEngine { mode in
             let log = StreamLog()
-            if assertRefusedOnSwift(mode, log) { return }
             try withServer(mode, Self.app(log)) { server in
                 for leave in ["close", "reset"] {
                     let s = try TestSocket(port: server.port)
@@ -506,7 +485,6 @@ final class StreamingBodyTests: XCTestCase {
     func testStalledStreamedBodyGets408() throws {
         try forEachEngine { mode in
             let log = StreamLog()
-            if assertRefusedOnSwift(mode, log) { return }
             try withServer(mode, Self.app(log), configure: { $0.idleTimeout = 1 }) { server in
                 let s = try TestSocket(port: server.port)
                 let start = ContinuousClock.now
@@ -527,7 +505,6 @@ final class StreamingBodyTests: XCTestCase {
     func testBadFramingEndsBadFraming() throws {
         try forEachEngine { mode in
             let log = StreamLog()
-            if assertRefusedOnSwift(mode, log) { return }
             try withServer(mode, Self.app(log)) { server in
                 let s = try TestSocket(port: server.port)
                 try s.send("POST /count HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n")
@@ -546,7 +523,6 @@ final class StreamingBodyTests: XCTestCase {
         try forEachEngine { mode in
             guard mode.keepsAlive else { return }   // blocking: one request per connection (covered above)
             let log = StreamLog()
-            if assertRefusedOnSwift(mode, log) { return }
             try withServer(mode, Self.app(log)) { server in
                 let s = try TestSocket(port: server.port)
                 try s.send("POST /sum HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET /x HTTP/1.1\r\nHost: h\r\n\r\n"
