@@ -39,6 +39,8 @@ test-c:
 	@mkdir -p $(BUILD_TMP)
 	$(CC_STRICT) $(CWARN) $(SAN) -Icsrc/include csrc/http1.c Tests/CTests/test_http1.c -o $(BUILD_TMP)/test_http1
 	$(BUILD_TMP)/test_http1
+	$(CC_STRICT) $(CWARN) $(SAN) -Icsrc/include csrc/http1.c Tests/CTests/test_body_stream.c -o $(BUILD_TMP)/test_body_stream
+	$(BUILD_TMP)/test_body_stream
 
 swift-test:
 	swift build --build-tests
