@@ -473,7 +473,7 @@ extension UnsafeMutablePointer where Pointee == LoopState {
         var c = pointee.live
         while let cc = c {
             c = cc.pointee.next
-            if cc.pointee.flags & (CF.closed | CF.linger | CF.closeAfter) != 0 || cc.pointee.outBytes == 0
+            if cc.pointee.flags & (CF.closed | CF.linger | CF.closeAfter | CF.streaming) != 0 || cc.pointee.outBytes == 0
                 || cc.pointee.inLen != 0 { continue }
             cc.pointee.flags |= CF.closeAfter
             cc.pointee.closeReason = CloseReason.shutdown

@@ -517,6 +517,37 @@ final class StreamingBodyTests: XCTestCase {
         }
     }
 
+    /// A graceful shutdown lets an upload in flight finish: the rest of the
+    /// body is read, the answer says Connection: close, then shutdown returns.
+    func testGracefulShutdownLetsAStreamedUploadFinish() throws {
+        try forEachEngine { mode in
+            let log = StreamLog()
+            let server = try startServer(mode, Self.app(log))
+            let port = server.port
+            let s = try TestSocket(port: port)
+            try s.send("POST /count HTTP/1.1\r\nHost: h\r\nContent-Length: 1000000\r\n\r\n")
+            try s.send([UInt8](repeating: 9, count: 200_000))
+            XCTAssertTrue(waitFor("stream started") { log.liveConsumers == 1 }, "[\(mode)]")
+            let finished = DispatchSemaphore(value: 0)
+            Thread {
+                server.shutdown(deadline: .seconds(15))
+                finished.signal()
+            }.start()
+            // The drain has begun once new connections are refused.
+            XCTAssertTrue(waitFor("listener closed") {
+                guard let probe = try? TestSocket(port: port) else { return true }
+                probe.close()
+                return false
+            }, "[\(mode)] still accepting")
+            try s.send([UInt8](repeating: 9, count: 800_000))
+            let r = try s.readResponse()
+            XCTAssertTrue(r.bodyString.hasPrefix("n=1000000 "), "[\(mode)] \(r)")
+            XCTAssertEqual(r.header("Connection"), "close", "[\(mode)]")
+            XCTAssertEqual(finished.wait(timeout: .now() + 10), .success, "[\(mode)] shutdown did not return")
+            XCTAssertEqual(log.ends.map(\.end), [.complete], "[\(mode)]")
+        }
+    }
+
     /// Keep-alive after a streamed body: the next request on the same
     /// connection (pipelined right behind the body) is answered.
     func testNextRequestAfterAStreamedBody() throws {
