@@ -400,10 +400,7 @@ private let onHead: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, Un
     let conn = conn.unsafelyUnwrapped
     let request = requestView(req.unsafelyUnwrapped)
     let response = Response(sink: conn, functions: bridge.responseFunctions)
-    guard let consumer = bridge.streamHead(request, response) else {
-        if bridge.logRequests && response.status != 0 { logRequest(request, response) }   // answered from the head
-        return
-    }
+    guard let consumer = bridge.streamHead(request, response) else { return }
     let context = Unmanaged.passRetained(consumer)
     if prg_body_stream(conn, context.toOpaque()) != 0 {
         // It answered as well: the answer stands, the body is not read.
@@ -435,8 +432,24 @@ extension Application {
     /// given (inline routes are logged as they answer). Other cases unchanged.
     func loggingLateAnswers() -> Application {
         switch self {
-        case .http, .raw, .streaming:
+        case .http, .raw:
             return self
+        case .streaming(let head, let request):
+            // Answered from the head: logged then. Streamed: logged at the
+            // end, with the status it got. Buffered: as `.http` (the engines).
+            return .streaming(head: { req, response in
+                guard let consumer = head(req, response) else {
+                    if response.status != 0 { logRequest(req, response) }
+                    return nil
+                }
+                let method = req.methodString, target = req.targetString
+                consumer.onEnd { how, body in
+                    // 0: nothing was answered (the client left, the server stopped).
+                    let status = body.response?.status ?? 0
+                    logLine(method, target, how == .complete && status == 0 ? 500 : status)
+                }
+                return consumer
+            }, request: request)
         case .offloaded(let handler, let inline):
             var loggedInline: InlineRoute? = nil
             if let route = inline {

@@ -76,6 +76,7 @@ public final class BodyConsumer: @unchecked Sendable {
 
     let chunkHandler: Chunk
     let endHandler: End
+    private var endObservers: [End] = []
     private var handle: OpaquePointer?
     private var functions: BodyStreamFunctions?
     private var responseFunctions: ResponseWriterFunctions?
@@ -108,7 +109,14 @@ public final class BodyConsumer: @unchecked Sendable {
         guard ended == nil else { return }
         ended = how
         endHandler(how, self)
+        for observer in endObservers { observer(how, self) }
         handle = nil
+    }
+
+    /// Also runs `observer` at the end, after the consumer's own `end`
+    /// (while `response` is still valid: e.g. to log the status it got).
+    public func onEnd(_ observer: @escaping End) {
+        endObservers.append(observer)
     }
 
     /// The answer to this request (valid until `end` returns).
