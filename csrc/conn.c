@@ -367,18 +367,12 @@ void prg_body_fail(prg_conn *c, int state, int status) {
     body_end_notify(c, state);
 }
 
-/* The request at in[used, ...) goes to on_body from now on: the head goes,
- * the body bytes the parser already decoded (it decodes what arrived with
- * the head) become the first pending span, the raw rest follows them. */
+/* The request at in[used, ...) goes to on_body from now on: what came
+ * before it and its head go; what follows is raw body input (the parser saw
+ * the head alone, see process_http). */
 static void stream_begin(prg_conn *c, size_t used) {
-    const prg_http_parser *p = &c->parser;
-    size_t decoded = (p->flags & PRG_REQ_CHUNKED) ? p->body_decoded : p->body_read;
-    size_t raw_from = used + p->head_len + p->body_read;
-    memmove(c->in, c->in + used + p->head_len, decoded);
-    memmove(c->in + decoded, c->in + raw_from, c->in_len - raw_from);
-    c->in_len = (uint32_t)(decoded + (c->in_len - raw_from));
-    c->body_pending = (uint32_t)decoded;
-    if (c->in_len == 0) in_release(c);
+    in_consume(c, used + c->parser.head_len);
+    c->body_pending = 0;
 }
 
 /* Delivers the body: pending bytes to on_body, then decodes the next span,
@@ -409,10 +403,7 @@ static int stream_body(prg_conn *c) {
         }
         size_t decoded = 0;
         int done = 0;
-        prg_http_limits lim = s->cfg.limits;
-        lim.max_body = s->head_limits.max_body;
-        if (s->cfg.max_streamed_body < (uint64_t)lim.max_body) lim.max_body = (size_t)s->cfg.max_streamed_body;
-        int64_t used = prg_http_body_next(&c->parser, c->in, c->in_len, &lim, &decoded, &done);
+        int64_t used = prg_http_body_next(&c->parser, c->in, c->in_len, &s->stream_limits, &decoded, &done);
         if (used < 0) {
             int status = (int)-used;
             prg_body_fail(c, status == 413 ? PRG_BODY_TOO_LARGE : PRG_BODY_BAD_FRAMING, status);
@@ -494,9 +485,9 @@ static int head_decide(prg_conn *c, size_t used) {
     }
     if (hold) prg_offload_hold_end(c, &saved);
     c->req_keep_alive = keep_alive;
-    /* Buffered: the limit for buffered bodies applies from here. */
-    size_t so_far = (c->parser.flags & PRG_REQ_CHUNKED) ? c->parser.body_decoded : 0;
-    if (c->parser.content_length > (int64_t)s->cfg.limits.max_body || so_far > s->cfg.limits.max_body) {
+    /* Buffered: the limit for buffered bodies applies from here (no body
+     * byte was decoded yet: the chunked decoder checks it as it goes). */
+    if (c->parser.content_length > (int64_t)s->cfg.limits.max_body) {
         send_error_ordered(c, 413);
         c->close_reason = PRG_CLOSE_BAD_REQUEST;
         c->flags |= CONN_CLOSE_AFTER;
@@ -697,7 +688,8 @@ int prg_conn_on_readable(prg_conn *c) {
     }
     /* A stream resumed (prg_body_resume): deliver what the buffer holds
      * before reading more; there may be nothing new in the socket. */
-    if ((c->flags & (CONN_STREAMING | CONN_BODY_HELD | CONN_PAUSED)) == CONN_STREAMING) process_input(c);
+    if ((c->flags & (CONN_STREAMING | CONN_BODY_HELD | CONN_PAUSED)) == CONN_STREAMING && can_hold_body(c))
+        process_input(c);
     prg_trigger trigger = c->loop->server->cfg.trigger;
     int reads = trigger == PRG_TRIGGER_EDGE ? PRG_ET_READS_PER_WAKEUP : 1;
     for (int i = 0; i < reads; i++) {

@@ -241,6 +241,7 @@ struct prg_server {
     prg_config cfg;
     prg_callbacks cb;
     prg_http_limits head_limits;   /* limits before on_head chose: max_body covers both kinds of body */
+    prg_http_limits stream_limits; /* a streamed body's: max_body is max_streamed_body */
     int port;
     int effective_backlog;
     int loop_count;

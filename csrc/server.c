@@ -111,9 +111,11 @@ prg_server *prg_server_create(const prg_config *cfg, const prg_callbacks *cb, in
      * head and the bytes that came with it are parsed under the larger
      * limit, and the chosen one is applied when it is known. */
     s->head_limits = cfg->limits;
-    if (cb->on_head && cfg->max_streamed_body > cfg->limits.max_body)
-        s->head_limits.max_body =
-            (size_t)(cfg->max_streamed_body < (uint64_t)SIZE_MAX ? cfg->max_streamed_body : (uint64_t)SIZE_MAX);
+    s->stream_limits = cfg->limits;
+    s->stream_limits.max_body =
+        (size_t)(cfg->max_streamed_body < (uint64_t)SIZE_MAX ? cfg->max_streamed_body : (uint64_t)SIZE_MAX);
+    if (cb->on_head && s->stream_limits.max_body > cfg->limits.max_body)
+        s->head_limits.max_body = s->stream_limits.max_body;
     s->loop_count = cfg->threads;
     atomic_init(&s->drain, 0);
     atomic_init(&s->drain_deadline_ms, 0);
