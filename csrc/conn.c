@@ -295,9 +295,10 @@ void prg_conn_close_now(prg_conn *c, int reason) {
     if (c->defer_head) prg_offload_conn_closed(c);   /* late answers become no-ops */
     const prg_callbacks *cb = &loop->server->cb;
     if (c->flags & CONN_STREAMING) {
-        /* The body will never end: the handler learns why before on_close. */
-        bool ours = reason == PRG_CLOSE_SHUTDOWN || reason == PRG_CLOSE_APP;
-        body_end_notify(c, ours ? PRG_BODY_CLOSED : PRG_BODY_CLIENT_GONE);
+        /* The body will never end: the handler learns why before on_close. A
+         * client's FIN was reported when it was read; here it is a socket
+         * error or reset (the client), or the server's own decision. */
+        body_end_notify(c, reason == PRG_CLOSE_ERROR ? PRG_BODY_CLIENT_GONE : PRG_BODY_CLOSED);
     }
     if (cb->on_close && (c->flags & CONN_OPENED)) cb->on_close(cb->ctx, c, reason);
     /* The ready list may hold it: it is skipped there (CONN_CLOSED) and

@@ -375,7 +375,9 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         if pointee.deferHead != nil { offloadClosed() }   // late answers become no-ops
         if pointee.flags & CF.streaming != 0 {
             // The body will never end: the consumer learns why.
-            bodyEndNotify(reason == CloseReason.shutdown || reason == CloseReason.app ? .closed : .clientGone)
+            // (A client's FIN was reported when it was read: here it is an
+            // error or reset, or the server's own decision.)
+            bodyEndNotify(reason == CloseReason.error ? .clientGone : .closed)
         }
         // The ready list may hold it: it is skipped there (closed) and goes
         // on the dead list when that list is rebuilt.

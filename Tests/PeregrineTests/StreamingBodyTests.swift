@@ -58,6 +58,7 @@ final class StreamingBodyTests: XCTestCase {
     ///   /count     stream: counts only (no checksum), same answer with sum=0
     ///   /pause     stream: after `pauseAt` bytes pauses (event engines) or blocks on
     ///              `log.gate` (blocking, threaded); `n=<bytes>` at the end
+    ///   /early     stream: answers `early` at its first span, takes the rest
     ///   /deny      answers 401 from the head
     ///   /buffer    nil: buffered, answered by `request` with `buffered=<length>`
     ///   GET /resume  resumes the paused consumer (same loop), answers `resumed=<bool>`
@@ -77,9 +78,11 @@ final class StreamingBodyTests: XCTestCase {
             var sum = Checksum()
             let checksum = target == "/sum"
             let pausing = target == "/pause"
+            let early = target == "/early"
             var paused = false
             return BodyConsumer(chunk: { bytes, body in
                 _ = token
+                if early && body.received == 0 { body.response?.send(body: "early\n") }   // answer before the end
                 log.maxCapacity.record(body.receiveBufferCapacity)
                 if checksum { sum.add(bytes) }
                 if pausing && !paused && body.received + bytes.count >= pauseAt {
@@ -95,7 +98,7 @@ final class StreamingBodyTests: XCTestCase {
             }, end: { how, body in
                 _ = token
                 log.ended(target, how, body.received)
-                if how == .complete {
+                if how == .complete && !early {
                     body.response?.send(body: "n=\(body.received) sum=\(String(checksum ? sum.value : 0, radix: 16)) cap=\(log.maxCapacity.max)\n")
                 }
             })
@@ -545,6 +548,47 @@ final class StreamingBodyTests: XCTestCase {
             XCTAssertEqual(r.header("Connection"), "close", "[\(mode)]")
             XCTAssertEqual(finished.wait(timeout: .now() + 10), .success, "[\(mode)] shutdown did not return")
             XCTAssertEqual(log.ends.map(\.end), [.complete], "[\(mode)]")
+        }
+    }
+
+    /// An answer written while the body is still arriving goes out at once;
+    /// the rest of the body is still read, and the connection goes on.
+    func testAnswerBeforeTheEndOfTheBody() throws {
+        try forEachEngine { mode in
+            let log = StreamLog()
+            try withServer(mode, Self.app(log)) { server in
+                let s = try TestSocket(port: server.port)
+                try s.send("POST /early HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n" + String(repeating: "e", count: 1000))
+                let r = try s.readResponse()
+                XCTAssertEqual(r.bodyString, "early\n", "[\(mode)] answered before the body ended")
+                XCTAssertTrue(log.ends.isEmpty, "[\(mode)] \(log.ends)")
+                try s.send(String(repeating: "e", count: 99_000))
+                XCTAssertTrue(waitFor("end") { log.ends.count == 1 }, "[\(mode)]")
+                XCTAssertEqual(log.ends.first?.end, .complete, "[\(mode)]")
+                XCTAssertEqual(log.ends.first?.received, 100_000, "[\(mode)]")
+                if mode.keepsAlive {
+                    try s.send("GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
+                    XCTAssertEqual(try s.readResponse().bodyString, "buffered=0\n", "[\(mode)] the connection goes on")
+                } else {
+                    XCTAssertEqual(r.header("Connection"), "close", "[\(mode)]")
+                    XCTAssertTrue(try s.readUntilEOF().isEmpty, "[\(mode)] closed once the body was read")
+                }
+            }
+        }
+    }
+
+    /// A body the head handler leaves buffered gets 100 Continue as before.
+    func testBufferedBodyStillGets100Continue() throws {
+        try forEachEngine { mode in
+            let log = StreamLog()
+            try withServer(mode, Self.app(log)) { server in
+                let s = try TestSocket(port: server.port)
+                try s.send("POST /buffer HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+                XCTAssertEqual(try s.readResponse().status, 100, "[\(mode)]")
+                try s.send("abcd")
+                XCTAssertEqual(try s.readResponse().bodyString, "buffered=4\n", "[\(mode)]")
+                XCTAssertTrue(log.ends.isEmpty, "[\(mode)] no stream")
+            }
         }
     }
 
