@@ -13,7 +13,7 @@ public enum BodyEnd: Int32, Sendable, CustomStringConvertible {
     case badFraming = 3
     /// Over `maxStreamedBody`: `413` was answered and the connection closes.
     case tooLarge = 4
-    /// The server stopped, or the application closed the connection.
+    /// The server stopped or closed the connection itself, or the application closed it.
     case closed = 5
 
     public var description: String {

@@ -215,7 +215,7 @@ typedef enum prg_body_end {
     PRG_BODY_TIMED_OUT = 2,   /* no body byte for idle_timeout_s: 408 answered, connection closed */
     PRG_BODY_BAD_FRAMING = 3, /* malformed chunked framing or trailers: 400 (431) answered, closed */
     PRG_BODY_TOO_LARGE = 4,   /* over max_streamed_body: 413 answered, closed */
-    PRG_BODY_CLOSED = 5,      /* the server stopped, or the application closed the connection */
+    PRG_BODY_CLOSED = 5,      /* the server stopped or closed the connection, or the application did */
 } prg_body_end;
 
 /* The only way C calls into Swift. Any pointer may be NULL except the one
@@ -246,7 +246,8 @@ typedef struct prg_callbacks {
      * (a handler that wrote none gets 500); after a failure the core's error
      * answer is already queued (or, if the handler had started one, the
      * connection closes after it). The response may be written at any time
-     * from prg_body_stream on. */
+     * from prg_body_stream on; the body is still read to its end (then the
+     * connection closes if that answer said Connection: close). */
     void (*on_head)(void *ctx, prg_conn *c, const prg_request *req);
     size_t (*on_body)(void *ctx, prg_conn *c, void *stream, const uint8_t *p, size_t n);
     void (*on_body_end)(void *ctx, prg_conn *c, void *stream, int end);
