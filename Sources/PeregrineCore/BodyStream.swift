@@ -85,7 +85,13 @@ public final class BodyConsumer: @unchecked Sendable {
     /// How the body ended, once `end` ran.
     public private(set) var ended: BodyEnd?
 
-    public init(chunk: @escaping Chunk, end: @escaping End) {
+    /// Start held back, as if `pause()` were called before the first byte:
+    /// no body byte is read (and no `100 Continue` sent) until `resume()`.
+    /// The blocking and threaded engines cannot hold a stream: there it starts at once.
+    public let startsPaused: Bool
+
+    public init(startsPaused: Bool = false, chunk: @escaping Chunk, end: @escaping End) {
+        self.startsPaused = startsPaused
         chunkHandler = chunk
         endHandler = end
     }
@@ -95,6 +101,7 @@ public final class BodyConsumer: @unchecked Sendable {
         self.handle = handle
         self.functions = functions
         self.responseFunctions = response
+        if startsPaused { _ = functions.pause(handle) }   // refused on the blocking engines: starts at once
     }
 
     /// Engines: a decoded span arrived; returns the bytes taken.

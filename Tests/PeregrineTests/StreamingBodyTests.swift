@@ -58,6 +58,7 @@ final class StreamingBodyTests: XCTestCase {
     ///   /count     stream: counts only (no checksum), same answer with sum=0
     ///   /pause     stream: after `pauseAt` bytes pauses (event engines) or blocks on
     ///              `log.gate` (blocking, threaded); `n=<bytes>` at the end
+    ///   /held      stream that starts paused (resumed by GET /resume)
     ///   /early     stream: answers `early` at its first span, takes the rest
     ///   /deny      answers 401 from the head
     ///   /buffer    nil: buffered, answered by `request` with `buffered=<length>`
@@ -80,7 +81,7 @@ final class StreamingBodyTests: XCTestCase {
             let pausing = target == "/pause"
             let early = target == "/early"
             var paused = false
-            return BodyConsumer(chunk: { bytes, body in
+            let consumer = BodyConsumer(startsPaused: target == "/held", chunk: { bytes, body in
                 _ = token
                 if early && body.received == 0 { body.response?.send(body: "early\n") }   // answer before the end
                 log.maxCapacity.record(body.receiveBufferCapacity)
@@ -102,6 +103,8 @@ final class StreamingBodyTests: XCTestCase {
                     body.response?.send(body: "n=\(body.received) sum=\(String(checksum ? sum.value : 0, radix: 16)) cap=\(log.maxCapacity.max)\n")
                 }
             })
+            if target == "/held" { log.hold(consumer) }
+            return consumer
         }, request: { request, response in
             if request.targetString == "/resume" {
                 let resumed = log.takeHeld()?.resume() ?? false
@@ -573,6 +576,30 @@ final class StreamingBodyTests: XCTestCase {
                     XCTAssertEqual(r.header("Connection"), "close", "[\(mode)]")
                     XCTAssertTrue(try s.readUntilEOF().isEmpty, "[\(mode)] closed once the body was read")
                 }
+            }
+        }
+    }
+
+    /// A stream that starts paused asks for no body: 100 Continue goes out
+    /// only when it is resumed (event engines). The blocking engines cannot
+    /// hold a stream, so there it starts, and 100 Continue goes out, at once.
+    func testStreamStartingPausedSends100ContinueOnResume() throws {
+        try forEachEngine { mode in
+            let log = StreamLog()
+            try withServer(mode, Self.app(log)) { server in
+                let s = try TestSocket(port: server.port)
+                try s.send("POST /held HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+                let canHold = mode.engine != .blocking && mode.engine != .threaded
+                if canHold {
+                    XCTAssertTrue(waitFor("stream started") { log.liveConsumers == 1 }, "[\(mode)]")
+                    var p = pollfd(fd: s.fd, events: Int16(POLLIN), revents: 0)
+                    XCTAssertEqual(poll(&p, 1, 300), 0, "[\(mode)] something arrived before the resume")
+                    let r = try fetch(port: server.port, "GET /resume HTTP/1.1\r\nHost: h\r\n\r\n")
+                    XCTAssertEqual(r.bodyString, "resumed=true\n", "[\(mode)]")
+                }
+                XCTAssertEqual(try s.readResponse().status, 100, "[\(mode)]")
+                try s.send("xyz")
+                XCTAssertTrue(try s.readResponse().bodyString.hasPrefix("n=3 "), "[\(mode)]")
             }
         }
     }
