@@ -86,7 +86,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         let saved = hold ? holdBegin() : SavedOutput(head: nil, tail: nil, bytes: 0)
         pointee.flags |= CF.inCallback | CF.inHead
         let response = Response(sink: OpaquePointer(self), functions: loop.pointee.responseFunctions)
-        let consumer = loop.pointee.app._withUnsafeGuaranteedRef { $0.streamHead(req.request, response) }
+        let consumer = loop.pointee.app._withUnsafeGuaranteedRef { $0.streamHead(req.request(remoteAddress: pointee.remote), response) }
         pointee.flags &= ~(CF.inCallback | CF.inHead)
         if let consumer {
             if pointee.respState == RespState.none && pointee.flags & (CF.closed | CF.closeAfter) == 0 {
