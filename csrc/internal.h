@@ -99,6 +99,12 @@ enum {
     CONN_LINGER        = 1u << 8,  /* answered and half-closed: discarding input until EOF */
     CONN_OPENED        = 1u << 9,  /* on_open ran, so on_close is owed */
     CONN_PROXY_PENDING = 1u << 10, /* proxy_protocol: its PROXY header has not arrived yet */
+    /* Streamed request bodies (conn.c, see on_head). */
+    CONN_HEAD_SEEN     = 1u << 11, /* on_head ran for the request being parsed */
+    CONN_IN_HEAD       = 1u << 12, /* on_head is running: prg_body_stream allowed */
+    CONN_STREAMING     = 1u << 13, /* body goes to on_body; on_body_end owed */
+    CONN_BODY_HELD     = 1u << 14, /* the application paused, or took less: not reading */
+    CONN_BODY_SKIPPED  = 1u << 15, /* answered from the head, body never read: linger on close */
 };
 
 /* Response writer states. */
@@ -186,6 +192,10 @@ struct prg_conn {
 
     prg_http_parser parser;
     prg_address remote;         /* the client: accept's peer, or the PROXY header's source */
+    /* Streaming a body: in[0, body_pending) is decoded body not yet taken by
+     * on_body, in[body_pending, in_len) raw input not yet decoded. */
+    void *body_stream;
+    uint32_t body_pending;
     void *userdata;
     /* Answers still owed, in request order (offload.c): a deferred
      * request, or an answer that waits behind one. Empty on the hot path. */
@@ -261,6 +271,8 @@ struct prg_loop {
 struct prg_server {
     prg_config cfg;
     prg_callbacks cb;
+    prg_http_limits head_limits;   /* limits before on_head chose: max_body covers both kinds of body */
+    prg_http_limits stream_limits; /* a streamed body's: max_body is max_streamed_body */
     int port;
     int effective_backlog;
     int loop_count;
@@ -289,6 +301,9 @@ void prg_conn_update_timer(prg_conn *c);        /* put on the list its state cal
 void prg_timer_remove(prg_conn *c);
 void prg_timers_sweep(prg_loop *loop);           /* 408 late heads, close idle connections */
 void prg_conn_linger(prg_conn *c);               /* shut the write side, discard input until EOF */
+/* A streamed body failed (state PRG_BODY_*): the error answer (status) if
+ * no answer was started, close after, then on_body_end. */
+void prg_body_fail(prg_conn *c, int state, int status);
 
 /* proxy.c: the client's address */
 struct sockaddr;

@@ -307,6 +307,7 @@ int prg_drain_idle_grace_left(const prg_server *s) {
 bool prg_conn_drain_idle(const prg_conn *c) {
     if (c->flags & (CONN_CLOSED | CONN_IN_CALLBACK | CONN_LINGER)) return false;
     if (c->out_bytes || c->defer_head) return false;   /* output pending, or offloaded answers owed */
+    if (c->flags & CONN_STREAMING) return false;       /* a body on its way (maybe all taken) */
     return c->in_len == 0 || c->loop->server->cfg.mode == PRG_MODE_RAW;
 }
 
@@ -331,7 +332,9 @@ static void drain_begin(prg_loop *loop) {
     /* Output pending and no request buffered: the answer is the last one. */
     for (prg_conn *c = loop->live, *next; c; c = next) {
         next = c->next;   /* update_interest may close c (a failed epoll_ctl), which unlinks it */
-        if ((c->flags & (CONN_CLOSED | CONN_LINGER | CONN_CLOSE_AFTER)) || !c->out_bytes || c->in_len) continue;
+        /* (a streamed body on its way may have output queued: its answer, or 100 Continue) */
+        if ((c->flags & (CONN_CLOSED | CONN_LINGER | CONN_CLOSE_AFTER | CONN_STREAMING)) || !c->out_bytes || c->in_len)
+            continue;
         c->flags |= CONN_CLOSE_AFTER;
         c->close_reason = PRG_CLOSE_SHUTDOWN;
         prg_loop_update_interest(c);

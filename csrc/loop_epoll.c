@@ -85,7 +85,7 @@ static void epoll_update_interest(prg_conn *c) {
     prg_trigger trigger = c->loop->server->cfg.trigger;
     if (trigger == PRG_TRIGGER_EDGE) return;   /* registered once for everything */
     uint32_t want = EPOLLPRI;
-    if ((c->flags & CONN_LINGER) || !(c->flags & (CONN_PAUSED | CONN_READ_EOF | CONN_CLOSE_AFTER)))
+    if ((c->flags & CONN_LINGER) || !(c->flags & (CONN_PAUSED | CONN_READ_EOF | CONN_CLOSE_AFTER | CONN_BODY_HELD)))
         want |= EPOLLIN | EPOLLRDHUP;
     if (c->out_bytes) want |= EPOLLOUT;
     if (trigger == PRG_TRIGGER_ONESHOT) want |= EPOLLONESHOT;   /* re-arm after every event */

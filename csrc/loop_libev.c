@@ -250,7 +250,7 @@ static void libev_unwatch(prg_conn *c) {
 static void libev_update_interest(prg_conn *c) {
     int want = 0;
     /* The same condition as the epoll engine's level mode. */
-    if ((c->flags & CONN_LINGER) || !(c->flags & (CONN_PAUSED | CONN_READ_EOF | CONN_CLOSE_AFTER)))
+    if ((c->flags & CONN_LINGER) || !(c->flags & (CONN_PAUSED | CONN_READ_EOF | CONN_CLOSE_AFTER | CONN_BODY_HELD)))
         want |= EV_READ;
     if (c->out_bytes) want |= EV_WRITE;
     if ((uint32_t)want == c->registered) return;   /* steady state: no libev call */

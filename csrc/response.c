@@ -169,7 +169,10 @@ static size_t put_connection(prg_conn *c, char *out) {
      * ran (another thread, or a handler that blocks): it is the last one. */
     bool closing = !c->req_keep_alive || (c->flags & CONN_CLOSE_AFTER) ||
                    atomic_load_explicit(&c->loop->server->drain, memory_order_relaxed);
-    if (closing) c->flags |= CONN_CLOSE_AFTER;
+    /* A streamed body still arriving is read to its end first (conn.c closes
+     * after it, from req_keep_alive). */
+    if (closing && (c->flags & CONN_STREAMING)) c->req_keep_alive = 0;
+    else if (closing) c->flags |= CONN_CLOSE_AFTER;
     if (c->resp_flags & RESP_CONN_HDR) return 0;
     if (closing) {
         memcpy(out, "Connection: close\r\n", 19);

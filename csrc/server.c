@@ -31,6 +31,7 @@ void prg_config_default(prg_config *cfg) {
     cfg->tcp_nodelay = 1;
     cfg->tcp_cork = 0;
     prg_http_limits_default(&cfg->limits);
+    cfg->max_streamed_body = (uint64_t)1 << 30;
     cfg->max_output = 1u << 20;
     cfg->header_timeout_s = 10;
     cfg->idle_timeout_s = 60;
@@ -129,7 +130,9 @@ prg_server *prg_server_create(const prg_config *cfg, const prg_callbacks *cb, in
         cfg->listen_fd_count > cfg->threads ||
         /* Their wake-up shuts the listener down, which would stop it for
          * every process that shares it. */
-        (cfg->listen_fd_count > 0 && cfg->engine != PRG_ENGINE_EPOLL && cfg->engine != PRG_ENGINE_LIBEV)) {
+        (cfg->listen_fd_count > 0 && cfg->engine != PRG_ENGINE_EPOLL && cfg->engine != PRG_ENGINE_LIBEV) ||
+        /* streamed bodies need all three callbacks */
+        (!cb->on_head != !cb->on_body || !cb->on_head != !cb->on_body_end)) {
         *err = -EINVAL;
         return NULL;
     }
@@ -146,6 +149,15 @@ prg_server *prg_server_create(const prg_config *cfg, const prg_callbacks *cb, in
     if (!s) { *err = -ENOMEM; return NULL; }
     s->cfg = *cfg;
     s->cb = *cb;
+    /* Until on_head has chosen, a body may be streamed or buffered: the
+     * head and the bytes that came with it are parsed under the larger
+     * limit, and the chosen one is applied when it is known. */
+    s->head_limits = cfg->limits;
+    s->stream_limits = cfg->limits;
+    s->stream_limits.max_body =
+        (size_t)(cfg->max_streamed_body < (uint64_t)SIZE_MAX ? cfg->max_streamed_body : (uint64_t)SIZE_MAX);
+    if (cb->on_head && s->stream_limits.max_body > cfg->limits.max_body)
+        s->head_limits.max_body = s->stream_limits.max_body;
     s->loop_count = cfg->threads;
     atomic_init(&s->drain, 0);
     atomic_init(&s->drain_deadline_ms, 0);

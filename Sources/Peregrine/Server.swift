@@ -189,6 +189,7 @@ public final class Server: Sendable {
         cfg.limits.max_header_bytes = configuration.limits.maxHeaderBytes
         cfg.limits.max_headers = configuration.limits.maxHeaders
         cfg.limits.max_body = configuration.limits.maxBody
+        cfg.max_streamed_body = UInt64(configuration.maxStreamedBody)
         cfg.max_output = configuration.maxOutputPerConnection
         cfg.header_timeout_s = Int32(clamping: configuration.headerTimeout)
         cfg.idle_timeout_s = Int32(clamping: configuration.idleTimeout)
@@ -202,6 +203,10 @@ public final class Server: Sendable {
         switch bridge.application {
         case .offloaded, .async: callbacks.on_request = onOffloadedRequest
         case .http, .raw: break
+        case .streaming:
+            callbacks.on_head = onHead
+            callbacks.on_body = onBody
+            callbacks.on_body_end = onBodyEnd
         }
         callbacks.on_data = onData
 
@@ -439,6 +444,10 @@ final class Bridge: Sendable {
             out.initializeMemory(as: SocketAddress.self, to: address)
             return 0
         })
+    let bodyFunctions = BodyStreamFunctions(
+        begin: prg_body_stream, pause: prg_body_pause, resume: prg_body_resume, receiveCapacity: prg_conn_receive_capacity)
+    /// `.streaming`: decides from the head (the C engines call it only then).
+    let streamHead: StreamingHeadHandler
 
     init(application: Application, logRequests: Bool, offloadThreads: Int = 4, offloadQueue: Int = 256,
          asyncLimit: Int = 1024) {
@@ -446,6 +455,7 @@ final class Bridge: Sendable {
         self.logRequests = logRequests
         inlineFallback = application.waitingHandler(routeFirst: false) ?? { _, response in response.send(status: 500, body: "not offloaded") }
         if case .async = application { asyncLimiter = AsyncTaskLimiter(limit: asyncLimit) } else { asyncLimiter = nil }
+        if case .streaming(let head, _) = application { streamHead = head } else { streamHead = { _, _ in nil } }
         switch application {
         case .http(let h): httpHandler = h; dataHandler = { _, _ in 0 }; pool = nil
         case .raw(let h): httpHandler = { _, response in response.send(status: 500, body: "raw server") }; dataHandler = h; pool = nil
@@ -455,6 +465,8 @@ final class Bridge: Sendable {
             pool = OffloadPool(threads: offloadThreads, queueLimit: offloadQueue)
         case .async:
             httpHandler = application.inlineHandler!; dataHandler = { _, _ in 0 }; pool = nil
+        case .streaming(_, let request):
+            httpHandler = request; dataHandler = { _, _ in 0 }; pool = nil
         }
     }
 
@@ -484,7 +496,7 @@ final class Bridge: Sendable {
             }
         case .async(let handler):
             asyncLimiter!.start(handler, owned, responder)
-        case .http, .raw:
+        case .http, .raw, .streaming:
             break
         }
     }
@@ -557,6 +569,34 @@ private let onOffloadedRequest: @convention(c) (UnsafeMutableRawPointer?, Opaque
     bridge.dispatchLater(conn.unsafelyUnwrapped, request, response)
 }
 
+/// `.streaming`: the head of a request with a body. A consumer returned
+/// becomes the stream's context (retained until on_body_end).
+private let onHead: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<prg_request>?) -> Void = { ctx, conn, req in
+    let bridge = Unmanaged<Bridge>.fromOpaque(ctx!).takeUnretainedValue()
+    let conn = conn.unsafelyUnwrapped
+    let request = requestView(conn, req.unsafelyUnwrapped)
+    let response = Response(sink: conn, functions: bridge.responseFunctions)
+    guard let consumer = bridge.streamHead(request, response) else { return }
+    let context = Unmanaged.passRetained(consumer)
+    if prg_body_stream(conn, context.toOpaque()) != 0 {
+        // It answered as well: the answer stands, the body is not read.
+        context.release()
+        consumer.finish(.closed)
+        return
+    }
+    consumer.attach(conn, functions: bridge.bodyFunctions, response: bridge.responseFunctions)
+}
+
+private let onBody: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafeMutableRawPointer?, UnsafePointer<UInt8>?, Int) -> Int = { _, _, stream, bytes, count in
+    let consumer = Unmanaged<BodyConsumer>.fromOpaque(stream!).takeUnretainedValue()
+    return consumer.deliver(UnsafeRawBufferPointer(start: bytes, count: count))
+}
+
+private let onBodyEnd: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafeMutableRawPointer?, Int32) -> Void = { _, _, stream, end in
+    let consumer = Unmanaged<BodyConsumer>.fromOpaque(stream!).takeRetainedValue()   // the stream's reference ends here
+    consumer.finish(BodyEnd(rawValue: end) ?? .closed)
+}
+
 private let onData: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<UInt8>?, Int) -> Int = { ctx, conn, bytes, count in
     let bridge = Unmanaged<Bridge>.fromOpaque(ctx!).takeUnretainedValue()
     let connection = Connection(handle: conn.unsafelyUnwrapped, functions: bridge.connectionFunctions)
@@ -570,6 +610,22 @@ extension Application {
         switch self {
         case .http, .raw:
             return self
+        case .streaming(let head, let request):
+            // Answered from the head: logged then. Streamed: logged at the
+            // end, with the status it got. Buffered: as `.http` (the engines).
+            return .streaming(head: { req, response in
+                guard let consumer = head(req, response) else {
+                    if response.status != 0 { logRequest(req, response) }
+                    return nil
+                }
+                let client = req.remoteAddress, method = req.methodString, target = req.targetString
+                consumer.onEnd { how, body in
+                    // 0: nothing was answered (the client left, the server stopped).
+                    let status = body.response?.status ?? 0
+                    logLine(client, method, target, how == .complete && status == 0 ? 500 : status)
+                }
+                return consumer
+            }, request: request)
         case .offloaded(let handler, let inline):
             var loggedInline: InlineRoute? = nil
             if let route = inline {

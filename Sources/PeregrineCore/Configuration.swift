@@ -82,6 +82,10 @@ public struct Configuration: Sendable {
     /// TCP_CORK around each batch of responses (to compare with TCP_NODELAY).
     public var cork = false
     public var limits = Limits()
+    /// Decoded bytes of a request body taken as a stream (`Application.streaming`
+    /// with a `BodyConsumer`): `413` and close beyond. Default 1 GiB. Buffered
+    /// bodies keep `limits.maxBody`.
+    public var maxStreamedBody = defaultMaxStreamedBody
     /// Output queued per connection before the engine stops reading from it.
     public var maxOutputPerConnection = 1 << 20
     /// Seconds for a whole request head to arrive, from its first byte

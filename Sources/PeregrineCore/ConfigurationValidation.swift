@@ -15,6 +15,7 @@ public enum ConfigurationField: String, Sendable, CaseIterable {
     case maxHeaderBytes = "limits.maxHeaderBytes"
     case maxHeaders = "limits.maxHeaders"
     case maxBody = "limits.maxBody"
+    case maxStreamedBody
     case maxOutputPerConnection
     case headerTimeout
     case idleTimeout
@@ -72,6 +73,8 @@ extension Configuration {
         /// Each loop allocates a table of this many header records.
         public static let maxHeaders = 1...65_536
         public static let maxBody = 0...(512 << 20)
+        /// A streamed body is never held whole: any size the client may send.
+        public static let maxStreamedBody = 0...Int.max
         public static let maxOutputPerConnection = 0...(1 << 30)
         /// headerTimeout, idleTimeout and handlerTimeout, in seconds (0 = off).
         public static let timeoutSeconds = 0...86_400
@@ -99,6 +102,7 @@ extension Configuration {
         try Self.check(.maxHeaderBytes, limits.maxHeaderBytes, Bounds.maxHeaderBytes)
         try Self.check(.maxHeaders, limits.maxHeaders, Bounds.maxHeaders)
         try Self.check(.maxBody, limits.maxBody, Bounds.maxBody)
+        try Self.check(.maxStreamedBody, maxStreamedBody, Bounds.maxStreamedBody)
         try Self.check(.maxOutputPerConnection, maxOutputPerConnection, Bounds.maxOutputPerConnection)
         try Self.check(.headerTimeout, headerTimeout, Bounds.timeoutSeconds, unit: " (seconds; 0 = off)")
         try Self.check(.idleTimeout, idleTimeout, Bounds.timeoutSeconds, unit: " (seconds; 0 = off)")

@@ -356,7 +356,7 @@ extension Application {
     /// (for a caller that already ran it).
     public func waitingHandler(routeFirst: Bool) -> HTTPHandler? {
         switch self {
-        case .http, .raw:
+        case .http, .raw, .streaming:
             return nil
         case .offloaded(let handler, let inline):
             return { request, response in

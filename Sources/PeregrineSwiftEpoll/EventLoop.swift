@@ -22,10 +22,20 @@ final class AppHandlers: Sendable {
     let http: HTTPHandler
     let data: DataHandler
     let isRaw: Bool
+    /// `.streaming`: sees the head of each request with a body.
+    let streamHead: StreamingHeadHandler
+    let streams: Bool
     /// `.offloaded` applications: the workers.
     let pool: OffloadPool?
 
     init(_ application: Application, offloadThreads: Int = 4, offloadQueue: Int = 256, asyncLimit: Int = 1024) {
+        if case .streaming(let head, _) = application {
+            streamHead = head
+            streams = true
+        } else {
+            streamHead = { _, _ in nil }
+            streams = false
+        }
         switch application {
         case .http(let h):
             http = h
@@ -62,6 +72,10 @@ final class AppHandlers: Sendable {
             data = { _, _ in 0 }
             isRaw = false
             return
+        case .streaming(_, let request):
+            http = request
+            data = { _, _ in 0 }
+            isRaw = false
         case .async(let handler):
             let fallback = application.waitingHandler(routeFirst: false)!
             let limiter = AsyncTaskLimiter(limit: asyncLimit)
@@ -118,6 +132,12 @@ struct LoopState {
     let noDelay: Bool
     let proxyProtocol: Bool
     let limits: HTTP1Limits
+    /// `.streaming`: the limits before the head handler chose (maxBody covers
+    /// both kinds of body), and those of a streamed body.
+    let streamHeads: Bool
+    let headLimits: HTTP1Limits
+    let streamLimits: HTTP1Limits
+    let bodyFunctions: BodyStreamFunctions
     let maxOutput: Int
     let inLimit: Int
     let loopCount: UInt64
@@ -184,6 +204,13 @@ struct LoopState {
         noDelay = c.noDelay
         proxyProtocol = c.proxyProtocol
         limits = c.limits
+        streamHeads = app.streams
+        var head = c.limits, streamed = c.limits
+        if app.streams { head.maxBody = max(c.limits.maxBody, c.maxStreamedBody) }
+        streamed.maxBody = c.maxStreamedBody
+        headLimits = head
+        streamLimits = streamed
+        bodyFunctions = SwiftBodyStream.functions()
         maxOutput = c.maxOutputPerConnection
         inLimit = app.isRaw ? Tuning.rawMaxInput
             : 2 * c.limits.maxHeaderBytes + c.limits.maxBody + c.limits.maxRequestLine + Tuning.blockSize
@@ -482,6 +509,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
     var drainIdle: Bool {
         if pointee.flags & (CF.closed | CF.inCallback | CF.linger) != 0 { return false }
         if pointee.outBytes != 0 || pointee.deferHead != nil { return false }   // output pending, or answers owed
+        if pointee.flags & CF.streaming != 0 { return false }                  // a body on its way
         return pointee.inLen == 0 || pointee.loop.pointee.raw
     }
 }
@@ -509,7 +537,7 @@ extension UnsafeMutablePointer where Pointee == LoopState {
         var c = pointee.live
         while let cc = c {
             c = cc.pointee.next
-            if cc.pointee.flags & (CF.closed | CF.linger | CF.closeAfter) != 0 || cc.pointee.outBytes == 0
+            if cc.pointee.flags & (CF.closed | CF.linger | CF.closeAfter | CF.streaming) != 0 || cc.pointee.outBytes == 0
                 || cc.pointee.inLen != 0 { continue }
             cc.pointee.flags |= CF.closeAfter
             cc.pointee.closeReason = CloseReason.shutdown

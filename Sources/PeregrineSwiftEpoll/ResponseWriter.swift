@@ -271,7 +271,10 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         // handler ran (a handler that blocks): it is the last one.
         let closing = !pointee.reqKeepAlive || pointee.flags & CF.closeAfter != 0
             || pointee.loop.pointee.drainSignal._withUnsafeGuaranteedRef { $0.deadline.load(ordering: .relaxed) != 0 }
-        if closing { pointee.flags |= CF.closeAfter }
+        // A streamed body still arriving is read to its end first (the
+        // stream's end closes, from reqKeepAlive).
+        if closing && pointee.flags & CF.streaming != 0 { pointee.reqKeepAlive = false }
+        else if closing { pointee.flags |= CF.closeAfter }
         if pointee.respFlags & RespFlag.connHeader != 0 { return 0 }
         if closing { return copyStatic(out, "Connection: close\r\n") }
         if pointee.reqMinor == 0 { return copyStatic(out, "Connection: keep-alive\r\n") }

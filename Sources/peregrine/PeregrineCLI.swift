@@ -95,6 +95,8 @@ struct Serve: ParsableCommand {
     var maxHeaders = Limits().maxHeaders
     @Option(help: "Largest request body in bytes (413 beyond).")
     var maxBody = Limits().maxBody
+    @Option(help: "Largest streamed request body in bytes (--app upload; 413 beyond).")
+    var maxStreamedBody = Configuration().maxStreamedBody
 
     @Option(help: ArgumentHelp(
         "Unix socket (@name: abstract; else a path) for restarts that drop nothing: a new `peregrine serve` takes the running one's listening sockets there, then offers its own ('none': off).",
@@ -139,6 +141,7 @@ struct Serve: ParsableCommand {
         case .maxHeaderBytes: "--max-header-bytes"
         case .maxHeaders: "--max-headers"
         case .maxBody: "--max-body"
+        case .maxStreamedBody: "--max-streamed-body"
         case .maxOutputPerConnection: "maxOutputPerConnection"   // no flag: the library default
         case .headerTimeout: "--header-timeout"
         case .idleTimeout: "--idle-timeout"
@@ -192,6 +195,7 @@ struct Serve: ParsableCommand {
         config.limits.maxHeaderBytes = maxHeaderBytes
         config.limits.maxHeaders = maxHeaders
         config.limits.maxBody = maxBody
+        config.maxStreamedBody = maxStreamedBody
         return config
     }
 
