@@ -12,6 +12,7 @@
 
 import CSystemEpoll
 import Glibc
+import Logging
 import PeregrineCore
 import Synchronization
 
@@ -27,8 +28,16 @@ final class AppHandlers: Sendable {
     let streams: Bool
     /// `.offloaded` applications: the workers.
     let pool: OffloadPool?
+    /// `configuration.logger`: accept errors, descriptor exhaustion.
+    let logger: Logger
+    /// Connections, shed accepts, parse errors; nil: no metrics backend,
+    /// nothing counted (requests are counted by `Server`'s wrapping).
+    let metrics: ServerMetrics?
 
-    init(_ application: Application, offloadThreads: Int = 4, offloadQueue: Int = 256, asyncLimit: Int = 1024) {
+    init(_ application: Application, offloadThreads: Int = 4, offloadQueue: Int = 256, asyncLimit: Int = 1024,
+         logger: Logger = Logger(label: "peregrine"), metrics: ServerMetrics? = nil) {
+        self.logger = logger
+        self.metrics = metrics
         if case .streaming(let head, _) = application {
             streamHead = head
             streams = true
@@ -313,8 +322,7 @@ extension UnsafeMutablePointer where Pointee == LoopState {
         let now = time(nil)
         if now == pointee.listenerLogged { return } // at most once a second
         pointee.listenerLogged = now
-        let line = Array("peregrine: \(what) the listener: \(String(cString: strerror(err)))\n".utf8)
-        _ = line.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+        pointee.app._withUnsafeGuaranteedRef { $0.logger }.error("\(what) the listener: \(String(cString: strerror(err)))")
     }
 
     /// Out of a resource the next accept will lack too: stop watching the
@@ -347,8 +355,7 @@ extension UnsafeMutablePointer where Pointee == LoopState {
         if now == pointee.emfileLogged { return } // at most once a second
         pointee.emfileLogged = now
         let text = String(cString: strerror(err))
-        var line = Array("peregrine: accept: \(text); shedding new connections\n".utf8)
-        _ = line.withUnsafeMutableBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+        pointee.app._withUnsafeGuaranteedRef { $0.logger }.warning("accept: \(text); shedding new connections")
     }
 
     /// Out of descriptors: give back the reserved descriptor, accept the
@@ -359,7 +366,10 @@ extension UnsafeMutablePointer where Pointee == LoopState {
         if pointee.reserveFd < 0 { return false }
         close(pointee.reserveFd)
         let fd = accept4(pointee.listenFd, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
-        if fd >= 0 { close(fd) }
+        if fd >= 0 {
+            close(fd)
+            pointee.app._withUnsafeGuaranteedRef { $0.metrics }?.acceptShed()
+        }
         pointee.reserveFd = open("/dev/null", O_RDONLY | O_CLOEXEC)
         return fd >= 0
     }
@@ -375,6 +385,7 @@ extension UnsafeMutablePointer where Pointee == LoopState {
             c.initialize(to: ConnState(loop: self))
         }
         c.pointee.fd = fd
+        pointee.app._withUnsafeGuaranteedRef { $0.metrics }?.connectionOpened()
         if pointee.proxyProtocol { c.pointee.flags |= CF.proxyPending }
         c.pointee.id = pointee.nextId
         pointee.nextId &+= pointee.loopCount
