@@ -334,6 +334,7 @@ public final class Server: Sendable {
             return engine
         }
         guard let engine else { return waitUntilStopped() }
+        configuration.logger.info("shutting down: draining connections", metadata: ["deadline": "\(deadline)"])
         // Stop offering before the listeners close: its copies would keep an
         // untaken socket listening with nobody accepting.
         let handedOff = offer?.close() ?? false
