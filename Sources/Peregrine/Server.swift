@@ -449,6 +449,8 @@ final class Bridge: Sendable {
     let logger: Logger
     /// nil: no metrics backend (`ServerMetrics`), nothing counted.
     let metrics: ServerMetrics?
+    /// Handler failures answered by the bridge (503 queue full, 500 declined route).
+    let failures: FailureLog
     /// `.offloaded`, `.async` on an engine that cannot defer: run inline, wait.
     let inlineFallback: HTTPHandler
     /// `.offloaded` applications: the workers.
@@ -477,6 +479,7 @@ final class Bridge: Sendable {
         self.logRequests = logRequests
         self.logger = logger
         self.metrics = metrics
+        self.failures = FailureLog(logger: logger)
         inlineFallback = application.waitingHandler(routeFirst: false) ?? { _, response in response.send(status: 500, body: "not offloaded") }
         if case .async = application { asyncLimiter = AsyncTaskLimiter(limit: asyncLimit) } else { asyncLimiter = nil }
         if case .streaming(let head, _) = application { streamHead = head } else { streamHead = { _, _ in nil } }
@@ -502,6 +505,7 @@ final class Bridge: Sendable {
             // The route began an answer and then declined the request: the
             // handler must not run behind it (it would block the loop).
             if response.status != 0 {
+                failures.warning("route for \(request.methodString) \(request.targetString) began an answer and declined the request: 500")
                 if !response.replace(status: 500) { response.end() }
                 return
             }
@@ -516,6 +520,7 @@ final class Bridge: Sendable {
         switch application {
         case .offloaded(let handler, _):
             if !pool!.submit({ handler(owned, responder) }) {
+                failures.warning("offload queue full: 503 for \(owned.method) \(owned.target)")
                 responder.send(status: 503, headers: [("Retry-After", "1")], body: "Service Unavailable\n")
             }
         case .async(let handler):

@@ -58,12 +58,14 @@ final class AppHandlers: Sendable {
             let pool = OffloadPool(threads: offloadThreads, queueLimit: offloadQueue)
             self.pool = pool
             let fallback = application.waitingHandler(routeFirst: false)!
+            let failures = FailureLog(logger: logger)
             http = { request, response in
                 if let inline {
                     if inline(request, response) { return }
                     // The route began an answer and then declined: no handler
                     // behind it (as the C engines).
                     if response.status != 0 {
+                        failures.warning("route for \(request.methodString) \(request.targetString) began an answer and declined the request: 500")
                         if !response.replace(status: 500) { response.end() }
                         return
                     }
@@ -75,6 +77,7 @@ final class AppHandlers: Sendable {
                 let responder = Responder(deliverReporting: { d.complete($0) })
                 let owned = OwnedRequest(request)
                 if !pool.submit({ handler(owned, responder) }) {
+                    failures.warning("offload queue full: 503 for \(owned.method) \(owned.target)")
                     responder.send(status: 503, headers: [("Retry-After", "1")], body: "Service Unavailable\n")
                 }
             }

@@ -220,6 +220,39 @@ final class EcosystemTests: XCTestCase {
         }
     }
 
+    /// A handler failure the engine answers for (offload queue full: 503)
+    /// is logged as a warning through the Logger.
+    func testOffloadQueueFullIsLoggedAsHandlerFailure() throws {
+        // The event engines defer offloaded answers; the others run them inline.
+        for mode in EngineMode.all where mode.runsSeveralLoops {
+            let log = CollectingLogHandler()
+            let gate = Gate()
+            let app: Application = .offloaded({ request, responder in
+                if request.target == "/slow" {
+                    gate.entered.store(true, ordering: .releasing)
+                    let end = Date().addingTimeInterval(30)
+                    while !gate.released.load(ordering: .acquiring) && Date() < end { usleep(1_000) }
+                }
+                responder.send(status: 200, body: "done")
+            })
+            try withServer(mode, app, configure: { c in
+                c.logger = log.logger
+                c.offloadThreads = 1
+                c.offloadQueue = 0
+            }) { server in
+                defer { gate.released.store(true, ordering: .releasing) }
+                let busy = try TestSocket(port: server.port)
+                try busy.send("GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+                XCTAssertTrue(eventually(30) { gate.entered.load(ordering: .acquiring) }, "[\(mode)] /slow never ran")
+                XCTAssertEqual(try fetch(port: server.port, "GET /refused HTTP/1.1\r\nHost: h\r\n\r\n").status, 503, "[\(mode)]")
+                XCTAssertTrue(log.events.all.contains { $0.level == .warning && $0.message.contains("offload queue full: 503 for GET /refused") },
+                              "[\(mode)] \(log.events.all.map(\.message))")
+                gate.released.store(true, ordering: .releasing)
+                XCTAssertEqual(try busy.readResponse().status, 200, "[\(mode)]")
+            }
+        }
+    }
+
     // MARK: metrics
 
     /// Requests by status, duration by method and status, active requests,
