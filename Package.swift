@@ -61,7 +61,9 @@ let package = Package(
         ]),
         // Interposes malloc in the test executable to count hot-path allocations.
         .target(name: "CTestSupport", path: "Tests/CTestSupport"),
-        .testTarget(name: "PeregrineAllocTests", dependencies: ["Peregrine", "CTestSupport"]),
+        .testTarget(name: "PeregrineAllocTests", dependencies: [
+            "Peregrine", "CTestSupport", .product(name: "CoreMetrics", package: "swift-metrics"),
+        ]),
         // One table of raw requests run through the C and the Swift parser.
         .testTarget(name: "ParserConformanceTests", dependencies: ["CPeregrine", "PeregrineSwiftEpoll"]),
     ],
