@@ -42,11 +42,26 @@ Python standard library only. Per engine it starts the release binary
           that stops, the server's queue full) are left open by the client: the
           server's timers must close them (408 first where due), checked after
           the descriptor count. Answers that are read are checked too.
+  transfers SOAK_TRANSFER_CYCLES (default: the cycles' count) connections
+          against `--app upload` in 12 ways (close, or reset every other round:
+          inside the head; after a Content-Length head and after a chunked head,
+          no body byte; mid-body, Content-Length (200 KiB of 1 MiB) and chunked
+          (inside a chunk, inside a size line); the whole 256 KiB body sent, the
+          answer unread, both framings; after the answer `received N bytes`, both
+          framings; `Expect: 100-continue` left after the 100 (or after part of
+          the body), and the whole 100-continue exchange) and as many against
+          `--app static --root` a temp directory in 8 ways (mid-head; the 32 MiB
+          file asked for, nothing read; mid-body with 64 KiB or 1 MiB of it read,
+          the rest in the kernel's sendfile; after a 206 Range answer, its bytes
+          and Content-Range checked; after a HEAD (Content-Length checked); after
+          a whole small file with a Range request left unread; a suffix range
+          half-closed). Same rule as the cycles: descriptors exactly and RSS
+          within 5% back, alive and answering; no connections are held.
 
-Each check warms up first (a tenth of its count; echo cycles repeat it, up to
-5 times, until RSS holds within 1%), closes every client, waits until the
-server's descriptor count settles (lingering closes last up to 2 s), and
-records its VmRSS and descriptor count (/proc/PID/status, /proc/PID/fd).
+Each check warms up first (a tenth of its count; echo, upload and static
+cycles repeat it, up to 5 times, until RSS holds within 1%), closes every
+client, waits until the server's descriptor count settles (lingering closes
+last up to 2 s), and records its VmRSS and descriptor count (/proc/PID/status, /proc/PID/fd).
 After the run and after the clients closed it reads them again: descriptors
 must be back to the post-warm-up count exactly (waiting up to SOAK_SETTLE
 seconds, default 4; 8 in the cycles, for 408 then lingering), RSS may not
@@ -59,11 +74,12 @@ swift/level swift/edge threaded blocking, or `all` (the eight event-engine
 modes). Default: epoll/level,epoll/edge,libev/epoll,swift/level. `blocking`
 answers one request per connection, one client at a time: its load is the
 close and malformed kinds only, its cycles close at once and hold nothing
-open. SOAK_ARGS adds server flags (e.g. "--threads 2"); SOAK_ONLY=load|cycles;
+open. SOAK_ARGS adds server flags (e.g. "--threads 2"); SOAK_ONLY=load|cycles|transfers
+(cycles: hello, echo, upload and static; transfers: upload and static only);
 SOAK_TIMEOUT (default 600) bounds each phase in seconds.
 
-usage: scripts/soak.py [--engines LIST] [--requests N] [--cycles N]
-                       [--only load|cycles] [--binary PATH] [--server-args ARGS]
+usage: scripts/soak.py [--engines LIST] [--requests N] [--cycles N] [--transfer-cycles N]
+                       [--only load|cycles|transfers] [--binary PATH] [--server-args ARGS]
 Exit 0 when every check passed on every engine; the report goes to stdout.
 """
 import argparse, collections, os, re, shlex, signal, socket, struct, subprocess, sys, threading, time
