@@ -776,7 +776,9 @@ class Suite:
                 if framing == "chunked":   # from stdin: curl frames it chunked
                     cmds = [(base + ["-T", "-", url], body) for _ in range(clients)]
                 else:
-                    cmds = [(base + ["--data-binary", "@" + body, url], None) for _ in range(clients)]
+                    # -T FILE streams the file with its Content-Length (--data-binary @FILE would first
+                    # read all of it into each curl's memory: 16 × 256 MiB on a small machine).
+                    cmds = [(base + ["-T", body, url], None) for _ in range(clients)]
                 return self.curls(s, cmds, 200, mib << 20, timeout, framed=framing == "chunked")
 
             res = self.measure(self.transfer_contenders("upload", "nginx-upload.conf.in"), one_run,
@@ -785,7 +787,7 @@ class Suite:
                 f"upload-{framing}",
                 f"10a. Upload, {framing}: {clients} curl clients each POST {mib} MiB to `--app upload` "
                 f"(nginx: `return 200`, the body discarded)", res,
-                f"`curl -X POST {'-T - (stdin: chunked)' if framing == 'chunked' else '--data-binary @file'}`, "
+                f"`curl -X POST {'-T - < file` (stdin: chunked)' if framing == 'chunked' else '-T file` (Content-Length)'}, "
                 f"{clients} at once, pinned to core {LOAD_CORE}. CPU-ms per GiB of body received; `peak RSS over "
                 f"idle`: the server's largest RSS (sampled every 20 ms during the run) minus its RSS at start. "
                 f"An upload that got no 200, or a different byte count, counts as an error and its bytes do not count.")
