@@ -130,6 +130,7 @@ struct prg_deferred {
     /* Streaming. ops: posted, not yet rendered (mailbox lock). */
     stream_op *ops_head, *ops_tail;
     stream_op *drain_ops;         /* loop thread: taken from ops_head by the drain */
+    struct prg_deferred *drain_next;   /* loop thread: the drain's copy of posted */
     bool on_mailbox;              /* mailbox lock: in the mailbox's list (holds a reference) */
     char *trailers;               /* producer: name NUL value NUL, repeated, sent at the end */
     size_t trailers_len, trailers_cap;
@@ -824,12 +825,13 @@ void prg_offload_drain(prg_loop *loop) {
     /* Each handle's ops are taken with it, so later posts start afresh. */
     for (prg_deferred *p = d; p; p = p->posted) {
         p->on_mailbox = false;
+        p->drain_next = p->posted;   /* posted is the producer's again once unlocked: it may re-post */
         p->drain_ops = p->ops_head;
         p->ops_head = p->ops_tail = NULL;
     }
     pthread_mutex_unlock(&mb->lock);
     while (d) {
-        prg_deferred *next = d->posted;
+        prg_deferred *next = d->drain_next;
         stream_op *ops = d->drain_ops;
         d->drain_ops = NULL;
         prg_conn *c = d->conn;
