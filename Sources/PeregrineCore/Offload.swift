@@ -78,13 +78,32 @@ public struct OffloadAnswer: Sendable {
 public final class Responder: Sendable {
     private let done = Atomic<Bool>(false)
     private let deliver: @Sendable (OffloadAnswer) -> Bool
+    private let openStream: @Sendable () throws -> ResponseStream
 
     /// `deliver` receives the one answer (engines provide it) and says
     /// whether the client will get it: `false` when the engine dropped it
     /// (the handler timed out and the client got `503`, or the connection
-    /// is gone).
-    public init(deliverReporting deliver: @escaping @Sendable (OffloadAnswer) -> Bool) {
+    /// is gone). `openStream` turns the answer into a `ResponseStream`
+    /// (engines that can; the default throws `ResponseStreamUnsupported`).
+    public init(deliverReporting deliver: @escaping @Sendable (OffloadAnswer) -> Bool,
+                openStream: @escaping @Sendable () throws -> ResponseStream = {
+                    throw ResponseStreamUnsupported(engine: "inline (blocking, threaded)")
+                }) {
         self.deliver = deliver
+        self.openStream = openStream
+    }
+
+    /// Answers over time instead of once: the returned stream is the answer
+    /// (`send` is refused from here on). Throws `ResponseStreamUnsupported`
+    /// where the engine cannot (the responder is then still unanswered), and
+    /// `ResponseStreamUnavailable` when an answer was already given.
+    public func stream() throws -> ResponseStream {
+        if done.load(ordering: .acquiring) { throw ResponseStreamUnavailable() }
+        let s = try openStream()
+        guard done.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else {
+            throw ResponseStreamUnavailable()   // s goes: the engine's handle is kept by the answer given
+        }
+        return s
     }
 
     /// `deliver` that always takes the answer.

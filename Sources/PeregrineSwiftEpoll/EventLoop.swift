@@ -74,7 +74,9 @@ final class AppHandlers: Sendable {
                     fallback(request, response)   // an answer already started: inline
                     return
                 }
-                let responder = Responder(deliverReporting: { d.complete($0) })
+                // Streams: not yet ported to this engine (csrc/offload.c's model).
+                let responder = Responder(deliverReporting: { d.complete($0) },
+                                          openStream: { throw ResponseStreamUnsupported(engine: "swift") })
                 let owned = OwnedRequest(request)
                 if !pool.submit({ handler(owned, responder) }) {
                     failures.warning("offload queue full: 503 for \(owned.method) \(owned.target)")
@@ -96,7 +98,9 @@ final class AppHandlers: Sendable {
                     fallback(request, response)
                     return
                 }
-                let responder = Responder(deliverReporting: { d.complete($0) })
+                // Streams: not yet ported to this engine (csrc/offload.c's model).
+                let responder = Responder(deliverReporting: { d.complete($0) },
+                                          openStream: { throw ResponseStreamUnsupported(engine: "swift") })
                 limiter.start(handler, OwnedRequest(request), responder)
             }
             data = { _, _ in 0 }

@@ -1,0 +1,207 @@
+// Response streams (ResponseStream, Responder.stream()) on every engine mode.
+// The epoll and libev engines stream (the C core's prg_stream_* model); the
+// Swift engine (not yet ported) and the blocking and threaded engines throw
+// ResponseStreamUnsupported and leave the responder unanswered, which is
+// what they are held to here.
+import Foundation
+import Peregrine
+import XCTest
+
+final class ResponseStreamTests: XCTestCase {
+    private func streams(_ mode: EngineMode) -> Bool { mode.engine == .epoll || mode.engine == .libev }
+
+    /// The body after the head, as the client received it.
+    private func bodyBytes(_ raw: [UInt8]) -> String {
+        let text = String(decoding: raw, as: UTF8.self)
+        guard let r = text.range(of: "\r\n\r\n") else { return "" }
+        return String(text[r.upperBound...])
+    }
+
+    /// Chunked writes and a trailer reach a raw client byte for byte; the
+    /// refusals come from the state (write before head, end twice, write
+    /// after end). Engines that cannot stream throw and the one-shot answer
+    /// still works.
+    func testChunkedWritesAndTrailersReachARawClient() throws {
+        try forEachEngine { mode in
+            let results = LockedList<String>()
+            let app = Application.offloaded { _, responder in
+                let s: ResponseStream
+                do {
+                    s = try responder.stream()
+                } catch let e as ResponseStreamUnsupported {
+                    responder.send(body: "unsupported: \(e.engine)")
+                    return
+                } catch {
+                    responder.send(status: 500, body: "\(error)")
+                    return
+                }
+                results.append("early write \(s.write("x"))")
+                results.append("head \(s.head(status: 200, headers: [("Content-Type", "text/plain")]))")
+                results.append("head again \(s.head(status: 200))")
+                results.append("write \(s.write("hello"))")
+                results.append("write \(s.write(" world"))")
+                results.append("trailer \(s.trailer(name: "X-Sum", value: "11"))")
+                results.append("end \(s.end())")
+                results.append("end again \(s.end())")
+                results.append("write after end \(s.write("late"))")
+            }
+            try withServer(mode, app) { server in
+                let socket = try TestSocket(port: server.port)
+                try socket.send("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                let raw = try socket.readUntilEOF()
+                if streams(mode) {
+                    XCTAssertTrue(String(decoding: raw, as: UTF8.self).hasPrefix("HTTP/1.1 200"), "[\(mode)]")
+                    XCTAssertTrue(String(decoding: raw, as: UTF8.self).lowercased().contains("transfer-encoding: chunked"), "[\(mode)]")
+                    XCTAssertEqual(bodyBytes(raw), "5\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 11\r\n\r\n", "[\(mode)]")
+                    XCTAssertEqual(results.all, [
+                        "early write refused(PeregrineCore.StreamRefusal.notHeaded)", "head ok", "head again ended",
+                        "write ok", "write ok", "trailer ok", "end ok", "end again ended", "write after end ended",
+                    ], "[\(mode)]")
+                } else {
+                    let engine = mode.engine == .swift ? "swift" : "inline (blocking, threaded)"
+                    XCTAssertEqual(bodyBytes(raw), "unsupported: \(engine)", "[\(mode)]")
+                    XCTAssertEqual(results.all, [], "[\(mode)]")
+                }
+            }
+        }
+    }
+
+    /// A Content-Length head fixes the framing: no chunks, a write beyond
+    /// the length is refused with nothing queued, the connection is kept.
+    func testContentLengthStream() throws {
+        try forEachEngine { mode in
+            guard streams(mode) else { return }
+            let results = LockedList<String>()
+            let app = Application.offloaded { _, responder in
+                guard let s = try? responder.stream() else { return }
+                results.append("head \(s.head(status: 200, headers: [("Content-Length", "10")]))")
+                results.append("write \(s.write("0123"))")
+                results.append("write \(s.write("456789"))")
+                results.append("over \(s.write("!"))")
+                results.append("end \(s.end())")
+            }
+            try withServer(mode, app) { server in
+                let session = try Session(mode, port: server.port)
+                try session.send("GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
+                let r = try session.readResponse()
+                XCTAssertEqual(r.status, 200, "[\(mode)]")
+                XCTAssertNil(r.header("Transfer-Encoding"), "[\(mode)]")
+                XCTAssertEqual(r.bodyString, "0123456789", "[\(mode)]")
+                try session.send("GET /b HTTP/1.1\r\nHost: t\r\n\r\n")
+                XCTAssertEqual(try session.readResponse().bodyString, "0123456789", "[\(mode)] the connection is kept")
+                XCTAssertEqual(Array(results.all.prefix(5)), [
+                    "head ok", "write ok", "write ok", "over refused(PeregrineCore.StreamRefusal.contentLength)", "end ok",
+                ], "[\(mode)]")
+            }
+        }
+    }
+
+    /// The client resets the connection mid-body: a later write answers
+    /// .peerGone (within a bound), and the server keeps serving others.
+    func testWriteAfterTheClientLeftIsPeerGone() throws {
+        try forEachEngine { mode in
+            guard streams(mode) else { return }
+            let headed = DispatchSemaphore(value: 0)
+            let outcome = LockedList<String>()
+            let app = Application.offloaded { request, responder in
+                if request.path == "/ok" { responder.send(body: "ok"); return }
+                guard let s = try? responder.stream() else { return }
+                s.head(status: 200)
+                s.write("first")
+                headed.signal()
+                let chunk = [UInt8](repeating: 0x61, count: 1024)
+                let deadline = DispatchTime.now() + 10
+                while DispatchTime.now() < deadline {
+                    let r = s.write(chunk)
+                    if r == .peerGone { outcome.append("peerGone"); return }
+                    if !r.isAccepted { outcome.append("\(r)"); return }
+                    usleep(1000)   // a producer's pace, not synchronisation
+                }
+                outcome.append("no peerGone within 10 s")
+            }
+            try withServer(mode, app) { server in
+                let socket = try TestSocket(port: server.port)
+                try socket.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                XCTAssertEqual(headed.wait(timeout: .now() + 10), .success, "[\(mode)]")
+                socket.reset()
+                let deadline = Date().addingTimeInterval(15)
+                while outcome.all.isEmpty && Date() < deadline { usleep(10_000) }
+                XCTAssertEqual(outcome.all, ["peerGone"], "[\(mode)]")
+                XCTAssertEqual(try fetch(port: server.port, "GET /ok HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").bodyString,
+                               "ok", "[\(mode)]")
+            }
+        }
+    }
+
+    /// A producer faster than its client is told .wouldBlock once the
+    /// stream holds more than its high mark (accepted bytes bounded by the
+    /// kernel's buffers plus the mark), and onWritable wakes it when the
+    /// client reads; every byte arrives.
+    func testWatermarkWaitAndWakeWithASlowReader() throws {
+        try forEachEngine { mode in
+            guard streams(mode) else { return }
+            let total = 16 << 20
+            let chunkSize = 64 << 10
+            let firstWait = DispatchSemaphore(value: 0)
+            let stats = LockedList<Int>()   // accepted bytes at each wouldBlock
+            let woke = LockedList<Int>()
+            let app = Application.offloaded { _, responder in
+                guard let s = try? responder.stream() else { return }
+                let writable = DispatchSemaphore(value: 0)
+                s.onWritable { woke.append(1); writable.signal() }
+                s.head(status: 200, headers: [("Content-Length", String(total))])
+                let chunk = [UInt8](repeating: 0x62, count: chunkSize)
+                var sent = 0
+                while sent < total {
+                    let r = s.write(chunk)
+                    guard r.isAccepted else { return }
+                    sent += chunkSize
+                    if r == .wouldBlock {
+                        stats.append(sent)
+                        if stats.all.count == 1 { firstWait.signal() }
+                        if writable.wait(timeout: .now() + 30) == .timedOut { return }
+                    }
+                }
+                s.end()
+            }
+            try withServer(mode, app) { server in
+                let socket = try TestSocket(port: server.port)
+                try socket.send("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                // The client reads nothing until the producer was told to wait.
+                XCTAssertEqual(firstWait.wait(timeout: .now() + 30), .success, "[\(mode)] no wouldBlock")
+                let accepted = stats.all.first ?? 0
+                XCTAssertLessThan(accepted, 12 << 20, "[\(mode)] accepted before the first wouldBlock")
+                let r = try socket.readResponse()
+                XCTAssertEqual(r.body.count, total, "[\(mode)]")
+                XCTAssertTrue(r.body.allSatisfy { $0 == 0x62 }, "[\(mode)]")
+                XCTAssertGreaterThanOrEqual(woke.all.count, 1, "[\(mode)] onWritable ran")
+            }
+        }
+    }
+
+    /// Pipelined: a stream and then an inline answer leave in request order.
+    func testPipelinedStreamThenInlineKeepOrder() throws {
+        try forEachEngine { mode in
+            guard streams(mode) else { return }
+            let app = Application.offloaded({ _, responder in
+                guard let s = try? responder.stream() else { return }
+                s.head(status: 200)
+                for i in 0..<5 {
+                    s.write("part\(i);")
+                    usleep(5000)
+                }
+                s.end()
+            }, inline: { request, response in
+                guard String(decoding: request.path, as: UTF8.self) == "/inline" else { return false }
+                response.send(status: 200, body: "inline")
+                return true
+            })
+            try withServer(mode, app) { server in
+                let session = try Session(mode, port: server.port)
+                try session.send("GET /stream HTTP/1.1\r\nHost: t\r\n\r\nGET /inline HTTP/1.1\r\nHost: t\r\n\r\n")
+                XCTAssertEqual(try session.readResponse().bodyString, "part0;part1;part2;part3;part4;", "[\(mode)]")
+                XCTAssertEqual(try session.readResponse().bodyString, "inline", "[\(mode)]")
+            }
+        }
+    }
+}
