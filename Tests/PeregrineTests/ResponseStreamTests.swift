@@ -204,4 +204,72 @@ final class ResponseStreamTests: XCTestCase {
             }
         }
     }
+
+    /// `--app stream` (BuiltinApp.stream) with `curl -N`: N chunks of S
+    /// bytes arrive about T ms apart; values out of bounds get 400. Engines
+    /// that cannot stream answer 501.
+    func testStreamAppWithCurl() throws {
+        let curl = "/usr/bin/curl"
+        guard FileManager.default.isExecutableFile(atPath: curl) else { throw XCTSkip("\(curl) is not installed") }
+        try forEachEngine { mode in
+            try withServer(mode, BuiltinApp.stream.application) { server in
+                let base = "http://127.0.0.1:\(server.port)"
+                for bad in ["/?n=0", "/?n=10001", "/?size=0", "/?size=65537", "/?ms=-1", "/?ms=60001", "/?n=x", "/?color=red"] {
+                    let (_, out) = try runCurl(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", base + bad])
+                    XCTAssertEqual(out, "400", "[\(mode)] \(bad)")
+                }
+                let (n, size, ms) = (5, 32, 200)
+                let start = DispatchTime.now()
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: curl)
+                p.arguments = ["-s", "-N", "--max-time", "20", "-w", "\n%{http_code}", base + "/?n=\(n)&size=\(size)&ms=\(ms)"]
+                let out = Pipe()
+                p.standardOutput = out
+                try p.run()
+                var received: [UInt8] = []
+                var lineTimes: [Double] = []   // seconds since start, one per complete line
+                while true {
+                    let data = out.fileHandleForReading.availableData
+                    if data.isEmpty { break }
+                    let now = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
+                    for byte in data {
+                        received.append(byte)
+                        if byte == UInt8(ascii: "\n") { lineTimes.append(now) }
+                    }
+                }
+                p.waitUntilExit()
+                let text = String(decoding: received, as: UTF8.self)
+                guard streams(mode) else {
+                    XCTAssertTrue(text.hasSuffix("\n501"), "[\(mode)] \(text.suffix(200))")
+                    return
+                }
+                XCTAssertEqual(p.terminationStatus, 0, "[\(mode)] curl exit")
+                let chunkLine = String(repeating: "x", count: size - 1) + "\n"
+                XCTAssertEqual(text, String(repeating: chunkLine, count: n) + "\n200", "[\(mode)]")
+                guard lineTimes.count >= n else { return XCTFail("[\(mode)] \(lineTimes.count) lines") }
+                let chunkTimes = Array(lineTimes.prefix(n))
+                let span = chunkTimes[n - 1] - chunkTimes[0]
+                // The ticker keeps absolute times: the span is (n-1)*T, give or
+                // take the scheduling of a loaded machine.
+                XCTAssertGreaterThanOrEqual(span, Double((n - 1) * ms) * 0.9 / 1000, "[\(mode)] \(chunkTimes)")
+                XCTAssertLessThanOrEqual(span, Double((n - 1) * ms) / 1000 + 3, "[\(mode)] \(chunkTimes)")
+                for i in 1..<n {
+                    XCTAssertGreaterThanOrEqual(chunkTimes[i] - chunkTimes[i - 1], Double(ms) * 0.5 / 1000,
+                                                "[\(mode)] gap \(i): \(chunkTimes)")
+                }
+            }
+        }
+    }
+
+    private func runCurl(_ args: [String]) throws -> (Int32, String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        p.arguments = args
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
 }
