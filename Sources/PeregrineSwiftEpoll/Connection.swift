@@ -899,6 +899,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
                 return
             }
         }
+        if pointee.deferHead != nil { publishWritability() }   // a stream at the front
         updateTimer()
         updateInterest()
     }

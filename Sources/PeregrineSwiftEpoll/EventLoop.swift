@@ -74,9 +74,8 @@ final class AppHandlers: Sendable {
                     fallback(request, response)   // an answer already started: inline
                     return
                 }
-                // Streams: not yet ported to this engine (csrc/offload.c's model).
                 let responder = Responder(deliverReporting: { d.complete($0) },
-                                          openStream: { throw ResponseStreamUnsupported(engine: "swift") })
+                                          openStream: { ResponseStream(engine: SwiftResponseStream(d)) })
                 let owned = OwnedRequest(request)
                 if !pool.submit({ handler(owned, responder) }) {
                     failures.warning("offload queue full: 503 for \(owned.method) \(owned.target)")
@@ -98,9 +97,8 @@ final class AppHandlers: Sendable {
                     fallback(request, response)
                     return
                 }
-                // Streams: not yet ported to this engine (csrc/offload.c's model).
                 let responder = Responder(deliverReporting: { d.complete($0) },
-                                          openStream: { throw ResponseStreamUnsupported(engine: "swift") })
+                                          openStream: { ResponseStream(engine: SwiftResponseStream(d)) })
                 limiter.start(handler, OwnedRequest(request), responder)
             }
             data = { _, _ in 0 }
