@@ -80,7 +80,7 @@ public struct ResponseStreamUnsupported: Error, Sendable, Equatable, CustomStrin
     public let engine: String
     public init(engine: String) { self.engine = engine }
     public var description: String {
-        "response streams need an event-loop engine (epoll, libev); the \(engine) engine answers once (Responder.send)"
+        "response streams need an event-loop engine (epoll, libev, swift); the \(engine) engine answers once (Responder.send)"
     }
 }
 

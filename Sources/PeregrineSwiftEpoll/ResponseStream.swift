@@ -101,12 +101,17 @@ final class SwiftResponseStream: ResponseStreamEngine {
             return 0
         }, { .body(Array(bytes)) })
         if rc != 0 { return rc }
-        let posted = d.postedTotal.add(bytes.count, ordering: .acquiringAndReleasing).newValue
-        if posted + d.loopPart.load(ordering: .acquiring) > d.highWater {
-            d.wantWritable.store(true, ordering: .releasing)
-            return 1
+        let posted = d.postedTotal.add(bytes.count, ordering: .sequentiallyConsistent).newValue
+        if posted + d.loopPart.load(ordering: .sequentiallyConsistent) <= d.highWater { return 0 }
+        // Sequentially consistent with publishWritability (store the level,
+        // then read the flag): either the loop sees the flag, or this
+        // re-read sees the level it published, so no wake-up is missed.
+        d.wantWritable.store(true, ordering: .sequentiallyConsistent)
+        let level = d.postedTotal.load(ordering: .sequentiallyConsistent) + d.loopPart.load(ordering: .sequentiallyConsistent)
+        if level <= d.lowWater && d.wantWritable.exchange(false, ordering: .sequentiallyConsistent) {
+            return 0   // drained meanwhile, and the loop had not seen the flag
         }
-        return 0
+        return 1
     }
 
     func streamTrailer(name: String, value: String) -> Int32 {
@@ -218,8 +223,9 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         let d = u.takeUnretainedValue()
         guard d.isStream && !d.ended else { return }
         let part = pointee.outBytes + d.outBytes - d.renderedTotal
-        d.loopPart.store(part, ordering: .releasing)
-        if d.wantWritable.load(ordering: .acquiring) && d.postedTotal.load(ordering: .acquiring) + part <= d.lowWater {
+        d.loopPart.store(part, ordering: .sequentiallyConsistent)
+        if d.wantWritable.load(ordering: .sequentiallyConsistent)
+            && d.postedTotal.load(ordering: .sequentiallyConsistent) + part <= d.lowWater {
             d.runWritable()
         }
     }
@@ -229,7 +235,7 @@ extension DeferredAnswer {
     /// The loop thread: a producer told to wait may write again (or learns
     /// the peer went at its next write).
     func runWritable() {
-        guard wantWritable.exchange(false, ordering: .acquiringAndReleasing) else { return }
+        guard wantWritable.exchange(false, ordering: .sequentiallyConsistent) else { return }
         onWritable.withLock { $0 }?()
     }
 }
