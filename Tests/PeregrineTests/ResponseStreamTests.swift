@@ -230,6 +230,66 @@ final class ResponseStreamTests: XCTestCase {
         }
     }
 
+    /// The handler timeout applies until the head: a stream not headed in
+    /// time gets 503 and its head is refused (.timedOut); a headed stream
+    /// that outlives the timeout is not cut.
+    func testHandlerTimeoutAppliesUntilTheHead() throws {
+        try forEachEngine { mode in
+            guard streams(mode) else { return }
+            let late = DispatchSemaphore(value: 0)
+            let results = LockedList<String>()
+            let app = Application.offloaded { request, responder in
+                guard let s = try? responder.stream() else { return }
+                if request.path == "/late" {
+                    _ = late.wait(timeout: .now() + 30)   // the test saw the 503
+                    results.append("late head \(s.head(status: 200))")
+                    return
+                }
+                s.head(status: 200)
+                s.write("a")
+                // Past the 1 s timeout (the loop's sweep runs once a second),
+                // waiting on a deadline: nothing to wait on but time here.
+                var ts = timespec(tv_sec: 2, tv_nsec: 500_000_000), left = timespec()
+                while nanosleep(&ts, &left) != 0 { ts = left }
+                results.append("write after timeout \(s.write("b"))")
+                s.end()
+            }
+            try withServer(mode, app, configure: { $0.handlerTimeout = 1 }) { server in
+                let r = try fetch(port: server.port, "GET /late HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                XCTAssertEqual(r.status, 503, "[\(mode)]")
+                late.signal()
+                let ok = try fetch(port: server.port, "GET /slow HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                XCTAssertEqual(ok.status, 200, "[\(mode)]")
+                XCTAssertEqual(ok.bodyString, "ab", "[\(mode)]")
+                let deadline = Date().addingTimeInterval(10)
+                while results.all.count < 2 && Date() < deadline { usleep(10_000) }
+                XCTAssertEqual(Set(results.all), ["late head refused(PeregrineCore.StreamRefusal.timedOut)", "write after timeout ok"],
+                               "[\(mode)]")
+            }
+        }
+    }
+
+    /// HTTP/1.0 without a Content-Length: the body ends with the connection.
+    func testHTTP10StreamEndsWithTheConnection() throws {
+        try forEachEngine { mode in
+            guard streams(mode) else { return }
+            let app = Application.offloaded { _, responder in
+                guard let s = try? responder.stream() else { return }
+                s.head(status: 200)
+                s.write("one,")
+                s.write("two")
+                s.end()
+            }
+            try withServer(mode, app) { server in
+                let r = try fetch(port: server.port, "GET / HTTP/1.0\r\n\r\n")
+                XCTAssertEqual(r.status, 200, "[\(mode)]")
+                XCTAssertNil(r.header("Transfer-Encoding"), "[\(mode)]")
+                XCTAssertTrue(r.closeDelimited, "[\(mode)]")
+                XCTAssertEqual(r.bodyString, "one,two", "[\(mode)]")
+            }
+        }
+    }
+
     /// `--app stream` (BuiltinApp.stream) with `curl -N`: N chunks of S
     /// bytes arrive about T ms apart; values out of bounds get 400. Engines
     /// that cannot stream answer 501.
