@@ -176,41 +176,97 @@ final class OffloadTests: XCTestCase {
     }
 
     /// Clients that close (or reset) before their answers are ready: the late
-    /// answers are no-ops and the server goes on serving. ASan checks the rest.
+    /// answers are no-ops (they land on no other connection, not even one that
+    /// reuses the descriptor) and the server goes on serving. ASan checks the rest.
     func testClientGoneBeforeAnswer() throws {
         try forEachEngine { mode in
-            try withServer(mode, sleepApp) { server in
-                for i in 0..<6 {
+            let gate = HandlerGate()
+            let clients = 6
+            // A worker per held handler (the default pool of 4 would queue the rest).
+            try withServer(mode, gate.application, configure: { $0.offloadThreads = clients }) { server in
+                var gone: [ConnectionEnds] = []
+                for i in 0..<clients {
                     let s = try TestSocket(port: server.port)
-                    let pipelined = mode.keepsAlive ? "GET /?ms=20 HTTP/1.1\r\nHost: t\r\n\r\nGET /hello HTTP/1.1\r\nHost: t\r\n\r\n" : ""
-                    try s.send("GET /?ms=150 HTTP/1.1\r\nHost: t\r\n\r\n" + pipelined)
-                    if mode.servesConcurrently { usleep(20_000) }
+                    // Pipelined behind it, an inline answer the server must hold, then drop.
+                    let pipelined = mode.keepsAlive ? "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n" : ""
+                    try s.send("GET /late\(i) HTTP/1.1\r\nHost: t\r\n\r\n" + pipelined)
+                    XCTAssertTrue(gate.waitUntilStarted(i + 1), "[\(mode)] handler \(i) did not start")
+                    if let ends = s.ends { gone.append(ends) }
                     if i % 2 == 0 { s.close() } else { s.reset() }
+                    if !mode.servesConcurrently {
+                        // One client at a time: its handler must end before the next is served.
+                        gate.open(1)
+                        XCTAssertTrue(gate.waitUntilFinished(i + 1), "[\(mode)] handler \(i) did not finish")
+                    }
                 }
-                usleep(400_000)   // every late answer has arrived by now
-                let r = try fetch(port: server.port, "GET /?ms=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-                XCTAssertEqual(r.bodyString, "slept 1 ms", "[\(mode)]")
+                if isEvent(mode) {
+                    // A reset is noticed while the answer is owed: the loop lets
+                    // the connection go and its descriptor is free for reuse.
+                    // (A FIN alone is a half-close: the client may still want
+                    // the answer, so the server may hold that one until then.)
+                    for (i, ends) in gone.enumerated() where i % 2 == 1 {
+                        XCTAssertTrue(waitUntil { ends.serverClosed },
+                                      "[\(mode)] the server kept reset client \(i)'s connection while its answer was owed")
+                    }
+                }
+                // New keep-alive connections, likely on the descriptors just freed.
+                let others = try (0..<(mode.servesConcurrently ? clients : 0)).map { _ in try TestSocket(port: server.port) }
+                for (i, o) in others.enumerated() {
+                    try o.send("GET /hello HTTP/1.1\r\nHost: t\r\n\r\n")
+                    XCTAssertEqual(try o.readResponse().bodyString, "Hello, World!", "[\(mode)] new connection \(i)")
+                }
+                gate.open()
+                XCTAssertTrue(gate.waitUntilFinished(clients), "[\(mode)] the late handlers did not finish")
+                for (i, ends) in gone.enumerated() {
+                    XCTAssertTrue(waitUntil { ends.serverClosed },
+                                  "[\(mode)] the server never let client \(i)'s connection go after its late answer")
+                }
+                // A late answer that went astray would be read here instead of the
+                // connection's own answer, or arrive on it unasked.
+                for (i, o) in others.enumerated() {
+                    try o.send("GET /hello HTTP/1.1\r\nHost: t\r\n\r\n")
+                    let r = try o.readResponse()
+                    XCTAssertEqual(r.bodyString, "Hello, World!", "[\(mode)] a late answer reached new connection \(i): \(r)")
+                    XCTAssertFalse(o.waitReadable(timeout: .milliseconds(100)),
+                                   "[\(mode)] unasked bytes on new connection \(i): \(o.pending.count) buffered")
+                }
+                let r = try fetch(port: server.port, "GET /after HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                XCTAssertEqual(r.bodyString, "gated /after", "[\(mode)]")
                 let h = try fetch(port: server.port, "GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
                 XCTAssertEqual(h.bodyString, "Hello, World!", "[\(mode)]")
             }
         }
     }
 
-    /// The server stops while answers are outstanding: they are dropped
-    /// (the pool finishes its running jobs; nothing is written after stop).
+    /// The server stops while answers are outstanding: stop() closes the
+    /// connections without waiting for the handlers, the pool finishes its
+    /// running jobs, and their late answers are dropped (nothing is written
+    /// after stop).
     func testStopWithAnswersOutstanding() throws {
         try forEachEngine { mode in
             guard mode.servesConcurrently else { return }
+            let gate = HandlerGate()
+            let server = try startServer(mode, gate.application)
             var sockets: [TestSocket] = []
-            try withServer(mode, sleepApp) { server in
-                for _ in 0..<3 {
-                    let s = try TestSocket(port: server.port)
-                    try s.send("GET /?ms=100 HTTP/1.1\r\nHost: t\r\n\r\n")
-                    sockets.append(s)
-                }
-                usleep(30_000)
+            for i in 0..<3 {
+                let s = try TestSocket(port: server.port)
+                try s.send("GET /owed\(i) HTTP/1.1\r\nHost: t\r\n\r\n")
+                sockets.append(s)
             }
-            _ = sockets
+            XCTAssertTrue(gate.waitUntilStarted(3), "[\(mode)] the three handlers did not start")
+            let stopping = TestThread { server.stop() }
+            for (i, s) in sockets.enumerated() {
+                XCTAssertTrue(s.serverCloses(within: .seconds(5)),
+                              "[\(mode)] connection \(i) still open while stop() waits on its handler")
+            }
+            XCTAssertEqual(gate.finishedHandlers, 0, "[\(mode)] the handlers were held at the gate meanwhile")
+            gate.open()
+            XCTAssertTrue(stopping.join(timeout: .seconds(10)), "[\(mode)] stop() did not return once the handlers finished")
+            XCTAssertEqual(gate.finishedHandlers, 3, "[\(mode)] stop() returned before the pool finished its running jobs")
+            for (i, s) in sockets.enumerated() {
+                let after = (try? s.readUntilEOF()) ?? []
+                XCTAssertTrue(after.isEmpty, "[\(mode)] connection \(i) got \(after.count) bytes after stop: \(String(decoding: after, as: UTF8.self).debugDescription)")
+            }
         }
     }
 
