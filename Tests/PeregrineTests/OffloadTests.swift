@@ -20,29 +20,33 @@ final class OffloadTests: XCTestCase {
     }
 
     /// While 4 clients wait on a slow offloaded handler, a client on another
-    /// connection is answered at once.
+    /// connection is answered at once. The 4 handlers are held at a gate
+    /// until the other client has its answer.
     func testSlowHandlersDoNotDelayOtherClients() throws {
         try forEachEngine { mode in
             // blocking: one client at a time.
             guard isEvent(mode) || mode.engine == .threaded else { return }
-            try withServer(mode, sleepApp) { server in
+            let gate = HandlerGate()
+            try withServer(mode, gate.application, configure: { $0.offloadThreads = 4 }) { server in
                 var slow: [TestSocket] = []
-                for _ in 0..<4 {
+                for i in 0..<4 {
                     let s = try TestSocket(port: server.port)
-                    try s.send("GET /?ms=400 HTTP/1.1\r\nHost: t\r\n\r\n")
+                    try s.send("GET /slow\(i) HTTP/1.1\r\nHost: t\r\n\r\n")
                     slow.append(s)
                 }
-                usleep(50_000)   // the four are on the pool (or their threads) now
+                XCTAssertTrue(gate.waitUntilStarted(4), "[\(mode)] the four slow handlers did not start")
                 let start = DispatchTime.now()
                 let r = try fetch(port: server.port, "GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
                 let took = ms(since: start)
                 XCTAssertEqual(r.status, 200, "[\(mode)]")
                 XCTAssertEqual(r.bodyString, "Hello, World!", "[\(mode)]")
                 XCTAssertLessThan(took, 50, "[\(mode)] hello waited \(took) ms behind the slow handlers")
-                for s in slow {
+                XCTAssertEqual(gate.finishedHandlers, 0, "[\(mode)] the slow handlers were still running meanwhile")
+                gate.open()
+                for (i, s) in slow.enumerated() {
                     let a = try s.readResponse()
                     XCTAssertEqual(a.status, 200, "[\(mode)]")
-                    XCTAssertEqual(a.bodyString, "slept 400 ms", "[\(mode)]")
+                    XCTAssertEqual(a.bodyString, "gated /slow\(i)", "[\(mode)]")
                 }
             }
         }
@@ -54,9 +58,13 @@ final class OffloadTests: XCTestCase {
     /// answers arrive as big, late, then the 408 for the stalled head.
     func testNo408OvertakesAnOwedAnswer() throws {
         let bigSize = 16 << 20   // more than the kernel buffers hold: output stays queued
+        let answered = DispatchSemaphore(value: 0)
         let app: Application = .offloaded({ _, responder in
-            usleep(2_500_000)   // past the 1 s header deadline of the next head
+            // The time passing is the subject: past the 1 s header deadline of
+            // the next head, even on the coarse clock's late side (1 + 2 s).
+            usleep(3_500_000)
             responder.send(body: "late")
+            answered.signal()
         }, inline: { request, response in
             guard request.targetString == "/big" else { return false }
             response.begin(status: 200)
@@ -71,7 +79,8 @@ final class OffloadTests: XCTestCase {
             try withServer(mode, app, configure: { $0.headerTimeout = 1; $0.maxOutputPerConnection = 64 << 20 }) { server in
                 let s = try TestSocket(port: server.port)
                 try s.send("GET /big HTTP/1.1\r\nHost: t\r\n\r\nGET /slow HTTP/1.1\r\nHost: t\r\n\r\nGET /next HTTP/1.1\r\nHo")
-                usleep(3_500_000)   // not reading: the owed answer completes meanwhile
+                // Not reading: the owed answer completes while the big one is still queued.
+                XCTAssertEqual(answered.wait(timeout: .now() + 15), .success, "[\(mode)] the slow handler did not answer")
                 let big = try s.readResponse()
                 XCTAssertEqual(big.body.count, bigSize, "[\(mode)]")
                 let late = try s.readResponse()
@@ -88,20 +97,22 @@ final class OffloadTests: XCTestCase {
     /// `Connection: close`) before the server lets it go.
     func testShutdownWaitsForOwedAnswers() throws {
         try forEachEngine { mode in
-            let server = try startServer(mode, sleepApp)
+            let gate = HandlerGate()
+            let server = try startServer(mode, gate.application)
             let s = try TestSocket(port: server.port)
-            try s.send("GET /?ms=300 HTTP/1.1\r\nHost: t\r\n\r\n")
-            usleep(50_000)   // the request is on the pool (or its thread) now
+            try s.send("GET /owed HTTP/1.1\r\nHost: t\r\n\r\n")
+            XCTAssertTrue(gate.waitUntilStarted(1), "[\(mode)] the handler did not start")
             let start = DispatchTime.now()
-            let done = DispatchSemaphore(value: 0)
-            let box = LockedList<Server>()
-            box.append(server)
-            Thread { box.all[0].shutdown(deadline: .seconds(5)); done.signal() }.start()
+            let shutdown = TestThread { server.shutdown(deadline: .seconds(5)) }
+            // The drain has begun (the listener is closed) while the answer is owed.
+            XCTAssertTrue(waitUntil { connectionRefused(port: server.port) }, "[\(mode)] shutdown did not stop accepting")
+            XCTAssertEqual(gate.finishedHandlers, 0, "[\(mode)] answered before the drain began")
+            gate.open()
             let r = try s.readResponse()
-            XCTAssertEqual(r.bodyString, "slept 300 ms", "[\(mode)] the owed answer was lost in the drain: \(r)")
+            XCTAssertEqual(r.bodyString, "gated /owed", "[\(mode)] the owed answer was lost in the drain: \(r)")
             XCTAssertEqual(r.header("Connection")?.lowercased(), "close", "[\(mode)] answered during a drain")
             XCTAssertEqual(try s.expectClose(), [], "[\(mode)]")
-            XCTAssertEqual(done.wait(timeout: .now() + 5), .success, "[\(mode)] shutdown did not return")
+            XCTAssertTrue(shutdown.join(timeout: .seconds(5)), "[\(mode)] shutdown did not return")
             XCTAssertLessThan(ms(since: start), 3000, "[\(mode)] shutdown waited for its deadline instead of the answer")
         }
     }
@@ -275,20 +286,23 @@ final class OffloadTests: XCTestCase {
     func testQueueFullAnswers503() throws {
         try forEachEngine { mode in
             guard isEvent(mode) else { return }   // the others have no pool
-            try withServer(mode, sleepApp, configure: { $0.offloadThreads = 1; $0.offloadQueue = 1 }) { server in
+            let gate = HandlerGate()
+            try withServer(mode, gate.application, configure: { $0.offloadThreads = 1; $0.offloadQueue = 1 }) { server in
                 let a = try TestSocket(port: server.port)
-                try a.send("GET /?ms=300 HTTP/1.1\r\nHost: t\r\n\r\n")
-                usleep(30_000)   // a runs first (not b, which would be done before c comes)
+                try a.send("GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
+                XCTAssertTrue(gate.waitUntilStarted(1), "[\(mode)] a is not on the worker")
                 let b = try TestSocket(port: server.port)
-                try b.send("GET /?ms=10 HTTP/1.1\r\nHost: t\r\n\r\n")
-                usleep(50_000)
+                try b.send("GET /b HTTP/1.1\r\nHost: t\r\n\r\n")
+                XCTAssertTrue(b.waitUntilServerHasRead(), "[\(mode)] b was not taken (queued)")
                 let start = DispatchTime.now()
-                let c = try fetch(port: server.port, "GET /?ms=10 HTTP/1.1\r\nHost: t\r\n\r\n")
+                let c = try fetch(port: server.port, "GET /c HTTP/1.1\r\nHost: t\r\n\r\n")
                 XCTAssertEqual(c.status, 503, "[\(mode)]")
                 XCTAssertEqual(c.header("Retry-After"), "1", "[\(mode)]")
                 XCTAssertLessThan(ms(since: start), 100, "[\(mode)] 503 should come at once")
-                XCTAssertEqual(try a.readResponse().bodyString, "slept 300 ms", "[\(mode)]")
-                XCTAssertEqual(try b.readResponse().bodyString, "slept 10 ms", "[\(mode)]")
+                XCTAssertEqual(gate.started, 1, "[\(mode)] b ran before its turn")
+                gate.open()
+                XCTAssertEqual(try a.readResponse().bodyString, "gated /a", "[\(mode)]")
+                XCTAssertEqual(try b.readResponse().bodyString, "gated /b", "[\(mode)]")
             }
         }
     }
