@@ -111,7 +111,7 @@ final class LifecycleTests: XCTestCase {
                 try client.send(String(repeating: "GET /big HTTP/1.1\r\nHost: h\r\n\r\n", count: 5) + "GET /hello HTTP/1.1\r\nHost: h\r\n\r\n")
                 let start = ContinuousClock.now
                 for i in 0..<5 {
-                    usleep(600_000)   // 5 × 0.6 s: well past the 1 s header timeout
+                    usleep(600_000)   // the subject: a slow reader, 5 × 0.6 s, well past the 1 s header timeout
                     let r = try client.readResponse()
                     XCTAssertEqual(r.status, 200, "[\(mode)] response \(i)")
                     XCTAssertEqual(r.body.count, TestApps.bigBodySize, "[\(mode)] response \(i)")

@@ -608,14 +608,14 @@ func assertOneClientAtATime(_ mode: EngineMode, port: Int,
                             file: StaticString = #filePath, line: UInt = #line) throws {
     let a = try TestSocket(port: port)
     try a.send("POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nbo")
-    usleep(100_000)   // A is accepted first
+    XCTAssertTrue(a.waitUntilServerHasRead(), "[\(mode)] A was not accepted and read first", file: file, line: line)
     let b = try TestSocket(port: port)
     try b.send("GET /b HTTP/1.1\r\nHost: h\r\n\r\n")
-    usleep(300_000)
-    var byte: UInt8 = 0
-    let early = recv(b.fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
-    XCTAssertTrue(early < 0 && (errno == EAGAIN || errno == EWOULDBLOCK),
-                  "[\(mode)] B must wait while A's request is incomplete (recv returned \(early))", file: file, line: line)
+    // B waits: nothing of it is read, nothing arrives for it within 300 ms.
+    XCTAssertFalse(b.waitReadable(timeout: .milliseconds(300)),
+                   "[\(mode)] B must wait while A's request is incomplete: it got an answer or a close", file: file, line: line)
+    XCTAssertGreaterThan(b.serverEnd?.unread ?? 0, 0,
+                         "[\(mode)] B's request was read while A's is incomplete", file: file, line: line)
     try a.send("dy")
     let ra = try a.readResponse()
     XCTAssertEqual(ra.fields["target"], "/a", "[\(mode)] A answered once complete: \(ra)", file: file, line: line)
