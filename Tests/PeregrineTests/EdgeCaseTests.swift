@@ -79,6 +79,10 @@ final class EdgeCaseTests: XCTestCase {
                     try s.send("POST /p\(i) HTTP/1.1\r\nHost: h\r\nContent-Length: \(String(i).count + 4)\r\n\r\nbo")
                     socks.append(s)
                 }
+                // Every connection holds its partial request in the server at once.
+                for (i, s) in socks.enumerated() {
+                    XCTAssertTrue(s.waitUntilServerHasRead(), "[\(mode)] partial request \(i) was not read")
+                }
                 for i in stride(from: n - 1, through: 0, by: -1) {
                     try socks[i].send("dy\(i)")
                     let r = try socks[i].readResponse()

@@ -79,7 +79,8 @@ final class TimeoutTests: XCTestCase {
     }
 
     /// An idle keep-alive connection is closed quietly (no response bytes)
-    /// after the idle timeout; an active one is not.
+    /// after the idle timeout (an active one is not:
+    /// testBusyConnectionOutlivesIdleTimeout).
     func testIdleKeepAliveConnectionClosedQuietly() throws {
         try forEachEngine { mode in
             try withServer(mode, BuiltinApp.hello.application, configure: { $0.idleTimeout = 1 }) { server in
