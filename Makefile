@@ -1,5 +1,6 @@
-# Peregrine: the two commands are `make serve` and `make test`.
-# Both install what is missing (libev-dev, curl, python3) first.
+# Peregrine: `make serve` serves, `make test` is the full gate (what CI runs),
+# `make check` the quick loop for day-to-day work (under 5 minutes).
+# All install what is missing (libev-dev, curl, python3) first.
 
 PORT ?= 8080
 ARGS ?=
@@ -8,7 +9,7 @@ CWARN = -std=c11 -Wall -Wextra -Werror -pedantic -Wshadow -Wconversion -Wno-sign
 SAN = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fuse-ld=lld
 BUILD_TMP ?= .build/ctests
 
-.PHONY: deps build serve test test-c cwarn swift-test test-asan test-tsan measure bench fuzz fuzz-diff clean soak soak-quick
+.PHONY: deps build serve test check check-swift test-c cwarn swift-test test-asan test-tsan measure bench fuzz fuzz-diff clean soak soak-quick check-libev cluster-test
 
 deps:
 	@./scripts/install-deps.sh
@@ -24,9 +25,24 @@ serve: build
 # bounded fuzz session, a bounded differential fuzz session (C parser vs
 # Swift parser), XCTest, XCTest again under AddressSanitizer, the
 # multi-threaded tests under ThreadSanitizer, and the soak at small counts
-# (about a minute; the full `make soak`, 2-3 minutes, is not in it). Any
+# (about a minute; the full `make soak`, 2-3 minutes, is not in it), and the
+# black-box libev checks (past select's FD_SETSIZE, the Date tick). Any
 # finding fails the run.
-test: deps cwarn test-c fuzz fuzz-diff swift-test test-asan test-tsan soak-quick
+test: deps cwarn test-c fuzz fuzz-diff swift-test test-asan test-tsan soak-quick check-libev
+
+# The quick loop: strict C warnings, the C tests under ASan/UBSan, and the
+# XCTest suites on the default engine (epoll, level) only. About 3 minutes
+# from a built tree; `make test` is the gate.
+CHECK_ENGINES ?= epoll/level
+check: deps cwarn test-c check-swift
+
+check-swift:
+	swift build --build-tests
+	PEREGRINE_TEST_ENGINES=$(CHECK_ENGINES) swift test --skip-build --disable-swift-testing
+
+# libev on each of its backends, black-box (scripts/check-libev.py, ~20 s).
+check-libev: build
+	python3 scripts/check-libev.py
 
 # The C core compiles clean with warnings as errors, under clang and gcc.
 cwarn:
@@ -130,3 +146,11 @@ fuzz-diff:
 	  grep -E "^Done [0-9]+ runs|stat::number_of_executed_units" $$D/fuzz.log; \
 	  if [ $$rc -ne 0 ]; then tail -80 $$D/fuzz.log; echo "fuzz-diff: finding, input saved under $$D/"; fi; \
 	  exit $$rc
+
+# Three Peregrine hosts in network namespaces behind HAProxy (PROXY v2, health
+# checks) and nginx (upstream keep-alive), under load: a rolling restart with 0
+# failed requests, a SIGKILLed backend marked down and back, client addresses
+# through PROXY (scripts/cluster_test.py). CLUSTER_SECONDS per phase (20).
+cluster-test: build
+	./scripts/install-deps.sh wrk nginx haproxy ip
+	python3 scripts/cluster_test.py

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Peregrine's benchmark suite: every contender side by side in one run.
 
-Method (DESIGN.md): servers pinned to core 0, load generators to core 1; the
+Method (DESIGN.md, "How to measure"): servers pinned to core 0, load generators to core 1; the
 server's CPU time (user+system of its whole process tree, from /proc) before
 and after each load gives CPU-µs per request, reported as a ratio to the floor
 server measured in the same run. Contenders run at once on separate ports and
@@ -28,10 +28,15 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import procstat  # noqa: E402  (scripts/procstat.py: CPU, RSS, descriptors from /proc)
+
+HZ = procstat.HZ
 BENCH = os.path.join(ROOT, "bench")
 PEREGRINE = os.path.join(ROOT, ".build", "release", "peregrine")
 NIO_HELLO = os.path.join(BENCH, "swift", ".build", "release", "nio-hello")
-HZ = os.sysconf("SC_CLK_TCK")
+# The allocation counter, shared with the XCTest suite (built here as an LD_PRELOAD library).
+ALLOC_COUNTER_C = os.path.join(ROOT, "Tests", "CTestSupport", "alloc_counter.c")
 SERVER_CORE, LOAD_CORE = "0", "1"
 
 # ---------------------------------------------------------------- helpers
@@ -53,41 +58,13 @@ def load(cmd, timeout):
     return run(["taskset", "-c", LOAD_CORE] + cmd, timeout=timeout, check=False)
 
 
-def tree(pid):
-    """pid and all its descendants (nginx: master and worker)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for task in os.listdir(f"/proc/{p}/task") if os.path.isdir(f"/proc/{p}/task") else []:
-            try:
-                with open(f"/proc/{p}/task/{task}/children") as f:
-                    todo += [int(x) for x in f.read().split()]
-            except OSError:
-                pass
-    return out
-
-
-def sum_over_tree(pid, path, read):
-    """Adds read(text of /proc/P/<path>) over pid and its descendants."""
-    total = 0
-    for p in tree(pid):
-        try:
-            with open(f"/proc/{p}/{path}") as f:
-                total += read(f.read())
-        except OSError:
-            pass   # the process ended meanwhile
-    return total
-
-
 def cpu_ticks(pid):
-    # utime + stime, fields 14 and 15 of stat (counted after the command name)
-    return sum_over_tree(pid, "stat", lambda t: sum(int(x) for x in t.rsplit(")", 1)[1].split()[11:13]))
+    """utime + stime of pid's whole process tree (nginx: master and worker)."""
+    return procstat.cpu_ticks(pid, tree=True)
 
 
 def rss_kb(pid):
-    return sum_over_tree(pid, "status", lambda t: next((int(l.split()[1]) for l in t.splitlines()
-                                                        if l.startswith("VmRSS:")), 0))
+    return procstat.rss_kib(pid, tree=True)
 
 
 def netstat_tcpext():
@@ -116,6 +93,14 @@ def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
+def spread(xs, fmt):
+    """min–max of the repetitions, so a reader sees how far the median can be trusted."""
+    xs = [x for x in xs if x == x]
+    if not xs:
+        return "–"
+    return fmt.format(min(xs)) + "–" + fmt.format(max(xs)) + f" (n={len(xs)})"
+
+
 def duration_us(text):
     """wrk latency '1.27ms' / '850.00us' / '1.02s' -> µs."""
     m = re.match(r"([\d.]+)(us|ms|s)$", text)
@@ -130,24 +115,24 @@ def duration_us(text):
 class Server:
     """A contender: started pinned to the server core, in its own session."""
 
-    def __init__(self, name, argv, port, scratch):
+    def __init__(self, name, argv, port, scratch, start_timeout=20.0):
         self.name, self.argv, self.port = name, argv, port
         self.log = open(os.path.join(scratch, f"{name}.log"), "w")
         self.proc = subprocess.Popen(["taskset", "-c", SERVER_CORE] + argv, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
-        wait_port(port, self.proc)
+        wait_port(port, self.proc, start_timeout)
 
     @property
     def pid(self):
         return self.proc.pid
 
-    def stop(self):
+    def stop(self, timeout=5):
         try:
             os.killpg(self.proc.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
         try:
-            self.proc.wait(5)
+            self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
@@ -179,7 +164,8 @@ class Suite:
                                ("echo/echo_load.c", "echo_load", []), ("readiness/readiness.c", "readiness", ["-lev"])]:
             run(["cc", "-std=c11", "-O2", "-o", os.path.join(self.scratch, out), os.path.join(BENCH, src)] + libs)
         run(["cc", "-O2", "-shared", "-fPIC", "-o", os.path.join(self.scratch, "alloccount.so"),
-             os.path.join(ROOT, "scripts", "alloccount.c")])
+             "-DALLOC_COUNTER_WHOLE_PROCESS", "-I", os.path.join(os.path.dirname(ALLOC_COUNTER_C), "include"),
+             ALLOC_COUNTER_C])
         self.have_nio = False
         if not self.args.no_nio:
             r = run(["swift", "build", "-c", "release", "--package-path", os.path.join(BENCH, "swift"),
@@ -277,8 +263,8 @@ class Suite:
 
     def table(self, results, columns, floor):
         """Markdown table of medians; columns: [(metric, header, format)]."""
-        head = "| server | " + " | ".join(h for _, h, _ in columns) + " | vs floor |"
-        rows = [head, "|" + "---|" * (len(columns) + 2)]
+        head = "| server | " + " | ".join(h for _, h, _ in columns) + " | CPU-µs spread | vs floor |"
+        rows = [head, "|" + "---|" * (len(columns) + 3)]
         floor_cpu = median(results.get(floor, {}).get("cpu_us", []))
         out = []
         for name, metrics in results.items():
@@ -287,6 +273,7 @@ class Suite:
                 v = median(metrics.get(key, []))
                 cells.append(fmt.format(v) if v == v else "–")
             cpu = median(metrics.get("cpu_us", []))
+            cells.append(spread(metrics.get("cpu_us", []), "{:.2f}"))
             ratio = cpu / floor_cpu if floor_cpu and cpu == cpu else float("nan")
             rows.append(f"| {name} | " + " | ".join(cells) + (f" | {ratio:.2f}× |" if ratio == ratio else " | – |"))
             out.append((name, cpu, ratio, median(metrics.get("rps", []))))
@@ -348,6 +335,109 @@ class Suite:
                 done = len(runs) == self.repeat and all(r > 0 for r in runs)
                 self.verdicts.append(("blocking engine completes `wrk -t1 -c100` keep-alive",
                                       f"{rps:,.0f} req/s, errors {median(res[name].get('errors', [])):.0f}", done))
+
+    # -- user-space instructions per request (callgrind): the figure that does not move with the machine's load.
+    # callgrind_control cannot be used: it reaches a process blocked in epoll_wait only through ptrace, which
+    # this machine refuses, so each contender runs twice instead and the difference is taken.
+    INSTR_SECONDS = 3        # load window under callgrind (about 50 times slower than native)
+
+    def callgrind_run(self, name, argv, load_seconds):
+        """Runs a contender under callgrind to its exit: warm-up, optional load. Returns
+        (instructions of its whole process tree over its life, requests served)."""
+        prefix = f"cg-{name}-{load_seconds}-{self.port()}"
+        # nginx's worker runs as nobody when started as root: it must be able to write its counts too.
+        out_dir = os.path.join(self.scratch, "callgrind")
+        os.makedirs(out_dir, exist_ok=True)
+        os.chmod(self.scratch, 0o711)
+        os.chmod(out_dir, 0o1777)
+        vg = ["valgrind", "--tool=callgrind", "--trace-children=yes",
+              "--callgrind-out-file=" + os.path.join(out_dir, prefix + ".%p"), "--dump-instr=no"]
+        p = self.port()
+        s = Server(name, vg + argv(p), p, self.scratch, start_timeout=120)
+        try:
+            served, _ = self.wrk(p, 10, seconds=1)              # warm-up: caches, pools, lazy set-up
+            if load_seconds:
+                n, _ = self.wrk(p, 10, seconds=load_seconds)
+                served += n
+        finally:
+            s.stop(timeout=60)                               # callgrind writes its counts at exit
+        total = 0
+        for f in os.listdir(out_dir):
+            if f.startswith(prefix + "."):
+                with open(os.path.join(out_dir, f)) as fh:
+                    m = re.search(r"^summary:\s+(\d+)", fh.read(), re.M)
+                total += int(m.group(1)) if m else 0
+        return total, served
+
+    def instructions_per_request(self, name, argv):
+        """(instructions per request, requests in the difference): a loaded run minus an idle one, so
+        start-up, warm-up and exit cancel out."""
+        idle, idle_served = self.callgrind_run(name, argv, 0)
+        loaded, loaded_served = self.callgrind_run(name, argv, self.INSTR_SECONDS)
+        n = loaded_served - idle_served
+        return ((loaded - idle) / n if n > 0 else float("nan")), n
+
+    def scenario_instructions(self):
+        """User-space instructions per keep-alive hello request: floor, every engine, nginx, SwiftNIO."""
+        if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
+            self.sections.append(("1c. User-space instructions per request (callgrind)",
+                                  "not measured: valgrind is not installed (`apt-get install valgrind`)"))
+            self.verdicts.append(("user-space instructions per keep-alive request measured", "valgrind missing", None))
+            return
+        # valgrind cannot read a Swift release binary's debug info; a stripped copy runs fine.
+        stripped = os.path.join(self.scratch, "peregrine-stripped")
+        run(["strip", "-o", stripped, PEREGRINE])
+        contenders = [("floor", lambda p: [os.path.join(self.scratch, "floor"), str(p)])]
+        for name, flags in self.ENGINE_MODES:
+            contenders.append((name, lambda p, f=flags: [stripped, "serve", "--host", "127.0.0.1", "--port", str(p)] + f))
+        if self.have_nginx:
+            contenders.append(("nginx", lambda p: [os.path.join(BENCH, "nginx", "run-nginx.sh"), str(p),
+                                                   tempfile.mkdtemp(prefix="nginx-", dir=self.scratch)]))
+        if self.have_nio:
+            nio_stripped = os.path.join(self.scratch, "nio-hello-stripped")
+            run(["strip", "-o", nio_stripped, NIO_HELLO])
+            contenders.append(("swiftnio", lambda p: [nio_stripped, "--host", "127.0.0.1", "--port", str(p)]))
+        repeats = 1 if self.quick else min(self.repeat, 3)
+        results = {}
+        for _ in range(repeats):                      # interleaved, like the CPU-time scenarios
+            for name, argv in contenders:
+                if not self.wanted(name):
+                    continue
+                per_req, n = self.instructions_per_request(name, argv)
+                r = results.setdefault(name, {"instr": [], "requests": []})
+                r["instr"].append(per_req)
+                r["requests"].append(n)
+        floor = median(results.get("floor", {}).get("instr", []))
+        lines = ["| server | instructions / request | spread | requests counted | vs floor |",
+                 "|---|---:|---:|---:|---:|"]
+        rows = []
+        for name, r in results.items():
+            v = median(r["instr"])
+            ratio = v / floor if floor and v == v else float("nan")
+            lines.append(f"| {name} | {v:,.0f} | {spread(r['instr'], '{:,.0f}')} | {median(r['requests']):,.0f} | "
+                         f"{ratio:.2f}× |")
+            rows.append((name, v, ratio))
+        note = (f"`valgrind --tool=callgrind` counts the instructions the server executes in user space (the kernel's "
+                f"TCP path, the same for every contender, is not in it), so this figure does not move with the "
+                f"machine's load. Per contender, two runs under callgrind from start to exit: one with a 1 s "
+                f"`wrk -t1 -c10` warm-up only, one with the warm-up and `wrk -t1 -c10 -d{self.INSTR_SECONDS}s`; the "
+                f"difference of their instructions (whole process tree) over the difference of the requests served, "
+                f"so start-up, warm-up and exit cancel out. Swift binaries run stripped (valgrind cannot read their debug info). "
+                f"{repeats} repetition(s), interleaved; median and min–max.")
+        self.sections.append(("1c. User-space instructions per keep-alive hello request (callgrind)",
+                              "\n".join(lines) + "\n\n" + note))
+        self.data["instructions"] = rows
+        by_name = {name: v for name, v, _ in rows}
+        for name in ("peregrine-level", "peregrine-edge", "peregrine-swift-level", "peregrine-swift-edge"):
+            if name in by_name:
+                v = by_name[name]
+                self.verdicts.append((f"user-space instructions per keep-alive hello ({name}) ≤ 1,500",
+                                      f"{v:,.0f}", v <= 1500))
+        for trigger in ("level", "edge"):
+            c, sw = by_name.get(f"peregrine-{trigger}"), by_name.get(f"peregrine-swift-{trigger}")
+            if c is not None and sw is not None:
+                self.verdicts.append((f"C engine's instructions per request no more than the Swift engine's ({trigger})",
+                                      f"{c:,.0f} vs {sw:,.0f}", c <= sw))
 
     def scenario_pipelined(self):
         script = os.path.join(BENCH, "wrk", "pipeline.lua")
@@ -553,7 +643,7 @@ class Suite:
                 self.verdicts.append((f"0 allocations per request, hello on the pure-Swift engine ({name})",
                                       f"{per:.6f}", per == 0))
         self.sections.append(("Allocations: malloc-family calls per request, release binary, whole process "
-                              "(LD_PRELOAD counter, `scripts/alloccount.c`), keep-alive hello, `wrk -t1 -c100`",
+                              "(LD_PRELOAD counter, `Tests/CTestSupport/alloc_counter.c`), keep-alive hello, `wrk -t1 -c100`",
                               "\n".join(lines)))
 
     def scenario_micro(self):
@@ -733,15 +823,15 @@ def parse_benchmark_tables(text):
     return rows
 
 
-SCENARIOS = ["keepalive", "engines", "pipelined", "connection_per_request", "echo", "idle", "backlog", "readiness",
-             "allocations", "micro"]
+SCENARIOS = ["keepalive", "engines", "instructions", "pipelined", "connection_per_request", "echo", "idle", "backlog",
+             "readiness", "allocations", "micro"]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one repetition of 1 s: a smoke run")
     ap.add_argument("--duration", type=int, default=5, help="seconds per load run")
-    ap.add_argument("--repeat", type=int, default=3, help="repetitions (median reported)")
+    ap.add_argument("--repeat", type=int, default=5, help="repetitions, interleaved across contenders (median and spread reported)")
     ap.add_argument("--only", default="", help="comma-separated scenarios: " + ",".join(SCENARIOS))
     ap.add_argument("--out", default=os.path.join(BENCH, "results"))
     ap.add_argument("--no-nio", action="store_true", help="skip building the SwiftNIO contender")

@@ -22,6 +22,8 @@ Exit 0 when every check passed.
 """
 import argparse, os, re, resource, signal, socket, subprocess, sys, threading, time
 
+import procstat  # scripts/procstat.py, beside this file: CPU, RSS, descriptors from /proc
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELLO = b"Hello, World!"
 
@@ -37,16 +39,13 @@ class Server:
         self.port = int(m.group(1))
 
     def cpu_s(self):
-        with open(f"/proc/{self.p.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return procstat.cpu_seconds(self.p.pid)
 
     def rss_kib(self):
-        with open(f"/proc/{self.p.pid}/status") as f:
-            return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+        return procstat.rss_kib(self.p.pid)
 
     def fds(self):
-        return [int(x) for x in os.listdir(f"/proc/{self.p.pid}/fd")]
+        return procstat.fds(self.p.pid)
 
     def stop(self, timeout=2.0):
         self.p.send_signal(signal.SIGINT)

@@ -13,6 +13,8 @@ for tool in "$@"; do
         ab) command -v ab >/dev/null 2>&1 || need="$need apache2-utils" ;;
         nginx) [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need="$need nginx-light" ;;
         gnuplot) command -v gnuplot >/dev/null 2>&1 || need="$need gnuplot-nox" ;;
+        haproxy) [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || need="$need haproxy" ;;
+        ip) [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || command -v ip >/dev/null 2>&1 || need="$need iproute2" ;;
         *) command -v "$tool" >/dev/null 2>&1 || need="$need $tool" ;;
     esac
 done

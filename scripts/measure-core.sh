@@ -82,7 +82,7 @@ for contender in $CONTENDERS; do kill "${PID_OF[$contender]}"; wait "${PID_OF[$c
 
 echo
 echo "# malloc calls per request, release binary, whole process, steady state (LD_PRELOAD counter)"
-cc -O2 -shared -fPIC scripts/alloccount.c -o "$SCRATCH/alloccount.so"
+cc -O2 -shared -fPIC -DALLOC_COUNTER_WHOLE_PROCESS -ITests/CTestSupport/include Tests/CTestSupport/alloc_counter.c -o "$SCRATCH/alloccount.so"
 for trigger in $TRIGGERS; do
     PRELOAD="$SCRATCH/alloccount.so" start_server --trigger "$trigger"
     taskset -c 1 wrk -t1 -c100 -d2s "http://127.0.0.1:$PORT/" >/dev/null

@@ -68,6 +68,8 @@ Exit 0 when every check passed on every engine; the report goes to stdout.
 """
 import argparse, collections, os, re, shlex, signal, socket, struct, subprocess, sys, threading, time
 
+import procstat  # scripts/procstat.py, beside this file: CPU, RSS, descriptors from /proc
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_ENGINES = "epoll/level,epoll/edge,libev/epoll,swift/level"
 # SOAK_ENGINES=all: every mode of the event engines.
@@ -118,25 +120,16 @@ class Server:
         return self.p.poll() is None
 
     def rss_kib(self):
-        with open(f"/proc/{self.pid}/status") as f:
-            return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+        return procstat.rss_kib(self.pid)
 
     def fd_count(self):
-        return len(os.listdir(f"/proc/{self.pid}/fd"))
+        return len(procstat.fds(self.pid))
 
     def fd_list(self):
-        out = []
-        for n in sorted(os.listdir(f"/proc/{self.pid}/fd"), key=int):
-            try:
-                out.append(f"{n}->{os.readlink(f'/proc/{self.pid}/fd/{n}')}")
-            except OSError:
-                pass
-        return " ".join(out)
+        return " ".join(procstat.fd_targets(self.pid))
 
     def cpu_s(self):
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return procstat.cpu_seconds(self.pid)
 
     def settle(self, target=None, limit=4.0):
         """Waits for lingering closes: until the descriptor count equals
