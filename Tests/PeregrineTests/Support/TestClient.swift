@@ -331,10 +331,10 @@ struct KernelSocketState {
     /// Bytes received by the kernel and not yet read by the owning process.
     var unread: Int
 
-    static let established = 1
-    static let closeWait = 8
-    /// The owner has closed (or shut down the write side of) this end.
-    var ownerClosed: Bool { state != Self.established && state != Self.closeWait }
+    /// The states after the owner closed (or shut down the write side of)
+    /// this end: FIN_WAIT1, FIN_WAIT2, TIME_WAIT, CLOSE, LAST_ACK, CLOSING.
+    static let afterOwnerClose: Set<Int> = [4, 5, 6, 7, 9, 11]
+    var ownerClosed: Bool { Self.afterOwnerClose.contains(state) }
 }
 
 /// A connection's two ports on loopback.
