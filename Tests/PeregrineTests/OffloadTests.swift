@@ -312,7 +312,7 @@ final class OffloadTests: XCTestCase {
     func testAsyncHandlersAndForgottenResponder() throws {
         let app: Application = .async { request in
             let ms = Int(request.query?.dropFirst(3) ?? "0") ?? 0
-            try? await Task.sleep(nanoseconds: UInt64(ms) * 1_000_000)
+            try? await Task.sleep(nanoseconds: UInt64(ms) * 1_000_000)   // the subject: a slow async handler
             return OffloadAnswer(status: 200, headers: [("X-Target", request.target)], body: Array("async \(ms)".utf8))
         }
         try forEachEngine { mode in

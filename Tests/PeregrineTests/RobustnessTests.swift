@@ -141,7 +141,7 @@ final class RobustnessTests: XCTestCase {
                             for j in 0..<n where buf[j] != payload[received + j] { mismatchAt = received + j; break }
                         }
                         received += n
-                        usleep(1000)
+                        usleep(1000)   // the subject: a slow reader
                     }
                 } catch {
                     XCTFail("[\(mode)] echo receive failed after \(received) bytes: \(error)")
