@@ -9,7 +9,7 @@ CWARN = -std=c11 -Wall -Wextra -Werror -pedantic -Wshadow -Wconversion -Wno-sign
 SAN = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fuse-ld=lld
 BUILD_TMP ?= .build/ctests
 
-.PHONY: deps build serve test check check-swift test-c cwarn swift-test test-asan test-tsan measure bench fuzz fuzz-diff clean soak soak-quick check-libev cluster-test
+.PHONY: deps build serve test check check-swift test-c cwarn swift-test test-asan test-tsan measure bench fuzz fuzz-diff clean soak soak-quick check-libev cluster-test cluster-test-quick restart-test
 
 deps:
 	@./scripts/install-deps.sh
@@ -26,9 +26,9 @@ serve: build
 # Swift parser), XCTest, XCTest again under AddressSanitizer, the
 # multi-threaded tests under ThreadSanitizer, and the soak at small counts
 # (about a minute; the full `make soak`, 2-3 minutes, is not in it), and the
-# black-box libev checks (past select's FD_SETSIZE, the Date tick). Any
-# finding fails the run.
-test: deps cwarn test-c fuzz fuzz-diff swift-test test-asan test-tsan soak-quick check-libev
+# black-box libev checks (past select's FD_SETSIZE, the Date tick), and the
+# cluster test with 6-second phases. Any finding fails the run.
+test: deps cwarn test-c fuzz fuzz-diff swift-test test-asan test-tsan soak-quick check-libev cluster-test-quick
 
 # The quick loop: strict C warnings, the C tests under ASan/UBSan, and the
 # XCTest suites on the default engine (epoll, level) only. About 3 minutes
@@ -51,10 +51,16 @@ cwarn:
 	  if command -v gcc >/dev/null; then gcc $(CWARN) -Icsrc/include -fsyntax-only $$f || exit 1; fi; \
 	done; echo "cwarn: csrc/*.c clean with $(CWARN)"
 
+# The C parsers: http1.c against the one case table (Tests/ParserCases/cases.txt), proxy.c;
+# the send queue's file links (test_sendfile.c, over the real engines).
 test-c:
 	@mkdir -p $(BUILD_TMP)
 	$(CC_STRICT) $(CWARN) $(SAN) -Icsrc/include csrc/http1.c Tests/CTests/test_http1.c -o $(BUILD_TMP)/test_http1
-	$(BUILD_TMP)/test_http1
+	$(BUILD_TMP)/test_http1 Tests/ParserCases/cases.txt
+	$(CC_STRICT) $(CWARN) $(SAN) -Icsrc/include -Icsrc csrc/*.c Tests/CTests/test_sendfile.c -lev -lpthread -o $(BUILD_TMP)/test_sendfile
+	$(BUILD_TMP)/test_sendfile
+	$(CC_STRICT) $(CWARN) $(SAN) -Icsrc/include csrc/proxy.c Tests/CTests/test_proxy.c -o $(BUILD_TMP)/test_proxy
+	$(BUILD_TMP)/test_proxy
 
 swift-test:
 	swift build --build-tests
@@ -100,6 +106,13 @@ soak: build
 soak-quick: build
 	SOAK_REQUESTS=$${SOAK_REQUESTS:-100000} SOAK_CYCLES=$${SOAK_CYCLES:-2000} python3 scripts/soak.py
 
+# The restart measurement (scripts/restart-test.py): per event engine, 10
+# restarts (a new `peregrine serve` on the same port, then SIGTERM to the old)
+# under wrk -t1 -c50; prints socket errors and non-2xx answers, fails unless 0.
+restart-test: build
+	./scripts/install-deps.sh wrk
+	python3 scripts/restart-test.py
+
 clean:
 	rm -rf .build .build-asan .build-tsan bench/swift/.build
 
@@ -118,9 +131,10 @@ fuzz:
 # and to the Swift one (fuzz/fuzz_diff.swift), which must agree exactly.
 # Built outside SwiftPM: http1.c with clang (ASan + UBSan), PeregrineCore
 # and the Swift parser as their own modules and the harness (with the
-# conformance suite's Feeding.swift, ParserAdapters.swift and table) with
+# conformance suite's Feeding.swift, ParserAdapters.swift and table reader) with
 # swiftc (ASan), the parsers instrumented for coverage. Seeds: fuzz/corpus
-# plus the conformance table's inputs, written by the harness itself.
+# plus the inputs of the parser case table (Tests/ParserCases/cases.txt),
+# written by the harness itself.
 # SWIFT_BACKTRACE=enable=no: on a finding, libFuzzer reports (the Swift
 # backtracer would fight ASan over the crashed process).
 FUZZ_DIFF_TMP ?= .build/fuzz-diff
@@ -140,7 +154,7 @@ fuzz-diff:
 	  -emit-module-path $$D/PeregrineSwiftEpoll.swiftmodule -c Sources/PeregrineSwiftEpoll/HTTP1Parser.swift -o $$D/HTTP1Parser.o && \
 	$(FUZZ_SWIFTC) -sanitize=address -I $$D -I $$D/cmod -module-name FuzzDiff -c $(FUZZ_DIFF_SRC) -o $$D/fuzz_diff.o && \
 	$(SWIFTC) -sanitize=fuzzer,address -use-ld=lld $$D/fuzz_diff.o $$D/HTTP1Parser.o $$D/PeregrineCore.o $$D/http1.o -o $$D/fuzz_diff && \
-	PRG_FUZZ_DUMP_SEEDS=$$D/seeds $$D/fuzz_diff
+	PRG_PARSER_CASES=$(CURDIR)/Tests/ParserCases/cases.txt PRG_FUZZ_DUMP_SEEDS=$$D/seeds $$D/fuzz_diff
 	@D=$(FUZZ_DIFF_TMP); SWIFT_BACKTRACE=enable=no $$D/fuzz_diff -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
 	  -artifact_prefix=$$D/ $$D/corpus fuzz/corpus $$D/seeds > $$D/fuzz.log 2>&1; rc=$$?; \
 	  grep -E "^Done [0-9]+ runs|stat::number_of_executed_units" $$D/fuzz.log; \
@@ -154,3 +168,7 @@ fuzz-diff:
 cluster-test: build
 	./scripts/install-deps.sh wrk nginx haproxy ip
 	python3 scripts/cluster_test.py
+
+cluster-test-quick: build
+	./scripts/install-deps.sh wrk nginx haproxy ip
+	CLUSTER_SECONDS=6 python3 scripts/cluster_test.py

@@ -9,8 +9,10 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -120,33 +122,30 @@ static prg_chunk *chunk_new(prg_conn *c, size_t min_cap) {
     }
     k->next = NULL;
     k->start = k->end = 0;
+    k->is_file = 0;
     if (c->out_tail) c->out_tail->next = k;
     else c->out_head = k;
     c->out_tail = k;
     return k;
 }
 
-static void chunk_release(prg_conn *c, prg_chunk *k) {
-    if (k->pooled) prg_pool_put(&c->loop->pool, k);
+/* The one place a link is let go: a file link closes its descriptor. */
+static void chunk_release(prg_loop *loop, prg_chunk *k) {
+    if (k->is_file) (void)close(((prg_file_range *)(void *)k->data)->fd);   /* nothing to retry on error */
+    if (k->pooled) prg_pool_put(&loop->pool, k);
     else free(k);
 }
 
 void prg_chunks_release(prg_loop *loop, prg_chunk *k) {
     while (k) {
         prg_chunk *next = k->next;
-        if (k->pooled) prg_pool_put(&loop->pool, k);
-        else free(k);
+        chunk_release(loop, k);
         k = next;
     }
 }
 
 static void out_release_all(prg_conn *c) {
-    prg_chunk *k = c->out_head;
-    while (k) {
-        prg_chunk *next = k->next;
-        chunk_release(c, k);
-        k = next;
-    }
+    prg_chunks_release(c->loop, c->out_head);
     c->out_head = c->out_tail = NULL;
     c->out_bytes = 0;
 }
@@ -182,8 +181,110 @@ int prg_out_append(prg_conn *c, const void *p, size_t n) {
     return 0;
 }
 
+int prg_out_append_file(prg_conn *c, int fd, int64_t offset, int64_t length) {
+    if (fd < 0 || offset < 0 || length <= 0 || (uint64_t)length > SIZE_MAX - c->out_bytes) {
+        if (fd >= 0) (void)close(fd);
+        return -1;
+    }
+    prg_chunk *k = malloc(sizeof(prg_chunk) + sizeof(prg_file_range));
+    if (!k) {
+        (void)close(fd);
+        return -1;
+    }
+    k->next = NULL;
+    k->start = k->end = k->cap = 0;   /* no room: later bytes get a link of their own */
+    k->pooled = 0;
+    k->is_file = 1;
+    prg_file_range *f = (prg_file_range *)(void *)k->data;
+    f->fd = fd;
+    f->offset = offset;
+    f->left = length;
+    if (c->out_tail) c->out_tail->next = k;
+    else c->out_head = k;
+    c->out_tail = k;
+    c->out_bytes += (size_t)length;
+    return 0;
+}
+
 static void set_cork(prg_conn *c, int on) {
     (void)setsockopt(c->fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
+}
+
+/* sendfile(2) has no MSG_NOSIGNAL: writing to a peer that reset raises
+ * SIGPIPE, whose default action ends the process. While a flush sends file
+ * ranges its thread blocks SIGPIPE, takes back a SIGPIPE the send raised,
+ * and restores the mask when the flush ends. The process's signal
+ * dispositions are left alone. */
+typedef struct sigpipe_guard {
+    sigset_t old;
+    bool blocked;   /* the mask was changed: restore it */
+    bool owned;     /* SIGPIPE was not blocked before: a pending one is ours */
+} sigpipe_guard;
+
+static int sigpipe_block(sigpipe_guard *g) {
+    if (g->blocked) return 0;
+    sigset_t pipe_only;
+    if (sigemptyset(&pipe_only) != 0 || sigaddset(&pipe_only, SIGPIPE) != 0) return -1;
+    if (pthread_sigmask(SIG_BLOCK, &pipe_only, &g->old) != 0) return -1;
+    g->blocked = true;
+    g->owned = sigismember(&g->old, SIGPIPE) == 0;
+    return 0;
+}
+
+/* After EPIPE: the SIGPIPE it raised is pending on this thread; take it. */
+static void sigpipe_take(const sigpipe_guard *g) {
+    if (!g->owned) return;   /* the application blocks SIGPIPE itself: its own to handle */
+    sigset_t pipe_only;
+    if (sigemptyset(&pipe_only) != 0 || sigaddset(&pipe_only, SIGPIPE) != 0) return;
+    const struct timespec zero = {0, 0};
+    while (sigtimedwait(&pipe_only, NULL, &zero) == SIGPIPE) {
+    }
+}
+
+static void sigpipe_restore(sigpipe_guard *g) {
+    if (g->blocked) (void)pthread_sigmask(SIG_SETMASK, &g->old, NULL);   /* fails only for a bad how */
+    g->blocked = false;
+}
+
+/* Largest count one sendfile call takes (Linux caps it here anyway). */
+#define PRG_SENDFILE_MAX 0x7ffff000
+
+/* Sends from the file link at the head of the queue. Returns 0 (progress),
+ * 1 (would block) or -1 (connection closed: socket error, or the file
+ * ended before the promised length, so the answer can never be whole). */
+static int flush_file(prg_conn *c, prg_chunk *k, sigpipe_guard *guard) {
+    prg_file_range *f = (prg_file_range *)(void *)k->data;
+    if (sigpipe_block(guard) != 0) {
+        prg_conn_close_now(c, PRG_CLOSE_ERROR);
+        return -1;
+    }
+    size_t want = f->left > PRG_SENDFILE_MAX ? PRG_SENDFILE_MAX : (size_t)f->left;
+    off_t off = (off_t)f->offset;
+    /* A blocking socket (engine_blocking.c) has SO_SNDTIMEO of a tick: the
+     * call returns within it, with what was sent or EAGAIN, and the engine
+     * then waits for POLLOUT as it does after a short sendmsg. */
+    ssize_t sent = sendfile(c->fd, f->fd, &off, want);
+    if (sent < 0) {
+        if (errno == EINTR) return 0;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 1;
+        if (errno == EPIPE) sigpipe_take(guard);
+        prg_conn_close_now(c, PRG_CLOSE_ERROR);   /* peer gone, or the file failed to read */
+        return -1;
+    }
+    if (sent == 0) {
+        /* End of file before the promised length (truncated meanwhile). */
+        prg_conn_close_now(c, PRG_CLOSE_ERROR);
+        return -1;
+    }
+    f->offset += sent;
+    f->left -= sent;
+    c->out_bytes -= (size_t)sent;
+    if (f->left == 0) {
+        c->out_head = k->next;
+        if (!c->out_head) c->out_tail = NULL;
+        chunk_release(c->loop, k);
+    }
+    return 0;
 }
 
 int prg_conn_flush(prg_conn *c) {
@@ -192,10 +293,32 @@ int prg_conn_flush(prg_conn *c) {
     bool cork = c->loop->server->cfg.tcp_cork;
     if (cork) set_cork(c, 1);
     int result = 0;
+    sigpipe_guard guard = {.blocked = false, .owned = false};
     while (c->out_bytes > 0) {
+        /* Empty byte links at the front (a reservation never committed). */
+        prg_chunk *head = c->out_head;
+        while (head && !head->is_file && head->end == head->start) {
+            c->out_head = head->next;
+            if (!c->out_head) c->out_tail = NULL;
+            chunk_release(c->loop, head);
+            head = c->out_head;
+        }
+        if (!head) break;
+        if (head->is_file) {
+            int r = flush_file(c, head, &guard);
+            if (r < 0) {
+                sigpipe_restore(&guard);
+                return -1;
+            }
+            if (r > 0) { result = 1; break; }
+            continue;
+        }
+        /* The byte links up to the next file link, in one sendmsg. */
         struct iovec iov[64];
         int n = 0;
-        for (prg_chunk *k = c->out_head; k && n < 64; k = k->next) {
+        bool file_next = false;
+        for (prg_chunk *k = head; k && n < 64; k = k->next) {
+            if (k->is_file) { file_next = true; break; }
             if (k->end == k->start) continue;
             iov[n].iov_base = k->data + k->start;
             iov[n].iov_len = k->end - k->start;
@@ -204,11 +327,14 @@ int prg_conn_flush(prg_conn *c) {
         struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
         /* MSG_DONTWAIT: a no-op on the event engines' non-blocking sockets;
          * on the blocking engines' it keeps a send from waiting on a client
-         * that does not read (the engine waits, see engine_blocking.c). */
-        ssize_t sent = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+         * that does not read (the engine waits, see engine_blocking.c).
+         * MSG_MORE before a file range: the head and the file's first bytes
+         * share a segment instead of the head leaving alone. */
+        ssize_t sent = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT | (file_next ? MSG_MORE : 0));
         if (sent < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) { result = 1; break; }
+            sigpipe_restore(&guard);
             prg_conn_close_now(c, PRG_CLOSE_ERROR);  /* EPIPE, ECONNRESET: peer is gone */
             return -1;
         }
@@ -225,9 +351,10 @@ int prg_conn_flush(prg_conn *c) {
             left -= avail;
             c->out_head = k->next;
             if (!c->out_head) c->out_tail = NULL;
-            chunk_release(c, k);
+            chunk_release(c->loop, k);
         }
     }
+    sigpipe_restore(&guard);
     if (cork) set_cork(c, 0);
     if (c->out_bytes == 0) {
         /* Keep no empty links around: an idle connection holds no block. */
@@ -249,6 +376,7 @@ prg_conn *prg_conn_open(prg_loop *loop, int fd) {
     c->fd = fd;
     c->loop = loop;
     c->id = loop->next_id;
+    if (loop->server->cfg.proxy_protocol) c->flags |= CONN_PROXY_PENDING;
     loop->next_id += (uint64_t)loop->server->loop_count;   /* loop i hands out i, i+N, i+2N… */
     prg_http_parser_reset(&c->parser);
     c->next = loop->live;
@@ -306,10 +434,22 @@ static bool over_output_limit(const prg_conn *c) {
     return c->out_bytes > c->loop->server->cfg.max_output;
 }
 
-/* Reading pauses for output the client has not taken, or for too many
- * answers still owed (deferred ones and those waiting behind them). */
+/* True when the send queue holds PRG_MAX_QUEUED_FILES file links. A walk,
+ * but only of a queue the client has not taken yet, and it stops early: a
+ * byte link holds up to 16 KiB of answers, so a pipelined burst of small
+ * answers is a link or two. */
+static bool too_many_files(const prg_conn *c) {
+    unsigned files = 0;
+    for (const prg_chunk *k = c->out_head; k; k = k->next)
+        if (k->is_file && ++files >= PRG_MAX_QUEUED_FILES) return true;
+    return false;
+}
+
+/* Reading pauses for output the client has not taken (bytes, or open files
+ * queued), or for too many answers still owed (deferred ones and those
+ * waiting behind them). */
 static bool must_pause(const prg_conn *c) {
-    return over_output_limit(c) || prg_offload_full(c);
+    return over_output_limit(c) || prg_offload_full(c) || (c->out_bytes && too_many_files(c));
 }
 
 /* An error answer: queued behind answers still owed, if any. */
@@ -397,6 +537,23 @@ static void process_raw(prg_conn *c) {
 static void process_input(prg_conn *c) {
     if (c->loop->server->cfg.mode == PRG_MODE_RAW) process_raw(c);
     else process_http(c);
+}
+
+/* proxy_protocol: the PROXY header comes before anything else (proxy.c).
+ * Returns true once it is consumed; false while it is incomplete (the header
+ * timer runs) or after a malformed one closed the connection, unanswered. */
+static bool take_proxy_header(prg_conn *c) {
+    prg_address source;
+    int64_t r = prg_proxy_parse(c->in, c->in_len, &source);
+    if (r == 0) return false;
+    if (r < 0) {
+        prg_conn_close_now(c, PRG_CLOSE_BAD_REQUEST);
+        return false;
+    }
+    c->flags &= ~(uint32_t)CONN_PROXY_PENDING;
+    if (source.family != PRG_ADDR_NONE) c->remote = source;
+    in_consume(c, (size_t)r);
+    return true;
 }
 
 /* One recv into the receive buffer. Returns bytes read (and the room it
@@ -500,7 +657,7 @@ int prg_conn_on_readable(prg_conn *c) {
             return 1;
         }
         if (n < 0) return n != -1 || i > 0;   /* closed, full, or drained (EAGAIN) */
-        process_input(c);
+        if (!(c->flags & CONN_PROXY_PENDING) || take_proxy_header(c)) process_input(c);
         /* A short read means the socket is drained, so edge mode can stop
          * without the extra recv that would return EAGAIN. Not after a hang-up
          * was signalled: the FIN must still be read, and no new edge comes. */

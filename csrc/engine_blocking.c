@@ -186,7 +186,7 @@ static void blocking_run(prg_loop *loop) {
     while (!stopping(loop) && !draining(loop)) {
         int fd = accept_one(loop);
         if (fd < 0) continue;
-        if (!prg_loop_open_conn(loop, fd)) {
+        if (!prg_loop_open_conn(loop, fd, NULL)) {
             close(fd);
             continue;
         }
@@ -329,7 +329,7 @@ static void *worker_main(void *arg) {
     prg_loop *loop = &w->loop;
     prg_loop_refresh_clocks(loop);
     int fd = w->fd;   /* written before the thread started; only this thread changes it */
-    if (prg_loop_open_conn(loop, fd)) {
+    if (prg_loop_open_conn(loop, fd, NULL)) {
         serve_connection(loop);
     } else {
         pthread_mutex_lock(&st->mu);

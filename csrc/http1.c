@@ -46,8 +46,8 @@ enum {
 
 enum {
     CS_SIZE = 0,    /* chunk-size hex digits (counter = digits so far) */
-    CS_BWS,         /* whitespace after the size, before ';' */
-    CS_EXT,         /* chunk extensions, until CR */
+    CS_BWS,         /* BWS after the size: ';' follows (chunk_ext_next) */
+    CS_EXT,         /* after a ';': BWS, then a chunk-ext-name */
     CS_SIZE_LF,     /* LF after the chunk-size line */
     CS_DATA,        /* chunk data (chunk_left bytes to go) */
     CS_DATA_CR,     /* CR after chunk data */
@@ -57,6 +57,17 @@ enum {
     CS_TR_VALUE,    /* trailer field value, until CR */
     CS_TR_LF,       /* LF ending a trailer field */
     CS_TR_END,      /* LF ending the trailer section */
+    /* the rest of a chunk extension (chunk_ext_next); the counter is the
+     * chunk-size line's length throughout */
+    CS_EXT_NAME,    /* chunk-ext-name (token) */
+    CS_EXT_NAME_BWS, /* BWS after a name: '=' or ';' follows */
+    CS_EXT_VAL,     /* after '=': BWS, then a token or quoted-string */
+    CS_EXT_TOKEN,   /* token value */
+    CS_EXT_QS,      /* quoted-string value, inside the quotes */
+    CS_EXT_QP,      /* quoted-pair: the byte after a backslash */
+    CS_EXT_QEND,    /* after the closing quote */
+    CS_EXT_VAL_BWS, /* BWS after a value: ';' follows */
+    CS_EXT_BAD,     /* chunk_ext_next: the byte breaks the grammar */
 };
 
 #define CNT_MAX 0x7FFFFFu
@@ -523,6 +534,49 @@ static inline unsigned hexval(uint8_t c)
     return c <= '9' ? (unsigned)(c - '0') : (unsigned)((c | 0x20) - 'a' + 10);
 }
 
+/*
+ * One byte of the chunk-size line after the size (RFC 9112 7.1, 7.1.1):
+ *   chunk-ext      = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+ *   chunk-ext-name = token
+ *   chunk-ext-val  = token / quoted-string     (RFC 9110 5.6.4)
+ * so whitespace is allowed only before ';', around '=' and after ';', never
+ * before the CRLF. Returns the next phase: CS_SIZE_LF for a CR where the line
+ * may end, CS_EXT_BAD for a byte the grammar does not allow there (400).
+ * Extensions are checked, then ignored.
+ */
+static unsigned chunk_ext_next(unsigned st, uint8_t c)
+{
+    const int tchar = (cls[c] & C_TCHAR) != 0;
+    switch (st) {
+    case CS_BWS:
+        return c == ';' ? CS_EXT : is_ows(c) ? CS_BWS : CS_EXT_BAD;
+    case CS_EXT:
+        return tchar ? CS_EXT_NAME : is_ows(c) ? CS_EXT : CS_EXT_BAD;
+    case CS_EXT_NAME:
+    case CS_EXT_NAME_BWS:
+        if (tchar && st == CS_EXT_NAME)
+            return CS_EXT_NAME;
+        if (c == '\r' && st == CS_EXT_NAME)
+            return CS_SIZE_LF;
+        return c == '=' ? CS_EXT_VAL : c == ';' ? CS_EXT : is_ows(c) ? CS_EXT_NAME_BWS : CS_EXT_BAD;
+    case CS_EXT_VAL:
+        return c == '"' ? CS_EXT_QS : tchar ? CS_EXT_TOKEN : is_ows(c) ? CS_EXT_VAL : CS_EXT_BAD;
+    case CS_EXT_QS: /* qdtext: HTAB, SP, VCHAR but '"' and '\\', obs-text */
+        return c == '"' ? CS_EXT_QEND : c == '\\' ? CS_EXT_QP : (cls[c] & C_VALUE) ? CS_EXT_QS : CS_EXT_BAD;
+    case CS_EXT_QP: /* HTAB, SP, VCHAR, obs-text */
+        return (cls[c] & C_VALUE) ? CS_EXT_QS : CS_EXT_BAD;
+    case CS_EXT_TOKEN:
+    case CS_EXT_QEND:
+        if (tchar && st == CS_EXT_TOKEN)
+            return CS_EXT_TOKEN;
+        if (c == '\r')
+            return CS_SIZE_LF;
+        return c == ';' ? CS_EXT : is_ows(c) ? CS_EXT_VAL_BWS : CS_EXT_BAD;
+    default: /* CS_EXT_VAL_BWS */
+        return c == ';' ? CS_EXT : is_ows(c) ? CS_EXT_VAL_BWS : CS_EXT_BAD;
+    }
+}
+
 /* Returns 1 when the last chunk and trailers are consumed, 0 when more
  * bytes are needed (state saved), a negative status on error. */
 static int decode_chunked(prg_http_parser *p, uint8_t *buf, size_t len,
@@ -586,29 +640,24 @@ static int decode_chunked(prg_http_parser *p, uint8_t *buf, size_t len,
             cnt++;
             break;
         case CS_BWS:
-            if (c == ';')
-                st = CS_EXT;
-            else if (!is_ows(c)) {
-                rc = -400;
-                goto out;
-            }
-            if (cnt >= line_max) {
-                rc = -400;
-                goto out;
-            }
-            cnt++;
-            break;
         case CS_EXT:
-            if (c == '\r') {
-                st = CS_SIZE_LF;
-                break;
-            }
-            if (c != '\t' && (c < 0x20 || c == 0x7F)) {
+        case CS_EXT_NAME:
+        case CS_EXT_NAME_BWS:
+        case CS_EXT_VAL:
+        case CS_EXT_TOKEN:
+        case CS_EXT_QS:
+        case CS_EXT_QP:
+        case CS_EXT_QEND:
+        case CS_EXT_VAL_BWS:
+            st = chunk_ext_next(st, c);
+            if (st == CS_EXT_BAD) {
                 rc = -400;
                 goto out;
             }
+            if (st == CS_SIZE_LF)
+                break; /* the CR does not count toward the line */
             if (cnt >= line_max) {
-                rc = -400;
+                rc = -400; /* chunk-size line over max_request_line */
                 goto out;
             }
             cnt++;
@@ -842,6 +891,7 @@ const char *prg_status_reason(int status)
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
     case 415: return "Unsupported Media Type";
+    case 416: return "Range Not Satisfiable";
     case 417: return "Expectation Failed";
     case 426: return "Upgrade Required";
     case 431: return "Request Header Fields Too Large";

@@ -11,6 +11,7 @@
  *   timer.c       timeouts as FIFO lists swept once a second
  *   server.c      listeners, socket options, threads, start/stop
  *   http1.c       the HTTP/1.1 parser
+ *   proxy.c       the client's address, the PROXY protocol header
  */
 #ifndef PRG_INTERNAL_H
 #define PRG_INTERNAL_H
@@ -39,19 +40,38 @@
 #define PRG_LINGER_MAX_BYTES (1u << 20)
 /* Accepts per wakeup before the listener yields. */
 #define PRG_ACCEPTS_PER_WAKEUP 64
+/* File links (open descriptors) in one send queue before the connection's
+ * reading pauses. Bytes alone do not bound them: a pipelined burst of
+ * requests for tiny files queues ~200 bytes per answer, so max_output would
+ * let one client that does not read hold thousands of descriptors. */
+#define PRG_MAX_QUEUED_FILES 16u
 /* Raw mode: receive buffer limit when the application consumes nothing. */
 #define PRG_RAW_MAX_INPUT (1u << 20)
 
 /* One link of a send queue. Pooled links are PRG_BLOCK_SIZE bytes in all;
- * a larger one (a single write bigger than a block) is malloc'd. */
+ * a larger one (a single write bigger than a block) is malloc'd.
+ *
+ * A file link (is_file) holds no bytes: data[] is a prg_file_range, a range
+ * of an open file sent with sendfile(2) in its place in the queue, between
+ * the bytes queued before and after it. Its cap and end are 0, so nothing is
+ * ever appended into it. The link owns the descriptor: releasing the link
+ * (sent, dropped with its connection, or with an answer that was never
+ * written) closes it. */
 typedef struct prg_chunk {
     struct prg_chunk *next;
     uint32_t start;   /* first unsent byte */
     uint32_t end;     /* end of data */
     uint32_t cap;     /* bytes of data[] */
-    uint32_t pooled;  /* 1 = return to the pool, 0 = free() */
+    uint16_t pooled;  /* 1 = return to the pool, 0 = free() */
+    uint16_t is_file; /* 1 = data[] is a prg_file_range */
     uint8_t data[];
 } prg_chunk;
+
+typedef struct prg_file_range {
+    int fd;           /* owned by the link */
+    int64_t offset;   /* next byte of the file to send */
+    int64_t left;     /* bytes still to send (> 0 while queued) */
+} prg_file_range;
 
 #define PRG_CHUNK_DATA_CAP (PRG_BLOCK_SIZE - (uint32_t)sizeof(prg_chunk))
 
@@ -78,6 +98,7 @@ enum {
     CONN_PEER_HUP      = 1u << 7,  /* EPOLLRDHUP/EPOLLHUP seen: read until EOF */
     CONN_LINGER        = 1u << 8,  /* answered and half-closed: discarding input until EOF */
     CONN_OPENED        = 1u << 9,  /* on_open ran, so on_close is owed */
+    CONN_PROXY_PENDING = 1u << 10, /* proxy_protocol: its PROXY header has not arrived yet */
 };
 
 /* Response writer states. */
@@ -135,7 +156,8 @@ struct prg_conn {
     uint32_t in_len;
     uint32_t in_cap;
 
-    /* Send queue. */
+    /* Send queue. out_bytes counts what is still to send, file ranges
+     * included (so a queued file pauses reading like queued bytes do). */
     prg_chunk *out_head;
     prg_chunk *out_tail;
     size_t out_bytes;
@@ -157,6 +179,7 @@ struct prg_conn {
     uint32_t lingered;          /* bytes discarded while lingering */
 
     prg_http_parser parser;
+    prg_address remote;         /* the client: accept's peer, or the PROXY header's source */
     void *userdata;
     /* Answers still owed, in request order (offload.c): a deferred
      * request, or an answer that waits behind one. Empty on the hot path. */
@@ -237,6 +260,7 @@ struct prg_server {
     /* Graceful shutdown (prg_server_shutdown): set once, read by every loop. */
     atomic_int drain;
     atomic_llong drain_deadline_ms;   /* CLOCK_MONOTONIC milliseconds; 0 = none asked */
+    atomic_llong drain_idle_until_ms; /* handed off: idle connections wait for a next request until then */
 };
 
 /* conn.c */
@@ -248,6 +272,7 @@ void prg_conn_close_now(prg_conn *c, int reason);
 void prg_conn_free(prg_conn *c);               /* after the batch; returns memory to the loop */
 void prg_conn_discard_urgent(prg_conn *c);     /* EPOLLPRI: read and drop out-of-band data */
 int prg_out_append(prg_conn *c, const void *p, size_t n);
+int prg_out_append_file(prg_conn *c, int fd, int64_t offset, int64_t length);   /* queue takes fd; 0 or -1 (fd closed) */
 uint8_t *prg_out_reserve(prg_conn *c, size_t n); /* contiguous space for n bytes, or NULL */
 void prg_out_commit(prg_conn *c, size_t n);
 void prg_chunks_release(prg_loop *loop, prg_chunk *k);   /* a whole list of links */
@@ -256,6 +281,10 @@ void prg_conn_update_timer(prg_conn *c);        /* put on the list its state cal
 void prg_timer_remove(prg_conn *c);
 void prg_timers_sweep(prg_loop *loop);           /* 408 late heads, close idle connections */
 void prg_conn_linger(prg_conn *c);               /* shut the write side, discard input until EOF */
+
+/* proxy.c: the client's address */
+struct sockaddr;
+void prg_address_from_sockaddr(prg_address *out, const struct sockaddr *sa);   /* not IP: PRG_ADDR_NONE */
 
 /* offload.c: answers completed on other threads, written in request order */
 #define PRG_DEFER_MAX_DEPTH 64u        /* answers owed per connection before its reading pauses */
@@ -282,7 +311,8 @@ const prg_engine_ops *prg_engine_for(prg_engine engine);   /* NULL if unknown */
 int prg_loop_init(prg_loop *loop);              /* shared init, then the engine's; 0 or -errno */
 int prg_loop_init_context(prg_loop *loop);      /* headers, Date, timers (not the Server line); 0 or -errno */
 void prg_loop_free_context(prg_loop *loop);     /* what init_context and serving left: conns, pool, headers */
-prg_conn *prg_loop_open_conn(prg_loop *loop, int fd);  /* accepted fd: conn, watch, on_open; NULL = no memory, fd still the caller's */
+/* accepted fd and its peer (NULL: getpeername): conn, watch, on_open; NULL = no memory, fd still the caller's */
+prg_conn *prg_loop_open_conn(prg_loop *loop, int fd, const struct sockaddr *peer);
 bool prg_loop_accept_error(prg_loop *loop, int err);   /* accept failed (not EAGAIN): true = try again now, false = wait */
 void *prg_loop_run(void *loop);                 /* thread body: engine run, then close everything */
 void prg_loop_accept_ready(prg_loop *loop);     /* accept what the backlog holds (non-blocking listener) */
@@ -299,6 +329,7 @@ int64_t prg_monotonic_ms(void);
 bool prg_drain_requested(const prg_server *s);
 bool prg_drain_expired(const prg_server *s);
 int prg_drain_ms_left(const prg_server *s);     /* >= 0 */
+int prg_drain_idle_grace_left(const prg_server *s); /* ms idle connections are still kept, >= 0 */
 bool prg_conn_drain_idle(const prg_conn *c);    /* nothing in flight: may be closed at once */
 void prg_loop_drain(prg_loop *loop);            /* event engines, after each batch: close the listener,
                                                    idle connections, all at the deadline; stop when none left */

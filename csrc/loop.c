@@ -126,7 +126,7 @@ bool prg_loop_accept_error(prg_loop *loop, int err) {
     return (err == EMFILE || err == ENFILE) && shed_connection(loop);
 }
 
-prg_conn *prg_loop_open_conn(prg_loop *loop, int fd) {
+prg_conn *prg_loop_open_conn(prg_loop *loop, int fd, const struct sockaddr *peer) {
     prg_server *s = loop->server;
     if (s->cfg.tcp_nodelay) {
         int one = 1;
@@ -134,6 +134,10 @@ prg_conn *prg_loop_open_conn(prg_loop *loop, int fd) {
     }
     prg_conn *c = prg_conn_open(loop, fd);
     if (!c) return NULL;
+    struct sockaddr_storage asked;
+    socklen_t asked_len = sizeof asked;
+    if (!peer && getpeername(fd, (struct sockaddr *)&asked, &asked_len) == 0) peer = (struct sockaddr *)&asked;
+    if (peer) prg_address_from_sockaddr(&c->remote, peer);
     if (loop->engine->watch(c) != 0) {
         prg_conn_close_now(c, PRG_CLOSE_ERROR);   /* no on_open yet, so no on_close */
         return c;
@@ -154,7 +158,9 @@ void prg_loop_accept_ready(prg_loop *loop) {
     loop->listener_ready = false;
     if (loop->listener_paused) return;
     for (int i = 0; i < PRG_ACCEPTS_PER_WAKEUP; i++) {
-        int fd = accept4(loop->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage peer;
+        socklen_t peer_len = sizeof peer;
+        int fd = accept4(loop->listen_fd, (struct sockaddr *)&peer, &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             int err = errno;
             if (err == EAGAIN || err == EWOULDBLOCK) return;   /* drained */
@@ -162,7 +168,7 @@ void prg_loop_accept_ready(prg_loop *loop) {
             prg_loop_pause_listener(loop);   /* ENOBUFS, ENOMEM, or shedding impossible */
             return;
         }
-        if (!prg_loop_open_conn(loop, fd)) close(fd);
+        if (!prg_loop_open_conn(loop, fd, (struct sockaddr *)&peer)) close(fd);
     }
     /* Cap reached: more may wait, and in edge mode no new edge will say so. */
     loop->listener_ready = true;
@@ -226,8 +232,11 @@ int prg_loop_wait_ms(const prg_loop *loop) {
     /* Wake once a second while any timeout is pending: the sweep's tick. */
     int ms = timers_pending(loop) ? 1000 : -1;
     if (loop->draining) {
-        /* Wake at the shutdown deadline at the latest. */
+        /* Wake at the shutdown deadline at the latest, and when idle
+         * connections kept after a handoff are due to close. */
         int left = prg_drain_ms_left(loop->server);
+        int grace = prg_drain_idle_grace_left(loop->server);
+        if (grace > 0 && grace < left) left = grace;
         if (ms < 0 || left < ms) ms = left;
     }
     return ms;
@@ -265,6 +274,12 @@ int prg_drain_ms_left(const prg_server *s) {
 
 bool prg_drain_expired(const prg_server *s) { return prg_drain_ms_left(s) == 0; }
 
+int prg_drain_idle_grace_left(const prg_server *s) {
+    int64_t left = atomic_load(&s->drain_idle_until_ms) - prg_monotonic_ms();
+    if (left < 0) return 0;
+    return left > 1000000000 ? 1000000000 : (int)left;
+}
+
 /* Idle: no request partly received (HTTP: the receive buffer holds nothing;
  * raw: unconsumed input does not count), no output pending, no offloaded
  * answer owed, no callback running, not lingering after an error answer
@@ -279,9 +294,13 @@ static void drain_begin(prg_loop *loop) {
     loop->draining = true;
     /* Stop accepting: closing the listener makes the kernel refuse new
      * connections and reset those still in its accept queue, instead of
-     * leaving them in a backlog nobody serves. */
+     * leaving them in a backlog nobody serves. A listener handed to another
+     * process (or inherited from systemd) stays open there: that process
+     * accepts what is queued. */
     if (loop->listen_fd >= 0) {
-        loop->engine->set_listener(loop, false);   /* libev: stop the watcher before close */
+        /* Before close: a socket another process shares stays in our
+         * epoll set after close() (the set holds the open file). */
+        loop->engine->set_listener(loop, false);
         close(loop->listen_fd);
         loop->listen_fd = -1;
     }
@@ -301,10 +320,13 @@ void prg_loop_drain(prg_loop *loop) {
     if (!prg_drain_requested(loop->server)) return;
     if (!loop->draining) drain_begin(loop);
     bool expired = prg_drain_expired(loop->server);
+    /* After a handoff, idle connections are kept a while for their next
+     * request (answered with Connection: close, see drain_begin). */
+    bool close_idle = prg_drain_idle_grace_left(loop->server) == 0;
     prg_conn *c = loop->live;
     while (c) {
         prg_conn *next = c->next;   /* close_now unlinks c */
-        if (expired || prg_conn_drain_idle(c)) prg_conn_close_now(c, PRG_CLOSE_SHUTDOWN);
+        if (expired || (close_idle && prg_conn_drain_idle(c))) prg_conn_close_now(c, PRG_CLOSE_SHUTDOWN);
         c = next;
     }
     free_dead(loop);

@@ -94,9 +94,13 @@ static void epoll_update_interest(prg_conn *c) {
     c->registered = want;
 }
 
+/* Off removes the listener from the set (not only its events): after a
+ * drain closes it, a socket shared with another process would stay in the
+ * set (which holds the open file, not the number) and report its hang-up. */
 static void epoll_set_listener(prg_loop *loop, bool on) {
-    struct epoll_event ev = {.events = on ? listener_events(loop) : 0, .data.ptr = &loop->listen_fd};
-    (void)epoll_ctl(loop->epfd, EPOLL_CTL_MOD, loop->listen_fd, &ev);
+    struct epoll_event ev = {.events = listener_events(loop), .data.ptr = &loop->listen_fd};
+    if (on) (void)epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->listen_fd, &ev);
+    else (void)epoll_ctl(loop->epfd, EPOLL_CTL_DEL, loop->listen_fd, &ev);
 }
 
 static unsigned prg_events(uint32_t ev) {

@@ -8,6 +8,7 @@
 #include "internal.h"
 
 #include <string.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------------ Date */
 
@@ -266,6 +267,26 @@ int prg_write_body(prg_conn *c, const void *data, size_t n) {
         return 0;
     }
     return prg_out_append(c, data, n);
+}
+
+int prg_write_file(prg_conn *c, int fd, int64_t offset, int64_t length) {
+    /* The descriptor is the queue's from here on, whatever happens: every
+     * refusal below closes it, so a caller never has to guess. */
+    bool ok = fd >= 0 && offset >= 0 && length >= 0 && !(c->flags & CONN_CLOSED) &&
+              (c->resp_state == RESP_HEAD || c->resp_state == RESP_BODY) &&
+              (c->resp_flags & RESP_HAS_LENGTH) && length <= c->resp_length_left &&
+              !(c->resp_flags & RESP_CHUNKED);
+    if (ok && c->resp_state == RESP_HEAD && end_head(c) != 0) ok = false;
+    if (!ok) {
+        if (fd >= 0) (void)close(fd);
+        return -1;
+    }
+    c->resp_length_left -= length;
+    if ((c->resp_flags & RESP_NO_BODY) || length == 0) {
+        (void)close(fd);   /* HEAD, 304: the length was declared, no byte is sent */
+        return 0;
+    }
+    return prg_out_append_file(c, fd, offset, length);
 }
 
 int prg_end(prg_conn *c) {

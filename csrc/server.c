@@ -7,6 +7,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -75,6 +76,39 @@ static int open_listener(const prg_server *s, const struct sockaddr_storage *add
     return fd;
 }
 
+/* An inherited descriptor (socket activation, handoff): a listening TCP
+ * socket, made non-blocking for the event loops. Returns a dup the server
+ * owns, or -errno (-ENOTSOCK: not a listening TCP socket). */
+static int adopt_listener(int fd) {
+    int type = 0, listening = 0;
+    socklen_t l1 = sizeof type, l2 = sizeof listening;
+    struct sockaddr_storage addr;
+    socklen_t alen = sizeof addr;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l1) != 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &l2) != 0 ||
+        getsockname(fd, (struct sockaddr *)&addr, &alen) != 0)
+        return errno == EBADF ? -EBADF : -ENOTSOCK;
+    if (type != SOCK_STREAM || !listening || (addr.ss_family != AF_INET && addr.ss_family != AF_INET6))
+        return -ENOTSOCK;
+    int own = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (own < 0) return -errno;
+    int fl = fcntl(own, F_GETFL);
+    if (fl < 0 || fcntl(own, F_SETFL, fl | O_NONBLOCK) != 0) {
+        int err = -errno;
+        close(own);
+        return err;
+    }
+    return own;
+}
+
+static int bound_port(int fd) {
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof bound;
+    if (getsockname(fd, (struct sockaddr *)&bound, &blen) != 0) return -errno;
+    return ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                             : ((struct sockaddr_in *)&bound)->sin_port);
+}
+
 static void set_port(struct sockaddr_storage *addr, int port) {
     if (addr->ss_family == AF_INET6) ((struct sockaddr_in6 *)addr)->sin6_port = htons((uint16_t)port);
     else ((struct sockaddr_in *)addr)->sin_port = htons((uint16_t)port);
@@ -86,8 +120,15 @@ prg_server *prg_server_create(const prg_config *cfg, const prg_callbacks *cb, in
         (cfg->mode == PRG_MODE_HTTP && !cb->on_request) || (cfg->mode == PRG_MODE_RAW && !cb->on_data) ||
         cfg->limits.max_headers == 0 || cfg->header_timeout_s < 0 || cfg->idle_timeout_s < 0 ||
         !prg_engine_for(cfg->engine) || cfg->max_threads < 1 ||
+        (unsigned)cfg->trigger > PRG_TRIGGER_ONESHOT || (unsigned)cfg->libev_backend > PRG_LIBEV_SELECT ||
+        (unsigned)cfg->mode > PRG_MODE_RAW ||
         (cfg->engine != PRG_ENGINE_EPOLL && cfg->trigger != PRG_TRIGGER_LEVEL) ||
-        ((cfg->engine == PRG_ENGINE_BLOCKING || cfg->engine == PRG_ENGINE_THREADED) && cfg->threads != 1)) {
+        ((cfg->engine == PRG_ENGINE_BLOCKING || cfg->engine == PRG_ENGINE_THREADED) && cfg->threads != 1) ||
+        cfg->listen_fd_count < 0 || (cfg->listen_fd_count > 0 && !cfg->listen_fds) ||
+        cfg->listen_fd_count > cfg->threads ||
+        /* Their wake-up shuts the listener down, which would stop it for
+         * every process that shares it. */
+        (cfg->listen_fd_count > 0 && cfg->engine != PRG_ENGINE_EPOLL && cfg->engine != PRG_ENGINE_LIBEV)) {
         *err = -EINVAL;
         return NULL;
     }
@@ -107,6 +148,7 @@ prg_server *prg_server_create(const prg_config *cfg, const prg_callbacks *cb, in
     s->loop_count = cfg->threads;
     atomic_init(&s->drain, 0);
     atomic_init(&s->drain_deadline_ms, 0);
+    atomic_init(&s->drain_idle_until_ms, 0);
     int somaxconn = read_somaxconn();
     int backlog = cfg->backlog > 0 ? cfg->backlog : 1024;
     s->effective_backlog = backlog < somaxconn ? backlog : somaxconn;
@@ -118,22 +160,26 @@ prg_server *prg_server_create(const prg_config *cfg, const prg_callbacks *cb, in
 
     struct sockaddr_storage addr;
     socklen_t len;
-    int rc = resolve(cfg->host, cfg->port, &addr, &len);
+    int rc = cfg->listen_fd_count > 0 ? 0 : resolve(cfg->host, cfg->port, &addr, &len);
     for (int i = 0; rc == 0 && i < s->loop_count; i++) {
         prg_loop *loop = &s->loops[i];
         loop->server = s;
         loop->index = i;
         atomic_init(&loop->stop, 0);
+        if (cfg->listen_fd_count > 0) {
+            int fd = adopt_listener(cfg->listen_fds[i % cfg->listen_fd_count]);
+            if (fd < 0) { rc = fd; break; }
+            loop->listen_fd = fd;
+            if (i == 0 && (s->port = bound_port(fd)) < 0) { rc = s->port; break; }
+            rc = prg_loop_init(loop);
+            continue;
+        }
         int fd = open_listener(s, &addr, len);
         if (fd < 0) { rc = fd; break; }
         loop->listen_fd = fd;
         if (i == 0) {
             /* Port 0: the others bind the port the kernel picked. */
-            struct sockaddr_storage bound;
-            socklen_t blen = sizeof bound;
-            if (getsockname(fd, (struct sockaddr *)&bound, &blen) != 0) { rc = -errno; break; }
-            s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                                        : ((struct sockaddr_in *)&bound)->sin_port);
+            if ((s->port = bound_port(fd)) < 0) { rc = s->port; break; }
             set_port(&addr, s->port);
         }
         rc = prg_loop_init(loop);
@@ -141,6 +187,7 @@ prg_server *prg_server_create(const prg_config *cfg, const prg_callbacks *cb, in
     /* The caller's strings are read only here: no dangling copy stays. */
     s->cfg.host = NULL;
     s->cfg.server_name = NULL;
+    s->cfg.listen_fds = NULL;
     if (rc != 0) {
         *err = rc;
         prg_server_destroy(s);
@@ -192,6 +239,22 @@ int prg_server_shutdown(prg_server *s, int deadline_ms) {
         if (loop->engine) loop->engine->wake(loop);
     }
     return 0;
+}
+
+int prg_server_shutdown_handed_off(prg_server *s, int deadline_ms, int idle_grace_ms) {
+    if (deadline_ms < 0 || idle_grace_ms < 0) return -EINVAL;
+    /* Set before the drain flag, which the loops read it after. */
+    atomic_store(&s->drain_idle_until_ms, (long long)prg_monotonic_ms() + idle_grace_ms);
+    return prg_server_shutdown(s, deadline_ms);
+}
+
+int prg_server_listeners(const prg_server *s, int *fds, int max) {
+    for (int i = 0; i < s->loop_count; i++) {
+        int fd = s->loops[i].listen_fd;
+        if (fd < 0 || prg_drain_requested(s)) return -EBADF;
+        if (i < max) fds[i] = fd;
+    }
+    return s->loop_count;
 }
 
 int prg_server_wait(prg_server *s) {

@@ -6,6 +6,8 @@
  *  TIMER_HEAD    a request head has started arriving: the whole head must be
  *                in within header_timeout_s of its first byte (not reset by
  *                each byte, so a slowloris client cannot stretch it): 408.
+ *                A PROXY listener's header waiting from the accept on: closed
+ *                without an answer.
  *  TIMER_IDLE    everything else that waits on the client: an idle keep-alive
  *                connection, a body arriving, output the client does not read.
  *                Restarted by each event, so it measures time without
@@ -50,6 +52,9 @@ static int timer_wanted(const prg_conn *c) {
     const prg_config *cfg = &c->loop->server->cfg;
     if (c->flags & CONN_CLOSED) return TIMER_NONE;
     if (c->flags & CONN_LINGER) return TIMER_LINGER;
+    /* A PROXY header is part of the head: timed from the connection's start
+     * (with the header timeout off, a silent client is idle as without one). */
+    if ((c->flags & CONN_PROXY_PENDING) && c->loop->timers[TIMER_HEAD].timeout_s) return TIMER_HEAD;
     /* Answers owed by the server (offload.c): no timeout while nothing
      * waits on the client (the handler answers or the client gives up), the
      * idle timer while output waits on its reading. Never the head timer:
@@ -100,7 +105,8 @@ void prg_timers_sweep(prg_loop *loop) {
     while (expired(heads, loop->now)) {
         prg_conn *c = heads->head;
         prg_timer_remove(c);
-        answer_408(c);
+        if (c->flags & CONN_PROXY_PENDING) prg_conn_close_now(c, PRG_CLOSE_BAD_REQUEST);   /* no answer: not HTTP yet */
+        else answer_408(c);
     }
     prg_timer_list *idle = &loop->timers[TIMER_IDLE];
     while (expired(idle, loop->now)) {

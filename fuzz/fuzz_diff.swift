@@ -24,8 +24,9 @@
 // pipelined request (fresh parsers, as process_http resets), a few deep.
 //
 // Replay a saved input: SWIFT_BACKTRACE=enable=no .build/fuzz-diff/fuzz_diff FILE
-// PRG_FUZZ_DUMP_SEEDS=dir: write the conformance table's raw inputs to dir
-// as seed files and exit (the Makefile adds them to the corpus).
+// PRG_FUZZ_DUMP_SEEDS=dir: write the raw inputs (up to 4 kB) of the parser
+// case table, Tests/ParserCases/cases.txt (or $PRG_PARSER_CASES), to dir as
+// seed files and exit (the Makefile adds them to the corpus).
 import CPeregrine
 import Glibc
 import PeregrineSwiftEpoll
@@ -168,8 +169,15 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
 public func fuzzInitialize(_ argc: UnsafeMutablePointer<CInt>?,
                            _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>?) -> CInt {
     guard let dir = getenv("PRG_FUZZ_DUMP_SEEDS").map({ String(cString: $0) }) else { return 0 }
+    let table: [ConformanceCase]
+    switch ConformanceTable.loaded {
+    case .success(let cases): table = cases
+    case .failure(let error):
+        eprint("fuzz-diff: \(error)\n")
+        exit(1)
+    }
     var written = 0
-    for (i, c) in ConformanceTable.all.enumerated() where c.raw.count <= 4096 {
+    for (i, c) in table.enumerated() where c.raw.count <= 4096 {
         guard let f = fopen("\(dir)/conformance-\(i)", "wb") else {
             eprint("fuzz-diff: cannot write seeds to \(dir)\n")
             exit(1)

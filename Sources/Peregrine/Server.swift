@@ -1,3 +1,4 @@
+@_exported import PeregrineCore
 import CPeregrine
 import PeregrineSwiftEpoll
 import Synchronization
@@ -5,12 +6,7 @@ import Synchronization
 import Glibc
 #endif
 
-func describeErrno(_ code: Int32) -> String {
-    guard let s = strerror(code) else { return "unknown" }
-    return String(cString: s)
-}
-
-/// An HTTP/1.1 or raw-TCP server on the C core.
+/// An HTTP/1.1 or raw-TCP server on any engine (`Configuration.engine`).
 ///
 /// ```swift
 /// var config = Configuration()
@@ -22,19 +18,50 @@ func describeErrno(_ code: Int32) -> String {
 /// print(server.port)
 /// server.stop()
 /// ```
-public final class Server: @unchecked Sendable {
-    // @unchecked: mutable state is touched only by start/stop, which the
-    // owner calls from one thread; the loops read `bridge` only.
+///
+/// Every method may be called from any thread. `start()` once, then `stop()`
+/// or `shutdown(deadline:)` (any number of times, from several threads at
+/// once: each returns when the server is stopped); then it may start again.
+public final class Server: Sendable {
     public let configuration: Configuration
     private let bridge: Bridge
-    private var handle: OpaquePointer?
-    private var started = false
-    /// The pure-Swift engine, when `configuration.engine == .swift`.
-    private var swiftServer: SwiftEpollServer?
-    /// Guards `handle` and `swiftServer` while a shutdown drains, so that a
-    /// `stop()` from another thread never reaches a released server.
-    private let lifecycle = Mutex<Void>(())
-    private var shuttingDown = false
+    /// Everything that changes: which engine runs, the bound port.
+    private let lifecycle = Locked(Lifecycle())
+
+    private struct Lifecycle {
+        var phase = Phase.stopped
+        var port = 0
+        var effectiveBacklog = 0
+        /// Offering the listeners to the next process (`handoffSocket`).
+        var handoff: HandoffOffer?
+    }
+
+    private enum Phase {
+        /// Never started, or stopped: `start()` may run.
+        case stopped
+        case running(RunningEngine)
+        /// `shutdown(deadline:)` is draining: `stop()` ends the drain, the
+        /// draining call releases the engine.
+        case draining(RunningEngine)
+        /// `stop()` is releasing the engine; no one else touches it.
+        case stopping
+    }
+
+    /// The engine of a started server.
+    private enum RunningEngine: @unchecked Sendable {
+        // @unchecked: the handle is used under `lifecycle` or by the one
+        // thread that moved the phase away from `.running`.
+        case c(OpaquePointer)
+        case swift(SwiftEpollServer)
+
+        /// Any thread, returns at once: every loop stops now.
+        func interrupt() {
+            switch self {
+            case .c(let handle): prg_server_stop(handle)
+            case .swift(let server): server.interrupt()
+            }
+        }
+    }
 
     public init(configuration: Configuration, application: Application) {
         self.configuration = configuration
@@ -48,28 +75,95 @@ public final class Server: @unchecked Sendable {
         stop()
     }
 
-    /// The bound port (after `start`).
-    public private(set) var port = 0
+    /// The bound port (after `start`; it stays readable after a stop).
+    public var port: Int { lifecycle.withLock { $0.port } }
     /// The backlog the kernel really uses: min(requested, somaxconn).
-    public private(set) var effectiveBacklog = 0
+    public var effectiveBacklog: Int { lifecycle.withLock { $0.effectiveBacklog } }
 
-    /// Binds the listeners and starts one loop thread per `threads`.
+    /// Validates the configuration (`ConfigurationError` names a field out of
+    /// range), binds the listeners (or takes inherited ones:
+    /// `listenDescriptors`, or those of the server offering at
+    /// `handoffSocket`) and starts the engine's threads; with
+    /// `handoffSocket`, then offers its listeners there to the next process.
+    /// Throws `LifecycleError.alreadyStarted` while started (stop it first).
     public func start() throws {
-        precondition(!started, "server already started")
-        if let problem = configuration.problem { throw ConfigurationError(description: problem) }
-        if configuration.engine == .swift {
-            let engine = try startSwiftEngine(application: bridge.application)
-            swiftServer = engine
-            port = engine.port
-            effectiveBacklog = engine.effectiveBacklog
-            started = true
-            return
+        try lifecycle.withLock { state in
+            guard case .stopped = state.phase else { throw LifecycleError.alreadyStarted }
+            try configuration.validate()
+            var listeners = configuration.listenDescriptors
+            var fetched: HandoffFetch? = nil
+            if listeners.isEmpty, let name = configuration.handoffSocket {
+                fetched = try HandoffFetch(name: name, threads: configuration.threads)
+                listeners = fetched?.descriptors ?? []
+            }
+            defer { fetched?.closeDescriptors() }   // the engine serves its own copies
+            let engine: RunningEngine
+            do {
+                engine = try startEngine(listeners: listeners, &state)
+            } catch {
+                fetched?.abandon()   // the old server goes on serving, and offering
+                throw error
+            }
+            state.phase = .running(engine)
+            fetched?.confirm()   // the old one stops offering: the name is free
+            if let name = configuration.handoffSocket {
+                // Not offering is no reason to stop serving: the next restart
+                // then binds (or fails to) as without a handoff.
+                do {
+                    state.handoff = try HandoffOffer(name: name, descriptors: Self.listenerDescriptors(engine, threads: configuration.threads))
+                } catch {
+                    warn("\(error); serving without offering a handoff")
+                }
+            }
         }
+    }
+
+    private func startEngine(listeners: [Int32], _ state: inout Lifecycle) throws -> RunningEngine {
+        if configuration.engine == .swift {
+            let engine = try startSwiftEngine(application: bridge.application, listeners: listeners)
+            state.port = engine.port
+            state.effectiveBacklog = engine.effectiveBacklog
+            return .swift(engine)
+        }
+        let handle = try startCEngine(listeners: listeners)
+        state.port = Int(prg_server_port(handle))
+        state.effectiveBacklog = Int(prg_server_effective_backlog(handle))
+        return .c(handle)
+    }
+
+    /// The running engine's listening sockets (before any shutdown), each
+    /// once: loops that share an inherited socket hold it under different
+    /// numbers, and the next process needs a loop per socket, not per number.
+    private static func listenerDescriptors(_ engine: RunningEngine, threads: Int) -> [Int32] {
+        var fds: [Int32]
+        switch engine {
+        case .swift(let server):
+            fds = server.listenerDescriptors
+        case .c(let handle):
+            fds = [Int32](repeating: -1, count: threads)
+            let n = fds.withUnsafeMutableBufferPointer { prg_server_listeners(handle, $0.baseAddress, Int32($0.count)) }
+            fds = n > 0 ? Array(fds.prefix(Int(n))) : []
+        }
+        var seen: [(UInt64, UInt64)] = []
+        return fds.filter { fd in
+            var st = stat()
+            guard fstat(fd, &st) == 0 else { return false }
+            let id = (UInt64(st.st_dev), UInt64(st.st_ino))   // a socket's inode is its identity
+            if seen.contains(where: { $0 == id }) { return false }
+            seen.append(id)
+            return true
+        }
+    }
+
+    /// The C engines: a validated `configuration` mapped onto `prg_config`
+    /// (every value fits: the conversions clamp rather than trap anyway).
+    /// `listeners`: inherited listening sockets, served instead of binding.
+    private func startCEngine(listeners: [Int32]) throws -> OpaquePointer {
         var cfg = prg_config()
         prg_config_default(&cfg)
-        cfg.port = Int32(configuration.port)
-        cfg.threads = Int32(configuration.threads)
-        cfg.backlog = Int32(configuration.backlog)
+        cfg.port = Int32(clamping: configuration.port)
+        cfg.threads = Int32(clamping: configuration.threads)
+        cfg.backlog = Int32(clamping: configuration.backlog)
         cfg.engine = switch configuration.engine {
         case .epoll, .swift: PRG_ENGINE_EPOLL   // .swift never gets here
         case .libev: PRG_ENGINE_LIBEV
@@ -97,6 +191,7 @@ public final class Server: @unchecked Sendable {
         cfg.max_output = configuration.maxOutputPerConnection
         cfg.header_timeout_s = Int32(clamping: configuration.headerTimeout)
         cfg.idle_timeout_s = Int32(clamping: configuration.idleTimeout)
+        cfg.proxy_protocol = configuration.proxyProtocol ? 1 : 0
 
         var callbacks = prg_callbacks()
         callbacks.ctx = Unmanaged.passUnretained(bridge).toOpaque()
@@ -110,16 +205,25 @@ public final class Server: @unchecked Sendable {
 
         var err: Int32 = 0
         let created = configuration.host.withCString { host in
-            configuration.serverName.withCString { name -> OpaquePointer? in
-                cfg.host = host
-                cfg.server_name = name   // copied into each loop's Server line at create
-                let s = withUnsafePointer(to: &callbacks) { prg_server_create(&cfg, $0, &err) }
-                cfg.host = nil
-                cfg.server_name = nil
-                return s
+            configuration.serverName.withCString { name in
+                listeners.withUnsafeBufferPointer { fds -> OpaquePointer? in
+                    cfg.host = host
+                    cfg.server_name = name   // copied into each loop's Server line at create
+                    cfg.listen_fds = fds.baseAddress   // dup()ed at create
+                    cfg.listen_fd_count = Int32(fds.count)
+                    let s = withUnsafePointer(to: &callbacks) { prg_server_create(&cfg, $0, &err) }
+                    cfg.host = nil
+                    cfg.server_name = nil
+                    cfg.listen_fds = nil
+                    return s
+                }
             }
         }
-        guard let created else { throw ServerError(operation: "listen on \(configuration.host):\(configuration.port)", code: -err) }
+        guard let created else {
+            let what = listeners.isEmpty ? "listen on \(configuration.host):\(configuration.port)"
+                                         : "serve inherited listeners \(listeners)"
+            throw ServerError(operation: what, code: -err)
+        }
         let rc = prg_server_start(created)
         if rc != 0 {
             prg_server_destroy(created)
@@ -136,37 +240,48 @@ public final class Server: @unchecked Sendable {
                 throw ServerError(operation: "start offload threads", code: prc)
             }
         }
-        handle = created
-        port = Int(prg_server_port(created))
-        effectiveBacklog = Int(prg_server_effective_backlog(created))
-        started = true
+        return created
     }
 
     /// Stops every loop, closes every connection and waits for the threads.
     /// From another thread while `shutdown(deadline:)` is draining: ends the
-    /// drain at once (that call then returns and releases everything).
+    /// drain at once. Returns when the server is stopped (also when another
+    /// thread is the one stopping it); a no-op on a stopped server.
     public func stop() {
-        let interrupted = lifecycle.withLock { _ -> Bool in
-            guard shuttingDown else { return false }
-            if let swiftServer { swiftServer.interrupt() } else if let handle { prg_server_stop(handle) }
-            return true
+        enum Next { case done, waitForStopped, release(RunningEngine) }
+        var offer: HandoffOffer? = nil
+        let next = lifecycle.withLock { state -> Next in
+            switch state.phase {
+            case .stopped:
+                return .done
+            case .draining(let engine):
+                engine.interrupt()   // under the lock: the drainer releases it only with the lock held
+                return .waitForStopped
+            case .stopping:
+                return .waitForStopped
+            case .running(let engine):
+                state.phase = .stopping
+                offer = state.handoff
+                state.handoff = nil
+                return .release(engine)
+            }
         }
-        if interrupted { return }
-        if let swiftServer {
-            swiftServer.stop()
-            lifecycle.withLock { _ in self.swiftServer = nil }
-            started = false
+        _ = offer?.close()   // before the listeners close: its copies would keep them open
+        switch next {
+        case .done:
             return
-        }
-        guard started, let handle else { return }
-        prg_server_stop(handle)
-        prg_server_wait(handle)
-        bridge.pool?.shutdown()   // late answers meet a stopped loop: dropped
-        lifecycle.withLock { _ in
+        case .waitForStopped:
+            waitUntilStopped()
+        case .release(.swift(let server)):
+            server.stop()
+            lifecycle.withLock { $0.phase = .stopped }
+        case .release(.c(let handle)):
+            prg_server_stop(handle)
+            prg_server_wait(handle)
+            bridge.pool?.shutdown()   // late answers meet a stopped loop: dropped
             prg_server_destroy(handle)
-            self.handle = nil
+            lifecycle.withLock { $0.phase = .stopped }
         }
-        started = false
     }
 
     /// Graceful shutdown: stops accepting (new connections are refused),
@@ -175,32 +290,52 @@ public final class Server: @unchecked Sendable {
     /// flushed, then the connection is closed — and closes whatever is left
     /// once `deadline` has passed. Blocks until the last connection is gone
     /// (or the deadline), then releases everything as `stop()` does.
-    /// `stop()` from another thread meanwhile ends the drain at once.
+    /// `stop()` from another thread meanwhile ends the drain at once. Returns
+    /// when the server is stopped (also when another thread is the one
+    /// stopping it); a no-op on a stopped server.
+    ///
+    /// After a handoff (`handoffSocket`: a new process serves the same
+    /// listening sockets), idle keep-alive connections are not closed at once
+    /// but kept `handoffIdleGrace` for their next request, answered with
+    /// `Connection: close`: the client moves to the new process without
+    /// seeing a connection closed under a request it was sending.
     public func shutdown(deadline: Duration = .seconds(10)) {
         let ms = Self.milliseconds(deadline)
-        let engine: (swift: SwiftEpollServer?, c: OpaquePointer?)? = lifecycle.withLock { _ in
-            guard started, !shuttingDown else { return nil }
-            shuttingDown = true
-            return (swiftServer, handle)
+        var offer: HandoffOffer? = nil
+        let engine = lifecycle.withLock { state -> RunningEngine? in
+            guard case .running(let engine) = state.phase else { return nil }
+            state.phase = .draining(engine)
+            offer = state.handoff
+            state.handoff = nil
+            return engine
         }
-        guard let engine else { return }
-        if let swift = engine.swift {
-            swift.shutdown(deadlineMilliseconds: ms)
-            lifecycle.withLock { _ in
-                shuttingDown = false
-                swiftServer = nil
-            }
-        } else if let handle = engine.c {
-            _ = prg_server_shutdown(handle, Int32(clamping: ms))
+        guard let engine else { return waitUntilStopped() }
+        // Stop offering before the listeners close: its copies would keep an
+        // untaken socket listening with nobody accepting.
+        let handedOff = offer?.close() ?? false
+        let grace = handedOff ? Self.milliseconds(configuration.handoffIdleGrace) : 0
+        switch engine {
+        case .swift(let server):
+            server.shutdown(deadlineMilliseconds: ms, idleGraceMilliseconds: grace)
+            lifecycle.withLock { $0.phase = .stopped }
+        case .c(let handle):
+            _ = handedOff ? prg_server_shutdown_handed_off(handle, Int32(clamping: ms), Int32(clamping: grace))
+                          : prg_server_shutdown(handle, Int32(clamping: ms))
             prg_server_wait(handle)
             bridge.pool?.shutdown()   // late answers meet a stopped loop: dropped
-            lifecycle.withLock { _ in
-                shuttingDown = false
+            lifecycle.withLock { state in
+                // With the lock: a stop() that saw .draining has finished with the handle.
                 prg_server_destroy(handle)
-                self.handle = nil
+                state.phase = .stopped
             }
         }
-        started = false
+    }
+
+    private func waitUntilStopped() {
+        lifecycle.wait { state in
+            if case .stopped = state.phase { return true }
+            return false
+        }
     }
 
     static func milliseconds(_ d: Duration) -> Int {
@@ -213,30 +348,46 @@ public final class Server: @unchecked Sendable {
     /// Starts, calls `started` (to log the bound port), then blocks until
     /// SIGINT or SIGTERM, then shuts down gracefully within
     /// `configuration.shutdownDeadline`; a second SIGINT or SIGTERM during
-    /// that drain stops at once.
+    /// that drain stops at once. SIGINT and SIGTERM are blocked in the
+    /// calling thread meanwhile (so only this call sees them); its signal
+    /// mask is as before when `run` returns or throws.
     public func run(started: (Server) -> Void = { _ in }) throws {
         var signals = sigset_t()
         sigemptyset(&signals)
         sigaddset(&signals, SIGINT)
         sigaddset(&signals, SIGTERM)
+        var previous = sigset_t()
         // Blocked before the loop threads exist, so only sigwait sees them.
-        pthread_sigmask(SIG_BLOCK, &signals, nil)
+        let blocked = pthread_sigmask(SIG_BLOCK, &signals, &previous)
+        if blocked != 0 { throw ServerError(operation: "block SIGINT and SIGTERM (pthread_sigmask)", code: blocked) }
+        let served = Result { try serveUntilSignal(signals, started: started) }
+        let restored = pthread_sigmask(SIG_SETMASK, &previous, nil)
+        try served.get()
+        if restored != 0 { throw ServerError(operation: "restore the signal mask (pthread_sigmask)", code: restored) }
+    }
+
+    /// `run` with SIGINT and SIGTERM blocked.
+    private func serveUntilSignal(_ signals: sigset_t, started: (Server) -> Void) throws {
         try start()
         started(self)
+        var set = signals
         var received: Int32 = 0
-        sigwait(&signals, &received)
+        let waited = sigwait(&set, &received)
         // A watcher thread takes a second signal while this one drains.
         let watcher = SignalWatcher(server: self, signals: signals)
-        let tid = watcher.start()
+        var thread = pthread_t()
+        let watching = startThread(&thread) { watcher.watch() }
         shutdown(deadline: configuration.shutdownDeadline)
         watcher.done.store(true, ordering: .releasing)
-        if let tid { pthread_join(tid, nil) }
+        if watching == 0 { pthread_join(thread, nil) }
+        if waited != 0 { throw ServerError(operation: "sigwait", code: waited) }
     }
 }
 
 /// During a graceful shutdown, waits for a second SIGINT/SIGTERM (polling a
 /// flag every 100 ms to end with the drain) and then stops at once.
 private final class SignalWatcher: @unchecked Sendable {
+    // @unchecked: `signals` is never written after init.
     let server: Server
     let signals: sigset_t
     let done = Atomic<Bool>(false)
@@ -246,22 +397,7 @@ private final class SignalWatcher: @unchecked Sendable {
         self.signals = signals
     }
 
-    func start() -> pthread_t? {
-        var tid = pthread_t()
-        let arg = Unmanaged.passRetained(self).toOpaque()
-        let rc = pthread_create(&tid, nil, { arg in
-            let watcher = Unmanaged<SignalWatcher>.fromOpaque(arg.unsafelyUnwrapped).takeRetainedValue()
-            watcher.watch()
-            return nil
-        }, arg)
-        if rc != 0 {
-            Unmanaged<SignalWatcher>.fromOpaque(arg).release()
-            return nil
-        }
-        return tid
-    }
-
-    private func watch() {
+    func watch() {
         var set = signals
         var timeout = timespec(tv_sec: 0, tv_nsec: 100_000_000)
         while !done.load(ordering: .acquiring) {
@@ -290,9 +426,14 @@ final class Bridge: Sendable {
     let pool: OffloadPool?
     let responseFunctions = ResponseWriterFunctions(
         respond: prg_respond, writeHeader: prg_write_header, writeBody: prg_write_body,
-        end: prg_end, send: prg_send, status: prg_response_status)
+        end: prg_end, send: prg_send, status: prg_response_status, writeFile: prg_write_file)
     let connectionFunctions = ConnectionFunctions(
-        write: prg_conn_write, close: prg_conn_close, id: prg_conn_id, pendingOutput: prg_conn_pending_output)
+        write: prg_conn_write, close: prg_conn_close, id: prg_conn_id, pendingOutput: prg_conn_pending_output,
+        remoteAddress: { conn, out in
+            guard let address = remoteAddress(conn), let out else { return -1 }
+            out.initializeMemory(as: SocketAddress.self, to: address)
+            return 0
+        })
 
     init(application: Application, logRequests: Bool, offloadThreads: Int = 4, offloadQueue: Int = 256) {
         self.application = application
@@ -353,9 +494,21 @@ struct DeferredHandle: @unchecked Sendable {
     }
 }
 
+/// The C core's record of the client (prg_conn_remote_address): 20 bytes
+/// copied, nothing allocated.
+@inline(__always)
+private func remoteAddress(_ conn: OpaquePointer?) -> SocketAddress? {
+    var a = prg_address()
+    guard prg_conn_remote_address(conn, &a) == 0 else { return nil }
+    let family: SocketAddress.Family = a.family == UInt8(PRG_ADDR_IPV4) ? .ipv4 : .ipv6
+    return withUnsafeBytes(of: &a.bytes) {
+        SocketAddress(family: family, bytes: UnsafeRawBufferPointer(rebasing: $0[..<(family == .ipv4 ? 4 : 16)]), port: a.port)
+    }
+}
+
 /// The zero-copy Swift view of the C parser's request (valid during the callback).
 @inline(__always)
-private func requestView(_ r: UnsafePointer<prg_request>) -> Request {
+private func requestView(_ conn: OpaquePointer?, _ r: UnsafePointer<prg_request>) -> Request {
     Request(
         method: UnsafeRawBufferPointer(start: r.pointee.method.ptr, count: r.pointee.method.len),
         target: UnsafeRawBufferPointer(start: r.pointee.target.ptr, count: r.pointee.target.len),
@@ -363,12 +516,13 @@ private func requestView(_ r: UnsafePointer<prg_request>) -> Request {
         keepAlive: r.pointee.flags & UInt32(PRG_REQ_KEEP_ALIVE) != 0,
         headerTable: UnsafeRawPointer(r.pointee.headers),
         headerCount: r.pointee.header_count,
-        body: UnsafeRawBufferPointer(start: r.pointee.body.ptr, count: r.pointee.body.len))
+        body: UnsafeRawBufferPointer(start: r.pointee.body.ptr, count: r.pointee.body.len),
+        remoteAddress: remoteAddress(conn))
 }
 
 private let onRequest: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<prg_request>?) -> Void = { ctx, conn, req in
     let bridge = Unmanaged<Bridge>.fromOpaque(ctx!).takeUnretainedValue()
-    let request = requestView(req.unsafelyUnwrapped)
+    let request = requestView(conn, req.unsafelyUnwrapped)
     let response = Response(sink: conn.unsafelyUnwrapped, functions: bridge.responseFunctions)
     bridge.httpHandler(request, response)
     if bridge.logRequests { logRequest(request, response) }
@@ -376,7 +530,7 @@ private let onRequest: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?,
 
 private let onOffloadedRequest: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<prg_request>?) -> Void = { ctx, conn, req in
     let bridge = Unmanaged<Bridge>.fromOpaque(ctx!).takeUnretainedValue()
-    let request = requestView(req.unsafelyUnwrapped)
+    let request = requestView(conn, req.unsafelyUnwrapped)
     let response = Response(sink: conn.unsafelyUnwrapped, functions: bridge.responseFunctions)
     bridge.dispatchLater(conn.unsafelyUnwrapped, request, response)
 }
@@ -405,30 +559,29 @@ extension Application {
             }
             return .offloaded({ request, responder in
                 handler(request, Responder { answer in
-                    logLine(request.method, request.target, answer.status)
+                    logLine(request.remoteAddress, request.method, request.target, answer.status)
                     responder.send(answer)
                 })
             }, inline: loggedInline)
         case .async(let handler):
             return .async { request in
                 let answer = await handler(request)
-                logLine(request.method, request.target, answer.status)
+                logLine(request.remoteAddress, request.method, request.target, answer.status)
                 return answer
             }
         }
     }
 }
 
-func logLine(_ method: String, _ target: String, _ status: Int) {
-    var bytes = Array("\(method) \(target) \(status)\n".utf8)
+/// `--log`: `ADDR METHOD TARGET STATUS`, ADDR the client's host (`-` when
+/// not IP). Off the hot path unless asked for.
+func logLine(_ client: SocketAddress?, _ method: String, _ target: String, _ status: Int) {
+    var bytes = Array("\(client?.host ?? "-") \(method) \(target) \(status)\n".utf8)
     _ = bytes.withUnsafeMutableBytes { write(STDOUT_FILENO, $0.baseAddress, $0.count) }
 }
 
-/// `--log`: one line per request. Off the hot path unless asked for.
+/// `--log`: one line per request.
 func logRequest(_ request: Request, _ response: Response) {
     // A handler that returned without answering is answered 500 by the core after this.
-    let status = response.status == 0 ? 500 : response.status
-    let line = "\(request.methodString) \(request.targetString) \(status)\n"
-    var bytes = Array(line.utf8)
-    _ = bytes.withUnsafeMutableBytes { write(STDOUT_FILENO, $0.baseAddress, $0.count) }
+    logLine(request.remoteAddress, request.methodString, request.targetString, response.status == 0 ? 500 : response.status)
 }

@@ -1,28 +1,14 @@
-// Server on the pure-Swift engine (PeregrineSwiftEpoll): the configuration
-// mapped onto SwiftServerConfiguration, the same application handed over.
+// Server on the pure-Swift engine (PeregrineSwiftEpoll): the same
+// configuration and application handed over.
 import PeregrineSwiftEpoll
 
 extension Server {
     /// Builds and starts the Swift engine; `start()` keeps it and `stop()` ends it.
-    func startSwiftEngine(application: Application) throws -> SwiftEpollServer {
-        var c = SwiftServerConfiguration()
-        c.host = configuration.host
-        c.port = configuration.port
-        c.threads = configuration.threads
-        c.backlog = configuration.backlog
-        c.trigger = configuration.trigger == .edge ? .edge : .level   // oneshot is refused by Configuration.problem
-        c.noDelay = configuration.noDelay
-        c.cork = configuration.cork
-        c.limits = HTTP1Limits(maxRequestLine: configuration.limits.maxRequestLine,
-                               maxHeaderBytes: configuration.limits.maxHeaderBytes,
-                               maxHeaders: configuration.limits.maxHeaders,
-                               maxBody: configuration.limits.maxBody)
-        c.maxOutputPerConnection = configuration.maxOutputPerConnection
-        c.headerTimeout = configuration.headerTimeout
-        c.idleTimeout = configuration.idleTimeout
-        c.serverName = configuration.serverName
-        c.offloadThreads = configuration.offloadThreads
-        c.offloadQueue = configuration.offloadQueue
+    /// `listeners`: inherited listening sockets (socket activation, a
+    /// handoff) served instead of binding.
+    func startSwiftEngine(application: Application, listeners: [Int32]) throws -> SwiftEpollServer {
+        var configuration = self.configuration
+        configuration.listenDescriptors = listeners
         var application = application
         if configuration.logRequests, case .http(let handler) = application {
             // Only when asked for: one line per request, after the handler
@@ -32,7 +18,7 @@ extension Server {
                 logRequest(request, response)
             }
         }
-        let server = SwiftEpollServer(configuration: c, application: application)
+        let server = SwiftEpollServer(configuration: configuration, application: application)
         do {
             try server.start()
         } catch let error as SwiftEngineError {

@@ -43,13 +43,38 @@ public enum BuiltinApp: String, CaseIterable, Sendable {
     /// `slept N ms` (`?ms=N` sets the time per request); `/hello` answers at
     /// once on the loop. Other clients are not delayed on the event engines.
     case sleep
+    /// The files under a root directory (`StaticFiles`): GET and HEAD,
+    /// ranges, ETag / Last-Modified, sent with sendfile(2). Needs a root:
+    /// `application(sleepMilliseconds:root:)`.
+    case staticFiles = "static"
 
+    /// The application (`staticFiles` has no root here: every request gets
+    /// 500 saying so; use `application(sleepMilliseconds:root:)`).
     public var application: Application { application(sleepMilliseconds: 100) }
 
+    /// The application with what the built-in apps take: `sleepMilliseconds`
+    /// is the `sleep` app's delay, `root` the `static` app's directory
+    /// (required there, refused for the others). Throws when the root is
+    /// missing, is not a directory, or is given to another app.
+    public func application(sleepMilliseconds: Int, root: String?) throws(StaticFilesError) -> Application {
+        guard self == .staticFiles else {
+            if root != nil { throw .rootNotApplicable(app: rawValue) }
+            return application(sleepMilliseconds: sleepMilliseconds)
+        }
+        guard let root else { throw .rootMissing }
+        return try StaticFiles(root: root).application
+    }
+
     /// The application; `sleepMilliseconds` is the `sleep` app's delay
-    /// (`?ms=N` in the target overrides it per request).
+    /// (`?ms=N` in the target overrides it per request). `staticFiles` has
+    /// no root here: every request gets 500 saying so.
     public func application(sleepMilliseconds: Int) -> Application {
         switch self {
+        case .staticFiles:
+            return .http { _, response in
+                response.send(status: 500, contentType: "text/plain",
+                              body: "static: no root directory (BuiltinApp.application(sleepMilliseconds:root:))\n")
+            }
         case .hello:
             return .http { _, response in
                 response.send(status: 200, contentType: "text/plain", body: "Hello, World!")

@@ -7,17 +7,22 @@ public struct ConnectionFunctions: Sendable {
     public typealias Close = @convention(c) (OpaquePointer?) -> Void
     public typealias Identifier = @convention(c) (OpaquePointer?) -> UInt64
     public typealias Pending = @convention(c) (OpaquePointer?) -> Int
+    /// Stores the connection's `SocketAddress` at the pointer and returns
+    /// 0, or returns -1 when none is known.
+    public typealias RemoteAddress = @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Int32
 
     public var write: Write
     public var close: Close
     public var id: Identifier
     public var pendingOutput: Pending
+    public var remoteAddress: RemoteAddress?
 
-    public init(write: Write, close: Close, id: Identifier, pendingOutput: Pending) {
+    public init(write: Write, close: Close, id: Identifier, pendingOutput: Pending, remoteAddress: RemoteAddress? = nil) {
         self.write = write
         self.close = close
         self.id = id
         self.pendingOutput = pendingOutput
+        self.remoteAddress = remoteAddress
     }
 }
 
@@ -46,4 +51,12 @@ public struct Connection {
     @inlinable public var id: UInt64 { functions.id(handle) }
     /// Bytes queued and not yet sent.
     @inlinable public var pendingOutput: Int { functions.pendingOutput(handle) }
+    /// The client: the peer address, or the source of the connection's
+    /// PROXY header; nil when the peer is not IP.
+    public var remoteAddress: SocketAddress? {
+        guard let lookup = functions.remoteAddress else { return nil }
+        return withUnsafeTemporaryAllocation(of: SocketAddress.self, capacity: 1) { storage in
+            lookup(handle, UnsafeMutableRawPointer(storage.baseAddress)) == 0 ? storage.baseAddress!.move() : nil
+        }
+    }
 }

@@ -17,6 +17,8 @@ public struct OwnedRequest: Sendable {
     /// Header fields in arrival order, names as sent.
     public let headers: [(name: String, value: String)]
     public let body: [UInt8]
+    /// `Request.remoteAddress`.
+    public let remoteAddress: SocketAddress?
 
     public init(_ request: Request) {
         method = request.methodString
@@ -31,6 +33,7 @@ public struct OwnedRequest: Sendable {
         }
         headers = hs
         body = Array(request.body)
+        remoteAddress = request.remoteAddress
     }
 
     /// The first header named `name` (ASCII case-insensitive).
@@ -158,11 +161,7 @@ public final class OffloadPool: @unchecked Sendable {
         stopping = false   // a server may be started again after stop
         for _ in 0..<threadCount {
             var t = pthread_t()
-            let rc = pthread_create(&t, nil, { arg in
-                let pool = Unmanaged<OffloadPool>.fromOpaque(arg!).takeRetainedValue()
-                pool.work()
-                return nil
-            }, Unmanaged.passRetained(self).toOpaque())
+            let rc = startThread(&t) { self.work() }   // workers take no signals
             if rc != 0 { return rc }
             threads.append(t)
         }

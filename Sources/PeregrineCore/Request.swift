@@ -22,11 +22,15 @@ public struct Request {
     @usableFromInline let headerTable: UnsafeRawPointer?
     /// Number of header fields.
     public let headerCount: Int
+    /// The client: the peer address, or the source of the connection's
+    /// PROXY header (`Configuration.proxyProtocol`); nil when the peer is
+    /// not IP. A plain value: formatting it (`host`, `description`) allocates.
+    public let remoteAddress: SocketAddress?
 
     @inlinable
     public init(method: UnsafeRawBufferPointer, target: UnsafeRawBufferPointer, versionMinor: Int,
                 keepAlive: Bool, headerTable: UnsafeRawPointer?, headerCount: Int,
-                body: UnsafeRawBufferPointer) {
+                body: UnsafeRawBufferPointer, remoteAddress: SocketAddress? = nil) {
         self.method = method
         self.target = target
         self.versionMinor = versionMinor
@@ -34,6 +38,7 @@ public struct Request {
         self.headerTable = headerTable
         self.headerCount = headerCount
         self.body = body
+        self.remoteAddress = remoteAddress
     }
 
     /// Size of one header record in `headerTable`.

@@ -1,4 +1,7 @@
 // The response writer every engine hands to a handler.
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The functions an engine provides to write a response. They match the C
 /// core's `prg_respond` / `prg_write_header` / `prg_write_body` / `prg_end` /
@@ -12,6 +15,8 @@ public struct ResponseWriterFunctions: Sendable {
     public typealias End = @convention(c) (OpaquePointer?) -> Int32
     public typealias Send = @convention(c) (OpaquePointer?, Int32, UnsafePointer<CChar>?, Int, UnsafeRawPointer?, Int) -> Int32
     public typealias Status = @convention(c) (OpaquePointer?) -> Int32
+    /// `prg_write_file`: (sink, fd, offset, length); takes fd whatever it returns.
+    public typealias WriteFile = @convention(c) (OpaquePointer?, Int32, Int64, Int64) -> Int32
 
     public var respond: Respond
     public var writeHeader: WriteHeader
@@ -19,15 +24,37 @@ public struct ResponseWriterFunctions: Sendable {
     public var end: End
     public var send: Send
     public var status: Status
+    public var writeFile: WriteFile
 
     public init(respond: Respond, writeHeader: WriteHeader, writeBody: WriteBody, end: End,
-                send: Send, status: Status) {
+                send: Send, status: Status, writeFile: WriteFile) {
         self.respond = respond
         self.writeHeader = writeHeader
         self.writeBody = writeBody
         self.end = end
         self.send = send
         self.status = status
+        self.writeFile = writeFile
+    }
+}
+
+/// Why `Response.sendFile` refused a file range. The descriptor is closed
+/// in every case.
+public enum FileSendError: Error, Equatable, CustomStringConvertible {
+    /// An argument out of range: `descriptor`, `offset` or `length` was negative.
+    case invalidArgument(name: String, value: Int64)
+    /// The writer refused: no `Content-Length` was declared, or it has less
+    /// room left than `length`, or the body is finished, or the connection
+    /// is closing (or memory ran out).
+    case refused(length: Int64)
+
+    public var description: String {
+        switch self {
+        case .invalidArgument(let name, let value):
+            return "sendFile: \(name) must be >= 0 (got \(value))"
+        case .refused(let length):
+            return "sendFile: \(length) bytes refused: declare a Content-Length with room for them first, before end()"
+        }
     }
 }
 
@@ -122,6 +149,33 @@ public struct Response {
     public func write(_ text: String) -> Bool {
         var text = text
         return text.withUTF8 { functions.writeBody(sink, UnsafeRawPointer($0.baseAddress), $0.count) == 0 }
+    }
+
+    /// Appends `length` bytes of the open file `descriptor`, from `offset`,
+    /// to the body without copying them through user space: the engine
+    /// queues the range in its place among the body bytes written before and
+    /// after, and sends it with sendfile(2) when its turn comes.
+    ///
+    /// Declare the length first: `begin`, `header("Content-Length", ...)`
+    /// with room for `length` (a file range is never chunked), then
+    /// `sendFile`, then `end()`. On a HEAD request (or a 304) nothing is sent
+    /// and the length still counts.
+    ///
+    /// Ownership: the descriptor is the engine's from this call on, whether
+    /// it returns or throws. It is closed once the range is sent, when the
+    /// connection closes (a client that leaves mid-file), or at once when
+    /// nothing is sent or the call throws. Do not close or reuse it. A file
+    /// that turns out shorter than `length` closes the connection.
+    public func sendFile(descriptor: Int32, offset: Int64 = 0, length: Int64) throws(FileSendError) {
+        func refuse(_ error: FileSendError) -> FileSendError {
+            if descriptor >= 0 { _ = close(descriptor) }
+            return error
+        }
+        guard descriptor >= 0 else { throw refuse(.invalidArgument(name: "descriptor", value: Int64(descriptor))) }
+        guard offset >= 0 else { throw refuse(.invalidArgument(name: "offset", value: offset)) }
+        guard length >= 0 else { throw refuse(.invalidArgument(name: "length", value: length)) }
+        // The engine closes the descriptor itself when it refuses.
+        if functions.writeFile(sink, descriptor, offset, length) != 0 { throw .refused(length: length) }
     }
 
     /// Finishes the response. `false` when the body did not match the

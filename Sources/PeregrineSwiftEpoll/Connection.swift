@@ -39,6 +39,11 @@ enum Tuning {
     static let maxEvents: Int32 = 256
     /// iovecs per sendmsg.
     static let maxIov = 64
+    /// File links (open descriptors) in one send queue before reading
+    /// pauses (PRG_MAX_QUEUED_FILES): bytes alone do not bound them.
+    static let maxQueuedFiles = 16
+    /// Largest count one sendfile call takes (Linux caps it here anyway).
+    static let sendfileMax = 0x7fff_f000
 }
 
 /// Connection flags (CONN_* in csrc/internal.h).
@@ -52,6 +57,7 @@ enum CF {
     static let inCallback: UInt32 = 1 << 6    // a handler is running for it
     static let peerHUP: UInt32 = 1 << 7       // RDHUP/HUP seen: read until EOF
     static let linger: UInt32 = 1 << 8        // answered and half-closed: discarding input
+    static let proxyPending: UInt32 = 1 << 10 // proxyProtocol: its PROXY header has not arrived yet
 }
 
 /// Why a connection closed (prg_close_reason).
@@ -84,12 +90,27 @@ enum EP {
 }
 
 /// Send-queue link header, at the start of its block; data follows it.
+///
+/// A file link (`isFile`) holds no bytes: its data is a `FileRange`, a
+/// range of an open file sent with sendfile(2) in its place in the queue,
+/// between the bytes queued before and after it. Its cap and end are 0, so
+/// nothing is appended into it. The link owns the descriptor: releasing it
+/// (sent, dropped with its connection or with an answer never written)
+/// closes it (as `prg_chunk` in csrc/internal.h).
 struct OutChunk {
     var next: ChunkPtr?
     var start: UInt32   // first unsent byte
     var end: UInt32     // end of data
     var cap: UInt32     // bytes of data
-    var pooled: UInt32  // 1 = back to the pool, 0 = free()
+    var pooled: UInt16  // 1 = back to the pool, 0 = free()
+    var isFile: UInt16  // 1 = data is a FileRange
+}
+
+/// The data of a file link (prg_file_range).
+struct FileRange {
+    var fd: Int32       // owned by the link
+    var offset: Int64   // next byte of the file to send
+    var left: Int64     // bytes still to send (> 0 while queued)
 }
 
 enum ChunkLayout {
@@ -99,6 +120,8 @@ enum ChunkLayout {
 
 extension UnsafeMutablePointer where Pointee == OutChunk {
     @inline(__always) var data: UnsafeMutableRawPointer { UnsafeMutableRawPointer(self) + ChunkLayout.header }
+    /// A file link's range (only when `isFile`).
+    @inline(__always) var fileRange: UnsafeMutablePointer<FileRange> { data.assumingMemoryBound(to: FileRange.self) }
 }
 
 /// One connection (prg_conn). Trivial: no references, copied and
@@ -117,7 +140,8 @@ struct ConnState {
     var inLen = 0
     var inCap = 0
 
-    // Send queue.
+    // Send queue. outBytes counts what is still to send, file ranges
+    // included (a queued file pauses reading like queued bytes do).
     var outHead: ChunkPtr? = nil
     var outTail: ChunkPtr? = nil
     var outBytes = 0
@@ -139,6 +163,8 @@ struct ConnState {
     var lingered = 0
 
     var parser = HTTP1Parser()
+    /// The client: accept's peer, or the PROXY header's source.
+    var remote: SocketAddress? = nil
 
     // Answers still owed, in request order (Offload.swift); each holds a
     // reference. Empty on the hot path.
@@ -211,21 +237,46 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         if minCap <= ChunkLayout.pooledCap {
             guard let b = pointee.loop.poolGet() else { return nil }
             k = b.bindMemory(to: OutChunk.self, capacity: 1)
-            k.initialize(to: OutChunk(next: nil, start: 0, end: 0, cap: UInt32(ChunkLayout.pooledCap), pooled: 1))
+            k.initialize(to: OutChunk(next: nil, start: 0, end: 0, cap: UInt32(ChunkLayout.pooledCap), pooled: 1, isFile: 0))
         } else {
             if minCap > Int(UInt32.max) - ChunkLayout.header { return nil }
             guard let b = malloc(ChunkLayout.header + minCap) else { return nil }
             k = b.bindMemory(to: OutChunk.self, capacity: 1)
-            k.initialize(to: OutChunk(next: nil, start: 0, end: 0, cap: UInt32(minCap), pooled: 0))
+            k.initialize(to: OutChunk(next: nil, start: 0, end: 0, cap: UInt32(minCap), pooled: 0, isFile: 0))
         }
         if let t = pointee.outTail { t.pointee.next = k } else { pointee.outHead = k }
         pointee.outTail = k
         return k
     }
 
+    /// The one place a link is let go: a file link closes its descriptor.
     @inline(__always)
     func chunkRelease(_ k: ChunkPtr) {
+        if k.pointee.isFile != 0 { _ = close(k.fileRange.pointee.fd) } // nothing to retry on error
         if k.pointee.pooled != 0 { pointee.loop.poolPut(UnsafeMutableRawPointer(k)) } else { free(k) }
+    }
+
+    /// Queues `length` bytes of `fd` from `offset` (prg_out_append_file).
+    /// The queue takes `fd` in every case: false (fd closed) for a bad
+    /// range or no memory.
+    func outAppendFile(_ fd: Int32, _ offset: Int64, _ length: Int64) -> Bool {
+        if fd < 0 || offset < 0 || length <= 0 || UInt64(length) > UInt64(Int.max - pointee.outBytes) {
+            if fd >= 0 { _ = close(fd) }
+            return false
+        }
+        guard let b = malloc(ChunkLayout.header + MemoryLayout<FileRange>.stride) else {
+            _ = close(fd)
+            return false
+        }
+        let k = b.bindMemory(to: OutChunk.self, capacity: 1)
+        // No room: later bytes get a link of their own.
+        k.initialize(to: OutChunk(next: nil, start: 0, end: 0, cap: 0, pooled: 0, isFile: 1))
+        (b + ChunkLayout.header).bindMemory(to: FileRange.self, capacity: 1)
+            .initialize(to: FileRange(fd: fd, offset: offset, left: length))
+        if let t = pointee.outTail { t.pointee.next = k } else { pointee.outHead = k }
+        pointee.outTail = k
+        pointee.outBytes += Int(length)
+        return true
     }
 
     func outReleaseAll() {
@@ -284,7 +335,44 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         _ = setsockopt(pointee.fd, Int32(IPPROTO_TCP), TCP_CORK, &v, socklen_t(MemoryLayout<Int32>.size))
     }
 
+    /// Sends from the file link at the head of the queue: 0 = progress,
+    /// 1 = would block, -1 = closed (socket error, or the file ended before
+    /// the promised length, so the answer can never be whole).
+    func flushFile(_ k: ChunkPtr, _ guardian: inout SigpipeGuard) -> Int {
+        let f = k.fileRange
+        if !guardian.block() {
+            closeNow(CloseReason.error)
+            return -1
+        }
+        let want = f.pointee.left > Int64(Tuning.sendfileMax) ? Tuning.sendfileMax : Int(f.pointee.left)
+        var off = off_t(f.pointee.offset)
+        let sent = sendfile(pointee.fd, f.pointee.fd, &off, want)
+        if sent < 0 {
+            let e = errno
+            if e == EINTR { return 0 }
+            if e == EAGAIN || e == EWOULDBLOCK { return 1 }
+            if e == EPIPE { guardian.takePending() }
+            closeNow(CloseReason.error) // the peer is gone, or the file failed to read
+            return -1
+        }
+        if sent == 0 {
+            // End of file before the promised length (truncated meanwhile).
+            closeNow(CloseReason.error)
+            return -1
+        }
+        f.pointee.offset += Int64(sent)
+        f.pointee.left -= Int64(sent)
+        pointee.outBytes -= sent
+        if f.pointee.left == 0 {
+            pointee.outHead = k.pointee.next
+            if pointee.outHead == nil { pointee.outTail = nil }
+            chunkRelease(k)
+        }
+        return 0
+    }
+
     /// Sends what is queued: 0 = all sent, 1 = would block, -1 = closed.
+    /// Byte links go out with sendmsg, file links with sendfile, in order.
     func flush() -> Int {
         if pointee.flags & CF.closed != 0 { return -1 }
         if pointee.outBytes == 0 { return 0 }
@@ -293,10 +381,36 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         if cork { setCork(1) }
         let iov = loop.pointee.iov
         var result = 0
+        var guardian = SigpipeGuard()
+        defer { guardian.restore() }
         while pointee.outBytes > 0 {
+            // Empty byte links at the front (a reservation never committed).
+            var head = pointee.outHead
+            while let h = head, h.pointee.isFile == 0, h.pointee.end == h.pointee.start {
+                pointee.outHead = h.pointee.next
+                if pointee.outHead == nil { pointee.outTail = nil }
+                chunkRelease(h)
+                head = pointee.outHead
+            }
+            guard let first = head else { break }
+            if first.pointee.isFile != 0 {
+                let r = flushFile(first, &guardian)
+                if r < 0 { return -1 }
+                if r > 0 {
+                    result = 1
+                    break
+                }
+                continue
+            }
+            // The byte links up to the next file link, in one sendmsg.
             var n = 0
-            var k = pointee.outHead
+            var fileNext = false
+            var k: ChunkPtr? = first
             while let kk = k, n < Tuning.maxIov {
+                if kk.pointee.isFile != 0 {
+                    fileNext = true
+                    break
+                }
                 let s = kk.pointee.start, e = kk.pointee.end
                 if e != s {
                     iov[n] = iovec(iov_base: kk.data + Int(s), iov_len: Int(e &- s))
@@ -307,7 +421,9 @@ extension UnsafeMutablePointer where Pointee == ConnState {
             var msg = msghdr()
             msg.msg_iov = iov
             msg.msg_iovlen = n
-            let sent = sendmsg(pointee.fd, &msg, Int32(MSG_NOSIGNAL))
+            // MSG_MORE before a file range: the head and the file's first
+            // bytes share a segment instead of the head leaving alone.
+            let sent = sendmsg(pointee.fd, &msg, Int32(MSG_NOSIGNAL) | (fileNext ? Int32(MSG_MORE) : 0))
             if sent < 0 {
                 let e = errno
                 if e == EINTR { continue }
@@ -336,6 +452,42 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         // Keep no empty links around: an idle connection holds no block.
         if pointee.outBytes == 0 { outReleaseAll() }
         return result
+    }
+}
+
+/// sendfile(2) has no MSG_NOSIGNAL: writing to a peer that reset raises
+/// SIGPIPE, whose default action ends the process. While a flush sends file
+/// ranges its thread blocks SIGPIPE, takes back a SIGPIPE the send raised,
+/// and restores the mask when the flush ends (as conn.c's sigpipe_guard).
+/// The process's signal dispositions are left alone.
+struct SigpipeGuard {
+    var old = sigset_t()
+    var blocked = false   // the mask was changed: restore it
+    var owned = false     // SIGPIPE was not blocked before: a pending one is ours
+
+    /// false when the mask could not be changed (then no sendfile may run).
+    mutating func block() -> Bool {
+        if blocked { return true }
+        var pipeOnly = sigset_t()
+        if sigemptyset(&pipeOnly) != 0 || sigaddset(&pipeOnly, SIGPIPE) != 0 { return false }
+        if pthread_sigmask(SIG_BLOCK, &pipeOnly, &old) != 0 { return false }
+        blocked = true
+        owned = sigismember(&old, SIGPIPE) == 0
+        return true
+    }
+
+    /// After EPIPE: the SIGPIPE it raised is pending on this thread; take it.
+    func takePending() {
+        if !owned { return } // the application blocks SIGPIPE itself: its own to handle
+        var pipeOnly = sigset_t()
+        if sigemptyset(&pipeOnly) != 0 || sigaddset(&pipeOnly, SIGPIPE) != 0 { return }
+        var zero = timespec(tv_sec: 0, tv_nsec: 0)
+        while sigtimedwait(&pipeOnly, nil, &zero) == SIGPIPE {}
+    }
+
+    mutating func restore() {
+        if blocked { _ = pthread_sigmask(SIG_SETMASK, &old, nil) } // fails only for a bad `how`
+        blocked = false
     }
 }
 
@@ -384,6 +536,23 @@ extension UnsafeMutablePointer where Pointee == ConnState {
     @inline(__always)
     var overOutputLimit: Bool { pointee.outBytes > pointee.loop.pointee.maxOutput }
 
+    /// The send queue holds `Tuning.maxQueuedFiles` file links (a walk of a
+    /// queue the client has not taken; a byte link holds up to 16 KiB of
+    /// answers, so it stops early).
+    var tooManyFiles: Bool {
+        if pointee.outBytes == 0 { return false }
+        var files = 0
+        var k = pointee.outHead
+        while let kk = k {
+            if kk.pointee.isFile != 0 {
+                files += 1
+                if files >= Tuning.maxQueuedFiles { return true }
+            }
+            k = kk.pointee.next
+        }
+        return false
+    }
+
     /// Puts it on the loop's ready list (edge input left, writes from elsewhere).
     @inline(__always)
     func markReady() {
@@ -425,7 +594,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         let loop = pointee.loop
         var used = 0
         while used < pointee.inLen && pointee.flags & (CF.closed | CF.closeAfter) == 0 {
-            if overOutputLimit || offloadFull {
+            if overOutputLimit || offloadFull || tooManyFiles {
                 pointee.flags |= CF.paused // resumed when the queue drains (or answers owed are written)
                 break
             }
@@ -463,7 +632,8 @@ extension UnsafeMutablePointer where Pointee == ConnState {
             let saved = hold ? holdBegin() : SavedOutput(head: nil, tail: nil, bytes: 0)
             pointee.flags |= CF.inCallback
             let response = Response(sink: OpaquePointer(self), functions: loop.pointee.responseFunctions)
-            loop.pointee.app._withUnsafeGuaranteedRef { $0.http(req.request, response) }
+            let request = req.request(remoteAddress: pointee.remote)
+            loop.pointee.app._withUnsafeGuaranteedRef { $0.http(request, response) }
             pointee.flags &= ~CF.inCallback
             _ = finishDefault()
             if !pointee.reqKeepAlive { pointee.flags |= CF.closeAfter }
@@ -505,6 +675,23 @@ extension UnsafeMutablePointer where Pointee == ConnState {
     @inline(__always)
     func processInput() {
         if pointee.loop.pointee.raw { processRaw() } else { processHTTP() }
+    }
+
+    /// proxyProtocol: the PROXY header comes before anything else
+    /// (ProxyProtocol.swift). True once it is consumed; false while it is
+    /// incomplete (the header timer runs) or after a malformed one closed
+    /// the connection, unanswered.
+    func takeProxyHeader() -> Bool {
+        let (used, source) = ProxyHeader.parse(UnsafeRawBufferPointer(start: pointee.inBuf, count: pointee.inLen))
+        if used == 0 { return false }
+        if used < 0 {
+            closeNow(CloseReason.badRequest)
+            return false
+        }
+        pointee.flags &= ~CF.proxyPending
+        if let source { pointee.remote = source }
+        inConsume(used)
+        return true
     }
 
     /// One recv into the receive buffer: bytes read (and the room offered),
@@ -612,7 +799,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
                 return
             }
             if n < 0 { return } // drained (EAGAIN)
-            processInput()
+            if pointee.flags & CF.proxyPending == 0 || takeProxyHeader() { processInput() }
             // A short read means the socket is drained, so edge mode can stop
             // without the recv that would say EAGAIN; not after a hang-up was
             // signalled (the FIN must still be read, and no new edge comes).
@@ -696,6 +883,11 @@ enum RawConnection {
                 if c.pointee.flags & CF.inCallback == 0 { c.markReady() }
             },
             id: { handle in ConnPtr(handle.unsafelyUnwrapped).pointee.id },
-            pendingOutput: { handle in ConnPtr(handle.unsafelyUnwrapped).pointee.outBytes })
+            pendingOutput: { handle in ConnPtr(handle.unsafelyUnwrapped).pointee.outBytes },
+            remoteAddress: { handle, out in
+                guard let address = ConnPtr(handle.unsafelyUnwrapped).pointee.remote, let out else { return -1 }
+                out.initializeMemory(as: SocketAddress.self, to: address)
+                return 0
+            })
     }
 }

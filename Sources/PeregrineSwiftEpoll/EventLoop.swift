@@ -77,6 +77,10 @@ final class AppHandlers: Sendable {
 /// by the response writer (the answer being written is the last one).
 final class DrainSignal: Sendable {
     let deadline = Atomic<Int64>(0)
+    /// Handed off: idle connections wait for a next request until then
+    /// (CLOCK_MONOTONIC milliseconds; 0 = close them at once). Stored
+    /// before `deadline`, which the loops read first.
+    let idleUntil = Atomic<Int64>(0)
 
     /// A second call may only bring the deadline closer.
     func request(deadline: Int64) {
@@ -104,6 +108,7 @@ struct LoopState {
     let raw: Bool
     let cork: Bool
     let noDelay: Bool
+    let proxyProtocol: Bool
     let limits: HTTP1Limits
     let maxOutput: Int
     let inLimit: Int
@@ -156,13 +161,14 @@ struct LoopState {
     let serverLine: UnsafeMutableRawPointer // "Server: <name>\r\n"
     let serverLineLen: Int
 
-    init(configuration c: SwiftServerConfiguration, loopCount: Int, index: Int, app: AppHandlers,
+    init(configuration c: Configuration, loopCount: Int, index: Int, app: AppHandlers,
          drain: DrainSignal, serverLine: [UInt8]) {
         drainSignal = Unmanaged.passUnretained(drain)
         edge = c.trigger == .edge
         raw = app.isRaw
         cork = c.cork
         noDelay = c.noDelay
+        proxyProtocol = c.proxyProtocol
         limits = c.limits
         maxOutput = c.maxOutputPerConnection
         inLimit = app.isRaw ? Tuning.rawMaxInput
@@ -251,9 +257,11 @@ extension UnsafeMutablePointer where Pointee == LoopState {
         EP.input | (pointee.edge ? EP.et : 0)
     }
 
+    /// Off removes the listener from the set (as loop_epoll.c): a socket
+    /// shared with another process would stay in it after close().
     func setListener(_ on: Bool) {
-        var ev = epoll_event(events: on ? listenerEvents() : 0, data: epoll_data_t(u64: Tag.listener))
-        _ = epoll_ctl(pointee.epfd, EPOLL_CTL_MOD, pointee.listenFd, &ev)
+        var ev = epoll_event(events: listenerEvents(), data: epoll_data_t(u64: Tag.listener))
+        _ = epoll_ctl(pointee.epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, pointee.listenFd, &ev)
     }
 
     /// Out of a resource the next accept will lack too: stop watching the
@@ -304,6 +312,7 @@ extension UnsafeMutablePointer where Pointee == LoopState {
             c.initialize(to: ConnState(loop: self))
         }
         c.pointee.fd = fd
+        if pointee.proxyProtocol { c.pointee.flags |= CF.proxyPending }
         c.pointee.id = pointee.nextId
         pointee.nextId &+= pointee.loopCount
         c.pointee.next = pointee.live
@@ -319,7 +328,12 @@ extension UnsafeMutablePointer where Pointee == LoopState {
         var i = 0
         while i < Tuning.acceptsPerWakeup {
             i += 1
-            let fd = accept4(pointee.listenFd, nil, nil, Int32(SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue))
+            var peer = sockaddr_storage()
+            var peerLen = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let fd = withUnsafeMutableBytes(of: &peer) {
+                accept4(pointee.listenFd, $0.baseAddress?.assumingMemoryBound(to: sockaddr.self), &peerLen,
+                        Int32(SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue))
+            }
             if fd < 0 {
                 let err = errno
                 if err == EAGAIN || err == EWOULDBLOCK { return } // drained
@@ -334,6 +348,7 @@ extension UnsafeMutablePointer where Pointee == LoopState {
                 _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             }
             let c = openConnection(fd)
+            c.pointee.remote = withUnsafeBytes(of: &peer) { SocketAddress(sockaddr: $0.baseAddress!) }
             c.pointee.registered = pointee.edge ? (EP.input | EP.output | EP.rdhup | EP.pri | EP.et)
                 : (EP.input | EP.rdhup | EP.pri)
             var ev = epoll_event(events: c.pointee.registered, data: epoll_data_t(ptr: UnsafeMutableRawPointer(c)))
@@ -381,8 +396,12 @@ extension UnsafeMutablePointer where Pointee == LoopState {
         if pointee.ready != nil || pointee.listenerReady { return 0 }
         var ms: Int32 = timersPending ? 1000 : -1
         if pointee.draining {
-            // Wake at the shutdown deadline at the latest.
-            let left = Int32(clamping: Swift.max(0, pointee.drainDeadline - monotonicMilliseconds()))
+            // Wake at the shutdown deadline at the latest, and when idle
+            // connections kept after a handoff are due to close.
+            let now = monotonicMilliseconds()
+            var left = Int32(clamping: Swift.max(0, pointee.drainDeadline - now))
+            let grace = Int32(clamping: Swift.max(0, pointee.drainSignal.takeUnretainedValue().idleUntil.load(ordering: .relaxed) - now))
+            if grace > 0 && grace < left { left = grace }
             if ms < 0 || left < ms { ms = left }
         }
         return ms
@@ -431,12 +450,17 @@ extension UnsafeMutablePointer where Pointee == ConnState {
 
 extension UnsafeMutablePointer where Pointee == LoopState {
     /// Stop accepting: closing the listener makes the kernel refuse new
-    /// connections and reset those still in its accept queue.
+    /// connections and reset those still in its accept queue. A listener
+    /// handed to another process (or inherited from systemd) stays open
+    /// there: that process accepts what is queued.
     func beginDrain(deadline: Int64) {
         pointee.draining = true
         pointee.drainDeadline = deadline
         if pointee.listenFd >= 0 {
-            close(pointee.listenFd) // also leaves the epoll set
+            // Out of the set first: a socket another process shares would stay
+            // in it after close() (the set holds the open file, not the number).
+            setListener(false)
+            close(pointee.listenFd)
             pointee.listenFd = -1
         }
         pointee.listenerReady = false
@@ -456,11 +480,15 @@ extension UnsafeMutablePointer where Pointee == LoopState {
     /// After each batch while draining: close what is idle (everything at the
     /// deadline). Returns true when the last connection is gone.
     func drain() -> Bool {
-        let expired = monotonicMilliseconds() >= pointee.drainDeadline
+        let now = monotonicMilliseconds()
+        let expired = now >= pointee.drainDeadline
+        // After a handoff, idle connections are kept a while for their next
+        // request (answered with Connection: close).
+        let closeIdle = now >= pointee.drainSignal.takeUnretainedValue().idleUntil.load(ordering: .relaxed)
         var c = pointee.live
         while let cc = c {
             c = cc.pointee.next // closeNow unlinks it
-            if expired || cc.drainIdle { cc.closeNow(CloseReason.shutdown) }
+            if expired || (closeIdle && cc.drainIdle) { cc.closeNow(CloseReason.shutdown) }
         }
         if pointee.dead != nil { freeDead() }
         return pointee.live == nil
@@ -477,7 +505,7 @@ final class SwiftLoop: @unchecked Sendable {
     /// Answers from other threads; outlives the loop while answers hold it.
     var mailbox: Mailbox? = nil
 
-    init(configuration: SwiftServerConfiguration, loopCount: Int, index: Int, app: AppHandlers, drain: DrainSignal,
+    init(configuration: Configuration, loopCount: Int, index: Int, app: AppHandlers, drain: DrainSignal,
          serverLine: [UInt8]) {
         self.app = app
         self.drain = drain

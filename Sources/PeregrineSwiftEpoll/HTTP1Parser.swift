@@ -47,36 +47,11 @@ import PeregrineCore
 
 // MARK: - Public types
 
-/// Request limits (the C `prg_http_limits`). Beyond them the parser answers
-/// 414 (request line), 431 (header bytes or count, trailers too) or 413
-/// (body; answered from the head when Content-Length already exceeds it).
-public struct HTTP1Limits: Sendable, Equatable {
-    /// Bytes of the request line without its CRLF: 414 beyond.
-    public var maxRequestLine: Int
-    /// Bytes of the whole head, from the request line to the final CRLF
-    /// included: 431 beyond. Also caps leading empty lines and trailers.
-    public var maxHeaderBytes: Int
-    /// Header fields (and trailer fields): 431 beyond.
-    public var maxHeaders: Int
-    /// Bytes of decoded body: 413 beyond.
-    public var maxBody: Int
-
-    /// The C defaults (`prg_http_limits_default`): 8 KiB line, 16 KiB head,
-    /// 100 headers, 1 MiB body.
-    public init() {
-        maxRequestLine = 8192
-        maxHeaderBytes = 16384
-        maxHeaders = 100
-        maxBody = 1024 * 1024
-    }
-
-    public init(maxRequestLine: Int, maxHeaderBytes: Int, maxHeaders: Int, maxBody: Int) {
-        self.maxRequestLine = maxRequestLine
-        self.maxHeaderBytes = maxHeaderBytes
-        self.maxHeaders = maxHeaders
-        self.maxBody = maxBody
-    }
-}
+/// Request limits (the C `prg_http_limits`): the shared `Limits`. Beyond
+/// them the parser answers 414 (request line), 431 (header bytes or count,
+/// trailers too) or 413 (body; answered from the head when Content-Length
+/// already exceeds it).
+public typealias HTTP1Limits = Limits
 
 /// What the head said about framing and the connection (the C `PRG_REQ_*`
 /// bits, same values).
@@ -131,9 +106,12 @@ public struct ParsedRequest {
     @inlinable public var hasContentLength: Bool { flags.contains(.hasContentLength) }
 
     /// The handler's view of this request (no copy).
-    @inlinable public var request: Request {
+    @inlinable public var request: Request { request(remoteAddress: nil) }
+
+    /// The handler's view of this request from the client at `remoteAddress`.
+    @inlinable public func request(remoteAddress: SocketAddress?) -> Request {
         Request(method: method, target: target, versionMinor: versionMinor, keepAlive: keepAlive,
-                headerTable: headers, headerCount: headerCount, body: body)
+                headerTable: headers, headerCount: headerCount, body: body, remoteAddress: remoteAddress)
     }
 }
 
@@ -420,28 +398,15 @@ public struct HTTP1Parser: Sendable {
                     break decode
                 }
                 cnt &+= 1
-            case Chunk.bws:
-                if c == Byte.semicolon {
-                    st = Chunk.ext
-                } else if !isOWS(c) {
+            case Chunk.bws, Chunk.ext, Chunk.extName, Chunk.extNameBWS, Chunk.extValue, Chunk.extToken,
+                 Chunk.extQuoted, Chunk.extQuotedPair, Chunk.extQuoteEnd, Chunk.extValueBWS:
+                st = chunkExtNext(st, c)
+                if st == Chunk.extBad {
                     rc = -400
                     break decode
                 }
-                if cnt >= lineMax {
-                    rc = -400
-                    break decode
-                }
-                cnt &+= 1
-            case Chunk.ext:
-                if c == Byte.cr {
-                    st = Chunk.sizeLF
-                    break
-                }
-                if c != Byte.tab && (c < 0x20 || c == 0x7F) {
-                    rc = -400
-                    break decode
-                }
-                if cnt >= lineMax {
+                if st == Chunk.sizeLF { break } // the CR does not count toward the line
+                if cnt >= lineMax { // chunk-size line over maxRequestLine
                     rc = -400
                     break decode
                 }
@@ -684,8 +649,8 @@ private enum Phase {
 /// Phases of the chunk decoder (`HTTP1Parser.chunkPhase`).
 private enum Chunk {
     static let size: UInt8 = 0         // chunk-size hex digits (counter = digits so far)
-    static let bws: UInt8 = 1          // whitespace after the size, before ';'
-    static let ext: UInt8 = 2          // chunk extensions, until CR
+    static let bws: UInt8 = 1          // BWS after the size: ';' follows (chunkExtNext)
+    static let ext: UInt8 = 2          // after a ';': BWS, then a chunk-ext-name
     static let sizeLF: UInt8 = 3       // LF after the chunk-size line
     static let data: UInt8 = 4         // chunk data (chunkLeft bytes to go)
     static let dataCR: UInt8 = 5       // CR after chunk data
@@ -695,6 +660,17 @@ private enum Chunk {
     static let trailerValue: UInt8 = 9 // trailer field value, until CR
     static let trailerLF: UInt8 = 10   // LF ending a trailer field
     static let trailerEnd: UInt8 = 11  // LF ending the trailer section
+    // the rest of a chunk extension (chunkExtNext); the counter is the
+    // chunk-size line's length throughout
+    static let extName: UInt8 = 12     // chunk-ext-name (token)
+    static let extNameBWS: UInt8 = 13  // BWS after a name: '=' or ';' follows
+    static let extValue: UInt8 = 14    // after '=': BWS, then a token or quoted-string
+    static let extToken: UInt8 = 15    // token value
+    static let extQuoted: UInt8 = 16   // quoted-string value, inside the quotes
+    static let extQuotedPair: UInt8 = 17 // quoted-pair: the byte after a backslash
+    static let extQuoteEnd: UInt8 = 18 // after the closing quote
+    static let extValueBWS: UInt8 = 19 // BWS after a value: ';' follows
+    static let extBad: UInt8 = 20      // chunkExtNext: the byte breaks the grammar
     /// Cap of the counter (C packs it in 23 bits).
     static let countMax = 0x7F_FFFF
 }
@@ -709,6 +685,9 @@ private enum Byte {
     static let nine: UInt8 = 0x39
     static let colon: UInt8 = 0x3A
     static let semicolon: UInt8 = 0x3B
+    static let equals: UInt8 = 0x3D
+    static let quote: UInt8 = 0x22
+    static let backslash: UInt8 = 0x5C
 }
 
 /// Unchecked byte reads from the caller's buffer (raw loads: valid whatever
@@ -772,6 +751,43 @@ private struct TransferCodings {
 
 @inline(__always)
 private func isOWS(_ c: UInt8) -> Bool { c == Byte.space || c == Byte.tab }
+
+/// One byte of the chunk-size line after the size (RFC 9112 7.1, 7.1.1):
+///   chunk-ext      = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+///   chunk-ext-name = token
+///   chunk-ext-val  = token / quoted-string     (RFC 9110 5.6.4)
+/// so whitespace is allowed only before ';', around '=' and after ';', never
+/// before the CRLF. Returns the next phase: `Chunk.sizeLF` for a CR where the
+/// line may end, `Chunk.extBad` for a byte the grammar does not allow there
+/// (400). Extensions are checked, then ignored. (C: chunk_ext_next.)
+private func chunkExtNext(_ st: UInt8, _ c: UInt8) -> UInt8 {
+    let tchar = CharClass.of(c) & CharClass.tchar != 0
+    let ows = isOWS(c)
+    switch st {
+    case Chunk.bws:
+        return c == Byte.semicolon ? Chunk.ext : ows ? Chunk.bws : Chunk.extBad
+    case Chunk.ext:
+        return tchar ? Chunk.extName : ows ? Chunk.ext : Chunk.extBad
+    case Chunk.extName, Chunk.extNameBWS:
+        if tchar && st == Chunk.extName { return Chunk.extName }
+        if c == Byte.cr && st == Chunk.extName { return Chunk.sizeLF }
+        return c == Byte.equals ? Chunk.extValue : c == Byte.semicolon ? Chunk.ext : ows ? Chunk.extNameBWS : Chunk.extBad
+    case Chunk.extValue:
+        return c == Byte.quote ? Chunk.extQuoted : tchar ? Chunk.extToken : ows ? Chunk.extValue : Chunk.extBad
+    case Chunk.extQuoted: // qdtext: HTAB, SP, VCHAR but '"' and '\', obs-text
+        if c == Byte.quote { return Chunk.extQuoteEnd }
+        if c == Byte.backslash { return Chunk.extQuotedPair }
+        return CharClass.of(c) & CharClass.value != 0 ? Chunk.extQuoted : Chunk.extBad
+    case Chunk.extQuotedPair: // HTAB, SP, VCHAR, obs-text
+        return CharClass.of(c) & CharClass.value != 0 ? Chunk.extQuoted : Chunk.extBad
+    case Chunk.extToken, Chunk.extQuoteEnd:
+        if tchar && st == Chunk.extToken { return Chunk.extToken }
+        if c == Byte.cr { return Chunk.sizeLF }
+        return c == Byte.semicolon ? Chunk.ext : ows ? Chunk.extValueBWS : Chunk.extBad
+    default: // extValueBWS
+        return c == Byte.semicolon ? Chunk.ext : ows ? Chunk.extValueBWS : Chunk.extBad
+    }
+}
 
 @inline(__always)
 private func hexValue(_ c: UInt8) -> UInt8 {

@@ -146,6 +146,7 @@ func statusReason(_ status: Int32) -> StaticString {
     case 413: return "Content Too Large"
     case 414: return "URI Too Long"
     case 415: return "Unsupported Media Type"
+    case 416: return "Range Not Satisfiable"
     case 417: return "Expectation Failed"
     case 426: return "Upgrade Required"
     case 431: return "Request Header Fields Too Large"
@@ -359,6 +360,26 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         return outAppend(data, n) ? 0 : -1
     }
 
+    /// A file range as body bytes (prg_write_file): needs a declared
+    /// Content-Length with room for it; takes `fd` whatever it returns.
+    func writeFile(_ fd: Int32, _ offset: Int64, _ length: Int64) -> Int32 {
+        var ok = fd >= 0 && offset >= 0 && length >= 0 && pointee.flags & CF.closed == 0
+            && (pointee.respState == RespState.head || pointee.respState == RespState.body)
+            && pointee.respFlags & RespFlag.hasLength != 0 && length <= pointee.respLengthLeft
+            && pointee.respFlags & RespFlag.chunked == 0
+        if ok && pointee.respState == RespState.head && endHead() != 0 { ok = false }
+        if !ok {
+            if fd >= 0 { _ = close(fd) }
+            return -1
+        }
+        pointee.respLengthLeft -= length
+        if pointee.respFlags & RespFlag.noBody != 0 || length == 0 {
+            _ = close(fd) // HEAD, 304: the length was declared, no byte is sent
+            return 0
+        }
+        return outAppendFile(fd, offset, length) ? 0 : -1
+    }
+
     func end() -> Int32 {
         if pointee.respState == RespState.head {
             if pointee.respFlags & RespFlag.hasLength == 0 && !statusHasNoBody(pointee.respStatus)
@@ -483,6 +504,9 @@ enum SwiftResponseWriter {
             },
             status: { sink in
                 ConnPtr(sink.unsafelyUnwrapped).pointee.respStatus
+            },
+            writeFile: { sink, fd, offset, length in
+                ConnPtr(sink.unsafelyUnwrapped).writeFile(fd, offset, length)
             })
     }
 }

@@ -29,7 +29,7 @@ public struct SwiftEngineError: Error, CustomStringConvertible, Sendable {
 /// ours): the same `Application`, the same behaviour as the C engine.
 ///
 /// ```swift
-/// var config = SwiftServerConfiguration()
+/// var config = Configuration()   // engine is .swift whatever it says
 /// config.port = 0
 /// let server = SwiftEpollServer(configuration: config, application: .http { _, response in
 ///     response.send(body: "Hello, World!")
@@ -41,21 +41,25 @@ public struct SwiftEngineError: Error, CustomStringConvertible, Sendable {
 public final class SwiftEpollServer: @unchecked Sendable {
     // @unchecked: mutable state is touched only by start/stop, which the
     // owner calls from one thread; each loop's state only by its thread.
-    public let configuration: SwiftServerConfiguration
+    /// As given, with `engine` set to `.swift`.
+    public let configuration: Configuration
     private let app: AppHandlers
     private var loops: [SwiftLoop] = []
     private var running = false
     private let drain = DrainSignal()
-    /// Held while the loops are released, so `interrupt()` from another
-    /// thread never writes to a closed wake-up descriptor.
-    private let lifecycle = Mutex<Void>(())
+    /// The loops `interrupt()` may wake from any thread. Emptied with the
+    /// lock held before they are destroyed, so it never writes to a closed
+    /// wake-up descriptor.
+    private let wakeable = Locked<[SwiftLoop]>([])
 
     /// The bound port (after `start`).
     public private(set) var port = 0
     /// The backlog the kernel really uses: min(requested, somaxconn).
     public private(set) var effectiveBacklog = 0
 
-    public init(configuration: SwiftServerConfiguration, application: Application) {
+    public init(configuration: Configuration, application: Application) {
+        var configuration = configuration
+        configuration.engine = .swift
         self.configuration = configuration
         self.app = AppHandlers(application, offloadThreads: configuration.offloadThreads,
                                offloadQueue: configuration.offloadQueue)
@@ -68,38 +72,30 @@ public final class SwiftEpollServer: @unchecked Sendable {
     /// Binds the listeners and starts one loop thread per `threads`
     /// (signals blocked in them, so SIGINT/SIGTERM stay with the caller).
     public func start() throws {
-        if running { throw SwiftEngineError(operation: "start (already started)", code: EINVAL) }
+        if running { throw LifecycleError.alreadyStarted }
         let c = configuration
-        let l = c.limits
-        // A receive buffer holds a head, a body and some framing: refuse
-        // limits it could not hold (the C core's checks, same bounds).
-        let ceiling = Int(UInt32.max / 4)
-        guard (1...1024).contains(c.threads), (0...65535).contains(c.port), l.maxHeaders > 0,
-              l.maxRequestLine >= 0, l.maxHeaderBytes >= 0, l.maxBody >= 0,
-              c.headerTimeout >= 0, c.idleTimeout >= 0, c.maxOutputPerConnection >= 0,
-              l.maxHeaderBytes <= ceiling, l.maxBody <= ceiling, l.maxRequestLine <= ceiling,
-              2 * l.maxHeaderBytes + l.maxBody + l.maxRequestLine <= ceiling
-        else { throw SwiftEngineError(operation: "configure", code: EINVAL) }
-        let name = Array(c.serverName.utf8)
-        if name.contains(13) || name.contains(10) || name.contains(0) {
-            throw SwiftEngineError(operation: "configure (server name)", code: EINVAL)
-        }
-        let serverLine = Array("Server: ".utf8) + name + [13, 10]
-        if serverLine.count >= 128 { throw SwiftEngineError(operation: "configure (server name)", code: ENAMETOOLONG) }
+        try c.validate()   // the rules every engine shares (ConfigurationValidation.swift)
+        let serverLine = Array("Server: \(c.serverName)\r\n".utf8)
 
         let somaxconn = Self.readSomaxconn()
         let backlog = c.backlog > 0 ? c.backlog : 1024
         let effective = min(backlog, somaxconn)
 
+        let inherited = c.listenDescriptors
+        if inherited.count > c.threads {
+            throw SwiftEngineError(operation: "configure (\(inherited.count) inherited listeners for \(c.threads) loops)", code: EINVAL)
+        }
         var addr = sockaddr_storage()
         var addrLen = socklen_t(0)
-        try Self.resolve(c.host, c.port, &addr, &addrLen)
+        if inherited.isEmpty { try Self.resolve(c.host, c.port, &addr, &addrLen) }
 
         var made: [SwiftLoop] = []
         var boundPort = 0
         do {
             for i in 0..<c.threads {
-                let fd = try Self.openListener(&addr, addrLen, reusePort: c.threads > 1, backlog: effective)
+                let fd = inherited.isEmpty
+                    ? try Self.openListener(&addr, addrLen, reusePort: c.threads > 1, backlog: effective)
+                    : try Self.adoptListener(inherited[i % inherited.count])
                 if i == 0 {
                     // Port 0: the others bind the port the kernel picked.
                     var bound = sockaddr_storage()
@@ -113,7 +109,7 @@ public final class SwiftEpollServer: @unchecked Sendable {
                         throw SwiftEngineError(operation: "getsockname", code: e)
                     }
                     boundPort = Self.port(of: &bound)
-                    Self.setPort(&addr, boundPort)
+                    if inherited.isEmpty { Self.setPort(&addr, boundPort) }
                 }
                 let loop = SwiftLoop(configuration: c, loopCount: c.threads, index: i, app: app, drain: drain,
                                      serverLine: serverLine)
@@ -126,37 +122,29 @@ public final class SwiftEpollServer: @unchecked Sendable {
             throw error
         }
 
-        // Loop threads take no signals: SIGINT and SIGTERM stay with the
-        // application's main thread, which calls stop().
-        var all = sigset_t(), old = sigset_t()
-        sigfillset(&all)
-        pthread_sigmask(SIG_BLOCK, &all, &old)
+        // Loop threads and workers take no signals (startThread blocks them):
+        // SIGINT and SIGTERM stay with the application's main thread, which
+        // calls stop().
         var failure: Int32 = 0
         for loop in made {
             var tid = pthread_t()
-            let arg = Unmanaged.passRetained(loop).toOpaque()
-            let rc = pthread_create(&tid, nil, { arg in
-                let loop = Unmanaged<SwiftLoop>.fromOpaque(arg.unsafelyUnwrapped).takeRetainedValue()
-                loop.run()
-                return nil
-            }, arg)
+            let rc = startThread(&tid) { loop.run() }
             if rc != 0 {
-                Unmanaged<SwiftLoop>.fromOpaque(arg).release()
                 failure = rc
                 break
             }
             loop.thread = tid
         }
         if failure == 0, let pool = app.pool {
-            let rc = pool.start()   // workers take no signals either
+            let rc = pool.start()
             if rc != 0 { failure = rc }
         }
-        pthread_sigmask(SIG_SETMASK, &old, nil)
         loops = made
+        wakeable.withLock { $0 = made }
         running = true
         if failure != 0 {
             stop()
-            throw SwiftEngineError(operation: "pthread_create", code: failure)
+            throw SwiftEngineError(operation: "start threads", code: failure)
         }
         port = boundPort
         effectiveBacklog = effective
@@ -177,8 +165,16 @@ public final class SwiftEpollServer: @unchecked Sendable {
     /// `deadlineMilliseconds` have passed. Blocks until every loop ended,
     /// then releases everything as `stop()` does. `interrupt()` from another
     /// thread during the drain ends it at once.
-    public func shutdown(deadlineMilliseconds: Int) {
+    ///
+    /// `idleGraceMilliseconds` > 0 is for a server whose listeners another
+    /// process serves now (a handoff): idle keep-alive connections are kept
+    /// that long for their next request, answered with `Connection: close`
+    /// (closing them at once races a request the client is sending).
+    public func shutdown(deadlineMilliseconds: Int, idleGraceMilliseconds: Int = 0) {
         guard running else { return }
+        if idleGraceMilliseconds > 0 {
+            drain.idleUntil.store(monotonicMilliseconds() + Int64(idleGraceMilliseconds), ordering: .releasing)
+        }
         drain.request(deadline: monotonicMilliseconds() + Int64(max(0, deadlineMilliseconds)))
         for loop in loops { loop.poke() }
         join()
@@ -188,9 +184,16 @@ public final class SwiftEpollServer: @unchecked Sendable {
     /// joined by `stop()` or a `shutdown` in progress). A no-op once they
     /// were released.
     public func interrupt() {
-        lifecycle.withLock { _ in
+        wakeable.withLock { loops in
             for loop in loops { loop.wake() }
         }
+    }
+
+    /// The loops' listening sockets (one per loop; loops sharing an inherited
+    /// socket list it under different numbers). Valid while running and
+    /// before a shutdown.
+    public var listenerDescriptors: [Int32] {
+        loops.map { $0.state.pointee.listenFd }
     }
 
     /// Waits for the loop threads, then releases everything.
@@ -203,10 +206,9 @@ public final class SwiftEpollServer: @unchecked Sendable {
             }
         }
         app.pool?.shutdown()   // late answers meet stopped loops: dropped
-        lifecycle.withLock { _ in
-            for loop in loops { loop.destroy() }
-            loops = []
-        }
+        wakeable.withLock { $0 = [] }
+        for loop in loops { loop.destroy() }
+        loops = []
     }
 
     // MARK: - Sockets
@@ -262,6 +264,32 @@ public final class SwiftEpollServer: @unchecked Sendable {
         if rc != 0 { throw fail("bind") }
         if listen(fd, Int32(clamping: backlog)) != 0 { throw fail("listen") }
         return fd
+    }
+
+    /// An inherited descriptor (socket activation, handoff): a listening TCP
+    /// socket, made non-blocking. Returns a dup the server owns.
+    static func adoptListener(_ fd: Int32) throws -> Int32 {
+        var type: Int32 = 0, listening: Int32 = 0
+        var l1 = socklen_t(MemoryLayout<Int32>.size), l2 = l1
+        var addr = sockaddr_storage()
+        var alen = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let named = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &alen) }
+        }
+        guard getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l1) == 0,
+              getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &l2) == 0, named == 0,
+              type == Int32(SOCK_STREAM.rawValue), listening != 0,
+              Int32(addr.ss_family) == AF_INET || Int32(addr.ss_family) == AF_INET6
+        else { throw SwiftEngineError(operation: "inherit descriptor \(fd) (not a listening TCP socket)", code: errno == EBADF ? EBADF : ENOTSOCK) }
+        let own = fcntl(fd, F_DUPFD_CLOEXEC, 3)
+        if own < 0 { throw SwiftEngineError(operation: "dup descriptor \(fd)", code: errno) }
+        let fl = fcntl(own, F_GETFL)
+        if fl < 0 || fcntl(own, F_SETFL, fl | O_NONBLOCK) != 0 {
+            let e = errno
+            close(own)
+            throw SwiftEngineError(operation: "make descriptor \(fd) non-blocking", code: e)
+        }
+        return own
     }
 
     static func port(of addr: inout sockaddr_storage) -> Int {

@@ -5,7 +5,8 @@
 //
 //  head    a request head has started arriving: the whole head must be in
 //          within headerTimeout of its first byte (not reset by each byte,
-//          so a slowloris client cannot stretch it): 408.
+//          so a slowloris client cannot stretch it): 408. A PROXY listener's
+//          header waiting from the accept on: closed without an answer.
 //  idle    everything else that waits on the client: an idle keep-alive
 //          connection, a body arriving, output the client does not read.
 //          Restarted by each event, so it measures time without progress.
@@ -58,6 +59,9 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         let f = pointee.flags
         if f & CF.closed != 0 { return TimerKind.none }
         if f & CF.linger != 0 { return TimerKind.linger }
+        // A PROXY header is part of the head: timed from the connection's start
+        // (with the header timeout off, a silent client is idle as without one).
+        if f & CF.proxyPending != 0 && pointee.loop.pointee.timers[TimerKind.head].timeout != 0 { return TimerKind.head }
         // Answers owed by the server: no timeout while nothing waits on the
         // client, the idle timer while output waits on its reading. Never the
         // head timer: its 408 would overtake the owed answers (timer.c).
@@ -119,7 +123,11 @@ extension UnsafeMutablePointer where Pointee == LoopState {
         if pointee.listenerPaused && pointee.now >= pointee.listenerResume { resumeListener() }
         while let c = expiredHead(TimerKind.head) {
             c.timerRemove()
-            c.answer408()
+            if c.pointee.flags & CF.proxyPending != 0 {
+                c.closeNow(CloseReason.badRequest)   // no answer: not HTTP yet
+            } else {
+                c.answer408()
+            }
         }
         let raw = pointee.raw
         while let c = expiredHead(TimerKind.idle) {

@@ -55,8 +55,14 @@ struct Serve: ParsableCommand {
     @Flag(help: "TCP_CORK around each batch of responses.")
     var cork = false
 
-    @Flag(help: "Print one line per request: method, target, status.")
+    @Flag(help: "Print one line per request: client address, method, target, status.")
     var log = false
+
+    @Option(help: "--app static: the directory whose files are served (required for that app).")
+    var root: String? = nil
+
+    @Flag(help: "Every connection starts with a PROXY protocol header (v1 or v2) giving the client's address; missing or malformed: closed without an answer.")
+    var proxyProtocol = false
 
     @Option(help: "--app sleep: milliseconds each request sleeps on the offload pool (?ms=N overrides).")
     var sleepMs = 100
@@ -84,24 +90,77 @@ struct Serve: ParsableCommand {
     @Option(help: "Largest request body in bytes (413 beyond).")
     var maxBody = Limits().maxBody
 
-    private func basicValidate() throws {
-        guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535") }
-        guard (1...1024).contains(threads) else { throw ValidationError("--threads must be 1...1024") }
-        guard sleepMs >= 0 else { throw ValidationError("--sleep-ms must be >= 0") }
-        guard backlog >= 1 else { throw ValidationError("--backlog must be at least 1") }
-        guard headerTimeout >= 0, idleTimeout >= 0, shutdownTimeout >= 0, shutdownTimeout <= 86_400 else { throw ValidationError("timeouts must be >= 0") }
-        guard maxRequestLine > 0, maxHeaderBytes > 0, maxHeaders > 0, maxBody >= 0 else {
-            throw ValidationError("limits must be positive")
+    @Option(help: ArgumentHelp(
+        "Unix socket (@name: abstract; else a path) for restarts that drop nothing: a new `peregrine serve` takes the running one's listening sockets there, then offers its own ('none': off).",
+        discussion: "Default: @peregrine-HOST:PORT; off with --port 0, under socket activation and for the blocking and threaded engines.",
+        valueName: "name"))
+    var handoffSocket: String?
+
+    @Option(help: "Seconds an old server, after a handoff, keeps an idle keep-alive connection for its next request (answered with Connection: close) before closing it.")
+    var handoffIdleGrace: Double = 2
+
+    /// The rules of every field are the library's (`Configuration.validate()`,
+    /// one place for every engine); this prints its message with the flag's name.
+    func validate() throws {
+        guard sleepMs >= 0 else { throw ValidationError("invalid --sleep-ms \(sleepMs): allowed 0 or more") }
+        do {
+            _ = try app.application(sleepMilliseconds: sleepMs, root: root)   // --root: required for static, checked
+        } catch {
+            throw ValidationError(error.description)
+        }
+        do {
+            try configuration().validate()
+        } catch {
+            // The deadline as the user wrote it (seconds), not as the Duration it became.
+            let shown = switch error.field {
+            case .shutdownDeadline: ConfigurationError(field: error.field, value: "\(shutdownTimeout) s", allowed: error.allowed)
+            case .handoffIdleGrace: ConfigurationError(field: error.field, value: "\(handoffIdleGrace) s", allowed: error.allowed)
+            default: error
+            }
+            throw ValidationError(shown.message(naming: Self.flag(for: error.field)))
         }
     }
 
-    func validate() throws {
-        try basicValidate()
-        if let problem = configuration().problem { throw ValidationError(problem) }
+    /// The flag that sets each validated field.
+    static func flag(for field: ConfigurationField) -> String {
+        switch field {
+        case .port: "--port"
+        case .threads: "--threads"
+        case .backlog: "--backlog"
+        case .trigger: "--trigger"
+        case .maxThreads: "--max-threads"
+        case .maxRequestLine: "--max-request-line"
+        case .maxHeaderBytes: "--max-header-bytes"
+        case .maxHeaders: "--max-headers"
+        case .maxBody: "--max-body"
+        case .maxOutputPerConnection: "maxOutputPerConnection"   // no flag: the library default
+        case .headerTimeout: "--header-timeout"
+        case .idleTimeout: "--idle-timeout"
+        case .serverName: "serverName"                           // no flag: the library default
+        case .shutdownDeadline: "--shutdown-timeout"
+        case .offloadThreads: "--offload-threads"
+        case .offloadQueue: "--offload-queue"
+        case .listenDescriptors: "LISTEN_FDS"                    // socket activation
+        case .handoffSocket: "--handoff-socket"
+        case .handoffIdleGrace: "--handoff-idle-grace"
+        }
     }
 
-    func configuration() -> Configuration {
+    /// `--handoff-socket`, its default, or nil (off).
+    func handoffName(socketActivated: Bool) -> String? {
+        if let handoffSocket { return handoffSocket == "none" ? nil : handoffSocket }
+        // A port picked by the kernel is not "the same port" next time; under
+        // socket activation systemd keeps the sockets across restarts; the
+        // blocking engines cannot share a listener (README, Operations).
+        if port == 0 || socketActivated || engine == .blocking || engine == .threaded { return nil }
+        return "@peregrine-\(host):\(port)"
+    }
+
+    func configuration(listenDescriptors: [Int32] = []) -> Configuration {
         var config = Configuration()
+        config.listenDescriptors = listenDescriptors
+        config.handoffSocket = handoffName(socketActivated: !listenDescriptors.isEmpty)
+        config.handoffIdleGrace = Self.duration(seconds: handoffIdleGrace)
         config.libevBackend = libevBackend
         config.maxThreads = maxThreads
         config.host = host
@@ -113,11 +172,12 @@ struct Serve: ParsableCommand {
         config.noDelay = nodelay
         config.cork = cork
         config.logRequests = log
+        config.proxyProtocol = proxyProtocol
         config.offloadThreads = offloadThreads
         config.offloadQueue = offloadQueue
         config.headerTimeout = headerTimeout
         config.idleTimeout = idleTimeout
-        config.shutdownDeadline = .milliseconds(Int64(shutdownTimeout * 1000))
+        config.shutdownDeadline = Self.duration(seconds: shutdownTimeout)
         config.limits.maxRequestLine = maxRequestLine
         config.limits.maxHeaderBytes = maxHeaderBytes
         config.limits.maxHeaders = maxHeaders
@@ -125,8 +185,36 @@ struct Serve: ParsableCommand {
         return config
     }
 
+    /// Seconds as a Duration, without trapping for any Double: beyond ±10^15 s
+    /// (NaN counts as beyond) the value is clamped there, far outside what
+    /// the validation allows, so it is refused with its flag's name.
+    static func duration(seconds: Double) -> Duration {
+        let limit = 1e15
+        let clamped = seconds.isNaN ? limit : min(max(seconds, -limit), limit)
+        return .milliseconds(Int64((clamped * 1000).rounded()))
+    }
+
     func run() throws {
-        let server = Server(configuration: configuration(), application: app.application(sleepMilliseconds: sleepMs))
+        // Socket activation (LISTEN_FDS/LISTEN_PID): serve what systemd passed.
+        let inherited: [Int32]
+        do {
+            inherited = try SocketActivation.listenDescriptors(unsetEnvironment: true)
+        } catch {
+            throw ValidationError(error.description)
+        }
+        let config = configuration(listenDescriptors: inherited)
+        do {
+            try config.validate()
+        } catch {
+            throw ValidationError(error.message(naming: Self.flag(for: error.field)))
+        }
+        let application: Application
+        do {
+            application = try app.application(sleepMilliseconds: sleepMs, root: root)
+        } catch {
+            throw ValidationError(error.description)
+        }
+        let server = Server(configuration: config, application: application)
         try server.run { server in
             // Scripts wait for this line: it carries the real port.
             let line = "peregrine: serving \(app.rawValue) on \(host):\(server.port) engine=\(engineDescription) "

@@ -205,14 +205,27 @@ typedef struct prg_config {
     int header_timeout_s;      /* whole head must arrive within this, counted from its first byte: 408 (default 10; 0 = off) */
     int idle_timeout_s;        /* no progress for this long (idle keep-alive, stalled body: 408, unread output) closes (default 60; 0 = off) */
     const char *server_name;   /* value of the Server header; NULL = "Peregrine" */
+    int proxy_protocol;        /* 1 = every connection starts with a PROXY header (v1 or v2, proxy.c);
+                                  missing or malformed: closed without an answer (default 0) */
+    /* Listening sockets inherited (socket activation, a handoff) instead of
+     * binding host:port: each must be a listening TCP socket. The server
+     * serves dup()s of them (the caller keeps and closes its own); loop i
+     * takes listen_fds[i % listen_fd_count], so threads must be at least
+     * listen_fd_count (loops beyond share a socket). epoll and libev only. */
+    const int *listen_fds;
+    int listen_fd_count;       /* 0 = bind host:port */
 } prg_config;
-/* host and server_name are read during prg_server_create only: they need not
- * outlive it. */
+/* host, server_name and listen_fds are read during prg_server_create only:
+ * they need not outlive it. */
 
 void prg_config_default(prg_config *cfg);
 
 /* Creates listeners and loops (does not start threads). On failure returns
- * NULL and stores -errno in *err. */
+ * NULL and stores -errno in *err: -EINVAL for a value it cannot serve with
+ * (threads, port, an enum out of range, a trigger or thread count the engine
+ * does not have, limits a receive buffer cannot hold, a timeout below 0).
+ * Swift users get these rules, and narrower ones, as a ConfigurationError
+ * naming the field before this is called (Configuration.validate()). */
 prg_server *prg_server_create(const prg_config *cfg, const prg_callbacks *cb, int *err);
 /* Starts one thread per loop. Returns 0 or -errno. */
 int prg_server_start(prg_server *s);
@@ -234,6 +247,19 @@ void prg_server_stop(prg_server *s);
  * again may only bring the deadline closer; prg_server_stop during the drain
  * stops at once. Returns 0, or -EINVAL for a negative deadline. */
 int prg_server_shutdown(prg_server *s, int deadline_ms);
+/* prg_server_shutdown for a server whose listening sockets another process
+ * now serves too (a handoff): the same, except that an idle keep-alive
+ * connection is not closed at once but kept idle_grace_ms for its next
+ * request, which is answered with "Connection: close" (closing it at once
+ * would race a request the client is sending: the client would see its
+ * connection closed without an answer). Those still idle then are closed.
+ * Returns 0, or -EINVAL for a negative argument. */
+int prg_server_shutdown_handed_off(prg_server *s, int deadline_ms, int idle_grace_ms);
+/* The descriptors of the server's listening sockets, one per loop (loops
+ * sharing a socket give the same socket under different numbers): stores at
+ * most max in fds and returns how many the server has; -EBADF once a drain
+ * closed them. Valid until the server is shut down. */
+int prg_server_listeners(const prg_server *s, int *fds, int max);
 /* Waits for the loop threads to end (threaded engine: and every connection
  * thread, after its on_close). Returns 0 or -errno. */
 int prg_server_wait(prg_server *s);
@@ -263,6 +289,24 @@ int prg_write_header(prg_conn *c, const char *name, size_t name_len,
                      const char *value, size_t value_len);
 /* Appends body bytes (ends the head on first call). Returns 0 or -1. */
 int prg_write_body(prg_conn *c, const void *p, size_t n);
+/* Appends length bytes of the open file fd, from offset, to the body
+ * without copying them through user space: the send queue holds the range
+ * in its place (after the bytes written before, before those written after)
+ * and sends it with sendfile(2) when its turn comes. The response must have
+ * declared a Content-Length with room for length bytes (a file range is
+ * never chunked); the head is ended on first call, as prg_write_body does.
+ *
+ * Ownership: the call takes fd, whatever it returns. The queue closes it
+ * once the range is sent, when the connection closes (a client that leaves
+ * mid-file), or at once when nothing is to be sent (HEAD, 304, length 0) or
+ * the call fails. The caller must not close or reuse fd afterwards; changing
+ * the file meanwhile changes what is sent, and a file that turns out shorter
+ * than length closes the connection (the answer can never be completed).
+ * Returns 0, or -1 (fd already closed) when fd, offset or length is
+ * negative, no Content-Length was declared or it has less room left than
+ * length, the body is finished, the connection is closed, or memory ran
+ * out. Pending file bytes count toward max_output like queued bytes. */
+int prg_write_file(prg_conn *c, int fd, int64_t offset, int64_t length);
 /* Finishes the response. Returns 0, or -1 if the body written does not
  * match the declared Content-Length (the connection is then closed). */
 int prg_end(prg_conn *c);
@@ -281,7 +325,7 @@ int prg_conn_write(prg_conn *c, const void *p, size_t n);
 void prg_conn_close(prg_conn *c);
 /* A number unique to the connection for the life of the server. */
 uint64_t prg_conn_id(const prg_conn *c);
-/* Bytes queued for sending on this connection. */
+/* Bytes queued for sending on this connection (file ranges: what is left of them). */
 size_t prg_conn_pending_output(const prg_conn *c);
 /* Application data slot. */
 void *prg_conn_userdata(const prg_conn *c);
@@ -319,6 +363,80 @@ int prg_deferred_header(prg_deferred *d, const char *name, size_t name_len,
  * call, whatever it returns. Returns 0, or -1 when the answer was dropped
  * (no memory; the client then gets a 500 if its connection lives). */
 int prg_deferred_send(prg_deferred *d, int status, const void *body, size_t n);
+
+/* ------------------------------------------------------------------ */
+/* The client's address and the PROXY protocol (proxy.c)                */
+/* ------------------------------------------------------------------ */
+
+enum { PRG_ADDR_NONE = 0, PRG_ADDR_IPV4 = 4, PRG_ADDR_IPV6 = 6 };
+
+/* An IP address and port, 20 bytes, nothing to free. */
+typedef struct prg_address {
+    uint8_t family;      /* PRG_ADDR_* */
+    uint8_t bytes[16];   /* network order; IPv4 uses the first 4 */
+    uint16_t port;       /* host order */
+} prg_address;
+
+/* The client's address: the peer recorded at accept (an IPv4 client of a
+ * dual-stack listener as IPv4), or the source a PROXY header gave. Returns
+ * 0, or -1 when none is known (a NULL argument, or a peer that is not IP). */
+int prg_conn_remote_address(const prg_conn *c, prg_address *out);
+
+/* A v1 header is at most this long, CRLF included (the spec's limit). */
+#define PRG_PROXY_V1_MAX_BYTES 107
+/* A v2 header (16 bytes, addresses, TLVs) longer than this is refused: it
+ * fits one receive block. */
+#define PRG_PROXY_MAX_BYTES 16384
+
+/* Decodes the PROXY header (v1 or v2) at the start of buf[0..len).
+ * Returns
+ *   > 0  the header is complete and used that many bytes; *source is the
+ *        client's address, or family PRG_ADDR_NONE when the real peer
+ *        address stands (v1 UNKNOWN, v2 LOCAL, UNSPEC or UNIX);
+ *   0    more bytes are needed (what is there is a valid beginning);
+ *   -1   not a valid PROXY header (the connection must close).
+ * Splitting the same bytes at any offset over several calls gives the
+ * same result. */
+int64_t prg_proxy_parse(const uint8_t *buf, size_t len, prg_address *source);
+
+/* ------------------------------------------------------------------ */
+/* Handing listening sockets to a new process (handoff.c)               */
+/* ------------------------------------------------------------------ */
+
+/* A restart that drops nothing: the running process offers its listening
+ * sockets on a Unix socket; a new one fetches them (SCM_RIGHTS), serves them,
+ * and confirms; the old one then drains. Both accept from the same kernel
+ * queues meanwhile, so nothing queued is reset when the old one closes its
+ * copies. Only a peer of the same user (SO_PEERCRED) is served, and only a
+ * server of the same user is believed. name: "@x" is the abstract socket
+ * "x", anything else a filesystem path (the offer unlinks it when done). */
+typedef struct prg_handoff prg_handoff;
+
+#define PRG_HANDOFF_MAX_FDS 253   /* SCM_MAX_FD: one message carries them all */
+
+/* New process. Returns the number of listening sockets received (> 0),
+ * stored in fds, with *session set to the connection to hand to
+ * prg_handoff_confirm; 0 when nobody offers at name (bind as usual);
+ * -EACCES when the peer is another user (or refused us as one), -EPROTO
+ * when it does not speak the protocol, -E2BIG when it has more than max,
+ * -ETIMEDOUT, or -errno. */
+int prg_handoff_fetch(const char *name, int *fds, int max, int *session, int timeout_ms);
+/* New process, once it serves the fetched sockets: tells the old one, waits
+ * until it has stopped offering (so name is free to offer again) and closes
+ * session. 0, -EPROTO (it went away first), -ETIMEDOUT or -errno. */
+int prg_handoff_confirm(int session, int timeout_ms);
+/* Serving process: offers dup()s of fds at name from a thread of its own,
+ * until a new process confirmed or prg_handoff_close. A peer of another user
+ * is refused; a peer that fetched and went away without confirming leaves
+ * the offer standing. Returns 0 with *out set, -EADDRINUSE when another
+ * process offers at name, -E2BIG (more than PRG_HANDOFF_MAX_FDS), -errno. */
+int prg_handoff_offer(const char *name, const int *fds, int n, prg_handoff **out);
+/* 1 once a new process confirmed (it serves the sockets), else 0. */
+int prg_handoff_taken(prg_handoff *h);
+/* Stops offering: joins the thread, closes the copies and the socket. Returns
+ * prg_handoff_taken. Call it before a shutdown closes the listeners (the
+ * copies would keep an untaken socket listening with nobody accepting). */
+int prg_handoff_close(prg_handoff *h);
 
 /* Standard reason phrase for a status ("Unknown" if none). */
 const char *prg_status_reason(int status);

@@ -92,7 +92,7 @@ final class TestSocket: @unchecked Sendable {
             addr.sin6_family = sa_family_t(AF_INET6)
             addr.sin6_port = in_port_t(UInt16(port).bigEndian)
             guard inet_pton(AF_INET6, host, &addr.sin6_addr) == 1 else {
-                Glibc.close(fd); throw ClientError.malformed("bad address \(host)")
+                close(); throw ClientError.malformed("bad address \(host)")
             }
             rc = withUnsafePointer(to: &addr) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
@@ -102,7 +102,7 @@ final class TestSocket: @unchecked Sendable {
             addr.sin_family = sa_family_t(AF_INET)
             addr.sin_port = in_port_t(UInt16(port).bigEndian)
             guard inet_pton(AF_INET, host, &addr.sin_addr) == 1 else {
-                Glibc.close(fd); throw ClientError.malformed("bad address \(host)")
+                close(); throw ClientError.malformed("bad address \(host)")
             }
             rc = withUnsafePointer(to: &addr) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
@@ -110,7 +110,10 @@ final class TestSocket: @unchecked Sendable {
         }
         if rc != 0 {
             let e = errno
-            Glibc.close(fd)
+            // close(), not Glibc.close: deinit runs when a fully initialized
+            // object's init throws, and must not close the number again
+            // (by then another thread's descriptor).
+            close()
             throw ClientError.system("connect to \(host):\(port)", e)
         }
     }

@@ -1,4 +1,8 @@
-@_exported import PeregrineCore
+// The one configuration of every engine (the C engines through `Server`, the
+// Swift engine directly). Its rules are in ConfigurationValidation.swift.
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// How the epoll engine is told about readiness.
 public enum Trigger: String, CaseIterable, Sendable {
@@ -44,8 +48,18 @@ public struct Limits: Sendable, Equatable {
     public var maxBody = 1 << 20
 
     public init() {}
+
+    public init(maxRequestLine: Int, maxHeaderBytes: Int, maxHeaders: Int, maxBody: Int) {
+        self.maxRequestLine = maxRequestLine
+        self.maxHeaderBytes = maxHeaderBytes
+        self.maxHeaders = maxHeaders
+        self.maxBody = maxBody
+    }
 }
 
+/// How a server listens and serves. `validate()` says whether it can run
+/// (`Server.start()` and the Swift engine call it); the allowed ranges are
+/// `Configuration.Bounds`.
 public struct Configuration: Sendable {
     /// Numeric IPv4/IPv6 address or host name to bind.
     public var host = "0.0.0.0"
@@ -79,8 +93,16 @@ public struct Configuration: Sendable {
     public var idleTimeout = 60
     /// Value of the `Server` header.
     public var serverName = "Peregrine"
-    /// Print one line per request: method, target, status.
+    /// Print one line per request: client address, method, target, status.
     public var logRequests = false
+    /// Every connection starts with a PROXY protocol header (HAProxy's v1
+    /// text line or v2 binary header) whose source becomes the client's
+    /// address (`Request.remoteAddress`, `Connection.remoteAddress`, the
+    /// log). A connection without one, or with a malformed one, is closed
+    /// without an answer; the header must arrive within `headerTimeout`.
+    /// Only for listeners that just a trusted proxy can reach: the header
+    /// says who the client is.
+    public var proxyProtocol = false
     /// How long `run()` lets requests in flight finish after SIGINT or
     /// SIGTERM before closing what is left (`Server.shutdown(deadline:)`).
     public var shutdownDeadline: Duration = .seconds(10)
@@ -89,39 +111,42 @@ public struct Configuration: Sendable {
     /// `.offloaded` applications: requests waiting for a worker at most
     /// (beyond one running on each); beyond, `503` at once.
     public var offloadQueue = 256
+    /// Listening sockets inherited instead of binding `host:port` (socket
+    /// activation: `SocketActivation.listenDescriptors()`, or any listening
+    /// TCP sockets the caller opened). The server serves dup()s of them, so
+    /// the caller may close its own after `start()`. Loop i takes
+    /// `listenDescriptors[i % count]`: `threads` must be at least their
+    /// count. Event engines (epoll, libev, swift) only.
+    public var listenDescriptors: [Int32] = []
+    /// Restarts that drop nothing (README, "Operations"): the name of a Unix
+    /// socket (`@name` abstract, anything else a filesystem path). At start
+    /// the server asks whoever offers there for its listening sockets and
+    /// serves those instead of binding; then it offers its own there, to
+    /// the next process. nil: neither.
+    public var handoffSocket: String? = nil
+    /// After a handoff, how long the old server's drain keeps an idle
+    /// keep-alive connection for its next request (answered with
+    /// `Connection: close`) before closing it.
+    public var handoffIdleGrace: Duration = .seconds(2)
 
     public init() {}
-
-    /// Why this configuration cannot run, or nil when it can.
-    public var problem: String? {
-        switch engine {
-        case .epoll:
-            break
-        case .swift:
-            if trigger == .oneshot { return "the swift engine has level and edge triggers, not oneshot" }
-        case .libev, .blocking, .threaded:
-            if trigger != .level { return "--trigger applies to the epoll and swift engines; \(engine.rawValue) is level-triggered or blocking" }
-        }
-        if (engine == .blocking || engine == .threaded) && threads != 1 {
-            return "the \(engine.rawValue) engine runs one accepting thread: --threads must be 1"
-        }
-        if threads < 1 || threads > 1024 { return "threads must be 1...1024" }
-        if maxThreads < 1 { return "maxThreads must be at least 1" }
-        if shutdownDeadline < .zero { return "shutdownDeadline must not be negative" }
-        if offloadThreads < 1 || offloadThreads > 1024 { return "offloadThreads must be 1...1024" }
-        if offloadQueue < 0 { return "offloadQueue must be at least 0" }
-        return nil
-    }
-}
-
-/// A configuration that no engine can run.
-public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
-    public let description: String
 }
 
 /// A server error with the errno the C core reported.
 public struct ServerError: Error, CustomStringConvertible, Sendable {
     public let operation: String
     public let code: Int32
-    public var description: String { "\(operation) failed: errno \(code) (\(describeErrno(code)))" }
+
+    public init(operation: String, code: Int32) {
+        self.operation = operation
+        self.code = code
+    }
+
+    public var description: String { "\(operation) failed: errno \(code) (\(errnoDescription(code)))" }
+}
+
+/// strerror's text for an errno.
+public func errnoDescription(_ code: Int32) -> String {
+    guard let text = strerror(code) else { return "unknown" }
+    return String(cString: text)
 }
