@@ -9,7 +9,7 @@ CWARN = -std=c11 -Wall -Wextra -Werror -pedantic -Wshadow -Wconversion -Wno-sign
 SAN = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fuse-ld=lld
 BUILD_TMP ?= .build/ctests
 
-.PHONY: deps build serve test check check-swift test-c cwarn swift-test test-asan test-tsan measure bench fuzz fuzz-diff clean soak soak-quick check-libev cluster-test cluster-test-quick restart-test
+.PHONY: deps build serve test check check-swift test-c cwarn swift-test test-asan test-tsan measure bench fuzz fuzz-body fuzz-diff clean soak soak-quick check-libev cluster-test cluster-test-quick restart-test
 
 deps:
 	@./scripts/install-deps.sh
@@ -52,7 +52,11 @@ cwarn:
 	done; echo "cwarn: csrc/*.c clean with $(CWARN)"
 
 # The C parsers: http1.c against the one case table (Tests/ParserCases/cases.txt), proxy.c;
-# the send queue's file links (test_sendfile.c, over the real engines).
+# the send queue's file links (test_sendfile.c, over the real engines). Then
+# the connection, response writer, offload and timer state machines against a
+# real server from the whole C core over loopback (Tests/CTests/harness.h),
+# under ASan (LSan on) and UBSan.
+C_STATE_TESTS = test_conn test_response test_offload test_timer
 test-c:
 	@mkdir -p $(BUILD_TMP)
 	$(CC_STRICT) $(CWARN) $(SAN) -Icsrc/include csrc/http1.c Tests/CTests/test_http1.c -o $(BUILD_TMP)/test_http1
@@ -61,6 +65,12 @@ test-c:
 	$(BUILD_TMP)/test_sendfile
 	$(CC_STRICT) $(CWARN) $(SAN) -Icsrc/include csrc/proxy.c Tests/CTests/test_proxy.c -o $(BUILD_TMP)/test_proxy
 	$(BUILD_TMP)/test_proxy
+	@for t in $(C_STATE_TESTS); do \
+	  $(CC_STRICT) $(CWARN) $(SAN) -Icsrc/include csrc/*.c Tests/CTests/$$t.c -lev -lpthread -o $(BUILD_TMP)/$$t || exit 1; \
+	done
+	@for t in $(C_STATE_TESTS); do $(BUILD_TMP)/$$t || exit 1; done
+	$(CC_STRICT) $(CWARN) $(SAN) -Icsrc/include csrc/http1.c Tests/CTests/test_body_stream.c -o $(BUILD_TMP)/test_body_stream
+	$(BUILD_TMP)/test_body_stream
 
 swift-test:
 	swift build --build-tests
@@ -142,6 +152,16 @@ SWIFTC ?= swiftc
 FUZZ_SWIFTC = $(SWIFTC) -swift-version 6 -O -g -parse-as-library -wmo
 FUZZ_DIFF_SRC = fuzz/fuzz_diff.swift Tests/ParserConformanceTests/Feeding.swift \
   Tests/ParserConformanceTests/ParserAdapters.swift Tests/ParserConformanceTests/ConformanceCases.swift
+# The streamed-body step (prg_http_body_next): whole, split and byte-wise feeds must agree.
+fuzz-body:
+	@mkdir -p $(BUILD_TMP) $(BUILD_TMP)/corpus-body
+	$(CC_STRICT) -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fuse-ld=lld -Icsrc/include csrc/http1.c fuzz/fuzz_body_stream.c -o $(BUILD_TMP)/fuzz_body_stream
+	@$(BUILD_TMP)/fuzz_body_stream -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
+	  -artifact_prefix=$(BUILD_TMP)/ $(BUILD_TMP)/corpus-body > $(BUILD_TMP)/fuzz-body.log 2>&1; rc=$$?; \
+	  grep -E "^Done [0-9]+ runs|stat::number_of_executed_units" $(BUILD_TMP)/fuzz-body.log; \
+	  if [ $$rc -ne 0 ]; then tail -80 $(BUILD_TMP)/fuzz-body.log; echo "fuzz-body: finding, input saved under $(BUILD_TMP)/"; fi; \
+	  exit $$rc
+
 fuzz-diff:
 	@D=$(FUZZ_DIFF_TMP); mkdir -p $$D/cmod $$D/corpus && rm -rf $$D/seeds && mkdir -p $$D/seeds && \
 	printf 'module CPeregrine {\n    header "%s/csrc/include/peregrine.h"\n    export *\n}\n' "$(CURDIR)" > $$D/cmod/module.modulemap && \

@@ -90,6 +90,9 @@ static int in_reserve(prg_conn *c, size_t want, size_t limit) {
 static size_t in_limit(const prg_conn *c) {
     const prg_config *cfg = &c->loop->server->cfg;
     if (cfg->mode == PRG_MODE_RAW) return PRG_RAW_MAX_INPUT;
+    /* A streamed body never grows the buffer: bytes the application has not
+     * taken stop the reading instead (CONN_BODY_HELD). */
+    if (c->flags & CONN_STREAMING) return c->in_cap > PRG_BLOCK_SIZE ? c->in_cap : PRG_BLOCK_SIZE;
     const prg_http_limits *l = &cfg->limits;
     return 2 * l->max_header_bytes + l->max_body + l->max_request_line + PRG_BLOCK_SIZE;
 }
@@ -363,6 +366,22 @@ int prg_conn_flush(prg_conn *c) {
     return result;
 }
 
+/* ------------------------------------------------- streamed bodies: end */
+
+/* Ends the stream and runs on_body_end once with `state`. */
+static void body_end_notify(prg_conn *c, int state) {
+    if (!(c->flags & CONN_STREAMING)) return;
+    void *stream = c->body_stream;
+    c->flags &= ~(uint32_t)(CONN_STREAMING | CONN_BODY_HELD);
+    c->body_stream = NULL;
+    c->body_pending = 0;
+    const prg_callbacks *cb = &c->loop->server->cb;
+    uint32_t in_cb = c->flags & CONN_IN_CALLBACK;
+    c->flags |= CONN_IN_CALLBACK;
+    cb->on_body_end(cb->ctx, c, stream, state);
+    c->flags = (c->flags & ~(uint32_t)CONN_IN_CALLBACK) | in_cb;
+}
+
 /* ------------------------------------------------------------- lifecycle */
 
 prg_conn *prg_conn_open(prg_loop *loop, int fd) {
@@ -403,6 +422,12 @@ void prg_conn_close_now(prg_conn *c, int reason) {
     c->prev = c->next = NULL;
     if (c->defer_head) prg_offload_conn_closed(c);   /* late answers become no-ops */
     const prg_callbacks *cb = &loop->server->cb;
+    if (c->flags & CONN_STREAMING) {
+        /* The body will never end: the handler learns why before on_close. A
+         * client's FIN was reported when it was read; here it is a socket
+         * error or reset (the client), or the server's own decision. */
+        body_end_notify(c, reason == PRG_CLOSE_ERROR ? PRG_BODY_CLIENT_GONE : PRG_BODY_CLOSED);
+    }
     if (cb->on_close && (c->flags & CONN_OPENED)) cb->on_close(cb->ctx, c, reason);
     /* The ready list may hold it: it is skipped there (CONN_CLOSED) and
      * unlinked when that list is rebuilt, so it goes on the dead list only
@@ -464,19 +489,192 @@ static void send_error_ordered(prg_conn *c, int status) {
     prg_offload_hold_end(c, &saved);
 }
 
+/* ---------------------------------------------------- streamed bodies */
+
+/* The blocking and threaded engines run the handler on the connection's own
+ * thread, where nothing could resume a paused stream: a handler there holds
+ * the body back by blocking in on_body. */
+static bool can_hold_body(const prg_conn *c) {
+    prg_engine e = c->loop->server->cfg.engine;   /* the threaded engine's workers have ops of their own */
+    return e == PRG_ENGINE_EPOLL || e == PRG_ENGINE_LIBEV;
+}
+
+void prg_body_fail(prg_conn *c, int state, int status) {
+    if (c->flags & CONN_CLOSED) return;
+    if (c->resp_state == RESP_NONE) send_error_ordered(c, status);
+    /* else: an answer was started; it cannot be replaced, only cut short */
+    c->close_reason = PRG_CLOSE_BAD_REQUEST;
+    c->flags |= CONN_CLOSE_AFTER;
+    body_end_notify(c, state);
+}
+
+/* The request at in[used, ...) goes to on_body from now on: what came
+ * before it and its head go; what follows is raw body input (the parser saw
+ * the head alone, see process_http). */
+static void stream_begin(prg_conn *c, size_t used) {
+    in_consume(c, used + c->parser.head_len);
+    c->body_pending = 0;
+}
+
+/* Delivers the body: pending bytes to on_body, then decodes the next span,
+ * until the application holds it, the input runs out or the body ends.
+ * Returns 1 when it ended complete (the buffer then starts with the next
+ * request), 0 when waiting (input, or the application's resume), -1 when
+ * the connection is closing. */
+static int stream_body(prg_conn *c) {
+    prg_server *s = c->loop->server;
+    for (;;) {
+        if (c->flags & (CONN_CLOSED | CONN_CLOSE_AFTER)) return -1;
+        if (c->flags & CONN_BODY_HELD) return 0;
+        if (c->body_pending) {
+            c->flags |= CONN_IN_CALLBACK;
+            size_t took = s->cb.on_body(s->cb.ctx, c, c->body_stream, c->in, c->body_pending);
+            c->flags &= ~(uint32_t)CONN_IN_CALLBACK;
+            if (!(c->flags & CONN_STREAMING)) return -1;   /* closed meanwhile */
+            if (took > c->body_pending) took = c->body_pending;
+            if (took) {
+                memmove(c->in, c->in + took, c->in_len - took);
+                c->in_len -= (uint32_t)took;
+                c->body_pending -= (uint32_t)took;
+                if (c->in_len == 0) in_release(c);
+            }
+            /* Took less: hold the rest (the blocking engines offer it again). */
+            if (c->body_pending && can_hold_body(c)) c->flags |= CONN_BODY_HELD;
+            continue;
+        }
+        size_t decoded = 0;
+        int done = 0;
+        int64_t used = prg_http_body_next(&c->parser, c->in, c->in_len, &s->stream_limits, &decoded, &done);
+        if (used < 0) {
+            int status = (int)-used;
+            prg_body_fail(c, status == 413 ? PRG_BODY_TOO_LARGE : PRG_BODY_BAD_FRAMING, status);
+            return -1;
+        }
+        if ((size_t)used > decoded) {   /* close the gap the framing left */
+            memmove(c->in + decoded, c->in + used, c->in_len - (size_t)used);
+            c->in_len -= (uint32_t)((size_t)used - decoded);
+            if (c->in_len == 0) in_release(c);
+        }
+        c->body_pending = (uint32_t)decoded;
+        if (decoded) continue;
+        if (done) break;
+        /* Waiting for body bytes: now is when the client is asked for them. */
+        if ((c->parser.flags & PRG_REQ_EXPECT_CONTINUE) && !(c->flags & CONN_CONTINUE_SENT) && !c->defer_head) {
+            prg_send_continue(c);
+            c->flags |= CONN_CONTINUE_SENT;
+        }
+        return 0;
+    }
+    /* Complete: the handler's last word, then the next request. */
+    body_end_notify(c, PRG_BODY_COMPLETE);
+    prg_response_finish_default(c);
+    if (!c->req_keep_alive) c->flags |= CONN_CLOSE_AFTER;
+    prg_http_parser_reset(&c->parser);
+    prg_timer_remove(c);
+    c->flags &= ~(uint32_t)(CONN_CONTINUE_SENT | CONN_HEAD_SEEN);
+    return 1;
+}
+
+enum { HEAD_BUFFER, HEAD_STREAM, HEAD_ANSWERED };
+
+/* How much of buf[0, len) the request head can be: through its first empty
+ * line (CRLFCRLF after any leading empty lines the parser skips), or all of
+ * it while that has not arrived. */
+static size_t head_extent(const uint8_t *buf, size_t len) {
+    size_t start = 0;
+    while (start + 1 < len && buf[start] == '\r' && buf[start + 1] == '\n') start += 2;
+    const uint8_t *end = memmem(buf + start, len - start, "\r\n\r\n", 4);
+    return end ? (size_t)(end - buf) + 4 : len;
+}
+
+/* on_head for the request at in[used, ...): its head is complete and it has
+ * a body. Returns what the handler chose. */
+static int head_decide(prg_conn *c, size_t used) {
+    prg_loop *loop = c->loop;
+    prg_server *s = loop->server;
+    c->flags |= CONN_HEAD_SEEN;
+    prg_request req;
+    int rc = prg_http_head_view(&c->parser, c->in + used, c->in_len - used, &s->head_limits, &req, loop->headers);
+    if (rc < 0) {   /* unreachable: the parser accepted this head */
+        send_error_ordered(c, -rc);
+        c->close_reason = PRG_CLOSE_BAD_REQUEST;
+        c->flags |= CONN_CLOSE_AFTER;
+        return HEAD_ANSWERED;
+    }
+    if (loop->one_request || loop->draining) req.flags &= ~(unsigned)PRG_REQ_KEEP_ALIVE;
+    prg_response_reset(c, &req);
+    /* An answer from the head closes the connection: the body is never read,
+     * so nothing after it could be found. Restored if the handler did not answer. */
+    uint16_t keep_alive = c->req_keep_alive;
+    c->req_keep_alive = 0;
+    prg_out_saved saved;
+    bool hold = c->defer_head != NULL;
+    if (hold) prg_offload_hold_begin(c, &saved);
+    c->flags |= CONN_IN_CALLBACK | CONN_IN_HEAD;
+    s->cb.on_head(s->cb.ctx, c, &req);
+    c->flags &= ~(uint32_t)(CONN_IN_CALLBACK | CONN_IN_HEAD);
+    if (c->flags & CONN_STREAMING) {   /* it may also have begun its answer */
+        if (hold) prg_offload_hold_end(c, &saved);
+        stream_begin(c, used);
+        return HEAD_STREAM;
+    }
+    if (c->resp_state != RESP_NONE || (c->flags & (CONN_CLOSED | CONN_CLOSE_AFTER))) {
+        prg_response_finish_default(c);   /* ends an answer left open */
+        if (hold) prg_offload_hold_end(c, &saved);
+        c->flags |= CONN_CLOSE_AFTER | CONN_BODY_SKIPPED;
+        return HEAD_ANSWERED;
+    }
+    if (hold) prg_offload_hold_end(c, &saved);
+    c->req_keep_alive = keep_alive;
+    /* Buffered: the limit for buffered bodies applies from here (no body
+     * byte was decoded yet: the chunked decoder checks it as it goes). */
+    if (c->parser.content_length > (int64_t)s->cfg.limits.max_body) {
+        send_error_ordered(c, 413);
+        c->close_reason = PRG_CLOSE_BAD_REQUEST;
+        c->flags |= CONN_CLOSE_AFTER;
+        return HEAD_ANSWERED;
+    }
+    return HEAD_BUFFER;
+}
+
 /* Parses and answers every complete request in the buffer (HTTP mode). */
 static void process_http(prg_conn *c) {
     prg_loop *loop = c->loop;
     prg_server *s = loop->server;
     size_t used = 0;
-    while (used < c->in_len && !(c->flags & (CONN_CLOSED | CONN_CLOSE_AFTER))) {
+    for (;;) {
+        if (c->flags & (CONN_CLOSED | CONN_CLOSE_AFTER)) break;
+        if (c->flags & CONN_STREAMING) {   /* used is 0: stream_begin dropped what came before */
+            if (must_pause(c)) {
+                c->flags |= CONN_PAUSED;
+                break;
+            }
+            if (stream_body(c) <= 0) break;
+            continue;
+        }
+        if (used >= c->in_len) break;
         if (must_pause(c)) {
             c->flags |= CONN_PAUSED;   /* resumed when the queue drains */
             break;
         }
         prg_request req;
-        int64_t r = prg_http_parse(&c->parser, c->in + used, c->in_len - used, &s->cfg.limits,
-                                   &req, loop->headers);
+        size_t avail = c->in_len - used;
+        const prg_http_limits *limits = &s->cfg.limits;
+        bool deciding = s->cb.on_head && !(c->flags & CONN_HEAD_SEEN);
+        if (deciding) {
+            /* Until on_head chose: the head alone (not a body byte is
+             * parsed before the choice), under the larger body limit. */
+            limits = &s->head_limits;
+            avail = head_extent(c->in + used, avail);
+        }
+        int64_t r = prg_http_parse(&c->parser, c->in + used, avail, limits, &req, loop->headers);
+        if (deciding && r == PRG_PARSE_INCOMPLETE && prg_http_head_complete(&c->parser)) {
+            /* The head is complete and a body follows. */
+            int choice = head_decide(c, used);
+            if (choice == HEAD_STREAM) used = 0;
+            else if (choice == HEAD_ANSWERED) used = c->in_len;   /* the body and anything after it are not read */
+            continue;   /* HEAD_BUFFER: parse on, body included, under the buffered limit */
+        }
         if (r == PRG_PARSE_INCOMPLETE) {
             c->in_len -= (uint32_t)prg_http_compact(&c->parser, c->in + used, c->in_len - used);
             /* Not while answers are owed: the interim answer would go out
@@ -496,6 +694,7 @@ static void process_http(prg_conn *c) {
             break;
         }
         used += (size_t)r;
+        c->flags &= ~(uint32_t)CONN_HEAD_SEEN;
         /* The blocking engine answers one request per connection, and a
          * draining server answers the request in flight and closes: the
          * request view and the writer both see a request that closes. */
@@ -633,7 +832,7 @@ void prg_conn_linger(prg_conn *c) {
  * socket makes close() send a reset that can destroy the answer in flight. */
 static bool should_linger(const prg_conn *c) {
     if (c->flags & CONN_READ_EOF) return false;   /* the client already finished sending */
-    return c->close_reason == PRG_CLOSE_BAD_REQUEST || c->in_len > 0;
+    return c->close_reason == PRG_CLOSE_BAD_REQUEST || c->in_len > 0 || (c->flags & CONN_BODY_SKIPPED);
 }
 
 /* Returns 0 when the first recv found nothing (it would block, or a blocking
@@ -645,15 +844,24 @@ int prg_conn_on_readable(prg_conn *c) {
         if (!(c->flags & CONN_CLOSED)) linger_read(c);
         return 1;
     }
+    /* A stream resumed (prg_body_resume): deliver what the buffer holds
+     * before reading more; there may be nothing new in the socket. */
+    if ((c->flags & (CONN_STREAMING | CONN_BODY_HELD | CONN_PAUSED)) == CONN_STREAMING && can_hold_body(c))
+        process_input(c);
     prg_trigger trigger = c->loop->server->cfg.trigger;
     int reads = trigger == PRG_TRIGGER_EDGE ? PRG_ET_READS_PER_WAKEUP : 1;
     for (int i = 0; i < reads; i++) {
-        if (c->flags & (CONN_CLOSED | CONN_PAUSED | CONN_READ_EOF | CONN_CLOSE_AFTER)) return 1;
+        if (c->flags & (CONN_CLOSED | CONN_PAUSED | CONN_READ_EOF | CONN_CLOSE_AFTER | CONN_BODY_HELD)) return 1;
         size_t offered = 0;
         ssize_t n = read_once(c, &offered);
         if (n == 0) {
-            /* Half-close: answer what was asked, then close. */
+            /* Half-close: answer what was asked, then close. A body still
+             * streaming will never end. */
             c->flags |= CONN_READ_EOF;
+            if (c->flags & CONN_STREAMING) {
+                body_end_notify(c, PRG_BODY_CLIENT_GONE);
+                c->flags |= CONN_CLOSE_AFTER;
+            }
             return 1;
         }
         if (n < 0) return n != -1 || i > 0;   /* closed, full, or drained (EAGAIN) */
@@ -720,6 +928,38 @@ void prg_conn_close(prg_conn *c) {
     c->flags |= CONN_CLOSE_AFTER;
     if (!(c->flags & CONN_IN_CALLBACK)) prg_loop_mark_ready(c);   /* as in prg_conn_write */
 }
+
+int prg_body_stream(prg_conn *c, void *stream) {
+    if (!(c->flags & CONN_IN_HEAD) || (c->flags & (CONN_STREAMING | CONN_CLOSED | CONN_CLOSE_AFTER)) ||
+        c->resp_state != RESP_NONE)
+        return -1;
+    c->flags |= CONN_STREAMING;
+    c->body_stream = stream;
+    c->body_pending = 0;
+    /* head_decide cleared it for an answer from the head; a streamed request
+     * keeps the connection as it asked. */
+    const prg_loop *loop = c->loop;
+    c->req_keep_alive = (c->parser.flags & PRG_REQ_KEEP_ALIVE) && !loop->one_request && !loop->draining;
+    return 0;
+}
+
+int prg_body_pause(prg_conn *c) {
+    if (!(c->flags & CONN_STREAMING) || !can_hold_body(c)) return -1;
+    c->flags |= CONN_BODY_HELD;
+    return 0;
+}
+
+int prg_body_resume(prg_conn *c) {
+    if (!(c->flags & CONN_STREAMING)) return -1;
+    if (!(c->flags & CONN_BODY_HELD)) return 0;
+    c->flags &= ~(uint32_t)CONN_BODY_HELD;
+    /* Inside its own on_body the delivery loop just goes on; otherwise serve
+     * it after this batch: what is held, then the socket. */
+    if (!(c->flags & CONN_IN_CALLBACK)) prg_loop_mark_ready(c);
+    return 0;
+}
+
+size_t prg_conn_receive_capacity(const prg_conn *c) { return c->in ? c->in_cap : 0; }
 
 uint64_t prg_conn_id(const prg_conn *c) { return c->id; }
 size_t prg_conn_pending_output(const prg_conn *c) { return c->out_bytes; }

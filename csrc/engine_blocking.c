@@ -233,7 +233,7 @@ static void blocking_unwatch(prg_conn *c) {
 }
 
 static void no_interest(prg_conn *c) { (void)c; }   /* the blocking call itself is the interest */
-static void no_listener(prg_loop *loop, bool on) { (void)loop; (void)on; }   /* accept_one pauses itself */
+static int no_listener(prg_loop *loop, bool on) { (void)loop; (void)on; return 0; }   /* accept_one pauses itself */
 
 const prg_engine_ops prg_engine_blocking = {
     .name = "blocking",

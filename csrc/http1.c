@@ -863,6 +863,119 @@ out:
 }
 
 /* ------------------------------------------------------------------ */
+/* Streamed bodies: the head first, then the body span by span          */
+/* ------------------------------------------------------------------ */
+
+int prg_http_head_view(const prg_http_parser *p, const uint8_t *buf,
+                       size_t len, const prg_http_limits *limits,
+                       prg_request *req, prg_header *headers)
+{
+    prg_http_limits defaults;
+    head_info hi;
+    size_t start = 0;
+    int rc;
+
+    if (p->state < 0)
+        return p->state;
+    if (p->state < ST_BODY_CL || len < p->head_len)
+        return -500; /* no complete head in buf: the caller's mistake */
+    if (!limits) {
+        prg_http_limits_default(&defaults);
+        limits = &defaults;
+    }
+    while (buf[start] == '\r')
+        start += 2; /* leading empty lines, as prg_http_parse skipped them */
+    rc = parse_head(buf, start, p->head_len, limits, headers, &hi);
+    if (rc < 0)
+        return rc;
+    /* fill_request wants a writable buffer only for its type: nothing is
+     * written through it. */
+    fill_request(p, (uint8_t *)(uintptr_t)buf, &hi, req, headers);
+    req->body.len = 0;
+    return 0;
+}
+
+int64_t prg_http_body_next(prg_http_parser *p, uint8_t *buf, size_t len,
+                           const prg_http_limits *limits, size_t *decoded,
+                           int *done)
+{
+    prg_http_limits lim;
+
+    *decoded = 0;
+    *done = 0;
+    if (p->state < 0)
+        return p->state;
+    if (p->state == ST_DONE) {
+        *done = 1;
+        return 0;
+    }
+    if (p->state != ST_BODY_CL && p->state != ST_BODY_CHUNKED)
+        return -500; /* head not complete: the caller's mistake */
+    if (limits)
+        lim = *limits;
+    else
+        prg_http_limits_default(&lim);
+
+    if (p->state == ST_BODY_CL) {
+        uint64_t left;
+        size_t n;
+        if ((uint64_t)p->content_length > (uint64_t)lim.max_body) {
+            p->state = -413;
+            return -413;
+        }
+        left = (uint64_t)p->content_length - p->body_read;
+        n = (uint64_t)len < left ? len : (size_t)left;
+        p->body_read += n;
+        p->body_decoded += n;
+        if ((uint64_t)p->body_read == (uint64_t)p->content_length) {
+            p->state = ST_DONE;
+            *done = 1;
+        }
+        *decoded = n;
+        return (int64_t)n;
+    }
+
+    /* Chunked: the ordinary decoder, run on buf as if the body started at
+     * buf[0] (head_len 0, nothing read yet), with the limit left over from
+     * what earlier calls decoded. Its state (chunk phase, bytes left in the
+     * chunk, trailer counts) carries over between calls as it does between
+     * prg_http_parse calls; body_read and body_decoded keep the totals. */
+    {
+        size_t head_len = p->head_len;
+        size_t total_read = p->body_read;
+        size_t total_decoded = p->body_decoded;
+        size_t used, dec;
+        int rc;
+
+        lim.max_body = lim.max_body > total_decoded ? lim.max_body - total_decoded : 0;
+        p->head_len = 0;
+        p->body_read = 0;
+        p->body_decoded = 0;
+        rc = decode_chunked(p, buf, len, &lim);
+        used = p->body_read;
+        dec = p->body_decoded;
+        p->head_len = head_len;
+        p->body_read = total_read + used;
+        p->body_decoded = total_decoded + dec;
+        if (rc < 0) {
+            p->state = rc;
+            if (dec == 0)
+                return rc;
+            /* The body decoded before the bad byte is still the body: it
+             * goes out first, the error on the next call. */
+            *decoded = dec;
+            return (int64_t)used;
+        }
+        if (rc == 1) {
+            p->state = ST_DONE;
+            *done = 1;
+        }
+        *decoded = dec;
+        return (int64_t)used;
+    }
+}
+
+/* ------------------------------------------------------------------ */
 
 const char *prg_status_reason(int status)
 {

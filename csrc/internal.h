@@ -99,6 +99,12 @@ enum {
     CONN_LINGER        = 1u << 8,  /* answered and half-closed: discarding input until EOF */
     CONN_OPENED        = 1u << 9,  /* on_open ran, so on_close is owed */
     CONN_PROXY_PENDING = 1u << 10, /* proxy_protocol: its PROXY header has not arrived yet */
+    /* Streamed request bodies (conn.c, see on_head). */
+    CONN_HEAD_SEEN     = 1u << 11, /* on_head ran for the request being parsed */
+    CONN_IN_HEAD       = 1u << 12, /* on_head is running: prg_body_stream allowed */
+    CONN_STREAMING     = 1u << 13, /* body goes to on_body; on_body_end owed */
+    CONN_BODY_HELD     = 1u << 14, /* the application paused, or took less: not reading */
+    CONN_BODY_SKIPPED  = 1u << 15, /* answered from the head, body never read: linger on close */
 };
 
 /* Response writer states. */
@@ -109,6 +115,7 @@ enum {
     RESP_CHUNKED    = 1u << 1, /* body framed with chunked encoding */
     RESP_NO_BODY    = 1u << 2, /* HEAD request or 1xx/204/304: body bytes not sent */
     RESP_CONN_HDR   = 1u << 3, /* application wrote its own Connection header */
+    RESP_MARKED     = 1u << 4, /* started inside the current callback: resp_mark_* say where */
 };
 
 typedef struct prg_loop prg_loop;
@@ -135,7 +142,7 @@ typedef struct prg_engine_ops {
     int (*watch)(prg_conn *c);              /* a new connection: start reporting it; 0 or -errno */
     void (*unwatch)(prg_conn *c);           /* before its descriptor is closed; may be NULL */
     void (*update_interest)(prg_conn *c);   /* its wants changed: output pending, paused, half-closed */
-    void (*set_listener)(prg_loop *loop, bool on);   /* watch the listener or stop watching it */
+    int (*set_listener)(prg_loop *loop, bool on);    /* watch the listener or stop watching it; 0 or -errno */
 } prg_engine_ops;
 
 extern const prg_engine_ops prg_engine_epoll;
@@ -170,6 +177,11 @@ struct prg_conn {
     uint16_t resp_status;
     uint16_t req_keep_alive;    /* 1 = the request asked to keep the connection */
     int64_t resp_length_left;   /* declared Content-Length minus body written */
+    /* Where the response being written began in the send queue (RESP_MARKED):
+     * nothing is flushed during a callback, so prg_response_replace can cut
+     * the queue back to here. NULL chunk: the queue was empty. */
+    prg_chunk *resp_mark_chunk;
+    uint32_t resp_mark_end;
 
     /* Timeouts: the connection sits on at most one of the loop's deadline
      * lists (TIMER_*), in deadline order. */
@@ -180,6 +192,10 @@ struct prg_conn {
 
     prg_http_parser parser;
     prg_address remote;         /* the client: accept's peer, or the PROXY header's source */
+    /* Streaming a body: in[0, body_pending) is decoded body not yet taken by
+     * on_body, in[body_pending, in_len) raw input not yet decoded. */
+    void *body_stream;
+    uint32_t body_pending;
     void *userdata;
     /* Answers still owed, in request order (offload.c): a deferred
      * request, or an answer that waits behind one. Empty on the hot path. */
@@ -222,6 +238,7 @@ struct prg_loop {
     int listen_fd;
     int wake_fd;               /* eventfd: prg_server_stop writes it, and deferred answers (offload.c) */
     struct prg_mailbox *mailbox;   /* deferred answers posted from other threads (epoll, libev) */
+    struct prg_deferred *late_head, *late_tail;   /* owed answers by handler-timeout deadline (offload.c) */
     int reserve_fd;            /* spare descriptor released to shed connections on EMFILE */
     atomic_int stop;
     pthread_t thread;
@@ -236,6 +253,7 @@ struct prg_loop {
     bool listener_paused;      /* accept failed for lack of resources: disarmed until listener_resume */
     uint32_t listener_resume;  /* loop clock second to re-arm the listener */
     time_t emfile_logged;      /* last time descriptor exhaustion was logged */
+    time_t listener_logged;    /* last time a failed listener (re-)arm was logged */
     bool one_request;          /* blocking engine: every connection is answered once, then closed */
     bool draining;             /* graceful shutdown under way in this context: answers close */
     uint64_t next_id;
@@ -253,6 +271,8 @@ struct prg_loop {
 struct prg_server {
     prg_config cfg;
     prg_callbacks cb;
+    prg_http_limits head_limits;   /* limits before on_head chose: max_body covers both kinds of body */
+    prg_http_limits stream_limits; /* a streamed body's: max_body is max_streamed_body */
     int port;
     int effective_backlog;
     int loop_count;
@@ -281,6 +301,9 @@ void prg_conn_update_timer(prg_conn *c);        /* put on the list its state cal
 void prg_timer_remove(prg_conn *c);
 void prg_timers_sweep(prg_loop *loop);           /* 408 late heads, close idle connections */
 void prg_conn_linger(prg_conn *c);               /* shut the write side, discard input until EOF */
+/* A streamed body failed (state PRG_BODY_*): the error answer (status) if
+ * no answer was started, close after, then on_body_end. */
+void prg_body_fail(prg_conn *c, int state, int status);
 
 /* proxy.c: the client's address */
 struct sockaddr;
@@ -292,6 +315,8 @@ int prg_offload_loop_init(prg_loop *loop);     /* epoll, libev: the mailbox; 0 o
 void prg_offload_loop_close(prg_loop *loop);   /* loop ended: later answers are dropped */
 void prg_offload_drain(prg_loop *loop);        /* loop thread, after its wake_fd fired */
 void prg_offload_conn_closed(prg_conn *c);     /* drops what the connection was owed */
+void prg_offload_sweep(prg_loop *loop);        /* handler_timeout_s passed: 503 for the late answers */
+bool prg_offload_late_pending(const prg_loop *loop);   /* an owed answer has a handler-timeout deadline */
 /* Around a callback that may answer while earlier answers are owed: the
  * answer is captured and queued behind them instead of going out first. */
 typedef struct prg_out_saved { struct prg_chunk *head, *tail; size_t bytes; } prg_out_saved;
@@ -321,7 +346,7 @@ void prg_loop_end_batch(prg_loop *loop);        /* after each batch of events: r
 int prg_loop_wait_ms(const prg_loop *loop);     /* how long the engine may block: 0, 1000 (timers) or -1 */
 void prg_loop_refresh_clocks(prg_loop *loop);   /* Date cache and the timer clock (vDSO, no syscall) */
 void prg_loop_pause_listener(prg_loop *loop);   /* out of a resource: stop accepting for a second */
-void prg_loop_resume_listener(prg_loop *loop);
+void prg_loop_resume_listener(prg_loop *loop);  /* re-arm; if that fails, stays paused and retries a second later */
 void prg_conn_handle_event(prg_conn *c, unsigned events);   /* PRG_EV_* from the engine */
 
 /* Graceful shutdown (loop.c). */

@@ -82,19 +82,36 @@ void prg_loop_mark_ready(prg_conn *c) {
     c->loop->ready = c;
 }
 
+static void log_listener_error(prg_loop *loop, const char *what, int rc) {
+    time_t now = time(NULL);
+    if (now == loop->listener_logged) return;   /* at most once a second */
+    loop->listener_logged = now;
+    fprintf(stderr, "peregrine: %s the listener: %s\n", what, strerror(-rc));
+}
+
 /* Accepting fails for lack of a resource the next accept will lack too: stop
  * watching the listener for a second instead of waking up for it in a loop
  * (the pending connections wait in the backlog). */
+
 void prg_loop_pause_listener(prg_loop *loop) {
     loop->listener_paused = true;
     loop->listener_ready = false;
     loop->listener_resume = loop->now + 1;
-    loop->engine->set_listener(loop, false);
+    /* Still armed if this fails: the loop wakes for the listener until the
+     * resume, but accepts nothing (paused), and says so. */
+    int rc = loop->engine->set_listener(loop, false);
+    if (rc != 0) log_listener_error(loop, "pausing", rc);
 }
 
 void prg_loop_resume_listener(prg_loop *loop) {
+    int rc = loop->engine->set_listener(loop, true);
+    if (rc != 0) {
+        /* Not armed: accepting would never resume. Try again next second. */
+        log_listener_error(loop, "re-arming", rc);
+        loop->listener_resume = loop->now + 1;
+        return;
+    }
     loop->listener_paused = false;
-    loop->engine->set_listener(loop, true);
     loop->listener_ready = true;   /* the backlog may be full already: no new edge */
 }
 
@@ -130,6 +147,9 @@ prg_conn *prg_loop_open_conn(prg_loop *loop, int fd, const struct sockaddr *peer
     prg_server *s = loop->server;
     if (s->cfg.tcp_nodelay) {
         int one = 1;
+        /* Cannot fail on an accepted TCP socket; if it did, only latency
+         * would change (Nagle), not what is sent: not worth refusing the
+         * connection over. */
         (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
     prg_conn *c = prg_conn_open(loop, fd);
@@ -224,7 +244,7 @@ void prg_loop_refresh_clocks(prg_loop *loop) {
 static bool timers_pending(const prg_loop *loop) {
     for (int i = TIMER_NONE + 1; i < TIMER_LISTS; i++)
         if (loop->timers[i].head) return true;
-    return loop->listener_paused;
+    return loop->listener_paused || prg_offload_late_pending(loop);
 }
 
 int prg_loop_wait_ms(const prg_loop *loop) {
@@ -287,6 +307,7 @@ int prg_drain_idle_grace_left(const prg_server *s) {
 bool prg_conn_drain_idle(const prg_conn *c) {
     if (c->flags & (CONN_CLOSED | CONN_IN_CALLBACK | CONN_LINGER)) return false;
     if (c->out_bytes || c->defer_head) return false;   /* output pending, or offloaded answers owed */
+    if (c->flags & CONN_STREAMING) return false;       /* a body on its way (maybe all taken) */
     return c->in_len == 0 || c->loop->server->cfg.mode == PRG_MODE_RAW;
 }
 
@@ -299,8 +320,10 @@ static void drain_begin(prg_loop *loop) {
      * accepts what is queued. */
     if (loop->listen_fd >= 0) {
         /* Before close: a socket another process shares stays in our
-         * epoll set after close() (the set holds the open file). */
-        loop->engine->set_listener(loop, false);
+         * epoll set after close() (the set holds the open file), and libev
+         * must stop its watcher. Closed either way; a failure is logged. */
+        int rc = loop->engine->set_listener(loop, false);
+        if (rc != 0) log_listener_error(loop, "removing", rc);
         close(loop->listen_fd);
         loop->listen_fd = -1;
     }
@@ -309,7 +332,9 @@ static void drain_begin(prg_loop *loop) {
     /* Output pending and no request buffered: the answer is the last one. */
     for (prg_conn *c = loop->live, *next; c; c = next) {
         next = c->next;   /* update_interest may close c (a failed epoll_ctl), which unlinks it */
-        if ((c->flags & (CONN_CLOSED | CONN_LINGER | CONN_CLOSE_AFTER)) || !c->out_bytes || c->in_len) continue;
+        /* (a streamed body on its way may have output queued: its answer, or 100 Continue) */
+        if ((c->flags & (CONN_CLOSED | CONN_LINGER | CONN_CLOSE_AFTER | CONN_STREAMING)) || !c->out_bytes || c->in_len)
+            continue;
         c->flags |= CONN_CLOSE_AFTER;
         c->close_reason = PRG_CLOSE_SHUTDOWN;
         prg_loop_update_interest(c);

@@ -60,7 +60,11 @@ static int epoll_init(prg_loop *loop) {
 static void epoll_wake(prg_loop *loop) {
     uint64_t one = 1;
     if (loop->wake_fd >= 0) {
-        ssize_t r = write(loop->wake_fd, &one, sizeof one);   /* async-signal-safe */
+        /* async-signal-safe. Its only failure on a live eventfd is EAGAIN
+         * (the counter would overflow), which means a wakeup is pending
+         * already: nothing to do either way, and no one to tell (a signal
+         * handler may be the caller). */
+        ssize_t r = write(loop->wake_fd, &one, sizeof one);
         (void)r;
     }
 }
@@ -81,7 +85,7 @@ static void epoll_update_interest(prg_conn *c) {
     prg_trigger trigger = c->loop->server->cfg.trigger;
     if (trigger == PRG_TRIGGER_EDGE) return;   /* registered once for everything */
     uint32_t want = EPOLLPRI;
-    if ((c->flags & CONN_LINGER) || !(c->flags & (CONN_PAUSED | CONN_READ_EOF | CONN_CLOSE_AFTER)))
+    if ((c->flags & CONN_LINGER) || !(c->flags & (CONN_PAUSED | CONN_READ_EOF | CONN_CLOSE_AFTER | CONN_BODY_HELD)))
         want |= EPOLLIN | EPOLLRDHUP;
     if (c->out_bytes) want |= EPOLLOUT;
     if (trigger == PRG_TRIGGER_ONESHOT) want |= EPOLLONESHOT;   /* re-arm after every event */
@@ -96,11 +100,13 @@ static void epoll_update_interest(prg_conn *c) {
 
 /* Off removes the listener from the set (not only its events): after a
  * drain closes it, a socket shared with another process would stay in the
- * set (which holds the open file, not the number) and report its hang-up. */
-static void epoll_set_listener(prg_loop *loop, bool on) {
+ * set (which holds the open file, not the number) and report its hang-up.
+ * Already in the state asked for (EEXIST, ENOENT) counts as done. */
+static int epoll_set_listener(prg_loop *loop, bool on) {
     struct epoll_event ev = {.events = listener_events(loop), .data.ptr = &loop->listen_fd};
-    if (on) (void)epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->listen_fd, &ev);
-    else (void)epoll_ctl(loop->epfd, EPOLL_CTL_DEL, loop->listen_fd, &ev);
+    if (epoll_ctl(loop->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, loop->listen_fd, &ev) == 0) return 0;
+    if (errno == (on ? EEXIST : ENOENT)) return 0;
+    return -errno;
 }
 
 static unsigned prg_events(uint32_t ev) {
@@ -127,6 +133,8 @@ static void epoll_run(prg_loop *loop) {
             void *tag = events[i].data.ptr;
             if (tag == &loop->wake_fd) {
                 uint64_t v;
+                /* EAGAIN: already drained (spurious). The mailbox is drained
+                 * and stop checked regardless, so the result changes nothing. */
                 ssize_t r = read(loop->wake_fd, &v, sizeof v);
                 (void)r;
                 prg_offload_drain(loop);   /* answers posted from other threads */

@@ -103,6 +103,8 @@ static void on_wake(struct ev_loop *ev, ev_io *w, int revents) {
     (void)ev;
     (void)revents;
     uint64_t v;
+    /* EAGAIN: already drained (a spurious wakeup). Either way the mailbox is
+     * drained below, and stop is checked after this iteration. */
     ssize_t r = read(((prg_loop *)w->data)->wake_fd, &v, sizeof v);
     (void)r;
     prg_offload_drain(w->data);   /* answers posted from other threads */
@@ -195,7 +197,9 @@ static int libev_init(prg_loop *loop) {
 
 static void libev_wake(prg_loop *loop) {
     libev_state *st = loop->engine_state;
-    /* write() on an eventfd: safe from any thread and from signal handlers. */
+    /* write() on an eventfd: safe from any thread and from signal handlers.
+     * Its only failure on a live eventfd is EAGAIN (the counter would
+     * overflow): a wakeup is pending already, so the result changes nothing. */
     uint64_t one = 1;
     if (st && loop->wake_fd >= 0) {
         ssize_t r = write(loop->wake_fd, &one, sizeof one);
@@ -246,7 +250,7 @@ static void libev_unwatch(prg_conn *c) {
 static void libev_update_interest(prg_conn *c) {
     int want = 0;
     /* The same condition as the epoll engine's level mode. */
-    if ((c->flags & CONN_LINGER) || !(c->flags & (CONN_PAUSED | CONN_READ_EOF | CONN_CLOSE_AFTER)))
+    if ((c->flags & CONN_LINGER) || !(c->flags & (CONN_PAUSED | CONN_READ_EOF | CONN_CLOSE_AFTER | CONN_BODY_HELD)))
         want |= EV_READ;
     if (c->out_bytes) want |= EV_WRITE;
     if ((uint32_t)want == c->registered) return;   /* steady state: no libev call */
@@ -266,10 +270,13 @@ static void libev_update_interest(prg_conn *c) {
  * the epoll backend, stopping issues no EPOLL_CTL_DEL: the next pending
  * connection wakes libev once, and libev deletes the listener from the set
  * then (it sees an event nobody wants); starting adds it back. */
-static void libev_set_listener(prg_loop *loop, bool on) {
+static int libev_set_listener(prg_loop *loop, bool on) {
     libev_state *st = loop->engine_state;
+    /* Cannot fail here: libev applies the change in its next iteration and
+     * handles its backend's errors itself. */
     if (on) ev_io_start(st->ev, &st->listener);
     else ev_io_stop(st->ev, &st->listener);
+    return 0;
 }
 
 const prg_engine_ops prg_engine_libev = {

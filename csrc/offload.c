@@ -18,13 +18,19 @@
  *                       to the send queue. One still owed holds back those
  *                       behind it, so pipelined answers leave in order.
  *
+ *  prg_offload_sweep    the loop thread, once a second: a handle owed longer
+ *                       than handler_timeout_s gets a 503 in its place.
+ *  prg_deferred_release any thread: the producer lets go of the handle.
+ *
  * While a connection owes answers, a synchronous answer to a later request
  * (or an error answer) is captured the same way and queued behind them.
- * A connection that closed drops what it was owed: a handle not yet posted
- * is marked orphan (its conn pointer cleared, on the loop thread) and freed
- * when it arrives, so a late answer is a no-op. The mailbox is reference
- * counted by its loop and its handles: after the server is gone a late
- * answer is simply freed by the thread that completes it.
+ * A connection that closed drops what it was owed: a handle not yet sent is
+ * marked orphan, so its late answer is refused; one already sent is freed
+ * when it is drained. The handle's lifetime and who completes it (the
+ * producer, the timeout or the close, decided once) are described at
+ * struct prg_deferred. The mailbox is reference counted by its loop and its
+ * handles: after the server is gone a late answer is refused and the handle
+ * freed by whichever side lets go last.
  *
  * Nothing here runs for a connection that never deferred: the hot path pays
  * one test of c->defer_head per request.
@@ -45,11 +51,36 @@ typedef struct prg_mailbox {
     atomic_uint refs;                   /* the loop's, plus one per live handle */
 } prg_mailbox;
 
+/*
+ * A handle's lifetime. Two sides hold it: the loop (the connection's list,
+ * then the mailbox) and the producer (the code that got it from prg_defer).
+ * refs counts them; whichever side lets go last frees it, so the handle
+ * stays valid for the producer until prg_deferred_release however the loop
+ * ended with it, and a second prg_deferred_send reads valid memory and is
+ * refused. Who completes the answer is decided once, by the first
+ * compare-and-swap out of DEF_OPEN:
+ *   DEF_SENT       the producer (prg_deferred_send): its answer is posted
+ *   DEF_TIMED_OUT  the loop, handler_timeout_s passed: 503 written, the
+ *                  producer's answer is refused (-ETIMEDOUT)
+ *   DEF_ORPHAN     the loop, the connection closed first: the producer's
+ *                  answer is refused (-ECONNRESET)
+ * The loop side lets go once it has no further use for the handle (its
+ * bytes went to the send queue, or it was orphaned or dropped); the
+ * rendered chunks belong to the loop's pool, so only the loop thread frees
+ * them, always before it lets go.
+ */
+enum { DEF_OPEN = 0, DEF_SENT = 1, DEF_TIMED_OUT = 2, DEF_ORPHAN = 3 };
+
 struct prg_deferred {
     struct prg_deferred *next;    /* the connection's list (loop thread) */
     struct prg_deferred *posted;  /* the mailbox's list */
+    struct prg_deferred *late_prev, *late_next;   /* the loop's handler-timeout list (loop thread) */
+    uint32_t late_deadline;       /* loop clock second when the handler is late */
+    bool on_late_list;
     prg_conn *conn;               /* loop thread only; NULL once the connection closed */
     prg_mailbox *mailbox;         /* NULL for an answer captured on the loop thread */
+    atomic_int state;             /* DEF_*: who completes the answer */
+    atomic_uint refs;             /* loop side + producer side */
     bool ready;                   /* loop thread: its bytes are in out_* */
     uint8_t req_minor;
     uint8_t keep_alive;
@@ -73,22 +104,53 @@ static void mailbox_unref(prg_mailbox *mb) {
     free(mb);
 }
 
-/* Frees a handle and its answer. Rendered chunks belong to the loop's pool:
- * only the loop thread frees a handle that has them. */
-static void deferred_free(prg_loop *loop, prg_deferred *d) {
-    if (d->out_head) prg_chunks_release(loop, d->out_head);
+/* One side lets go; the last one frees the handle and its answer. */
+static void deferred_unref(prg_deferred *d) {
+    if (atomic_fetch_sub_explicit(&d->refs, 1, memory_order_acq_rel) != 1) return;
     free(d->headers);
     free(d->body);
     if (d->mailbox) mailbox_unref(d->mailbox);
     free(d);
 }
 
+/* The loop side is done with a handle: its rendered chunks go back to the
+ * loop's pool (loop thread; loop may be NULL when nothing was rendered). */
+static void loop_let_go(prg_loop *loop, prg_deferred *d) {
+    if (d->out_head) prg_chunks_release(loop, d->out_head);
+    d->out_head = d->out_tail = NULL;
+    deferred_unref(d);
+}
+
+/* The handler-timeout list: handles from prg_defer in deadline order (every
+ * one waits the same time, so a FIFO). Loop thread only. */
+static void late_remove(prg_loop *loop, prg_deferred *d) {
+    if (!d->on_late_list) return;
+    if (d->late_prev) d->late_prev->late_next = d->late_next;
+    else loop->late_head = d->late_next;
+    if (d->late_next) d->late_next->late_prev = d->late_prev;
+    else loop->late_tail = d->late_prev;
+    d->late_prev = d->late_next = NULL;
+    d->on_late_list = false;
+}
+
+static void late_append(prg_loop *loop, prg_deferred *d) {
+    if (loop->server->cfg.handler_timeout_s <= 0) return;
+    d->late_deadline = loop->now + (uint32_t)loop->server->cfg.handler_timeout_s + 1;   /* never early */
+    d->late_prev = loop->late_tail;
+    d->late_next = NULL;
+    if (loop->late_tail) loop->late_tail->late_next = d;
+    else loop->late_head = d;
+    loop->late_tail = d;
+    d->on_late_list = true;
+}
+
 int prg_offload_loop_init(prg_loop *loop) {
     prg_mailbox *mb = calloc(1, sizeof *mb);
     if (!mb) return -ENOMEM;
-    if (pthread_mutex_init(&mb->lock, NULL) != 0) {
+    int rc = pthread_mutex_init(&mb->lock, NULL);
+    if (rc != 0) {
         free(mb);
-        return -ENOMEM;
+        return -rc;
     }
     mb->wake_fd = loop->wake_fd;
     atomic_init(&mb->refs, 1);
@@ -107,7 +169,7 @@ void prg_offload_loop_close(prg_loop *loop) {
     pthread_mutex_unlock(&mb->lock);
     while (d) {
         prg_deferred *next = d->posted;
-        deferred_free(loop, d);   /* never rendered: no chunks */
+        loop_let_go(NULL, d);   /* never rendered: no chunks */
         d = next;
     }
     mailbox_unref(mb);
@@ -165,6 +227,8 @@ void prg_offload_hold_end(prg_conn *c, prg_out_saved *saved) {
     hold_take(c, saved, d);
     d->conn = c;
     d->ready = true;
+    atomic_init(&d->state, DEF_SENT);   /* answered already */
+    atomic_init(&d->refs, 1);           /* the loop's only: no producer */
     list_append(c, d);
 }
 
@@ -183,7 +247,7 @@ static void release_ready(prg_conn *c) {
             d->out_head = d->out_tail = NULL;
         }
         c->flags |= d->close_after;
-        deferred_free(c->loop, d);
+        loop_let_go(c->loop, d);
     }
 }
 
@@ -193,8 +257,13 @@ void prg_offload_conn_closed(prg_conn *c) {
     c->defer_count = 0;
     while (d) {
         prg_deferred *next = d->next;
-        if (d->ready) deferred_free(c->loop, d);
-        else d->conn = NULL;   /* still out on a worker or in the mailbox: freed when drained */
+        late_remove(c->loop, d);
+        d->next = NULL;
+        d->conn = NULL;
+        int open = DEF_OPEN;
+        if (d->ready || atomic_compare_exchange_strong(&d->state, &open, DEF_ORPHAN))
+            loop_let_go(c->loop, d);   /* rendered, or the producer's answer will be refused */
+        /* else sent: in the mailbox or on its way there, let go when drained */
         d = next;
     }
 }
@@ -210,18 +279,35 @@ prg_deferred *prg_defer(prg_conn *c) {
     d->conn = c;
     d->mailbox = mb;
     atomic_fetch_add_explicit(&mb->refs, 1, memory_order_relaxed);
+    atomic_init(&d->state, DEF_OPEN);
+    atomic_init(&d->refs, 2);   /* the loop's and the producer's */
     d->req_minor = c->req_minor;
     d->keep_alive = (uint8_t)c->req_keep_alive;
     d->no_body = (c->resp_flags & RESP_NO_BODY) != 0;   /* only HEAD sets it before an answer */
     d->status = 500;
     list_append(c, d);
+    late_append(c->loop, d);
     c->resp_state = RESP_DONE;   /* the inline writer refuses from here on */
     return d;
 }
 
+/* Why a completion was refused, from the state that won. */
+static int refused(int state) {
+    switch (state) {
+    case DEF_TIMED_OUT: return -ETIMEDOUT;
+    case DEF_ORPHAN: return -ECONNRESET;
+    default: return -EALREADY;
+    }
+}
+
 int prg_deferred_header(prg_deferred *d, const char *name, size_t name_len, const char *value,
                         size_t value_len) {
-    if (name_len == 0 || memchr(name, 0, name_len) || memchr(value, 0, value_len)) return -1;
+    if (!d) return -EINVAL;
+    int state = atomic_load_explicit(&d->state, memory_order_acquire);
+    if (state != DEF_OPEN) return refused(state);
+    if (name_len == 0 || !name || (value_len && !value) || memchr(name, 0, name_len) ||
+        (value_len && memchr(value, 0, value_len)))
+        return -EINVAL;
     size_t need = d->headers_len + name_len + value_len + 2;
     if (need > d->headers_cap) {
         size_t cap = d->headers_cap ? d->headers_cap : 256;
@@ -229,7 +315,7 @@ int prg_deferred_header(prg_deferred *d, const char *name, size_t name_len, cons
         char *bigger = realloc(d->headers, cap);
         if (!bigger) {
             d->failed = true;
-            return -1;
+            return -ENOMEM;
         }
         d->headers = bigger;
         d->headers_cap = cap;
@@ -237,13 +323,22 @@ int prg_deferred_header(prg_deferred *d, const char *name, size_t name_len, cons
     memcpy(d->headers + d->headers_len, name, name_len);
     d->headers_len += name_len;
     d->headers[d->headers_len++] = 0;
-    memcpy(d->headers + d->headers_len, value, value_len);
+    if (value_len) memcpy(d->headers + d->headers_len, value, value_len);
     d->headers_len += value_len;
     d->headers[d->headers_len++] = 0;
     return 0;
 }
 
 int prg_deferred_send(prg_deferred *d, int status, const void *body, size_t n) {
+    if (!d) return -EINVAL;
+    if (n > 0 && !body) return -EINVAL;
+    /* Claim the completion first: from here on the fields are this thread's
+     * until the post hands them to the loop, and a second call (or one that
+     * lost to the handler timeout or a closed connection) touches nothing. */
+    int open = DEF_OPEN;
+    if (!atomic_compare_exchange_strong_explicit(&d->state, &open, DEF_SENT, memory_order_acq_rel,
+                                                 memory_order_acquire))
+        return refused(open);
     d->status = status;
     if (n > 0) {
         d->body = malloc(n);
@@ -254,13 +349,13 @@ int prg_deferred_send(prg_deferred *d, int status, const void *body, size_t n) {
             d->failed = true;
         }
     }
-    int result = d->failed ? -1 : 0;   /* d belongs to the loop once posted */
+    int result = d->failed ? -ENOMEM : 0;   /* the loop reads d once posted */
     prg_mailbox *mb = d->mailbox;
     pthread_mutex_lock(&mb->lock);
     if (mb->closed) {
         pthread_mutex_unlock(&mb->lock);
-        deferred_free(NULL, d);   /* the server is gone; nothing rendered, no chunks */
-        return -1;
+        loop_let_go(NULL, d);   /* the server is gone: the loop side will never see it */
+        return -ECONNRESET;
     }
     d->posted = NULL;
     bool was_empty = mb->head == NULL;
@@ -268,19 +363,32 @@ int prg_deferred_send(prg_deferred *d, int status, const void *body, size_t n) {
     else mb->head = d;
     mb->tail = d;
     if (was_empty) {
+        /* Under the lock: the fd outlives it. An eventfd write fails only
+         * when the counter would overflow (it is read each wakeup, so
+         * never) or the fd is bad: then nothing would ever drain. */
         uint64_t one = 1;
-        ssize_t r = write(mb->wake_fd, &one, sizeof one);   /* under the lock: the fd outlives it */
-        (void)r;
+        if (write(mb->wake_fd, &one, sizeof one) != (ssize_t)sizeof one && errno != EAGAIN) result = -errno;
     }
     pthread_mutex_unlock(&mb->lock);
     return result;
 }
 
+void prg_deferred_release(prg_deferred *d) {
+    if (!d) return;
+    /* Released unanswered: the client gets a 500 rather than a hang. */
+    if (atomic_load_explicit(&d->state, memory_order_acquire) == DEF_OPEN) {
+        static const char msg[] = "handler did not respond\n";
+        (void)prg_deferred_send(d, 500, msg, sizeof msg - 1);   /* refused if the loop won meanwhile: fine */
+    }
+    deferred_unref(d);
+}
+
 /* ------------------------------------------------------------ loop side */
 
 /* Writes the answer with the ordinary writer, for the request it belongs to,
- * into the handle's own chunks. */
-static void render(prg_conn *c, prg_deferred *d) {
+ * into the handle's own chunks. timed_out: the loop's 503 instead of the
+ * producer's answer (whose fields are not read: they may be in use). */
+static void render(prg_conn *c, prg_deferred *d, bool timed_out) {
     prg_out_saved saved;
     prg_offload_hold_begin(c, &saved);
     uint32_t close_after = c->flags & CONN_CLOSE_AFTER;   /* a later request's, not this one's */
@@ -291,7 +399,10 @@ static void render(prg_conn *c, prg_deferred *d) {
     c->req_minor = d->req_minor;
     c->req_keep_alive = d->keep_alive;
     c->resp_flags = d->no_body ? RESP_NO_BODY : 0;
-    if (!d->failed && prg_respond(c, d->status, NULL, 0) == 0) {
+    if (timed_out) {
+        static const char msg[] = "Service Unavailable: handler timed out\n";
+        (void)prg_send(c, 503, "text/plain", 10, msg, sizeof msg - 1);
+    } else if (!d->failed && prg_respond(c, d->status, NULL, 0) == 0) {
         for (size_t at = 0; at < d->headers_len;) {
             const char *name = d->headers + at;
             size_t nl = strlen(name);
@@ -313,11 +424,18 @@ static void render(prg_conn *c, prg_deferred *d) {
         if (d->body_len) (void)prg_write_body(c, d->body, d->body_len);
         (void)prg_end(c);
     }
-    prg_response_finish_default(c);   /* refused status or memory: 500 */
+    (void)prg_response_finish_default(c);   /* refused status or memory: 500 (its own result is the writer's) */
     d->close_after = c->flags & CONN_CLOSE_AFTER;
     c->flags = (c->flags & ~(uint32_t)CONN_CLOSE_AFTER) | close_after;
     hold_take(c, &saved, d);
     d->ready = true;
+}
+
+/* A rendered answer: if it is at the front, it and those ready behind it go out. */
+static void rendered(prg_conn *c, prg_deferred *d) {
+    if (c->defer_head != d) return;
+    release_ready(c);
+    prg_conn_finish_io(c);   /* send, resume paused input, close if done */
 }
 
 void prg_offload_drain(prg_loop *loop) {
@@ -331,14 +449,26 @@ void prg_offload_drain(prg_loop *loop) {
         prg_deferred *next = d->posted;
         prg_conn *c = d->conn;
         if (!c) {
-            deferred_free(loop, d);   /* its connection closed meanwhile: a no-op */
+            loop_let_go(loop, d);   /* its connection closed meanwhile: a no-op */
         } else {
-            render(c, d);
-            if (c->defer_head == d) {
-                release_ready(c);
-                prg_conn_finish_io(c);   /* send, resume paused input, close if done */
-            }
+            late_remove(loop, d);
+            render(c, d, false);
+            rendered(c, d);
         }
         d = next;
+    }
+}
+
+bool prg_offload_late_pending(const prg_loop *loop) { return loop->late_head != NULL; }
+
+void prg_offload_sweep(prg_loop *loop) {
+    prg_deferred *d;
+    while ((d = loop->late_head) && d->late_deadline <= loop->now) {
+        late_remove(loop, d);
+        int open = DEF_OPEN;
+        /* Lost: the answer was sent and is on its way; it is not late. */
+        if (!atomic_compare_exchange_strong(&d->state, &open, DEF_TIMED_OUT)) continue;
+        render(d->conn, d, true);
+        rendered(d->conn, d);
     }
 }

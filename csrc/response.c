@@ -133,6 +133,11 @@ static int write_status(prg_conn *c, int status, const char *reason, size_t reas
         return -1;
     }
     prg_loop *loop = c->loop;
+    if (c->flags & CONN_IN_CALLBACK) {
+        c->resp_mark_chunk = c->out_tail;
+        c->resp_mark_end = c->out_tail ? c->out_tail->end : 0;
+        c->resp_flags |= RESP_MARKED;
+    }
     size_t need = 13 + reason_len + 2 + loop->server_line_len + loop->date.len;
     uint8_t *p = prg_out_reserve(c, need);
     if (!p) return -1;
@@ -164,7 +169,10 @@ static size_t put_connection(prg_conn *c, char *out) {
      * ran (another thread, or a handler that blocks): it is the last one. */
     bool closing = !c->req_keep_alive || (c->flags & CONN_CLOSE_AFTER) ||
                    atomic_load_explicit(&c->loop->server->drain, memory_order_relaxed);
-    if (closing) c->flags |= CONN_CLOSE_AFTER;
+    /* A streamed body still arriving is read to its end first (conn.c closes
+     * after it, from req_keep_alive). */
+    if (closing && (c->flags & CONN_STREAMING)) c->req_keep_alive = 0;
+    else if (closing) c->flags |= CONN_CLOSE_AFTER;
     if (c->resp_flags & RESP_CONN_HDR) return 0;
     if (closing) {
         memcpy(out, "Connection: close\r\n", 19);
@@ -348,6 +356,31 @@ int prg_send(prg_conn *c, int status, const char *content_type, size_t content_t
 }
 
 int prg_response_status(const prg_conn *c) { return c->resp_status; }
+
+int prg_response_replace(prg_conn *c, int status) {
+    if ((c->flags & (CONN_CLOSED | CONN_IN_CALLBACK)) != CONN_IN_CALLBACK || !(c->resp_flags & RESP_MARKED) ||
+        status < 400 || status > 599)
+        return -1;
+    /* Cut the send queue back to where the response began. */
+    prg_chunk *keep = c->resp_mark_chunk;
+    prg_chunk *cut = keep ? keep->next : c->out_head;
+    size_t removed = 0;
+    if (keep) {
+        removed = keep->end - c->resp_mark_end;
+        keep->end = c->resp_mark_end;
+        keep->next = NULL;
+        c->out_tail = keep;
+    } else {
+        c->out_head = c->out_tail = NULL;
+    }
+    /* A file link counts its range (its own end and cap are 0). */
+    for (prg_chunk *k = cut; k; k = k->next)
+        removed += k->is_file ? (size_t)((prg_file_range *)(void *)k->data)->left : k->end - k->start;
+    if (cut) prg_chunks_release(c->loop, cut);
+    c->out_bytes -= removed;
+    c->resp_status = 0;
+    return prg_send_error(c, status);
+}
 
 int prg_response_finish_default(prg_conn *c) {
     if (c->flags & CONN_CLOSED) return -1;

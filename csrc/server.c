@@ -31,9 +31,11 @@ void prg_config_default(prg_config *cfg) {
     cfg->tcp_nodelay = 1;
     cfg->tcp_cork = 0;
     prg_http_limits_default(&cfg->limits);
+    cfg->max_streamed_body = (uint64_t)1 << 30;
     cfg->max_output = 1u << 20;
     cfg->header_timeout_s = 10;
     cfg->idle_timeout_s = 60;
+    cfg->handler_timeout_s = 60;
     cfg->server_name = NULL;
 }
 
@@ -118,7 +120,7 @@ prg_server *prg_server_create(const prg_config *cfg, const prg_callbacks *cb, in
     *err = 0;
     if (cfg->threads < 1 || cfg->threads > 1024 || cfg->port < 0 || cfg->port > 65535 ||
         (cfg->mode == PRG_MODE_HTTP && !cb->on_request) || (cfg->mode == PRG_MODE_RAW && !cb->on_data) ||
-        cfg->limits.max_headers == 0 || cfg->header_timeout_s < 0 || cfg->idle_timeout_s < 0 ||
+        cfg->limits.max_headers == 0 || cfg->header_timeout_s < 0 || cfg->idle_timeout_s < 0 || cfg->handler_timeout_s < 0 ||
         !prg_engine_for(cfg->engine) || cfg->max_threads < 1 ||
         (unsigned)cfg->trigger > PRG_TRIGGER_ONESHOT || (unsigned)cfg->libev_backend > PRG_LIBEV_SELECT ||
         (unsigned)cfg->mode > PRG_MODE_RAW ||
@@ -128,7 +130,9 @@ prg_server *prg_server_create(const prg_config *cfg, const prg_callbacks *cb, in
         cfg->listen_fd_count > cfg->threads ||
         /* Their wake-up shuts the listener down, which would stop it for
          * every process that shares it. */
-        (cfg->listen_fd_count > 0 && cfg->engine != PRG_ENGINE_EPOLL && cfg->engine != PRG_ENGINE_LIBEV)) {
+        (cfg->listen_fd_count > 0 && cfg->engine != PRG_ENGINE_EPOLL && cfg->engine != PRG_ENGINE_LIBEV) ||
+        /* streamed bodies need all three callbacks */
+        (!cb->on_head != !cb->on_body || !cb->on_head != !cb->on_body_end)) {
         *err = -EINVAL;
         return NULL;
     }
@@ -145,6 +149,15 @@ prg_server *prg_server_create(const prg_config *cfg, const prg_callbacks *cb, in
     if (!s) { *err = -ENOMEM; return NULL; }
     s->cfg = *cfg;
     s->cb = *cb;
+    /* Until on_head has chosen, a body may be streamed or buffered: the
+     * head and the bytes that came with it are parsed under the larger
+     * limit, and the chosen one is applied when it is known. */
+    s->head_limits = cfg->limits;
+    s->stream_limits = cfg->limits;
+    s->stream_limits.max_body =
+        (size_t)(cfg->max_streamed_body < (uint64_t)SIZE_MAX ? cfg->max_streamed_body : (uint64_t)SIZE_MAX);
+    if (cb->on_head && s->stream_limits.max_body > cfg->limits.max_body)
+        s->head_limits.max_body = s->stream_limits.max_body;
     s->loop_count = cfg->threads;
     atomic_init(&s->drain, 0);
     atomic_init(&s->drain_deadline_ms, 0);
@@ -201,15 +214,16 @@ int prg_server_start(prg_server *s) {
      * application's main thread, which calls prg_server_stop. */
     sigset_t all, old;
     sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    int rc = 0;
+    int rc = pthread_sigmask(SIG_BLOCK, &all, &old);
+    if (rc != 0) return -rc;   /* loop threads would take the application's signals */
     for (int i = 0; i < s->loop_count; i++) {
         prg_loop *loop = &s->loops[i];
         rc = pthread_create(&loop->thread, NULL, prg_loop_run, loop);
         if (rc != 0) { rc = -rc; break; }
         loop->thread_started = true;
     }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int restored = pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc == 0 && restored != 0) rc = -restored;   /* the caller would be left deaf to signals */
     if (rc != 0) {
         prg_server_stop(s);
         prg_server_wait(s);

@@ -64,6 +64,8 @@ static int timer_wanted(const prg_conn *c) {
     /* Paused connections hold complete requests the parser has not looked
      * at yet: waiting on the client's reading, not on its head. */
     if (c->flags & (CONN_CLOSE_AFTER | CONN_PAUSED)) return TIMER_IDLE;
+    /* A streamed body the application holds back: it is the one late. */
+    if (c->flags & CONN_BODY_HELD) return c->out_bytes ? TIMER_IDLE : TIMER_NONE;
     if (cfg->mode == PRG_MODE_HTTP && c->in_len > 0 && !prg_http_head_complete(&c->parser))
         return TIMER_HEAD;
     /* Raw mode: an idle raw connection is the application's business; only
@@ -112,11 +114,17 @@ void prg_timers_sweep(prg_loop *loop) {
     while (expired(idle, loop->now)) {
         prg_conn *c = idle->head;
         prg_timer_remove(c);
+        if ((c->flags & CONN_STREAMING) && c->out_bytes == 0 && !(c->flags & (CONN_CLOSE_AFTER | CONN_PAUSED))) {
+            prg_body_fail(c, PRG_BODY_TIMED_OUT, 408);   /* a streamed body stalled */
+            prg_conn_finish_io(c);
+            continue;
+        }
         bool body_stalled = loop->server->cfg.mode == PRG_MODE_HTTP && c->in_len > 0 && c->out_bytes == 0 &&
                             !(c->flags & (CONN_CLOSE_AFTER | CONN_PAUSED));
         if (body_stalled) answer_408(c);
         else prg_conn_close_now(c, c->out_bytes ? PRG_CLOSE_ERROR : PRG_CLOSE_NORMAL);
     }
+    prg_offload_sweep(loop);   /* owed answers past handler_timeout_s: 503 */
     prg_timer_list *lingering = &loop->timers[TIMER_LINGER];
     while (expired(lingering, loop->now)) {
         prg_conn *c = lingering->head;

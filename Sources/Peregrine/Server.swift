@@ -68,7 +68,8 @@ public final class Server: Sendable {
         // --log for answers that come later: logged when they are given.
         let application = configuration.logRequests ? application.loggingLateAnswers() : application
         self.bridge = Bridge(application: application, logRequests: configuration.logRequests,
-                             offloadThreads: configuration.offloadThreads, offloadQueue: configuration.offloadQueue)
+                             offloadThreads: configuration.offloadThreads, offloadQueue: configuration.offloadQueue,
+                             asyncLimit: configuration.asyncLimit)
     }
 
     deinit {
@@ -188,9 +189,11 @@ public final class Server: Sendable {
         cfg.limits.max_header_bytes = configuration.limits.maxHeaderBytes
         cfg.limits.max_headers = configuration.limits.maxHeaders
         cfg.limits.max_body = configuration.limits.maxBody
+        cfg.max_streamed_body = UInt64(configuration.maxStreamedBody)
         cfg.max_output = configuration.maxOutputPerConnection
         cfg.header_timeout_s = Int32(clamping: configuration.headerTimeout)
         cfg.idle_timeout_s = Int32(clamping: configuration.idleTimeout)
+        cfg.handler_timeout_s = Int32(clamping: configuration.handlerTimeout)
         cfg.proxy_protocol = configuration.proxyProtocol ? 1 : 0
 
         var callbacks = prg_callbacks()
@@ -200,6 +203,10 @@ public final class Server: Sendable {
         switch bridge.application {
         case .offloaded, .async: callbacks.on_request = onOffloadedRequest
         case .http, .raw: break
+        case .streaming:
+            callbacks.on_head = onHead
+            callbacks.on_body = onBody
+            callbacks.on_body_end = onBodyEnd
         }
         callbacks.on_data = onData
 
@@ -424,9 +431,12 @@ final class Bridge: Sendable {
     let inlineFallback: HTTPHandler
     /// `.offloaded` applications: the workers.
     let pool: OffloadPool?
+    /// `.async` applications: the bound on tasks in flight.
+    let asyncLimiter: AsyncTaskLimiter?
     let responseFunctions = ResponseWriterFunctions(
         respond: prg_respond, writeHeader: prg_write_header, writeBody: prg_write_body,
-        end: prg_end, send: prg_send, status: prg_response_status, writeFile: prg_write_file)
+        end: prg_end, send: prg_send, status: prg_response_status, writeFile: prg_write_file,
+        replace: prg_response_replace)
     let connectionFunctions = ConnectionFunctions(
         write: prg_conn_write, close: prg_conn_close, id: prg_conn_id, pendingOutput: prg_conn_pending_output,
         remoteAddress: { conn, out in
@@ -434,11 +444,18 @@ final class Bridge: Sendable {
             out.initializeMemory(as: SocketAddress.self, to: address)
             return 0
         })
+    let bodyFunctions = BodyStreamFunctions(
+        begin: prg_body_stream, pause: prg_body_pause, resume: prg_body_resume, receiveCapacity: prg_conn_receive_capacity)
+    /// `.streaming`: decides from the head (the C engines call it only then).
+    let streamHead: StreamingHeadHandler
 
-    init(application: Application, logRequests: Bool, offloadThreads: Int = 4, offloadQueue: Int = 256) {
+    init(application: Application, logRequests: Bool, offloadThreads: Int = 4, offloadQueue: Int = 256,
+         asyncLimit: Int = 1024) {
         self.application = application
         self.logRequests = logRequests
         inlineFallback = application.waitingHandler(routeFirst: false) ?? { _, response in response.send(status: 500, body: "not offloaded") }
+        if case .async = application { asyncLimiter = AsyncTaskLimiter(limit: asyncLimit) } else { asyncLimiter = nil }
+        if case .streaming(let head, _) = application { streamHead = head } else { streamHead = { _, _ in nil } }
         switch application {
         case .http(let h): httpHandler = h; dataHandler = { _, _ in 0 }; pool = nil
         case .raw(let h): httpHandler = { _, response in response.send(status: 500, body: "raw server") }; dataHandler = h; pool = nil
@@ -448,19 +465,29 @@ final class Bridge: Sendable {
             pool = OffloadPool(threads: offloadThreads, queueLimit: offloadQueue)
         case .async:
             httpHandler = application.inlineHandler!; dataHandler = { _, _ in 0 }; pool = nil
+        case .streaming(_, let request):
+            httpHandler = request; dataHandler = { _, _ in 0 }; pool = nil
         }
     }
 
     /// A deferred request (C engines): copy it, hand it to the pool or a
     /// task; the answer is posted back to the connection's loop.
     func dispatchLater(_ conn: OpaquePointer, _ request: Request, _ response: Response) {
-        if case .offloaded(_, let inline?) = application, inline(request, response) { return }
+        if case .offloaded(_, let inline?) = application {
+            if inline(request, response) { return }
+            // The route began an answer and then declined the request: the
+            // handler must not run behind it (it would block the loop).
+            if response.status != 0 {
+                if !response.replace(status: 500) { response.end() }
+                return
+            }
+        }
         guard let deferred = prg_defer(conn) else {
             inlineFallback(request, response)   // this engine cannot defer: inline
             return
         }
         let handle = DeferredHandle(pointer: deferred)
-        let responder = Responder { handle.complete($0) }
+        let responder = Responder(deliverReporting: { handle.complete($0) })
         let owned = OwnedRequest(request)
         switch application {
         case .offloaded(let handler, _):
@@ -468,19 +495,26 @@ final class Bridge: Sendable {
                 responder.send(status: 503, headers: [("Retry-After", "1")], body: "Service Unavailable\n")
             }
         case .async(let handler):
-            Task { responder.send(await handler(owned)) }
-        case .http, .raw:
+            asyncLimiter!.start(handler, owned, responder)
+        case .http, .raw, .streaming:
             break
         }
     }
 }
 
-/// A `prg_deferred` handed to another thread: completed once, by the
-/// responder, from any thread (the C side allows it).
-struct DeferredHandle: @unchecked Sendable {
-    let pointer: OpaquePointer
+/// A `prg_deferred` handed to another thread. The C core refuses a second
+/// or late completion by its return value; this object gives the handle
+/// back (`prg_deferred_release`) when the last reference goes, so the
+/// pointer is never used after that.
+final class DeferredHandle: Sendable {
+    nonisolated(unsafe) let pointer: OpaquePointer   // the C core makes its calls thread-safe
 
-    func complete(_ answer: OffloadAnswer) {
+    init(pointer: OpaquePointer) { self.pointer = pointer }
+
+    deinit { prg_deferred_release(pointer) }
+
+    /// `true` when the answer was posted to the connection's loop.
+    func complete(_ answer: OffloadAnswer) -> Bool {
         for (name, value) in answer.headers {
             var name = name, value = value
             _ = name.withUTF8 { n in
@@ -490,7 +524,7 @@ struct DeferredHandle: @unchecked Sendable {
                 }
             }
         }
-        _ = answer.body.withUnsafeBytes { prg_deferred_send(pointer, Int32(clamping: answer.status), $0.baseAddress, $0.count) }
+        return answer.body.withUnsafeBytes { prg_deferred_send(pointer, Int32(clamping: answer.status), $0.baseAddress, $0.count) } == 0
     }
 }
 
@@ -535,6 +569,34 @@ private let onOffloadedRequest: @convention(c) (UnsafeMutableRawPointer?, Opaque
     bridge.dispatchLater(conn.unsafelyUnwrapped, request, response)
 }
 
+/// `.streaming`: the head of a request with a body. A consumer returned
+/// becomes the stream's context (retained until on_body_end).
+private let onHead: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<prg_request>?) -> Void = { ctx, conn, req in
+    let bridge = Unmanaged<Bridge>.fromOpaque(ctx!).takeUnretainedValue()
+    let conn = conn.unsafelyUnwrapped
+    let request = requestView(conn, req.unsafelyUnwrapped)
+    let response = Response(sink: conn, functions: bridge.responseFunctions)
+    guard let consumer = bridge.streamHead(request, response) else { return }
+    let context = Unmanaged.passRetained(consumer)
+    if prg_body_stream(conn, context.toOpaque()) != 0 {
+        // It answered as well: the answer stands, the body is not read.
+        context.release()
+        consumer.finish(.closed)
+        return
+    }
+    consumer.attach(conn, functions: bridge.bodyFunctions, response: bridge.responseFunctions)
+}
+
+private let onBody: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafeMutableRawPointer?, UnsafePointer<UInt8>?, Int) -> Int = { _, _, stream, bytes, count in
+    let consumer = Unmanaged<BodyConsumer>.fromOpaque(stream!).takeUnretainedValue()
+    return consumer.deliver(UnsafeRawBufferPointer(start: bytes, count: count))
+}
+
+private let onBodyEnd: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafeMutableRawPointer?, Int32) -> Void = { _, _, stream, end in
+    let consumer = Unmanaged<BodyConsumer>.fromOpaque(stream!).takeRetainedValue()   // the stream's reference ends here
+    consumer.finish(BodyEnd(rawValue: end) ?? .closed)
+}
+
 private let onData: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<UInt8>?, Int) -> Int = { ctx, conn, bytes, count in
     let bridge = Unmanaged<Bridge>.fromOpaque(ctx!).takeUnretainedValue()
     let connection = Connection(handle: conn.unsafelyUnwrapped, functions: bridge.connectionFunctions)
@@ -548,6 +610,22 @@ extension Application {
         switch self {
         case .http, .raw:
             return self
+        case .streaming(let head, let request):
+            // Answered from the head: logged then. Streamed: logged at the
+            // end, with the status it got. Buffered: as `.http` (the engines).
+            return .streaming(head: { req, response in
+                guard let consumer = head(req, response) else {
+                    if response.status != 0 { logRequest(req, response) }
+                    return nil
+                }
+                let client = req.remoteAddress, method = req.methodString, target = req.targetString
+                consumer.onEnd { how, body in
+                    // 0: nothing was answered (the client left, the server stopped).
+                    let status = body.response?.status ?? 0
+                    logLine(client, method, target, how == .complete && status == 0 ? 500 : status)
+                }
+                return consumer
+            }, request: request)
         case .offloaded(let handler, let inline):
             var loggedInline: InlineRoute? = nil
             if let route = inline {
@@ -558,10 +636,10 @@ extension Application {
                 }
             }
             return .offloaded({ request, responder in
-                handler(request, Responder { answer in
+                handler(request, Responder(deliverReporting: { answer in
                     logLine(request.remoteAddress, request.method, request.target, answer.status)
-                    responder.send(answer)
-                })
+                    return responder.send(answer)
+                }))
             }, inline: loggedInline)
         case .async(let handler):
             return .async { request in

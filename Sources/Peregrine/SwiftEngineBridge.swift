@@ -17,6 +17,11 @@ extension Server {
                 handler(request, response)
                 logRequest(request, response)
             }
+        } else if configuration.logRequests, case .streaming(let head, let handler) = application {
+            application = .streaming(head: head, request: { request, response in   // the buffered ones
+                handler(request, response)
+                logRequest(request, response)
+            })
         }
         let server = SwiftEpollServer(configuration: configuration, application: application)
         do {

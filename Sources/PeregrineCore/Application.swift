@@ -31,6 +31,20 @@ public enum Application: Sendable {
     /// HTTP, answered by a Swift concurrency task: the same semantics as
     /// `.offloaded`, without the pool (do not block in it).
     case async(AsyncHTTPHandler)
+    /// HTTP with streamed request bodies. `head` sees every request that
+    /// has a body (Content-Length > 0 or chunked) once its head is parsed,
+    /// before the body is read, and decides:
+    /// - return a `BodyConsumer`: the body arrives through it as it comes,
+    ///   decoded, with backpressure (`Configuration.maxStreamedBody`
+    ///   applies; `100 Continue` goes out when the server first waits for
+    ///   body bytes);
+    /// - answer through the `Response` (and return nil): the body is never
+    ///   read (an `Expect: 100-continue` client never sends it), the answer
+    ///   carries `Connection: close` and the connection closes after it;
+    /// - return nil without answering: the body is buffered
+    ///   (`Limits.maxBody`) and `request` answers the whole request.
+    /// Requests without a body go to `request` directly.
+    case streaming(head: StreamingHeadHandler, request: HTTPHandler)
 }
 
 /// The applications the CLI and the benchmarks run.
@@ -43,6 +57,9 @@ public enum BuiltinApp: String, CaseIterable, Sendable {
     /// `slept N ms` (`?ms=N` sets the time per request); `/hello` answers at
     /// once on the loop. Other clients are not delayed on the event engines.
     case sleep
+    /// Takes any request body as a stream, discards it, and answers
+    /// `received N bytes` (N decoded bytes; 0 without a body).
+    case upload
     /// The files under a root directory (`StaticFiles`): GET and HEAD,
     /// ranges, ETag / Last-Modified, sent with sendfile(2). Needs a root:
     /// `application(sleepMilliseconds:root:)`.
@@ -96,6 +113,14 @@ public enum BuiltinApp: String, CaseIterable, Sendable {
                 guard request.path.elementsEqual("/hello".utf8) else { return false }
                 response.send(status: 200, contentType: "text/plain", body: "Hello, World!")
                 return true
+            })
+        case .upload:
+            return .streaming(head: { _, _ in
+                BodyConsumer(chunk: { bytes, _ in bytes.count }, end: { how, body in
+                    if how == .complete { body.response?.send(body: "received \(body.received) bytes\n") }
+                })
+            }, request: { request, response in
+                response.send(body: "received \(request.body.count) bytes\n")
             })
         }
     }

@@ -82,6 +82,10 @@ public struct Configuration: Sendable {
     /// TCP_CORK around each batch of responses (to compare with TCP_NODELAY).
     public var cork = false
     public var limits = Limits()
+    /// Decoded bytes of a request body taken as a stream (`Application.streaming`
+    /// with a `BodyConsumer`): `413` and close beyond. Default 1 GiB. Buffered
+    /// bodies keep `limits.maxBody`.
+    public var maxStreamedBody = defaultMaxStreamedBody
     /// Output queued per connection before the engine stops reading from it.
     public var maxOutputPerConnection = 1 << 20
     /// Seconds for a whole request head to arrive, from its first byte
@@ -111,6 +115,19 @@ public struct Configuration: Sendable {
     /// `.offloaded` applications: requests waiting for a worker at most
     /// (beyond one running on each); beyond, `503` at once.
     public var offloadQueue = 256
+    /// `.offloaded` and `.async` applications on the engines that answer
+    /// later (epoll, libev, swift): seconds an answer may take. Past it the
+    /// client gets `503` in its place and the late answer is dropped
+    /// (`Responder.send` returns `false`). 0 turns it off. The blocking and
+    /// threaded engines run handlers inline on the connection's thread and
+    /// wait for them: nothing is owed there, and this does not apply.
+    public var handlerTimeout = 60
+    /// `.async` applications: handler tasks running at most, server-wide.
+    /// Beyond it a request gets `503` with `Retry-After: 1` at once (as a
+    /// full offload queue does) instead of starting another task. The
+    /// blocking and threaded engines wait for each handler on the
+    /// connection's thread, so their threads bound the tasks already.
+    public var asyncLimit = 1024
     /// Listening sockets inherited instead of binding `host:port` (socket
     /// activation: `SocketActivation.listenDescriptors()`, or any listening
     /// TCP sockets the caller opened). The server serves dup()s of them, so

@@ -15,6 +15,7 @@ public enum ConfigurationField: String, Sendable, CaseIterable {
     case maxHeaderBytes = "limits.maxHeaderBytes"
     case maxHeaders = "limits.maxHeaders"
     case maxBody = "limits.maxBody"
+    case maxStreamedBody
     case maxOutputPerConnection
     case headerTimeout
     case idleTimeout
@@ -22,6 +23,8 @@ public enum ConfigurationField: String, Sendable, CaseIterable {
     case shutdownDeadline
     case offloadThreads
     case offloadQueue
+    case handlerTimeout
+    case asyncLimit
     case listenDescriptors
     case handoffSocket
     case handoffIdleGrace
@@ -70,12 +73,16 @@ extension Configuration {
         /// Each loop allocates a table of this many header records.
         public static let maxHeaders = 1...65_536
         public static let maxBody = 0...(512 << 20)
+        /// A streamed body is never held whole: any size the client may send.
+        public static let maxStreamedBody = 0...Int.max
         public static let maxOutputPerConnection = 0...(1 << 30)
-        /// headerTimeout and idleTimeout, in seconds (0 = off).
+        /// headerTimeout, idleTimeout and handlerTimeout, in seconds (0 = off).
         public static let timeoutSeconds = 0...86_400
         public static let shutdownDeadline = Duration.zero ... .seconds(86_400)
         public static let offloadThreads = 1...1024
         public static let offloadQueue = 0...(1 << 20)
+        /// `.async` handler tasks in flight.
+        public static let asyncLimit = 1...(1 << 20)
         /// Bytes of `serverName`: "Server: " + name + CRLF fits the engines'
         /// 128-byte line.
         public static let serverNameBytes = 1...117
@@ -95,6 +102,7 @@ extension Configuration {
         try Self.check(.maxHeaderBytes, limits.maxHeaderBytes, Bounds.maxHeaderBytes)
         try Self.check(.maxHeaders, limits.maxHeaders, Bounds.maxHeaders)
         try Self.check(.maxBody, limits.maxBody, Bounds.maxBody)
+        try Self.check(.maxStreamedBody, maxStreamedBody, Bounds.maxStreamedBody)
         try Self.check(.maxOutputPerConnection, maxOutputPerConnection, Bounds.maxOutputPerConnection)
         try Self.check(.headerTimeout, headerTimeout, Bounds.timeoutSeconds, unit: " (seconds; 0 = off)")
         try Self.check(.idleTimeout, idleTimeout, Bounds.timeoutSeconds, unit: " (seconds; 0 = off)")
@@ -105,6 +113,8 @@ extension Configuration {
         }
         try Self.check(.offloadThreads, offloadThreads, Bounds.offloadThreads)
         try Self.check(.offloadQueue, offloadQueue, Bounds.offloadQueue)
+        try Self.check(.handlerTimeout, handlerTimeout, Bounds.timeoutSeconds, unit: " (seconds; 0 = off)")
+        try Self.check(.asyncLimit, asyncLimit, Bounds.asyncLimit)
         let name = Array(serverName.utf8)
         // It goes into every response head: no CR, LF, NUL or other control byte.
         if !Bounds.serverNameBytes.contains(name.count) || name.contains(where: { $0 < 0x20 || $0 == 0x7F }) {

@@ -77,21 +77,31 @@ public struct OffloadAnswer: Sendable {
 /// `500` (so a forgotten request does not hang its connection).
 public final class Responder: Sendable {
     private let done = Atomic<Bool>(false)
-    private let deliver: @Sendable (OffloadAnswer) -> Void
+    private let deliver: @Sendable (OffloadAnswer) -> Bool
 
-    /// `deliver` receives the one answer (engines provide it).
-    public init(deliver: @escaping @Sendable (OffloadAnswer) -> Void) {
+    /// `deliver` receives the one answer (engines provide it) and says
+    /// whether the client will get it: `false` when the engine dropped it
+    /// (the handler timed out and the client got `503`, or the connection
+    /// is gone).
+    public init(deliverReporting deliver: @escaping @Sendable (OffloadAnswer) -> Bool) {
         self.deliver = deliver
     }
 
-    /// Answers. `false` when an answer was already given (this one is ignored).
+    /// `deliver` that always takes the answer.
+    public convenience init(deliver: @escaping @Sendable (OffloadAnswer) -> Void) {
+        self.init(deliverReporting: { (answer: OffloadAnswer) -> Bool in deliver(answer); return true })
+    }
+
+    /// Answers. `false` when the answer will not reach the client: an
+    /// answer was already given (this one is ignored), the handler timeout
+    /// passed (`Configuration.handlerTimeout`: the client got `503`), or the
+    /// connection closed meanwhile.
     @discardableResult
     public func send(_ answer: OffloadAnswer) -> Bool {
         guard done.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else {
             return false
         }
-        deliver(answer)
-        return true
+        return deliver(answer)
     }
 
     @discardableResult
@@ -110,7 +120,7 @@ public final class Responder: Sendable {
 
     deinit {
         if !done.load(ordering: .acquiring) {
-            deliver(OffloadAnswer(status: 500, body: "handler did not respond\n"))
+            _ = deliver(OffloadAnswer(status: 500, body: "handler did not respond\n"))
         }
     }
 }
@@ -122,6 +132,42 @@ public typealias OffloadedHandler = @Sendable (OwnedRequest, Responder) -> Void
 
 /// Runs as a Swift concurrency task; its result is the answer.
 public typealias AsyncHTTPHandler = @Sendable (OwnedRequest) async -> OffloadAnswer
+
+/// Bounds the `.async` handler tasks in flight (`Configuration.asyncLimit`):
+/// a request beyond the limit gets `503` + `Retry-After` at once instead of
+/// a task, as a full offload queue does.
+public final class AsyncTaskLimiter: Sendable {
+    private let running = Atomic<Int>(0)
+    public let limit: Int
+
+    public init(limit: Int) { self.limit = max(1, limit) }
+
+    /// Tasks running now.
+    public var inFlight: Int { running.load(ordering: .relaxed) }
+
+    /// Runs `handler` as a task answering through `responder`, or answers
+    /// 503 at once when `limit` tasks are running.
+    public func start(_ handler: @escaping AsyncHTTPHandler, _ request: OwnedRequest, _ responder: Responder) {
+        var current = running.load(ordering: .relaxed)
+        while true {
+            guard current < limit else {
+                responder.send(status: 503, headers: [("Retry-After", "1")], body: "Service Unavailable\n")
+                return
+            }
+            let (exchanged, original) = running.compareExchange(expected: current, desired: current + 1,
+                                                                ordering: .acquiringAndReleasing)
+            if exchanged { break }
+            current = original
+        }
+        Task {
+            let answer = await handler(request)
+            // The task's work is done: its slot is free before the answer
+            // goes out, so a client that asks again on seeing it is not refused.
+            running.subtract(1, ordering: .acquiringAndReleasing)
+            responder.send(answer)
+        }
+    }
+}
 
 /// A fixed set of worker threads and a bounded queue of jobs. `submit`
 /// never blocks: with the queue full it returns `false` (the server then
@@ -139,23 +185,34 @@ public final class OffloadPool: @unchecked Sendable {
     /// Jobs waiting for a worker at most, beyond one running on each worker.
     public let queueLimit: Int
 
+    /// Nonzero: the errno initialising the mutex or condition failed with;
+    /// `start` returns it and `submit` refuses every job.
+    private let initFailure: Int32
+    private let condReady: Bool
+
     public init(threads: Int, queueLimit: Int) {
         threadCount = max(1, threads)
         self.queueLimit = max(0, queueLimit)
-        pthread_mutex_init(mutex, nil)
-        pthread_cond_init(cond, nil)
+        let m = pthread_mutex_init(mutex, nil)
+        let c = m == 0 ? pthread_cond_init(cond, nil) : m
+        if c != 0 && m == 0 { pthread_mutex_destroy(mutex) }
+        initFailure = c
+        condReady = c == 0
     }
 
     deinit {
-        shutdown()
-        pthread_cond_destroy(cond)
-        pthread_mutex_destroy(mutex)
+        if condReady {
+            shutdown()
+            pthread_cond_destroy(cond)
+            pthread_mutex_destroy(mutex)
+        }
         mutex.deallocate()
         cond.deallocate()
     }
 
     /// Starts the workers. Returns 0 or an errno.
     public func start() -> Int32 {
+        if initFailure != 0 { return initFailure }
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         stopping = false   // a server may be started again after stop
@@ -170,6 +227,7 @@ public final class OffloadPool: @unchecked Sendable {
 
     /// Queues a job. `false` when the queue is full or the pool stopped.
     public func submit(_ job: @escaping @Sendable () -> Void) -> Bool {
+        if initFailure != 0 { return false }
         pthread_mutex_lock(mutex)
         guard !stopping, running + jobs.count - head < threadCount + queueLimit else {
             pthread_mutex_unlock(mutex)
@@ -184,6 +242,7 @@ public final class OffloadPool: @unchecked Sendable {
     /// Drops the jobs still queued (their responders answer 500, which a
     /// stopped server drops), waits for the running ones, ends the workers.
     public func shutdown() {
+        if initFailure != 0 { return }
         pthread_mutex_lock(mutex)
         stopping = true
         let dropped = jobs
@@ -225,13 +284,26 @@ public final class OffloadPool: @unchecked Sendable {
 /// inline and wait here).
 final class AnswerLatch: @unchecked Sendable {
     // @unchecked: answer is guarded by mutex.
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let cond: UnsafeMutablePointer<pthread_cond_t>
     private var answer: OffloadAnswer?
 
-    init() {
-        pthread_mutex_init(mutex, nil)
-        pthread_cond_init(cond, nil)
+    /// nil when the mutex or condition cannot be initialised.
+    static func make() -> AnswerLatch? {
+        let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        let c = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+        if pthread_mutex_init(m, nil) == 0 {
+            if pthread_cond_init(c, nil) == 0 { return AnswerLatch(mutex: m, cond: c) }
+            pthread_mutex_destroy(m)
+        }
+        m.deallocate()
+        c.deallocate()
+        return nil
+    }
+
+    private init(mutex: UnsafeMutablePointer<pthread_mutex_t>, cond: UnsafeMutablePointer<pthread_cond_t>) {
+        self.mutex = mutex
+        self.cond = cond
     }
 
     deinit {
@@ -284,18 +356,32 @@ extension Application {
     /// (for a caller that already ran it).
     public func waitingHandler(routeFirst: Bool) -> HTTPHandler? {
         switch self {
-        case .http, .raw:
+        case .http, .raw, .streaming:
             return nil
         case .offloaded(let handler, let inline):
             return { request, response in
-                if routeFirst, let inline, inline(request, response) { return }
-                let latch = AnswerLatch()
+                if routeFirst, let inline {
+                    if inline(request, response) { return }
+                    // The route began an answer and then declined: 500, and
+                    // no handler behind it (as the engines that defer).
+                    if response.status != 0 {
+                        if !response.replace(status: 500) { response.end() }
+                        return
+                    }
+                }
+                guard let latch = AnswerLatch.make() else {
+                    response.send(status: 500, body: "no memory to wait for the handler\n")
+                    return
+                }
                 handler(OwnedRequest(request), Responder { latch.put($0) })
                 response.write(answer: latch.wait())
             }
         case .async(let handler):
             return { request, response in
-                let latch = AnswerLatch()
+                guard let latch = AnswerLatch.make() else {
+                    response.send(status: 500, body: "no memory to wait for the handler\n")
+                    return
+                }
                 let owned = OwnedRequest(request)
                 Task { latch.put(await handler(owned)) }
                 response.write(answer: latch.wait())

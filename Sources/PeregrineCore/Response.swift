@@ -15,6 +15,7 @@ public struct ResponseWriterFunctions: Sendable {
     public typealias End = @convention(c) (OpaquePointer?) -> Int32
     public typealias Send = @convention(c) (OpaquePointer?, Int32, UnsafePointer<CChar>?, Int, UnsafeRawPointer?, Int) -> Int32
     public typealias Status = @convention(c) (OpaquePointer?) -> Int32
+    public typealias Replace = @convention(c) (OpaquePointer?, Int32) -> Int32
     /// `prg_write_file`: (sink, fd, offset, length); takes fd whatever it returns.
     public typealias WriteFile = @convention(c) (OpaquePointer?, Int32, Int64, Int64) -> Int32
 
@@ -25,9 +26,11 @@ public struct ResponseWriterFunctions: Sendable {
     public var send: Send
     public var status: Status
     public var writeFile: WriteFile
+    /// `prg_response_replace`: nil for a writer that cannot take back a response.
+    public var replace: Replace?
 
     public init(respond: Respond, writeHeader: WriteHeader, writeBody: WriteBody, end: End,
-                send: Send, status: Status, writeFile: WriteFile) {
+                send: Send, status: Status, writeFile: WriteFile, replace: Replace? = nil) {
         self.respond = respond
         self.writeHeader = writeHeader
         self.writeBody = writeBody
@@ -35,6 +38,7 @@ public struct ResponseWriterFunctions: Sendable {
         self.send = send
         self.status = status
         self.writeFile = writeFile
+        self.replace = replace
     }
 }
 
@@ -189,4 +193,14 @@ public struct Response {
 
     /// The status written so far (0 before `begin`/`send`).
     @inlinable public var status: Int { Int(functions.status(sink)) }
+
+    /// Takes back the response begun in this handler (nothing of it has
+    /// left yet) and answers `status` (400...599) with `Connection: close`
+    /// instead. `false` when no response was begun in this handler call (or
+    /// the writer cannot take one back): the one begun is then ended as is.
+    @discardableResult
+    public func replace(status: Int) -> Bool {
+        guard let replace = functions.replace else { return false }
+        return replace(sink, Int32(truncatingIfNeeded: status)) == 0
+    }
 }

@@ -58,6 +58,12 @@ enum CF {
     static let peerHUP: UInt32 = 1 << 7       // RDHUP/HUP seen: read until EOF
     static let linger: UInt32 = 1 << 8        // answered and half-closed: discarding input
     static let proxyPending: UInt32 = 1 << 10 // proxyProtocol: its PROXY header has not arrived yet
+    // Streamed request bodies (BodyStreaming.swift).
+    static let headSeen: UInt32 = 1 << 11     // the head handler ran for the request being parsed
+    static let inHead: UInt32 = 1 << 12       // the head handler is running: a stream may begin
+    static let streaming: UInt32 = 1 << 13    // the body goes to a BodyConsumer; its end is owed
+    static let bodyHeld: UInt32 = 1 << 14     // the consumer paused, or took less: not reading
+    static let bodySkipped: UInt32 = 1 << 15  // answered from the head, body never read: linger on close
 }
 
 /// Why a connection closed (prg_close_reason).
@@ -154,6 +160,10 @@ struct ConnState {
     var respStatus: Int32 = 0
     var reqKeepAlive = false
     var respLengthLeft: Int64 = 0      // declared Content-Length minus body written
+    // Where the response began in the send queue (RespFlag.marked): nothing
+    // is flushed during a handler, so `replace` can cut back to here.
+    var respMarkChunk: ChunkPtr? = nil
+    var respMarkEnd: UInt32 = 0
 
     // Timeouts: on at most one of the loop's FIFO lists.
     var timerPrev: ConnPtr? = nil
@@ -165,6 +175,10 @@ struct ConnState {
     var parser = HTTP1Parser()
     /// The client: accept's peer, or the PROXY header's source.
     var remote: SocketAddress? = nil
+    /// Streaming a body: inBuf[0..<bodyPending] is decoded body the consumer
+    /// has not taken, the rest raw input; bodyStream is the retained consumer.
+    var bodyStream: UnsafeMutableRawPointer? = nil
+    var bodyPending = 0
 
     // Answers still owed, in request order (Offload.swift); each holds a
     // reference. Empty on the hot path.
@@ -214,7 +228,12 @@ extension UnsafeMutablePointer where Pointee == ConnState {
     /// Largest receive buffer this connection may need (in_limit): a head,
     /// a decoded body, a chunk-size line, trailers, one read of slack.
     @inline(__always)
-    var inLimit: Int { pointee.loop.pointee.inLimit }
+    var inLimit: Int {
+        // A streamed body never grows the buffer: what the consumer has not
+        // taken stops the reading instead.
+        if pointee.flags & CF.streaming != 0 { return max(pointee.inCap, Tuning.blockSize) }
+        return pointee.loop.pointee.inLimit
+    }
 
     /// Drops `n` consumed bytes from the front of the receive buffer.
     @inline(__always)
@@ -510,6 +529,12 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         pointee.prev = nil
         pointee.next = nil
         if pointee.deferHead != nil { offloadClosed() }   // late answers become no-ops
+        if pointee.flags & CF.streaming != 0 {
+            // The body will never end: the consumer learns why.
+            // (A client's FIN was reported when it was read: here it is an
+            // error or reset, or the server's own decision.)
+            bodyEndNotify(reason == CloseReason.error ? .clientGone : .closed)
+        }
         // The ready list may hold it: it is skipped there (closed) and goes
         // on the dead list when that list is rebuilt.
         if pointee.flags & CF.onReadyList == 0 {
@@ -572,7 +597,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
     /// pending; one epoll_ctl when that changes, none in steady state.
     func updateLevelInterest() {
         var want = EP.pri
-        if pointee.flags & CF.linger != 0 || pointee.flags & (CF.paused | CF.readEOF | CF.closeAfter) == 0 {
+        if pointee.flags & CF.linger != 0 || pointee.flags & (CF.paused | CF.readEOF | CF.closeAfter | CF.bodyHeld) == 0 {
             want |= EP.input | EP.rdhup
         }
         if pointee.outBytes != 0 { want |= EP.output }
@@ -593,16 +618,40 @@ extension UnsafeMutablePointer where Pointee == ConnState {
     func processHTTP() {
         let loop = pointee.loop
         var used = 0
-        while used < pointee.inLen && pointee.flags & (CF.closed | CF.closeAfter) == 0 {
+        while pointee.flags & (CF.closed | CF.closeAfter) == 0 {
+            if pointee.flags & CF.streaming != 0 { // used is 0: streamBegin dropped what came before
+                if overOutputLimit || offloadFull || tooManyFiles {
+                    pointee.flags |= CF.paused
+                    break
+                }
+                if streamBody() <= 0 { break }
+                continue
+            }
+            if used >= pointee.inLen { break }
             if overOutputLimit || offloadFull || tooManyFiles {
                 pointee.flags |= CF.paused // resumed when the queue drains (or answers owed are written)
                 break
             }
             let base = pointee.inBuf.unsafelyUnwrapped + used
-            let avail = pointee.inLen - used
+            var avail = pointee.inLen - used
+            var limits = loop.pointee.limits
+            let deciding = loop.pointee.streamHeads && pointee.flags & CF.headSeen == 0
+            if deciding {
+                // Until the head handler chose: the head alone, under the larger body limit.
+                limits = loop.pointee.headLimits
+                avail = headExtent(UnsafeRawPointer(base), avail)
+            }
             var req = ParsedRequest()
             let r = pointee.parser.parse(UnsafeMutableRawBufferPointer(start: base, count: avail),
-                                         limits: loop.pointee.limits, headers: loop.pointee.headers, into: &req)
+                                         limits: limits, headers: loop.pointee.headers, into: &req)
+            if deciding && r == 0 && pointee.parser.headComplete {
+                switch headDecide(used) {
+                case .stream: used = 0
+                case .answered: used = pointee.inLen // the body and anything after it are not read
+                case .buffer: break                  // parse on, body included, under the buffered limit
+                }
+                continue
+            }
             if r == 0 {
                 pointee.inLen -= pointee.parser.compact(UnsafeMutableRawBufferPointer(start: base, count: avail))
                 // Not while answers are owed: it would be taken for theirs.
@@ -621,6 +670,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
                 break
             }
             used += r
+            pointee.flags &= ~CF.headSeen
             // A draining server answers the request in flight and closes.
             if loop.pointee.draining { req.flags.remove(.keepAlive) }
             pointee.parser.reset()
@@ -775,7 +825,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
     @inline(__always)
     var shouldLinger: Bool {
         if pointee.flags & CF.readEOF != 0 { return false } // the client finished sending
-        return pointee.closeReason == CloseReason.badRequest || pointee.inLen > 0
+        return pointee.closeReason == CloseReason.badRequest || pointee.inLen > 0 || pointee.flags & CF.bodySkipped != 0
     }
 
     /// Reads what the trigger mode allows, then answers.
@@ -784,18 +834,25 @@ extension UnsafeMutablePointer where Pointee == ConnState {
             if pointee.flags & CF.closed == 0 { lingerRead() }
             return
         }
+        // A stream resumed: deliver what the buffer holds before reading more.
+        if pointee.flags & (CF.streaming | CF.bodyHeld | CF.paused) == CF.streaming { processInput() }
         let edge = pointee.loop.pointee.edge
         let reads = edge ? Tuning.edgeReadsPerWakeup : 1
         var i = 0
         while i < reads {
             i += 1
-            if pointee.flags & (CF.closed | CF.paused | CF.readEOF | CF.closeAfter) != 0 { return }
+            if pointee.flags & (CF.closed | CF.paused | CF.readEOF | CF.closeAfter | CF.bodyHeld) != 0 { return }
             var offered = 0
             let n = readOnce(&offered)
             if n == -2 { return }
             if n == 0 {
-                // Half-close: answer what was asked, then close.
+                // Half-close: answer what was asked, then close. A body still
+                // streaming will never end.
                 pointee.flags |= CF.readEOF
+                if pointee.flags & CF.streaming != 0 {
+                    bodyEndNotify(.clientGone)
+                    pointee.flags |= CF.closeAfter
+                }
                 return
             }
             if n < 0 { return } // drained (EAGAIN)

@@ -22,10 +22,20 @@ final class AppHandlers: Sendable {
     let http: HTTPHandler
     let data: DataHandler
     let isRaw: Bool
+    /// `.streaming`: sees the head of each request with a body.
+    let streamHead: StreamingHeadHandler
+    let streams: Bool
     /// `.offloaded` applications: the workers.
     let pool: OffloadPool?
 
-    init(_ application: Application, offloadThreads: Int = 4, offloadQueue: Int = 256) {
+    init(_ application: Application, offloadThreads: Int = 4, offloadQueue: Int = 256, asyncLimit: Int = 1024) {
+        if case .streaming(let head, _) = application {
+            streamHead = head
+            streams = true
+        } else {
+            streamHead = { _, _ in nil }
+            streams = false
+        }
         switch application {
         case .http(let h):
             http = h
@@ -40,12 +50,20 @@ final class AppHandlers: Sendable {
             self.pool = pool
             let fallback = application.waitingHandler(routeFirst: false)!
             http = { request, response in
-                if let inline, inline(request, response) { return }
+                if let inline {
+                    if inline(request, response) { return }
+                    // The route began an answer and then declined: no handler
+                    // behind it (as the C engines).
+                    if response.status != 0 {
+                        if !response.replace(status: 500) { response.end() }
+                        return
+                    }
+                }
                 guard let d = ConnPtr(response.engineHandle).deferAnswer() else {
                     fallback(request, response)   // an answer already started: inline
                     return
                 }
-                let responder = Responder { d.complete($0) }
+                let responder = Responder(deliverReporting: { d.complete($0) })
                 let owned = OwnedRequest(request)
                 if !pool.submit({ handler(owned, responder) }) {
                     responder.send(status: 503, headers: [("Retry-After", "1")], body: "Service Unavailable\n")
@@ -54,16 +72,20 @@ final class AppHandlers: Sendable {
             data = { _, _ in 0 }
             isRaw = false
             return
+        case .streaming(_, let request):
+            http = request
+            data = { _, _ in 0 }
+            isRaw = false
         case .async(let handler):
             let fallback = application.waitingHandler(routeFirst: false)!
+            let limiter = AsyncTaskLimiter(limit: asyncLimit)
             http = { request, response in
                 guard let d = ConnPtr(response.engineHandle).deferAnswer() else {
                     fallback(request, response)
                     return
                 }
-                let responder = Responder { d.complete($0) }
-                let owned = OwnedRequest(request)
-                Task { responder.send(await handler(owned)) }
+                let responder = Responder(deliverReporting: { d.complete($0) })
+                limiter.start(handler, OwnedRequest(request), responder)
             }
             data = { _, _ in 0 }
             isRaw = false
@@ -110,6 +132,12 @@ struct LoopState {
     let noDelay: Bool
     let proxyProtocol: Bool
     let limits: HTTP1Limits
+    /// `.streaming`: the limits before the head handler chose (maxBody covers
+    /// both kinds of body), and those of a streamed body.
+    let streamHeads: Bool
+    let headLimits: HTTP1Limits
+    let streamLimits: HTTP1Limits
+    let bodyFunctions: BodyStreamFunctions
     let maxOutput: Int
     let inLimit: Int
     let loopCount: UInt64
@@ -127,6 +155,11 @@ struct LoopState {
     var wakeFd: Int32 = -1
     /// Answers posted from other threads (Offload.swift); the loop object holds it.
     var mailbox: Unmanaged<Mailbox>? = nil
+    /// Owed answers by handler-timeout deadline (Offload.swift); the
+    /// connections' lists hold them.
+    var lateHead: Unmanaged<DeferredAnswer>? = nil
+    var lateTail: Unmanaged<DeferredAnswer>? = nil
+    let handlerTimeout: UInt32   // seconds, 0 = off
     var reserveFd: Int32 = -1 // spare descriptor released to shed connections on EMFILE
 
     // Memory.
@@ -141,6 +174,7 @@ struct LoopState {
     var listenerPaused = false  // accept failed for lack of resources
     var listenerResume: UInt32 = 0
     var emfileLogged = 0
+    var listenerLogged = 0      // last time a failed listener (re-)arm was logged
     var nextId: UInt64 = 0
     var draining = false        // graceful shutdown under way: answers close
     var drainDeadline: Int64 = 0 // CLOCK_MONOTONIC milliseconds
@@ -170,6 +204,13 @@ struct LoopState {
         noDelay = c.noDelay
         proxyProtocol = c.proxyProtocol
         limits = c.limits
+        streamHeads = app.streams
+        var head = c.limits, streamed = c.limits
+        if app.streams { head.maxBody = max(c.limits.maxBody, c.maxStreamedBody) }
+        streamed.maxBody = c.maxStreamedBody
+        headLimits = head
+        streamLimits = streamed
+        bodyFunctions = SwiftBodyStream.functions()
         maxOutput = c.maxOutputPerConnection
         inLimit = app.isRaw ? Tuning.rawMaxInput
             : 2 * c.limits.maxHeaderBytes + c.limits.maxBody + c.limits.maxRequestLine + Tuning.blockSize
@@ -185,6 +226,7 @@ struct LoopState {
         timers[TimerKind.head].timeout = UInt32(clamping: c.headerTimeout)
         timers[TimerKind.idle].timeout = UInt32(clamping: c.idleTimeout)
         timers[TimerKind.linger].timeout = Tuning.lingerSeconds
+        handlerTimeout = UInt32(clamping: c.handlerTimeout)
         events = .allocate(capacity: Int(Tuning.maxEvents))
         iov = .allocate(capacity: Tuning.maxIov)
         junk = .allocate(byteCount: 4096, alignment: 8)
@@ -258,10 +300,21 @@ extension UnsafeMutablePointer where Pointee == LoopState {
     }
 
     /// Off removes the listener from the set (as loop_epoll.c): a socket
-    /// shared with another process would stay in it after close().
-    func setListener(_ on: Bool) {
+    /// shared with another process would stay in it after close(). 0 or an
+    /// errno; already in the state asked for (EEXIST, ENOENT) counts as done.
+    func setListener(_ on: Bool) -> Int32 {
         var ev = epoll_event(events: listenerEvents(), data: epoll_data_t(u64: Tag.listener))
-        _ = epoll_ctl(pointee.epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, pointee.listenFd, &ev)
+        if epoll_ctl(pointee.epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, pointee.listenFd, &ev) == 0 { return 0 }
+        let err = errno
+        return err == (on ? EEXIST : ENOENT) ? 0 : err
+    }
+
+    func logListenerError(_ what: String, _ err: Int32) {
+        let now = time(nil)
+        if now == pointee.listenerLogged { return } // at most once a second
+        pointee.listenerLogged = now
+        let line = Array("peregrine: \(what) the listener: \(String(cString: strerror(err)))\n".utf8)
+        _ = line.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
     }
 
     /// Out of a resource the next accept will lack too: stop watching the
@@ -270,12 +323,22 @@ extension UnsafeMutablePointer where Pointee == LoopState {
         pointee.listenerPaused = true
         pointee.listenerReady = false
         pointee.listenerResume = pointee.now &+ 1
-        setListener(false)
+        // Still armed if this fails: the loop wakes for the listener until
+        // the resume but accepts nothing (paused), and says so.
+        let err = setListener(false)
+        if err != 0 { logListenerError("pausing", err) }
     }
 
+    /// Re-arms the listener; if that fails it stays paused and tries again a
+    /// second later (otherwise accepting would never resume).
     func resumeListener() {
+        let err = setListener(true)
+        if err != 0 {
+            logListenerError("re-arming", err)
+            pointee.listenerResume = pointee.now &+ 1
+            return
+        }
         pointee.listenerPaused = false
-        setListener(true)
         pointee.listenerReady = true // the backlog may be full already: no new edge
     }
 
@@ -345,6 +408,8 @@ extension UnsafeMutablePointer where Pointee == LoopState {
             }
             if pointee.noDelay {
                 var one: Int32 = 1
+                // Cannot fail on an accepted TCP socket; if it did, only latency
+                // would change (Nagle), not what is sent (as in C).
                 _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             }
             let c = openConnection(fd)
@@ -444,6 +509,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
     var drainIdle: Bool {
         if pointee.flags & (CF.closed | CF.inCallback | CF.linger) != 0 { return false }
         if pointee.outBytes != 0 || pointee.deferHead != nil { return false }   // output pending, or answers owed
+        if pointee.flags & CF.streaming != 0 { return false }                  // a body on its way
         return pointee.inLen == 0 || pointee.loop.pointee.raw
     }
 }
@@ -459,7 +525,9 @@ extension UnsafeMutablePointer where Pointee == LoopState {
         if pointee.listenFd >= 0 {
             // Out of the set first: a socket another process shares would stay
             // in it after close() (the set holds the open file, not the number).
-            setListener(false)
+            // Closed either way; a failure is logged.
+            let err = setListener(false)
+            if err != 0 { logListenerError("removing", err) }
             close(pointee.listenFd)
             pointee.listenFd = -1
         }
@@ -469,7 +537,7 @@ extension UnsafeMutablePointer where Pointee == LoopState {
         var c = pointee.live
         while let cc = c {
             c = cc.pointee.next
-            if cc.pointee.flags & (CF.closed | CF.linger | CF.closeAfter) != 0 || cc.pointee.outBytes == 0
+            if cc.pointee.flags & (CF.closed | CF.linger | CF.closeAfter | CF.streaming) != 0 || cc.pointee.outBytes == 0
                 || cc.pointee.inLen != 0 { continue }
             cc.pointee.flags |= CF.closeAfter
             cc.pointee.closeReason = CloseReason.shutdown
@@ -525,7 +593,7 @@ final class SwiftLoop: @unchecked Sendable {
         if state.pointee.wakeFd < 0 { return errno }
         var ev = epoll_event(events: EP.input, data: epoll_data_t(u64: Tag.wake))
         if epoll_ctl(state.pointee.epfd, EPOLL_CTL_ADD, state.pointee.wakeFd, &ev) != 0 { return errno }
-        let mb = Mailbox(wakeFd: state.pointee.wakeFd)
+        guard let mb = Mailbox.make(wakeFd: state.pointee.wakeFd) else { return ENOMEM }
         mailbox = mb
         state.pointee.mailbox = Unmanaged.passUnretained(mb)
         ev = epoll_event(events: state.listenerEvents(), data: epoll_data_t(u64: Tag.listener))
@@ -574,6 +642,8 @@ final class SwiftLoop: @unchecked Sendable {
                     loop.acceptReady()
                 } else {
                     var v: UInt64 = 0
+                    // EAGAIN: already drained (spurious). The mailbox is drained
+                    // and stop checked regardless: the result changes nothing.
                     _ = read(loop.pointee.wakeFd, &v, 8)
                     loop.drainMailbox()   // answers posted from other threads
                 }

@@ -909,3 +909,89 @@ private func parseTransferEncoding(_ buf: Bytes, _ v: Int, _ ve: Int, _ te: inou
     }
     return 0
 }
+
+// MARK: - Streamed bodies (prg_http_head_view, prg_http_body_next)
+
+extension HTTP1Parser {
+    /// The request view of a complete head (`headComplete`) at `buffer` (the
+    /// same bytes `parse` was given), with an empty body. 0, or -status
+    /// (-500 when the head is not complete).
+    public func headView(_ buffer: UnsafeRawBufferPointer, limits: HTTP1Limits,
+                         headers: UnsafeMutableRawPointer, into request: inout ParsedRequest) -> Int {
+        if state < 0 { return state }
+        guard state >= Phase.bodyLength, buffer.count >= headLength, let raw = buffer.baseAddress else { return -500 }
+        var hi = HeadInfo()
+        let rc = parseHead(Bytes(raw), lineStart, headLength, limits, headers, &hi)
+        if rc < 0 { return rc }
+        request.method = UnsafeRawBufferPointer(start: raw + hi.methodStart, count: hi.methodLength)
+        request.target = UnsafeRawBufferPointer(start: raw + hi.targetStart, count: hi.targetLength)
+        request.versionMinor = hi.versionMinor
+        request.flags = flags
+        request.headers = UnsafeRawPointer(headers)
+        request.headerCount = hi.headerCount
+        request.body = UnsafeRawBufferPointer(start: raw + headLength, count: 0)
+        request.contentLength = contentLength
+        return 0
+    }
+
+    /// The next span of a streamed body: `buffer` holds the raw body bytes
+    /// that follow what earlier calls used. Decodes in place into
+    /// buffer[0..<decoded]; returns the input bytes used, and sets `done`
+    /// once the body (chunked: last chunk and trailers) is used. -status on
+    /// bad input (-400, -413 over `limits.maxBody`, -431); body decoded
+    /// before bad input comes first, the error on the next call. Trailers
+    /// are validated and dropped.
+    public mutating func bodyNext(_ buffer: UnsafeMutableRawBufferPointer, limits: HTTP1Limits,
+                                  decoded: inout Int, done: inout Bool) -> Int {
+        decoded = 0
+        done = false
+        if state < 0 { return state }
+        if state == Phase.done {
+            done = true
+            return 0
+        }
+        guard state == Phase.bodyLength || state == Phase.bodyChunked else { return -500 }
+        let len = buffer.count
+        if state == Phase.bodyLength {
+            if contentLength > Int64(limits.maxBody) {
+                state = -413
+                return -413
+            }
+            let n = min(len, Int(contentLength) - bodyRead)
+            bodyRead += n
+            bodyDecoded += n
+            if Int64(bodyRead) == contentLength {
+                state = Phase.done
+                done = true
+            }
+            decoded = n
+            return n
+        }
+        // Chunked: the ordinary decoder, as if the body started at buffer[0]
+        // (see http1.c); bodyRead and bodyDecoded keep the totals.
+        guard let raw = buffer.baseAddress else { return 0 }
+        var lim = limits
+        lim.maxBody = limits.maxBody > bodyDecoded ? limits.maxBody - bodyDecoded : 0
+        let savedHead = headLength, totalRead = bodyRead, totalDecoded = bodyDecoded
+        headLength = 0
+        bodyRead = 0
+        bodyDecoded = 0
+        let rc = decodeChunked(raw, len, lim)
+        let used = bodyRead, dec = bodyDecoded
+        headLength = savedHead
+        bodyRead = totalRead + used
+        bodyDecoded = totalDecoded + dec
+        if rc < 0 {
+            state = rc
+            if dec == 0 { return rc }
+            decoded = dec
+            return used
+        }
+        if rc == 1 {
+            state = Phase.done
+            done = true
+        }
+        decoded = dec
+        return used
+    }
+}

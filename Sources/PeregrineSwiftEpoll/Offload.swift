@@ -12,10 +12,24 @@
 //                  into its own chunks; answers at the front of the list that
 //                  are ready go to the send queue, so pipelined answers leave
 //                  in order. An answer for a closed connection is dropped.
+//
+// Who completes an answer is decided once, as in C, by the first
+// compare-and-swap out of `DeferState.open`: the producer (`complete`: sent),
+// the loop when `handlerTimeout` passed (timedOut: 503 written, the late
+// answer refused) or when the connection closed first (orphan: refused).
+// ARC keeps the object alive for every side that holds it.
 #if canImport(Glibc)
 import Glibc
 #endif
 import PeregrineCore
+import Synchronization
+
+enum DeferState {
+    static let open: UInt8 = 0
+    static let sent: UInt8 = 1
+    static let timedOut: UInt8 = 2
+    static let orphan: UInt8 = 3
+}
 
 /// Answers owed per connection before its reading pauses (as in C).
 let deferMaxDepth = 64
@@ -25,14 +39,24 @@ let deferMaxDepth = 64
 /// mutex (not Synchronization's Mutex, whose futex ThreadSanitizer cannot see).
 final class Mailbox: @unchecked Sendable {
     // @unchecked: items and closed are guarded by mutex.
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private var items: [DeferredAnswer] = []
     private var closed = false
     private let wakeFd: Int32
 
-    init(wakeFd: Int32) {
+    /// nil when the mutex cannot be initialised.
+    static func make(wakeFd: Int32) -> Mailbox? {
+        let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        if pthread_mutex_init(m, nil) != 0 {
+            m.deallocate()
+            return nil
+        }
+        return Mailbox(wakeFd: wakeFd, mutex: m)
+    }
+
+    private init(wakeFd: Int32, mutex: UnsafeMutablePointer<pthread_mutex_t>) {
         self.wakeFd = wakeFd
-        pthread_mutex_init(mutex, nil)
+        self.mutex = mutex
     }
 
     deinit {
@@ -40,16 +64,20 @@ final class Mailbox: @unchecked Sendable {
         mutex.deallocate()
     }
 
-    func post(_ d: DeferredAnswer) {
+    /// `false` when the loop has ended (the answer is dropped).
+    func post(_ d: DeferredAnswer) -> Bool {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
-        if closed { return }
+        if closed { return false }
         let wasEmpty = items.isEmpty
         items.append(d)
         if wasEmpty {
             var one: UInt64 = 1
-            _ = write(wakeFd, &one, 8)   // under the lock: the descriptor outlives it
+            // Under the lock: the descriptor outlives it. Fails only for a bad
+            // descriptor (the counter is read each wakeup): then nothing drains.
+            if write(wakeFd, &one, 8) != 8 && errno != EAGAIN { return false }
         }
+        return true
     }
 
     func take() -> [DeferredAnswer] {
@@ -89,19 +117,38 @@ final class DeferredAnswer: @unchecked Sendable {
     let noBody: Bool
     let mailbox: Mailbox?
     var answer: OffloadAnswer?
+    let state: Atomic<UInt8>
+    // The loop's handler-timeout list (loop thread; unretained: the
+    // connection's list holds it while it is on this one).
+    var latePrev: Unmanaged<DeferredAnswer>? = nil
+    var lateNext: Unmanaged<DeferredAnswer>? = nil
+    var lateDeadline: UInt32 = 0
+    var onLateList = false
 
-    init(conn: ConnPtr, mailbox: Mailbox?, reqMinor: UInt8, keepAlive: Bool, noBody: Bool) {
+    init(conn: ConnPtr, mailbox: Mailbox?, reqMinor: UInt8, keepAlive: Bool, noBody: Bool,
+         state: UInt8 = DeferState.open) {
         self.conn = conn
         self.mailbox = mailbox
         self.reqMinor = reqMinor
         self.keepAlive = keepAlive
         self.noBody = noBody
+        self.state = Atomic(state)
     }
 
-    /// Any thread, once: the answer goes to the connection's loop.
-    func complete(_ a: OffloadAnswer) {
+    /// Any thread: the answer goes to the connection's loop. `false` when it
+    /// was refused: already completed, timed out (the client got 503), or
+    /// the connection or the loop is gone.
+    func complete(_ a: OffloadAnswer) -> Bool {
+        guard state.compareExchange(expected: DeferState.open, desired: DeferState.sent,
+                                    ordering: .acquiringAndReleasing).exchanged else { return false }
         answer = a
-        mailbox?.post(self)
+        return mailbox?.post(self) ?? false
+    }
+
+    /// The loop thread: the loop decides the answer itself (timeout, or the
+    /// connection closed). `false` when the producer got there first.
+    func claim(_ outcome: UInt8) -> Bool {
+        state.compareExchange(expected: DeferState.open, desired: outcome, ordering: .acquiringAndReleasing).exchanged
     }
 }
 
@@ -159,7 +206,8 @@ extension UnsafeMutablePointer where Pointee == ConnState {
             releaseChunks(k)
             return
         }
-        let d = DeferredAnswer(conn: self, mailbox: nil, reqMinor: 1, keepAlive: false, noBody: false)
+        let d = DeferredAnswer(conn: self, mailbox: nil, reqMinor: 1, keepAlive: false, noBody: false,
+                               state: DeferState.sent)
         holdTake(saved, into: d)
         d.ready = true
         deferAppend(d)
@@ -173,6 +221,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         let d = DeferredAnswer(conn: self, mailbox: mb.takeUnretainedValue(), reqMinor: pointee.reqMinor,
                                keepAlive: pointee.reqKeepAlive, noBody: pointee.respFlags & RespFlag.noBody != 0)
         deferAppend(d)
+        pointee.loop.lateAppend(d)
         pointee.respState = RespState.done   // the inline writer refuses from here on
         return d
     }
@@ -208,6 +257,8 @@ extension UnsafeMutablePointer where Pointee == ConnState {
             let d = cur.takeUnretainedValue()
             u = d.next
             d.next = nil
+            pointee.loop.lateRemove(d)
+            _ = d.claim(DeferState.orphan)   // a late answer is refused
             if d.ready {
                 releaseChunks(d.outHead)
                 d.outHead = nil
@@ -218,8 +269,9 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         }
     }
 
-    /// Writes a posted answer with the ordinary writer, for its request.
-    func render(_ d: DeferredAnswer) {
+    /// Writes a posted answer with the ordinary writer, for its request
+    /// (timedOut: the loop's 503 instead).
+    func render(_ d: DeferredAnswer, timedOut: Bool = false) {
         let saved = holdBegin()
         let closeAfter = pointee.flags & CF.closeAfter   // a later request's, not this one's
         pointee.flags &= ~CF.closeAfter
@@ -229,8 +281,11 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         pointee.reqMinor = d.reqMinor
         pointee.reqKeepAlive = d.keepAlive
         pointee.respFlags = d.noBody ? RespFlag.noBody : 0
-        if let a = d.answer {
-            Response(sink: OpaquePointer(self), functions: pointee.loop.pointee.responseFunctions).write(answer: a)
+        let response = Response(sink: OpaquePointer(self), functions: pointee.loop.pointee.responseFunctions)
+        if timedOut {
+            response.send(status: 503, body: "Service Unavailable: handler timed out\n")
+        } else if let a = d.answer {
+            response.write(answer: a)
         }
         _ = finishDefault()   // a refused status: 500
         d.closeAfter = pointee.flags & CF.closeAfter
@@ -247,11 +302,52 @@ extension UnsafeMutablePointer where Pointee == LoopState {
         guard let mb = pointee.mailbox else { return }
         for d in mb.takeUnretainedValue().take() {
             guard let c = d.conn else { continue }   // its connection closed meanwhile
+            lateRemove(d)
             c.render(d)
-            if c.pointee.deferHead?.takeUnretainedValue() === d {
-                c.releaseReady()
-                c.finishIO()   // send, resume paused input, close if done
-            }
+            c.rendered(d)
         }
+    }
+
+    /// The handler-timeout list: answers owed, in deadline order (each waits
+    /// the same time, so a FIFO).
+    func lateAppend(_ d: DeferredAnswer) {
+        if pointee.handlerTimeout == 0 { return }
+        d.lateDeadline = pointee.now &+ pointee.handlerTimeout &+ 1   // never early
+        let u = Unmanaged.passUnretained(d)
+        d.latePrev = pointee.lateTail
+        d.lateNext = nil
+        if let t = pointee.lateTail { t.takeUnretainedValue().lateNext = u } else { pointee.lateHead = u }
+        pointee.lateTail = u
+        d.onLateList = true
+    }
+
+    func lateRemove(_ d: DeferredAnswer) {
+        if !d.onLateList { return }
+        if let p = d.latePrev { p.takeUnretainedValue().lateNext = d.lateNext } else { pointee.lateHead = d.lateNext }
+        if let n = d.lateNext { n.takeUnretainedValue().latePrev = d.latePrev } else { pointee.lateTail = d.latePrev }
+        d.latePrev = nil
+        d.lateNext = nil
+        d.onLateList = false
+    }
+
+    /// Owed answers past the handler timeout: 503 in their place, unless
+    /// the answer was sent meanwhile (it is on its way: not late).
+    func sweepLateAnswers() {
+        while let u = pointee.lateHead, u.takeUnretainedValue().lateDeadline <= pointee.now {
+            let d = u.takeUnretainedValue()
+            lateRemove(d)
+            guard d.claim(DeferState.timedOut), let c = d.conn else { continue }
+            c.render(d, timedOut: true)
+            c.rendered(d)
+        }
+    }
+}
+
+extension UnsafeMutablePointer where Pointee == ConnState {
+    /// A rendered answer at the front goes out with those ready behind it.
+    func rendered(_ d: DeferredAnswer) {
+        guard pointee.deferHead?.takeUnretainedValue() === d else { return }
+        releaseReady()
+        finishIO()   // send, resume paused input, close if done
     }
 }

@@ -27,6 +27,7 @@ enum RespFlag {
     static let chunked: UInt8 = 1 << 1   // body framed with chunked encoding
     static let noBody: UInt8 = 1 << 2    // HEAD request or 1xx/204/304: body bytes not sent
     static let connHeader: UInt8 = 1 << 3 // the application wrote its own Connection header
+    static let marked: UInt8 = 1 << 4     // begun inside the current handler: respMark* say where
 }
 
 // MARK: - Small byte helpers
@@ -233,6 +234,11 @@ extension UnsafeMutablePointer where Pointee == ConnState {
             return -1
         }
         let loop = pointee.loop
+        if pointee.flags & CF.inCallback != 0 {
+            pointee.respMarkChunk = pointee.outTail
+            pointee.respMarkEnd = pointee.outTail?.pointee.end ?? 0
+            pointee.respFlags |= RespFlag.marked
+        }
         let serverLen = loop.pointee.serverLineLen
         let dateLen = loop.pointee.dateLen
         let need = 13 + reasonLen + 2 + serverLen + dateLen
@@ -265,7 +271,10 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         // handler ran (a handler that blocks): it is the last one.
         let closing = !pointee.reqKeepAlive || pointee.flags & CF.closeAfter != 0
             || pointee.loop.pointee.drainSignal._withUnsafeGuaranteedRef { $0.deadline.load(ordering: .relaxed) != 0 }
-        if closing { pointee.flags |= CF.closeAfter }
+        // A streamed body still arriving is read to its end first (the
+        // stream's end closes, from reqKeepAlive).
+        if closing && pointee.flags & CF.streaming != 0 { pointee.reqKeepAlive = false }
+        else if closing { pointee.flags |= CF.closeAfter }
         if pointee.respFlags & RespFlag.connHeader != 0 { return 0 }
         if closing { return copyStatic(out, "Connection: close\r\n") }
         if pointee.reqMinor == 0 { return copyStatic(out, "Connection: keep-alive\r\n") }
@@ -476,6 +485,36 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         }
     }
 
+    /// Takes back the response begun in this handler (none of it has left)
+    /// and answers `status` (400...599) with Connection: close instead
+    /// (prg_response_replace).
+    func replace(_ status: Int32) -> Int32 {
+        guard pointee.flags & (CF.closed | CF.inCallback) == CF.inCallback,
+              pointee.respFlags & RespFlag.marked != 0, (400...599).contains(status) else { return -1 }
+        var removed = 0
+        var cut: ChunkPtr?
+        if let keep = pointee.respMarkChunk {
+            cut = keep.pointee.next
+            removed = Int(keep.pointee.end - pointee.respMarkEnd)
+            keep.pointee.end = pointee.respMarkEnd
+            keep.pointee.next = nil
+            pointee.outTail = keep
+        } else {
+            cut = pointee.outHead
+            pointee.outHead = nil
+            pointee.outTail = nil
+        }
+        while let k = cut {
+            cut = k.pointee.next
+            // A file link counts its range (its own end and cap are 0).
+            removed += k.pointee.isFile != 0 ? Int(k.fileRange.pointee.left) : Int(k.pointee.end - k.pointee.start)
+            chunkRelease(k)
+        }
+        pointee.outBytes -= removed
+        pointee.respStatus = 0
+        return sendError(status)
+    }
+
     func sendContinue() -> Int32 {
         let line: StaticString = "HTTP/1.1 100 Continue\r\n\r\n"
         return outAppend(line.utf8Start, line.utf8CodeUnitCount) ? 0 : -1
@@ -507,6 +546,9 @@ enum SwiftResponseWriter {
             },
             writeFile: { sink, fd, offset, length in
                 ConnPtr(sink.unsafelyUnwrapped).writeFile(fd, offset, length)
+            },
+            replace: { sink, status in
+                ConnPtr(sink.unsafelyUnwrapped).replace(status)
             })
     }
 }

@@ -62,7 +62,7 @@ public final class SwiftEpollServer: @unchecked Sendable {
         configuration.engine = .swift
         self.configuration = configuration
         self.app = AppHandlers(application, offloadThreads: configuration.offloadThreads,
-                               offloadQueue: configuration.offloadQueue)
+                               offloadQueue: configuration.offloadQueue, asyncLimit: configuration.asyncLimit)
     }
 
     deinit {

@@ -69,6 +69,8 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         // Paused connections hold complete requests the parser has not looked
         // at yet: waiting on the client's reading, not on its head.
         if f & (CF.closeAfter | CF.paused) != 0 { return TimerKind.idle }
+        // A streamed body the consumer holds back: it is the one late.
+        if f & CF.bodyHeld != 0 { return pointee.outBytes != 0 ? TimerKind.idle : TimerKind.none }
         let raw = pointee.loop.pointee.raw
         if !raw && pointee.inLen > 0 && !pointee.parser.headComplete { return TimerKind.head }
         // Raw mode: an idle raw connection is the application's business;
@@ -132,6 +134,12 @@ extension UnsafeMutablePointer where Pointee == LoopState {
         let raw = pointee.raw
         while let c = expiredHead(TimerKind.idle) {
             c.timerRemove()
+            if c.pointee.flags & CF.streaming != 0 && c.pointee.outBytes == 0
+                && c.pointee.flags & (CF.closeAfter | CF.paused) == 0 {
+                c.bodyFail(.timedOut, 408) // a streamed body stalled
+                c.finishIO()
+                continue
+            }
             let bodyStalled = !raw && c.pointee.inLen > 0 && c.pointee.outBytes == 0
                 && c.pointee.flags & (CF.closeAfter | CF.paused) == 0
             if bodyStalled {
@@ -140,6 +148,7 @@ extension UnsafeMutablePointer where Pointee == LoopState {
                 c.closeNow(c.pointee.outBytes != 0 ? CloseReason.error : CloseReason.normal)
             }
         }
+        sweepLateAnswers()   // owed answers past handlerTimeout: 503
         while let c = expiredHead(TimerKind.linger) {
             c.timerRemove()
             c.closeNow(c.pointee.closeReason)
@@ -148,6 +157,6 @@ extension UnsafeMutablePointer where Pointee == LoopState {
 
     var timersPending: Bool {
         for i in 1..<TimerKind.count where pointee.timers[i].head != nil { return true }
-        return pointee.listenerPaused
+        return pointee.listenerPaused || pointee.lateHead != nil
     }
 }

@@ -73,6 +73,12 @@ struct Serve: ParsableCommand {
     @Option(help: "Offloaded apps: requests waiting for a worker at most; beyond, 503.")
     var offloadQueue = Configuration().offloadQueue
 
+    @Option(help: "Offloaded and async apps (epoll, libev, swift engines): seconds an answer may take; beyond, 503 and the late answer is dropped (0 = off). Blocking and threaded engines wait for handlers inline: not applied.")
+    var handlerTimeout = Configuration().handlerTimeout
+
+    @Option(help: "Async apps: handler tasks running at most; beyond, 503 + Retry-After at once.")
+    var asyncLimit = Configuration().asyncLimit
+
     @Option(help: "Seconds for a request head to arrive from its first byte (408 beyond; 0 = off).")
     var headerTimeout = Configuration().headerTimeout
     @Option(help: "Seconds an idle keep-alive connection stays open (0 = off).")
@@ -89,6 +95,8 @@ struct Serve: ParsableCommand {
     var maxHeaders = Limits().maxHeaders
     @Option(help: "Largest request body in bytes (413 beyond).")
     var maxBody = Limits().maxBody
+    @Option(help: "Largest streamed request body in bytes (--app upload; 413 beyond).")
+    var maxStreamedBody = Configuration().maxStreamedBody
 
     @Option(help: ArgumentHelp(
         "Unix socket (@name: abstract; else a path) for restarts that drop nothing: a new `peregrine serve` takes the running one's listening sockets there, then offers its own ('none': off).",
@@ -133,6 +141,7 @@ struct Serve: ParsableCommand {
         case .maxHeaderBytes: "--max-header-bytes"
         case .maxHeaders: "--max-headers"
         case .maxBody: "--max-body"
+        case .maxStreamedBody: "--max-streamed-body"
         case .maxOutputPerConnection: "maxOutputPerConnection"   // no flag: the library default
         case .headerTimeout: "--header-timeout"
         case .idleTimeout: "--idle-timeout"
@@ -140,6 +149,8 @@ struct Serve: ParsableCommand {
         case .shutdownDeadline: "--shutdown-timeout"
         case .offloadThreads: "--offload-threads"
         case .offloadQueue: "--offload-queue"
+        case .handlerTimeout: "--handler-timeout"
+        case .asyncLimit: "--async-limit"
         case .listenDescriptors: "LISTEN_FDS"                    // socket activation
         case .handoffSocket: "--handoff-socket"
         case .handoffIdleGrace: "--handoff-idle-grace"
@@ -175,6 +186,8 @@ struct Serve: ParsableCommand {
         config.proxyProtocol = proxyProtocol
         config.offloadThreads = offloadThreads
         config.offloadQueue = offloadQueue
+        config.handlerTimeout = handlerTimeout
+        config.asyncLimit = asyncLimit
         config.headerTimeout = headerTimeout
         config.idleTimeout = idleTimeout
         config.shutdownDeadline = Self.duration(seconds: shutdownTimeout)
@@ -182,6 +195,7 @@ struct Serve: ParsableCommand {
         config.limits.maxHeaderBytes = maxHeaderBytes
         config.limits.maxHeaders = maxHeaders
         config.limits.maxBody = maxBody
+        config.maxStreamedBody = maxStreamedBody
         return config
     }
 

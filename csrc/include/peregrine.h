@@ -134,6 +134,36 @@ size_t prg_http_compact(prg_http_parser *p, uint8_t *buf, size_t len);
 /* True once the request head has been parsed successfully. */
 int prg_http_head_complete(const prg_http_parser *p);
 
+/*
+ * Streamed bodies. Once prg_http_head_complete(p) is true, a caller that
+ * wants the body as it arrives (instead of whole, from prg_http_parse) uses
+ * these two instead of calling prg_http_parse again for this request.
+ *
+ * prg_http_head_view fills *req for the complete head at buf[0..len) (the
+ * same bytes prg_http_parse was given), with an empty body. Returns 0, or
+ * -status (-500 when the head is not complete).
+ *
+ * prg_http_body_next decodes the next span of the body. buf[0..len) holds
+ * raw body bytes: those following what earlier calls used (the first call:
+ * the bytes after the head). Decodes in place: the decoded bytes are
+ * buf[0..*decoded) (chunk framing removed). Returns the number of input
+ * bytes used (the next call starts with buf[ret..len) plus what arrives
+ * later; with Content-Length, bytes after the body belong to the next
+ * request), and sets *done once the whole body (chunked: the last chunk and
+ * the trailer section) has been used. Returns -status on bad input: -400 bad
+ * framing, -413 when the decoded body would exceed limits->max_body (the
+ * limit for streamed bodies: a Content-Length over it fails on the first
+ * call, even with len 0), -431 trailer section over the header limits.
+ * Body bytes decoded before bad input are returned first (ret >= 0); the
+ * error comes from the next call. Trailer fields are validated as in
+ * prg_http_parse and dropped. Chunked input is used whole until the body
+ * ends; a span may be empty (framing only).
+ */
+int prg_http_head_view(const prg_http_parser *p, const uint8_t *buf, size_t len,
+                       const prg_http_limits *limits, prg_request *req, prg_header *headers);
+int64_t prg_http_body_next(prg_http_parser *p, uint8_t *buf, size_t len,
+                           const prg_http_limits *limits, size_t *decoded, int *done);
+
 /* ------------------------------------------------------------------ */
 /* Server, loops and connections                                        */
 /* ------------------------------------------------------------------ */
@@ -178,6 +208,16 @@ typedef enum prg_close_reason {
     PRG_CLOSE_SHUTDOWN = 4,   /* the server stopped */
 } prg_close_reason;
 
+/* How a streamed request body ended (on_body_end). */
+typedef enum prg_body_end {
+    PRG_BODY_COMPLETE = 0,    /* every byte delivered (chunked: trailers validated and dropped) */
+    PRG_BODY_CLIENT_GONE = 1, /* the client closed or reset the connection before the end */
+    PRG_BODY_TIMED_OUT = 2,   /* no body byte for idle_timeout_s: 408 answered, connection closed */
+    PRG_BODY_BAD_FRAMING = 3, /* malformed chunked framing or trailers: 400 (431) answered, closed */
+    PRG_BODY_TOO_LARGE = 4,   /* over max_streamed_body: 413 answered, closed */
+    PRG_BODY_CLOSED = 5,      /* the server stopped or closed the connection, or the application did */
+} prg_body_end;
+
 /* The only way C calls into Swift. Any pointer may be NULL except the one
  * the mode needs (on_request for HTTP, on_data for RAW). */
 typedef struct prg_callbacks {
@@ -186,6 +226,31 @@ typedef struct prg_callbacks {
     void (*on_request)(void *ctx, prg_conn *c, const prg_request *req);  /* HTTP mode */
     size_t (*on_data)(void *ctx, prg_conn *c, const uint8_t *p, size_t n); /* raw mode: returns bytes consumed */
     void (*on_close)(void *ctx, prg_conn *c, int reason);
+    /* Streamed request bodies (HTTP mode; all three, or none). on_head runs
+     * once the head of a request that has a body (Content-Length > 0 or
+     * chunked) is parsed, before its body is read; req->body is empty. It
+     * decides, by what it calls:
+     *   prg_body_stream(c, stream)  the body arrives through on_body, then
+     *                               on_body_end (on_request is not called);
+     *   an answer (prg_respond...)  answered from the head: the body is never
+     *                               read (no 100 Continue), the answer says
+     *                               Connection: close and the connection
+     *                               closes after it (lingering, see README);
+     *   neither                     buffered as without on_head: on_request
+     *                               with the whole body (max_body applies).
+     * on_body gets decoded bytes as they arrive, valid during the call, and
+     * returns how many it took; fewer than n (or prg_body_pause) holds the
+     * rest in the receive buffer and stops reading until prg_body_resume.
+     * on_body_end runs exactly once per prg_body_stream, with a
+     * prg_body_end; after COMPLETE the response may still be written there
+     * (a handler that wrote none gets 500); after a failure the core's error
+     * answer is already queued (or, if the handler had started one, the
+     * connection closes after it). The response may be written at any time
+     * from prg_body_stream on; the body is still read to its end (then the
+     * connection closes if that answer said Connection: close). */
+    void (*on_head)(void *ctx, prg_conn *c, const prg_request *req);
+    size_t (*on_body)(void *ctx, prg_conn *c, void *stream, const uint8_t *p, size_t n);
+    void (*on_body_end)(void *ctx, prg_conn *c, void *stream, int end);
 } prg_callbacks;
 
 typedef struct prg_config {
@@ -201,12 +266,18 @@ typedef struct prg_config {
     int tcp_nodelay;           /* 1 = TCP_NODELAY on accepted sockets (default) */
     int tcp_cork;              /* 1 = cork, write the batch of responses, uncork */
     prg_http_limits limits;
+    uint64_t max_streamed_body; /* decoded bytes of a streamed body (on_head chose prg_body_stream): 413 beyond
+                                   (default 1 GiB); limits.max_body is for buffered bodies */
     size_t max_output;         /* queued output per connection before reads pause (backpressure) */
     int header_timeout_s;      /* whole head must arrive within this, counted from its first byte: 408 (default 10; 0 = off) */
     int idle_timeout_s;        /* no progress for this long (idle keep-alive, stalled body: 408, unread output) closes (default 60; 0 = off) */
     const char *server_name;   /* value of the Server header; NULL = "Peregrine" */
     int proxy_protocol;        /* 1 = every connection starts with a PROXY header (v1 or v2, proxy.c);
                                   missing or malformed: closed without an answer (default 0) */
+    int handler_timeout_s;     /* a deferred answer (prg_defer) not sent within this gets 503 and the late
+                                  prg_deferred_send is refused with -ETIMEDOUT (default 60; 0 = off).
+                                  Epoll and libev only: the blocking and threaded engines run handlers
+                                  inline, where no answer is owed to time out */
     /* Listening sockets inherited (socket activation, a handoff) instead of
      * binding host:port: each must be a listening TCP socket. The server
      * serves dup()s of them (the caller keeps and closes its own); loop i
@@ -315,6 +386,11 @@ int prg_send(prg_conn *c, int status, const char *content_type, size_t content_t
              const void *body, size_t n);
 /* Status of the response being written or last written (0 if none). */
 int prg_response_status(const prg_conn *c);
+/* Takes back the response begun in the current callback (none of it has
+ * left: nothing is sent while a callback runs) and answers status (400..599)
+ * instead, with Connection: close. Returns 0, or -1 when no response was
+ * begun in this callback, outside a callback, or for another status. */
+int prg_response_replace(prg_conn *c, int status);
 
 /* Queues bytes for sending (raw mode, or a banner from on_open). Returns 0,
  * or -1 if the connection is closing. Reads pause while more than max_output
@@ -327,6 +403,31 @@ void prg_conn_close(prg_conn *c);
 uint64_t prg_conn_id(const prg_conn *c);
 /* Bytes queued for sending on this connection (file ranges: what is left of them). */
 size_t prg_conn_pending_output(const prg_conn *c);
+/* Streamed request bodies (see on_head in prg_callbacks). Loop thread only.
+ *
+ * prg_body_stream, from on_head only: take this request's body as a stream;
+ * `stream` is handed back to on_body and on_body_end. 100 Continue (when
+ * asked for) goes out when the server first waits for body bytes, so not
+ * while the stream is paused from on_head. Returns 0, or -1 (not in
+ * on_head, or an answer was already started).
+ *
+ * prg_body_pause: stop taking body bytes: the rest stays in the receive
+ * buffer (one block; it never grows while streaming), the connection stops
+ * reading, and no timeout runs meanwhile (the application is the one late).
+ * Returns 0, or -1 when the connection is not streaming, or on the blocking
+ * and threaded engines, where a handler holds the body back by blocking in
+ * on_body instead (there, bytes not taken are offered again at once).
+ *
+ * prg_body_resume: deliver what is held and read again. From any callback
+ * of the connection's own loop (its own, or another connection's on the
+ * same loop: it takes effect after the current batch). Returns 0, or -1
+ * when the connection is not streaming. */
+int prg_body_stream(prg_conn *c, void *stream);
+int prg_body_pause(prg_conn *c);
+int prg_body_resume(prg_conn *c);
+/* Bytes of the connection's receive buffer (0 when it holds none). */
+size_t prg_conn_receive_capacity(const prg_conn *c);
+
 /* Application data slot. */
 void *prg_conn_userdata(const prg_conn *c);
 void prg_conn_set_userdata(prg_conn *c, void *userdata);
@@ -346,23 +447,38 @@ typedef struct prg_deferred prg_deferred;
  * threaded engines: answer inline, blocking is allowed there), when an
  * answer was already started, or when memory ran out.
  *
- * The handle must be completed exactly once, with prg_deferred_send, from
- * any thread. It stays valid after its connection died (and after the
- * server stopped): the answer is then dropped. While a connection waits on
- * a deferred answer no timeout closes it: the server is the one late. */
+ * Contract, enforced by the core: the answer is completed at most once
+ * (prg_deferred_send), from any thread, and the handle is given back
+ * exactly once (prg_deferred_release), after which it must not be used.
+ * Until then the handle stays valid whatever happened on the loop's side
+ * (connection closed, handler timeout, server stopped): a completion that
+ * comes too late or a second time is refused by its return value, never a
+ * use after free. A handle released without an answer answers 500. */
 prg_deferred *prg_defer(prg_conn *c);
 /* Adds a header to the deferred answer (before prg_deferred_send; from
  * the thread that holds the handle). The same rules as prg_write_header
  * apply when the answer is written: a refused header is left out. Returns
- * 0, or -1 (bad name or value, no memory). */
+ * 0, -EINVAL (NULL handle, empty name, a NUL byte), -ENOMEM, or the
+ * refusal prg_deferred_send would give (the answer is already decided). */
 int prg_deferred_header(prg_deferred *d, const char *name, size_t name_len,
                         const char *value, size_t value_len);
 /* Completes the deferred answer: status, the headers added, body (copied;
  * Content-Length is added unless a header gave one). Posts it to the
- * connection's loop, which writes it in order; the handle is gone after the
- * call, whatever it returns. Returns 0, or -1 when the answer was dropped
- * (no memory; the client then gets a 500 if its connection lives). */
+ * connection's loop, which writes it in order. Returns
+ *    0            posted
+ *   -EALREADY     the answer was already completed: this one is ignored
+ *   -ETIMEDOUT    handler_timeout_s passed: the client got 503, this is dropped
+ *   -ECONNRESET   the connection closed or the server stopped first: dropped
+ *   -ENOMEM       no memory to copy the body (the client gets a 500)
+ *   -EINVAL       NULL handle, or NULL body with n > 0
+ *   other -errno  posted, but the loop's eventfd could not be written (it
+ *                 is written only when the mailbox was empty; the answer
+ *                 goes out at the loop's next wake-up)
+ * The handle stays valid until prg_deferred_release. */
 int prg_deferred_send(prg_deferred *d, int status, const void *body, size_t n);
+/* Gives the handle back (once, from any thread, after which it must not be
+ * used). Not yet answered: answers 500 first. NULL is ignored. */
+void prg_deferred_release(prg_deferred *d);
 
 /* ------------------------------------------------------------------ */
 /* The client's address and the PROXY protocol (proxy.c)                */
