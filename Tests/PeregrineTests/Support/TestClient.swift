@@ -354,16 +354,35 @@ struct ConnectionEnds {
     /// The client's end as the kernel lists it; nil once closed and gone.
     var clientEnd: KernelSocketState? { Self.lookUp(local: clientPort, remote: serverPort, v6: v6) }
 
+    /// Scans the table's bytes (thousands of lines on a busy machine: no
+    /// String splitting). A line is `sl: LOCAL:PORT REMOTE:PORT ST TX:RX ...`
+    /// with the addresses 8 (IPv4) or 32 (IPv6) hex digits wide.
     private static func lookUp(local: Int, remote: Int, v6: Bool) -> KernelSocketState? {
-        guard let text = readWholeFile(v6 ? "/proc/net/tcp6" : "/proc/net/tcp") else { return nil }
-        let wantLocal = String(format: ":%04X", local), wantRemote = String(format: ":%04X", remote)
-        for line in text.split(separator: "\n").dropFirst() {
-            let f = line.split(separator: " ")
-            guard f.count > 4, f[1].hasSuffix(wantLocal), f[2].hasSuffix(wantRemote),
-                  let state = Int(f[3], radix: 16) else { continue }
-            let queues = f[4].split(separator: ":").compactMap { Int($0, radix: 16) }
-            guard queues.count == 2 else { continue }
-            return KernelSocketState(state: state, unacknowledged: queues[0], unread: queues[1])
+        guard let table = readWholeFileBytes(v6 ? "/proc/net/tcp6" : "/proc/net/tcp") else { return nil }
+        let addressWidth = v6 ? 32 : 8
+        let endpointWidth = addressWidth + 5   // ADDR:PORT
+        let wantLocal = Array(String(format: "%04X", local).utf8), wantRemote = Array(String(format: "%04X", remote).utf8)
+        func hex(_ bytes: ArraySlice<UInt8>) -> Int? { Int(String(decoding: bytes, as: UTF8.self), radix: 16) }
+        var lineStart = 0
+        while lineStart < table.count {
+            var lineEnd = lineStart
+            while lineEnd < table.count && table[lineEnd] != UInt8(ascii: "\n") { lineEnd += 1 }
+            defer { lineStart = lineEnd + 1 }
+            // "sl:" then a space, then the local endpoint.
+            var colon = lineStart
+            while colon < lineEnd && table[colon] != UInt8(ascii: ":") { colon += 1 }
+            let localAt = colon + 2
+            let remoteAt = localAt + endpointWidth + 1
+            let stateAt = remoteAt + endpointWidth + 1
+            let queuesAt = stateAt + 3
+            guard queuesAt + 17 <= lineEnd else { continue }   // the header line, or a short one
+            let localPort = table[(localAt + addressWidth + 1)..<(localAt + endpointWidth)]
+            let remotePort = table[(remoteAt + addressWidth + 1)..<(remoteAt + endpointWidth)]
+            guard localPort.elementsEqual(wantLocal), remotePort.elementsEqual(wantRemote),
+                  let state = hex(table[stateAt..<(stateAt + 2)]),
+                  let tx = hex(table[queuesAt..<(queuesAt + 8)]),
+                  let rx = hex(table[(queuesAt + 9)..<(queuesAt + 17)]) else { continue }
+            return KernelSocketState(state: state, unacknowledged: tx, unread: rx)
         }
         return nil
     }
@@ -375,6 +394,11 @@ struct ConnectionEnds {
 /// A whole /proc file, read to its end with read(2) (such files have no
 /// size to read up to); nil if it cannot be opened.
 func readWholeFile(_ path: String) -> String? {
+    readWholeFileBytes(path).map { String(decoding: $0, as: UTF8.self) }
+}
+
+/// The same, as bytes.
+func readWholeFileBytes(_ path: String) -> [UInt8]? {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { Glibc.close(fd) }
@@ -386,7 +410,7 @@ func readWholeFile(_ path: String) -> String? {
         if n <= 0 { break }
         out += chunk[0..<n]
     }
-    return String(decoding: out, as: UTF8.self)
+    return out
 }
 
 extension TestSocket {
