@@ -92,7 +92,7 @@ final class LifecycleTests: XCTestCase {
                     XCTAssertGreaterThanOrEqual(took, .milliseconds(900), "[\(mode)] dropped before the idle timeout")
                     XCTAssertLessThan(took, .seconds(4), "[\(mode)] dropped \(took) after the output stalled (idle timeout 1 s)")
                 } else {
-                    XCTFail("[\(mode)] a reader that stalled for 6 s is still connected")
+                    XCTFail("[\(mode)] a reader that stalled for 6 s is still connected (server end: \(String(describing: client.serverEnd)))")
                 }
                 let received = try client.readUntilEOF()
                 XCTAssertLessThan(received.count, requests * TestApps.bigBodySize,
