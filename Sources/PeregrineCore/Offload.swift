@@ -78,17 +78,15 @@ public struct OffloadAnswer: Sendable {
 public final class Responder: Sendable {
     private let done = Atomic<Bool>(false)
     private let deliver: @Sendable (OffloadAnswer) -> Bool
-    private let openStream: @Sendable () throws -> ResponseStream
+    private let openStream: (@Sendable () -> ResponseStream)?
 
     /// `deliver` receives the one answer (engines provide it) and says
     /// whether the client will get it: `false` when the engine dropped it
     /// (the handler timed out and the client got `503`, or the connection
     /// is gone). `openStream` turns the answer into a `ResponseStream`
-    /// (engines that can; the default throws `ResponseStreamUnsupported`).
+    /// (engines that can; nil: `stream()` throws `ResponseStreamUnsupported`).
     public init(deliverReporting deliver: @escaping @Sendable (OffloadAnswer) -> Bool,
-                openStream: @escaping @Sendable () throws -> ResponseStream = {
-                    throw ResponseStreamUnsupported(engine: "inline (blocking, threaded)")
-                }) {
+                openStream: (@Sendable () -> ResponseStream)? = nil) {
         self.deliver = deliver
         self.openStream = openStream
     }
@@ -98,12 +96,13 @@ public final class Responder: Sendable {
     /// where the engine cannot (the responder is then still unanswered), and
     /// `ResponseStreamUnavailable` when an answer was already given.
     public func stream() throws -> ResponseStream {
-        if done.load(ordering: .acquiring) { throw ResponseStreamUnavailable() }
-        let s = try openStream()
+        guard let openStream else { throw ResponseStreamUnsupported(engine: "inline (blocking, threaded)") }
+        // The stream is made only by the caller that takes the answer: a
+        // stream made and dropped would be a release (500 before the head).
         guard done.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else {
-            throw ResponseStreamUnavailable()   // s goes: the engine's handle is kept by the answer given
+            throw ResponseStreamUnavailable()
         }
-        return s
+        return openStream()
     }
 
     /// `deliver` that always takes the answer.
