@@ -104,12 +104,13 @@ bench: deps
 	python3 bench/bench.py $(if $(QUICK),--quick,) $(BENCH_ARGS)
 
 # Soak (scripts/soak.py): per engine, 1,000,000 checked requests (keep-alive,
-# pipelined, connection per request, malformed), then 10,000 + 10,000
-# open/close cycles (hello and echo, closes and resets at every stage, some
-# left to the server's timers); RSS within 5% and descriptors exactly back
-# after warm-up, 0 wrong or missing answers. SOAK_ENGINES=all (or a list such
-# as epoll/oneshot,threaded), SOAK_REQUESTS, SOAK_CYCLES, SOAK_ONLY=load|cycles,
-# SOAK_ARGS="--threads 2" change it. soak-quick: the same checks, small counts.
+# pipelined, connection per request, malformed), then 10,000 open/close cycles
+# each against hello, echo, upload and static (closes and resets at every
+# stage of requests, echoes, uploads and downloads, some left to the server's
+# timers); RSS within 5% and descriptors exactly back after warm-up, 0 wrong or
+# missing answers. SOAK_ENGINES=all (or a list such as epoll/oneshot,threaded),
+# SOAK_REQUESTS, SOAK_CYCLES, SOAK_TRANSFER_CYCLES (upload and static; default
+# SOAK_CYCLES), SOAK_ONLY=load|cycles|transfers, SOAK_ARGS="--threads 2" change it. soak-quick: the same checks, small counts.
 soak: build
 	python3 scripts/soak.py
 

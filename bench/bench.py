@@ -261,9 +261,10 @@ class Suite:
                 s.stop()
         return results
 
-    def table(self, results, columns, floor):
-        """Markdown table of medians; columns: [(metric, header, format)]."""
-        head = "| server | " + " | ".join(h for _, h, _ in columns) + " | CPU-µs spread | vs floor |"
+    def table(self, results, columns, floor, vs="floor", cpu_unit="CPU-µs"):
+        """Markdown table of medians; columns: [(metric, header, format)]; the ratio column is CPU
+        relative to the contender named `floor` (headed `vs <vs>`)."""
+        head = "| server | " + " | ".join(h for _, h, _ in columns) + f" | {cpu_unit} spread | vs {vs} |"
         rows = [head, "|" + "---|" * (len(columns) + 3)]
         floor_cpu = median(results.get(floor, {}).get("cpu_us", []))
         out = []
@@ -686,6 +687,263 @@ class Suite:
         if allocs:
             self.verdicts.append(("0 allocations per parse, C and Swift parsers (micro)", str(max(allocs)), max(allocs) == 0))
 
+    # -- issue 10: streamed uploads, sendfile downloads, many slow response streams
+
+    def transfer_contenders(self, app, nginx_template, root=None):
+        """nginx with `nginx_template` (it discards bodies, or serves `root` with sendfile) and the
+        Peregrine engines of issue 10's figures, all running `--app app`."""
+        c = []
+        if self.have_nginx:
+            c.append(("nginx", lambda p: [os.path.join(BENCH, "nginx", "run-nginx.sh"), str(p),
+                                          tempfile.mkdtemp(prefix="nginx-", dir=self.scratch), nginx_template]
+                      + ([root] if root else [])))
+        extra = ["--root", root] if root else []
+        for name, flags in self.ENGINE_MODES:
+            if name in self.TRANSFER_ENGINES:
+                c.append((name, lambda p, f=flags: [PEREGRINE, "serve", "--app", app, "--host", "127.0.0.1",
+                                                    "--port", str(p)] + f + extra))
+        return c
+
+    TRANSFER_ENGINES = ("peregrine-level", "peregrine-edge", "peregrine-swift-level", "peregrine-swift-edge")
+    TRANSFER_COLUMNS = [("gib_s", "GiB/s", "{:.2f}"), ("cpu_us", "CPU-ms/GiB", "{:,.0f}"),
+                        ("rss_over_idle_mib", "peak RSS over idle (MiB)", "{:.1f}"), ("errors", "errors", "{:.0f}")]
+
+    def make_file(self, name, mib):
+        """A file of `mib` MiB of non-repeating-looking bytes (a 1 MiB random block, repeated)."""
+        path = os.path.join(self.scratch, name)
+        if not os.path.exists(path):
+            block = os.urandom(1 << 20)
+            with open(path, "wb") as f:
+                for _ in range(mib):
+                    f.write(block)
+        return path
+
+    def curls(self, s, cmds, expect_status, expect_bytes, timeout, framed=False):
+        """Runs the curl commands ((argv, stdin file or None), one per client) at once on the load core,
+        sampling the server's RSS every 20 ms. Returns (units, metrics) for measure(): units are
+        GiB × 1000, so its `cpu_us` is CPU-ms per GiB. Each curl must print `STATUS BYTES` (-w);
+        `framed`: BYTES includes chunked framing (curl's size_upload), so it is at least expect_bytes."""
+        import threading
+        peak = [rss_kb(s.pid)]
+        stop = threading.Event()
+
+        def sample():
+            while not stop.wait(0.02):
+                try:
+                    peak[0] = max(peak[0], rss_kb(s.pid))
+                except OSError:
+                    return
+
+        t = threading.Thread(target=sample, daemon=True)
+        t.start()
+        t0 = time.monotonic()
+        procs = []
+        try:
+            for argv, stdin in cmds:
+                procs.append(subprocess.Popen(["taskset", "-c", LOAD_CORE] + argv, stdout=subprocess.PIPE,
+                                              stderr=subprocess.DEVNULL, text=True,
+                                              stdin=open(stdin, "rb") if stdin else subprocess.DEVNULL))
+            outs = []
+            for p in procs:
+                try:
+                    outs.append(p.communicate(timeout=max(1, timeout - (time.monotonic() - t0)))[0])
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    outs.append(p.communicate()[0])
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+                if p.stdin:
+                    p.stdin.close()
+            stop.set()
+            t.join()
+        elapsed = time.monotonic() - t0
+        errors, moved = 0, 0
+        for out in outs:
+            f = out.split()
+            n = int(f[1].split(".")[0]) if len(f) == 2 and f[1].split(".")[0].isdigit() else -1
+            ok = len(f) == 2 and f[0] == str(expect_status) and (n == expect_bytes or (framed and n > expect_bytes))
+            errors += 0 if ok else 1
+            moved += expect_bytes if ok else 0
+        gib = moved / 2**30
+        idle = self.idle_rss.get(s.name, peak[0])
+        # CPU per GiB in ms: measure() divides µs by `units`, so units = GiB * 1000.
+        return gib * 1000, {"gib_s": gib / elapsed, "errors": errors,
+                            "rss_over_idle_mib": (peak[0] - idle) / 1024}
+
+    def transfer_table(self, key, title, res, note):
+        md, rows = self.table(res, self.TRANSFER_COLUMNS, "nginx", vs="nginx", cpu_unit="CPU-ms")
+        self.sections.append((title, md + "\n\n" + note))
+        self.data[key] = rows
+        return {name: ratio for name, _, ratio, _ in rows}
+
+    def scenario_upload(self):
+        """16 clients each POST a body (Content-Length, then chunked) to `--app upload`; nginx discards
+        the same bodies (`return 200`). CPU per GiB vs nginx, and the server's RSS over its idle value."""
+        clients = 16
+        mib = 16 if self.quick else self.args.upload_mib
+        body = self.make_file(f"upload-{mib}.bin", mib)
+        self.idle_rss = {}
+        timeout = 600
+        for framing in ("content-length", "chunked"):
+            def one_run(s, framing=framing):
+                url = f"http://127.0.0.1:{s.port}/upload"
+                base = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_upload}", "--max-time",
+                        str(timeout), "-X", "POST"]
+                if framing == "chunked":   # from stdin: curl frames it chunked
+                    cmds = [(base + ["-T", "-", url], body) for _ in range(clients)]
+                else:
+                    # -T FILE streams the file with its Content-Length (--data-binary @FILE would first
+                    # read all of it into each curl's memory: 16 × 256 MiB on a small machine).
+                    cmds = [(base + ["-T", body, url], None) for _ in range(clients)]
+                return self.curls(s, cmds, 200, mib << 20, timeout, framed=framing == "chunked")
+
+            res = self.measure(self.transfer_contenders("upload", "nginx-upload.conf.in"), one_run,
+                               warm=lambda s: self.idle_rss.setdefault(s.name, rss_kb(s.pid)))
+            ratios = self.transfer_table(
+                f"upload-{framing}",
+                f"10a. Upload, {framing}: {clients} curl clients each POST {mib} MiB to `--app upload` "
+                f"(nginx: `return 200`, the body discarded)", res,
+                f"`curl -X POST {'-T - < file` (stdin: chunked)' if framing == 'chunked' else '-T file` (Content-Length)'}, "
+                f"{clients} at once, pinned to core {LOAD_CORE}. CPU-ms per GiB of body received; `peak RSS over "
+                f"idle`: the server's largest RSS (sampled every 20 ms during the run) minus its RSS at start. "
+                f"An upload that got no 200, or a different byte count, counts as an error and its bytes do not count.")
+            for name, ratio in ratios.items():
+                if name.startswith("peregrine-"):
+                    self.verdicts.append((f"upload {framing}: CPU per GiB ({name}) ≤ 1.10× nginx",
+                                          f"{ratio:.2f}×" if ratio == ratio else "–", ratio <= 1.10 if ratio == ratio else None))
+                    over = max(res[name].get("rss_over_idle_mib", [float("nan")]))
+                    errs = sum(res[name].get("errors", []))
+                    self.verdicts.append((f"upload {framing}: RSS within 32 MiB of idle ({name})",
+                                          f"{over:+.1f} MiB, {errs:.0f} errors", over <= 32 and errs == 0))
+
+    def scenario_download(self):
+        """4 clients each GET a 1 GiB file from `--app static`; nginx serves it with `sendfile on`."""
+        clients = 4
+        mib = 64 if self.quick else self.args.download_mib
+        root = os.path.join(self.scratch, "static")
+        os.makedirs(root, exist_ok=True)
+        # nginx's worker runs as nobody when started as root: it must reach and read the file.
+        os.chmod(self.scratch, 0o711)
+        os.chmod(root, 0o755)
+        path = self.make_file(os.path.join("static", "download.bin"), mib)
+        os.chmod(path, 0o644)
+        self.idle_rss = {}
+        timeout = 600
+
+        def one_run(s):
+            cmd = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", "--max-time", str(timeout),
+                   f"http://127.0.0.1:{s.port}/{os.path.basename(path)}"]
+            return self.curls(s, [(cmd, None)] * clients, 200, mib << 20, timeout)
+
+        res = self.measure(self.transfer_contenders("static", "nginx-static.conf.in", root), one_run,
+                           warm=lambda s: self.idle_rss.setdefault(s.name, rss_kb(s.pid)))
+        ratios = self.transfer_table(
+            "download", f"10b. Download: {clients} curl clients each GET a {mib} MiB file from `--app static` "
+                        f"(nginx: `sendfile on`)", res,
+            f"`curl -o /dev/null`, {clients} at once, pinned to core {LOAD_CORE}; the file is in the page cache. "
+            f"CPU-ms per GiB sent.")
+        for name, ratio in ratios.items():
+            if name.startswith("peregrine-"):
+                self.verdicts.append((f"download: CPU per GiB ({name}) ≤ 1.10× nginx (sendfile)",
+                                      f"{ratio:.2f}×" if ratio == ratio else "–", ratio <= 1.10 if ratio == ratio else None))
+
+    def stream_app_missing(self):
+        """`peregrine serve --app stream` refused (an older build): the reason, or None when it runs."""
+        p = self.port()
+        try:
+            s = Server("stream-probe", [PEREGRINE, "serve", "--app", "stream", "--host", "127.0.0.1",
+                                        "--port", str(p)], p, self.scratch, start_timeout=10)
+        except RuntimeError as e:
+            with open(os.path.join(self.scratch, "stream-probe.log")) as f:
+                return f"{e}: {f.read().strip()[-300:]}"
+        s.stop()
+        return None
+
+    def scenario_streams(self):
+        """10,000 concurrent `--app stream` clients, one small chunk a second: RSS per open stream over an
+        idle connection's, and how late the chunks arrive."""
+        count = 1000 if self.quick else 10000
+        chunks, size, ms = (5 if self.quick else 20), 64, 1000
+        title = (f"10c. Streams: {count:,} concurrent `--app stream` clients, `/?n={chunks}&size={size}&ms={ms}` "
+                 "(bench/stream/stream_clients.py, one epoll loop)")
+        missing = self.stream_app_missing()
+        if missing:
+            self.sections.append((title, f"not measured: --app stream missing (`peregrine serve --app stream`: {missing})"))
+            self.verdicts.append(("RSS per open stream ≤ 1 KiB above an idle connection", "not measured: --app stream missing", None))
+            self.verdicts.append(("chunk lateness p99 reported", "not measured: --app stream missing", None))
+            return
+        lines = ["| server | idle RSS (KiB) | per idle connection (B) | per open stream (B) | stream − idle (B) | "
+                 "chunks | errors | lateness p50 ms | p99 ms | max ms |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, argv in self.transfer_contenders("stream", None):
+            if name == "nginx" or not self.wanted(name):
+                continue
+            p = self.port()
+            s = Server(name, argv(p), p, self.scratch)
+            try:
+                time.sleep(0.3)
+                base, fd0 = rss_kb(s.pid), len(procstat.fds(s.pid))
+                # Idle connections (nothing sent) for the baseline, then closed.
+                holder = subprocess.Popen(["taskset", "-c", LOAD_CORE, sys.executable,
+                                           os.path.join(ROOT, "scripts", "idle_clients.py"), "--port", str(p),
+                                           "--count", str(count), "--hold", "60"],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                ready = holder.stdout.readline()
+                time.sleep(0.5)
+                with_idle = rss_kb(s.pid)
+                holder.stdin.close()
+                holder.wait(60)
+                if not ready.startswith("ready"):
+                    lines.append(f"| {name} | {base:,} | idle clients failed: {ready.strip()} | | | | | | | |")
+                    continue
+                # Wait until the server closed them all, so the streams start from the same state.
+                deadline = time.monotonic() + 20
+                while len(procstat.fds(s.pid)) > fd0 and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                base2 = rss_kb(s.pid)
+                hold = os.path.join(self.scratch, f"{name}-streams-open")
+                cl = subprocess.Popen(["taskset", "-c", LOAD_CORE, sys.executable,
+                                       os.path.join(BENCH, "stream", "stream_clients.py"), str(p), str(count),
+                                       str(chunks), str(size), str(ms), "--hold-file", hold,
+                                       "--timeout", str(chunks * ms / 1000 + 90)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                with_streams = None
+                deadline = time.monotonic() + chunks * ms / 1000 + 90
+                while cl.poll() is None and time.monotonic() < deadline:
+                    if with_streams is None and os.path.exists(hold):
+                        with_streams = rss_kb(s.pid)    # every stream open, mid-way
+                    time.sleep(0.05)
+                if cl.poll() is None:
+                    cl.kill()
+                out, err = cl.communicate()
+                m = re.search(r"done conns=(\d+) complete=(\d+) chunks=(\d+) errors=(\d+) p50_ms=(\S+) "
+                              r"p99_ms=(\S+) max_ms=(\S+)", out)
+                per_idle = (with_idle - base) * 1024 / count
+                if not m or with_streams is None:
+                    lines.append(f"| {name} | {base:,} | {per_idle:,.0f} | failed: {(out + err).strip()[-200:]} | | | | | | |")
+                    self.verdicts.append((f"RSS per open stream ≤ 1 KiB above an idle connection ({name})",
+                                          "the stream clients failed", False))
+                    continue
+                per_stream = (with_streams - base2) * 1024 / count
+                errors, p99 = int(m.group(4)), float(m.group(6))
+                lines.append(f"| {name} | {base:,} | {per_idle:,.0f} | {per_stream:,.0f} | {per_stream - per_idle:,.0f} | "
+                             f"{int(m.group(3)):,} | {errors} | {m.group(5)} | {m.group(6)} | {m.group(7)} |")
+                self.verdicts.append((f"RSS per open stream ≤ 1 KiB above an idle connection ({name})",
+                                      f"{per_stream - per_idle:+,.0f} B, {errors} errors",
+                                      per_stream - per_idle <= 1024 and errors == 0))
+                self.verdicts.append((f"chunk lateness p99 reported ({name}, {count:,} streams)", f"{p99:.1f} ms", errors == 0))
+            finally:
+                s.stop()
+        self.sections.append((title, "\n".join(lines) + "\n\n" +
+                              f"Per server: its RSS at start; with {count:,} idle connections (nothing sent: "
+                              "scripts/idle_clients.py) -> bytes per idle connection; those closed, then "
+                              f"{count:,} streams, RSS read once every stream has its first chunk -> bytes per open "
+                              "stream. Lateness: each chunk's arrival minus its schedule (the connection's first "
+                              f"chunk + k × {ms} ms), measured by a single-threaded Python client on core {LOAD_CORE}, "
+                              "so it includes the client's own delay. nginx has no equivalent app and is not in this table."))
+
     # ------------------------------------------------------------- output
 
     def plots(self, stamp, outdir):
@@ -699,7 +957,10 @@ class Suite:
                                    ("pipelined", "Pipelined 16 deep, wrk -c100", "server CPU-µs per request"),
                                    ("ab", "One connection per request, ab -c100", "server CPU-µs per request"),
                                    ("echo-64", "Echo, 64-byte messages", "server CPU-µs per message"),
-                                   ("echo-16384", "Echo, 16 KiB messages", "server CPU-µs per message")]:
+                                   ("echo-16384", "Echo, 16 KiB messages", "server CPU-µs per message"),
+                                   ("upload-content-length", "Upload, 16 clients, Content-Length (ratio to nginx)", "server CPU-ms per GiB"),
+                                   ("upload-chunked", "Upload, 16 clients, chunked (ratio to nginx)", "server CPU-ms per GiB"),
+                                   ("download", "Download, 4 clients, one large file (ratio to nginx, sendfile on)", "server CPU-ms per GiB")]:
             rows = [r for r in self.data.get(key, []) if r[1] == r[1]]
             if not rows:
                 continue
@@ -843,7 +1104,7 @@ def parse_benchmark_tables(text):
 
 
 SCENARIOS = ["keepalive", "engines", "instructions", "pipelined", "connection_per_request", "echo", "idle", "backlog",
-             "readiness", "allocations", "micro"]
+             "readiness", "allocations", "micro", "upload", "download", "streams"]
 
 
 def main():
@@ -854,6 +1115,8 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated scenarios: " + ",".join(SCENARIOS))
     ap.add_argument("--out", default=os.path.join(BENCH, "results"))
     ap.add_argument("--no-nio", action="store_true", help="skip building the SwiftNIO contender")
+    ap.add_argument("--upload-mib", type=int, default=256, help="upload scenario: MiB each of the 16 clients sends")
+    ap.add_argument("--download-mib", type=int, default=1024, help="download scenario: size of the file in MiB")
     ap.add_argument("--contenders", default="", help="comma-separated name prefixes (e.g. peregrine-swift,nginx); "
                                                     "the floor servers always run")
     args = ap.parse_args()

@@ -42,11 +42,26 @@ Python standard library only. Per engine it starts the release binary
           that stops, the server's queue full) are left open by the client: the
           server's timers must close them (408 first where due), checked after
           the descriptor count. Answers that are read are checked too.
+  transfers SOAK_TRANSFER_CYCLES (default: the cycles' count) connections
+          against `--app upload` in 12 ways (close, or reset every other round:
+          inside the head; after a Content-Length head and after a chunked head,
+          no body byte; mid-body, Content-Length (200 KiB of 1 MiB) and chunked
+          (inside a chunk, inside a size line); the whole 256 KiB body sent, the
+          answer unread, both framings; after the answer `received N bytes`, both
+          framings; `Expect: 100-continue` left after the 100 (or after part of
+          the body), and the whole 100-continue exchange) and as many against
+          `--app static --root` a temp directory in 8 ways (mid-head; the 32 MiB
+          file asked for, nothing read; mid-body with 64 KiB or 1 MiB of it read,
+          the rest in the kernel's sendfile; after a 206 Range answer, its bytes
+          and Content-Range checked; after a HEAD (Content-Length checked); after
+          a whole small file with a Range request left unread; a suffix range
+          half-closed). Same rule as the cycles: descriptors exactly and RSS
+          within 5% back, alive and answering; no connections are held.
 
-Each check warms up first (a tenth of its count; echo cycles repeat it, up to
-5 times, until RSS holds within 1%), closes every client, waits until the
-server's descriptor count settles (lingering closes last up to 2 s), and
-records its VmRSS and descriptor count (/proc/PID/status, /proc/PID/fd).
+Each check warms up first (a tenth of its count; echo, upload and static
+cycles repeat it, up to 5 times, until RSS holds within 1%), closes every
+client, waits until the server's descriptor count settles (lingering closes
+last up to 2 s), and records its VmRSS and descriptor count (/proc/PID/status, /proc/PID/fd).
 After the run and after the clients closed it reads them again: descriptors
 must be back to the post-warm-up count exactly (waiting up to SOAK_SETTLE
 seconds, default 4; 8 in the cycles, for 408 then lingering), RSS may not
@@ -59,11 +74,12 @@ swift/level swift/edge threaded blocking, or `all` (the eight event-engine
 modes). Default: epoll/level,epoll/edge,libev/epoll,swift/level. `blocking`
 answers one request per connection, one client at a time: its load is the
 close and malformed kinds only, its cycles close at once and hold nothing
-open. SOAK_ARGS adds server flags (e.g. "--threads 2"); SOAK_ONLY=load|cycles;
+open. SOAK_ARGS adds server flags (e.g. "--threads 2"); SOAK_ONLY=load|cycles|transfers
+(cycles: hello, echo, upload and static; transfers: upload and static only);
 SOAK_TIMEOUT (default 600) bounds each phase in seconds.
 
-usage: scripts/soak.py [--engines LIST] [--requests N] [--cycles N]
-                       [--only load|cycles] [--binary PATH] [--server-args ARGS]
+usage: scripts/soak.py [--engines LIST] [--requests N] [--cycles N] [--transfer-cycles N]
+                       [--only load|cycles|transfers] [--binary PATH] [--server-args ARGS]
 Exit 0 when every check passed on every engine; the report goes to stdout.
 """
 import argparse, collections, os, re, shlex, signal, socket, struct, subprocess, sys, threading, time
@@ -638,6 +654,230 @@ def echo_cycle(port, i, stats, end, single=False):
         s.close()
 
 
+# ------------------------------------------------- uploads and downloads
+
+def read_response(s, buf, head_only=False):
+    """Reads one answer framed by Content-Length from s (buf: bytes already
+    read, kept past the answer). Returns (status, headers with lower-case
+    names, body); body is b"" with head_only (HEAD, 100 Continue). Raises
+    Wrong on EOF or a bad head."""
+    while b"\r\n\r\n" not in buf:
+        if len(buf) > 16384:
+            raise Wrong("no end of head in 16 KiB")
+        d = s.recv(65536)
+        if not d:
+            raise Wrong(f"EOF before the end of a head ({len(buf)} bytes)")
+        buf += d
+    end = buf.find(b"\r\n\r\n")
+    lines = bytes(buf[:end]).split(b"\r\n")
+    if lines[0][:9] != b"HTTP/1.1 ":
+        raise Wrong(f"bad status line {lines[0][:40]!r}")
+    status = int(lines[0][9:12])
+    headers = {}
+    for ln in lines[1:]:
+        k, _, v = ln.partition(b":")
+        headers[k.strip().lower().decode()] = v.strip().decode()
+    del buf[:end + 4]
+    if head_only or status == 100:
+        return status, headers, b""
+    cl = int(headers.get("content-length", "-1"))
+    if cl < 0:
+        raise Wrong(f"no Content-Length in a {status} answer")
+    while len(buf) < cl:
+        d = s.recv(min(1 << 20, cl - len(buf)))
+        if not d:
+            raise Wrong(f"EOF after {len(buf)} of {cl} body bytes")
+        buf += d
+    body = bytes(buf[:cl])
+    del buf[:cl]
+    return status, headers, body
+
+
+def expect_response(s, stats, label, status, body=None, head_only=False, headers=None):
+    """One answer with `status` (and `body`, and `headers` where given);
+    counts it right or wrong. Returns the answer's headers, or None."""
+    stats.sent += 1
+    try:
+        st, hd, b = read_response(s, bytearray(), head_only)
+    except Wrong as e:
+        stats.fail(f"{label}: {e}", 1, 0)
+        return None
+    wrong = []
+    if st != status:
+        wrong.append(f"status {st}, expected {status}")
+    if body is not None and b != body:
+        wrong.append(f"body {b[:40]!r} ({len(b)} bytes), expected {body[:40]!r} ({len(body)} bytes)")
+    for k, v in (headers or {}).items():
+        if hd.get(k) != v:
+            wrong.append(f"{k}: {hd.get(k)!r}, expected {v!r}")
+    if wrong:
+        stats.fail(f"{label}: " + "; ".join(wrong), 1, 0)
+        return None
+    stats.ok += 1
+    return hd
+
+
+UPLOAD_CL = 1 << 20        # the Content-Length uploads announce
+UPLOAD_PART = 200 << 10    # what a mid-body abort sends of it
+UPLOAD_BODY = echo_payload(256 << 10, 4)
+
+
+def chunked(data, size=16384):
+    """data as chunks of `size`, with the last chunk."""
+    out = bytearray()
+    for k in range(0, len(data), size):
+        part = data[k:k + size]
+        out += b"%x\r\n" % len(part) + part + b"\r\n"
+    return bytes(out + b"0\r\n\r\n")
+
+
+UPLOAD_CHUNKED = chunked(UPLOAD_BODY)
+CL_HEAD = b"POST /up HTTP/1.1\r\nHost: soak\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n"
+TE_HEAD = b"POST /up HTTP/1.1\r\nHost: soak\r\nTransfer-Encoding: chunked\r\n"
+
+
+def upload_cycle(port, i, stats, end, single=False):
+    """One connection to --app upload, ended in way i % 12: close or reset
+    inside the head, after the head, mid-body (Content-Length and chunked),
+    after the body with the answer unread, after the answer, and with
+    `Expect: 100-continue` (after the 100, or the whole exchange)."""
+    way = i % 12
+    reset = (i // 12) % 2 == 1     # every other round resets where the way allows both
+    s = connect(port)
+    label = f"upload cycle {i} (way {way})"
+    if way == 0:      # inside the head
+        s.sendall(b"POST /up HTTP/1.1\r\nHost: soak\r\nContent-Le")
+        end(s, reset)
+    elif way == 1:    # after a Content-Length head, no body byte
+        s.sendall(CL_HEAD % UPLOAD_CL + b"\r\n")
+        end(s, reset)
+    elif way == 2:    # after a chunked head, no body byte
+        s.sendall(TE_HEAD + b"\r\n")
+        end(s, reset)
+    elif way == 3:    # mid-body, Content-Length
+        s.sendall(CL_HEAD % UPLOAD_CL + b"\r\n" + ECHO_BIG[:UPLOAD_PART])
+        end(s, reset)
+    elif way == 4:    # mid-body, chunked, inside a chunk
+        s.sendall(TE_HEAD + b"\r\n" + UPLOAD_CHUNKED[:UPLOAD_PART // 2 + 7])
+        end(s, reset)
+    elif way == 5:    # mid-body, chunked, between chunks (inside a size line)
+        s.sendall(TE_HEAD + b"\r\n" + chunked(UPLOAD_BODY[:65536])[:-5] + b"4")
+        end(s, reset)
+    elif way == 6:    # the whole body sent (Content-Length), the answer unread
+        s.sendall(CL_HEAD % len(UPLOAD_BODY) + b"\r\n" + UPLOAD_BODY)
+        end(s, reset)
+    elif way == 7:    # the whole body sent (chunked), the answer unread
+        s.sendall(TE_HEAD + b"\r\n" + UPLOAD_CHUNKED)
+        end(s, reset)
+    elif way == 8:    # after the answer, Content-Length
+        s.sendall(CL_HEAD % len(UPLOAD_BODY) + b"\r\n" + UPLOAD_BODY)
+        expect_response(s, stats, label, 200, b"received %d bytes\n" % len(UPLOAD_BODY))
+        end(s, reset)
+    elif way == 9:    # after the answer, chunked
+        s.sendall(TE_HEAD + b"\r\n" + UPLOAD_CHUNKED)
+        expect_response(s, stats, label, 200, b"received %d bytes\n" % len(UPLOAD_BODY))
+        end(s, reset)
+    elif way == 10:   # Expect: 100-continue, the client leaves after the 100
+        s.sendall(CL_HEAD % UPLOAD_CL + b"Expect: 100-continue\r\n\r\n")
+        expect_response(s, stats, label + " (100 Continue)", 100)
+        if reset:     # ... or part of the body after it
+            s.sendall(ECHO_BIG[:UPLOAD_PART])
+        end(s, reset)
+    else:             # Expect: 100-continue, the whole exchange (chunked every other round)
+        s.sendall((TE_HEAD if reset else CL_HEAD % len(UPLOAD_BODY)) + b"Expect: 100-continue\r\n\r\n")
+        if expect_response(s, stats, label + " (100 Continue)", 100) is not None:
+            s.sendall(UPLOAD_CHUNKED if reset else UPLOAD_BODY)
+            expect_response(s, stats, label, 200, b"received %d bytes\n" % len(UPLOAD_BODY))
+        end(s)
+
+
+# The files `--app static` serves in the cycles (made by make_static_root).
+STATIC_BIG = "big.bin"         # large: a download is still in the kernel's sendfile when the client leaves
+STATIC_BIG_SIZE = 32 << 20
+STATIC_SMALL = "small.txt"
+STATIC_SMALL_BODY = b"a small static file\n" * 10
+
+
+def static_pattern(off, n):
+    """Bytes off..off+n of big.bin (the 1 MiB echo payload, repeated)."""
+    k = off % len(ECHO_BIG)
+    out = bytearray()
+    while len(out) < n:
+        out += ECHO_BIG[k:k + n - len(out)]
+        k = 0
+    return bytes(out)
+
+
+def make_static_root():
+    import tempfile
+    root = tempfile.mkdtemp(prefix="soak-static-")
+    with open(os.path.join(root, STATIC_BIG), "wb") as f:
+        for _ in range(STATIC_BIG_SIZE // len(ECHO_BIG)):
+            f.write(ECHO_BIG)
+    with open(os.path.join(root, STATIC_SMALL), "wb") as f:
+        f.write(STATIC_SMALL_BODY)
+    return root
+
+
+def static_cycle(port, i, stats, end, single=False):
+    """One connection to --app static, ended in way i % 8: close or reset
+    mid-head, mid-body of the large file (part read, the rest in flight),
+    after a Range answer, after a HEAD, after a whole small file, and
+    before reading anything of the large file."""
+    way = i % 8
+    reset = (i // 8) % 2 == 1
+    s = connect(port)
+    label = f"static cycle {i} (way {way})"
+    get = b"GET /%s HTTP/1.1\r\nHost: soak\r\n" % STATIC_BIG.encode()
+    if way == 0:      # mid-head
+        s.sendall(b"GET /big.bin HTTP/1.1\r\nHo")
+        end(s, reset)
+    elif way == 1:    # the large file asked for, nothing read
+        s.sendall(get + b"\r\n")
+        end(s, reset)
+    elif way in (2, 3):   # mid-body: the head and up to 64 KiB (2) or 1 MiB (3) read
+        want = 65536 if way == 2 else 1 << 20
+        s.sendall(get + b"\r\n")
+        buf = bytearray()
+        stats.sent += 1
+        try:
+            st, hd, _ = read_response(s, buf, head_only=True)
+            if st != 200 or hd.get("content-length") != str(STATIC_BIG_SIZE):
+                raise Wrong(f"status {st}, Content-Length {hd.get('content-length')}")
+            while len(buf) < want:
+                d = s.recv(want - len(buf))
+                if not d:
+                    raise Wrong(f"EOF after {len(buf)} body bytes")
+                buf += d
+            if bytes(buf[:want]) != static_pattern(0, want):
+                raise Wrong("the body differs from the file")
+            stats.ok += 1
+        except Wrong as e:
+            stats.fail(f"{label}: {e}", 1, 0)
+        end(s, reset)
+    elif way == 4:    # after a Range answer
+        off = (i * 7919) % (STATIC_BIG_SIZE - 5000)
+        s.sendall(get + b"Range: bytes=%d-%d\r\n\r\n" % (off, off + 4999))
+        expect_response(s, stats, label, 206, static_pattern(off, 5000),
+                        headers={"content-range": f"bytes {off}-{off + 4999}/{STATIC_BIG_SIZE}"})
+        end(s, reset)
+    elif way == 5:    # after a HEAD of the large file
+        s.sendall(b"HEAD /%s HTTP/1.1\r\nHost: soak\r\n\r\n" % STATIC_BIG.encode())
+        expect_response(s, stats, label, 200, head_only=True,
+                        headers={"content-length": str(STATIC_BIG_SIZE)})
+        end(s, reset)
+    elif way == 6:    # a whole small file, then a Range request of the large one left unread
+        s.sendall(b"GET /%s HTTP/1.1\r\nHost: soak\r\n\r\n" % STATIC_SMALL.encode())
+        expect_response(s, stats, label, 200, STATIC_SMALL_BODY)
+        s.sendall(get + b"Range: bytes=%d-\r\n\r\n" % (i % 1000))
+        end(s, reset)
+    else:             # a suffix range of the large file, half-closed: the answer, then EOF
+        s.sendall(get + b"Range: bytes=-3000\r\n\r\n")
+        s.shutdown(socket.SHUT_WR)
+        expect_response(s, stats, label, 206, static_pattern(STATIC_BIG_SIZE - 3000, 3000))
+        end(s)
+
+
 def still_answers(app, port):
     try:
         s = connect(port)
@@ -645,6 +885,13 @@ def still_answers(app, port):
             s.sendall(b"GET /last HTTP/1.1\r\nHost: soak\r\n\r\n")
             st = Stats()
             ok = read_answers(s, bytearray(), [OK], False, st, "final request")
+        elif app == "upload":
+            s.sendall(TE_HEAD + b"\r\n" + UPLOAD_CHUNKED)
+            ok = expect_response(s, Stats(), "final upload", 200,
+                                 b"received %d bytes\n" % len(UPLOAD_BODY)) is not None
+        elif app == "static":
+            s.sendall(b"GET /%s HTTP/1.1\r\nHost: soak\r\n\r\n" % STATIC_SMALL.encode())
+            ok = expect_response(s, Stats(), "final download", 200, STATIC_SMALL_BODY) is not None
         else:
             s.sendall(ECHO_MID)
             ok = recv_some(s, len(ECHO_MID)) == ECHO_MID
@@ -742,8 +989,8 @@ def run_cycles(port, app, start, end, stats, deadline, single=False, held=None):
     as after it: they set the peak of buffers and connection records).
     `single` (the blocking engine, one client at a time): no deferral, and
     one answer per connection."""
-    fn, nways = (hello_cycle, 12) if app == "hello" else (echo_cycle, 8)
-    nheld = HELD_PER_RUN[app]
+    fn, nways = CYCLES[app]
+    nheld = HELD_PER_RUN.get(app, 0) if held is not None else 0
     at = {start + (2 * j + 1) * (end - start) // (2 * nheld): j for j in range(nheld)}
     deferred = collections.deque()
 
@@ -790,6 +1037,13 @@ def run_cycles(port, app, start, end, stats, deadline, single=False, held=None):
             finish(*deferred.popleft())
 
 
+# app -> (one cycle, its number of ways)
+CYCLES = {"hello": (hello_cycle, 12), "echo": (echo_cycle, 8),
+          "upload": (upload_cycle, 12), "static": (static_cycle, 8)}
+# Set by main() when the plan has static cycles: the directory --app static serves.
+STATIC_ROOT = None
+
+
 # ----------------------------------------------------------------- driver
 
 def fmt_kib(k):
@@ -800,7 +1054,9 @@ def phase(binary, spec, extra, app, what, count, settle_limit, timeout):
     """Starts a server, warms up (a tenth of `count`), measures, runs the
     rest, measures again. Returns (passed, report lines)."""
     single = spec == "blocking"   # one request per connection, one client at a time
-    hold = what == "cycles" and not single
+    hold = what == "cycles" and not single and app in HELD_PER_RUN
+    if app == "static":
+        extra = ["--root", STATIC_ROOT] + extra
     if hold:
         # Short timeouts, so that held connections are closed by the server
         # within seconds; settle long enough for 408, then lingering.
@@ -838,7 +1094,7 @@ def phase(binary, spec, extra, app, what, count, settle_limit, timeout):
                 fd_warm, rss_warm = srv.settle(target=fd_idle, limit=settle_limit)
             else:
                 fd_warm, rss_warm = srv.settle()
-            if app != "echo" or rounds >= 5 or (rss_prev is not None and rss_warm <= rss_prev * 1.01):
+            if app == "hello" or rounds >= 5 or (rss_prev is not None and rss_warm <= rss_prev * 1.01):
                 break
             rss_prev = rss_warm
         cpu0, t0, sent0, conns0 = srv.cpu_s(), time.monotonic(), stats.sent, stats.conns
@@ -908,7 +1164,9 @@ def main():
     ap.add_argument("--engines", default=os.environ.get("SOAK_ENGINES") or DEFAULT_ENGINES)
     ap.add_argument("--requests", type=int, default=env_int("SOAK_REQUESTS", 1_000_000))
     ap.add_argument("--cycles", type=int, default=env_int("SOAK_CYCLES", 10_000))
-    ap.add_argument("--only", choices=["load", "cycles"], default=os.environ.get("SOAK_ONLY") or None)
+    ap.add_argument("--transfer-cycles", type=int, default=None,
+                    help="upload and static cycles each (SOAK_TRANSFER_CYCLES; default: --cycles)")
+    ap.add_argument("--only", choices=["load", "cycles", "transfers"], default=os.environ.get("SOAK_ONLY") or None)
     ap.add_argument("--binary", default=os.path.join(ROOT, ".build/release/peregrine"))
     ap.add_argument("--server-args", default=os.environ.get("SOAK_ARGS", ""))
     ap.add_argument("--settle", type=float, default=float(os.environ.get("SOAK_SETTLE") or 4.0))
@@ -917,6 +1175,8 @@ def main():
     a = ap.parse_args()
     if not os.access(a.binary, os.X_OK):
         raise SystemExit(f"soak: {a.binary} missing: run `swift build -c release` first")
+    if a.transfer_cycles is None:
+        a.transfer_cycles = env_int("SOAK_TRANSFER_CYCLES", a.cycles)
     if a.engines.strip() == "all":
         a.engines = ALL_ENGINES
     engines = [e.strip() for e in a.engines.split(",") if e.strip()]
@@ -928,10 +1188,17 @@ def main():
         plan.append(("hello", "load", a.requests))
     if a.only in (None, "cycles") and a.cycles > 0:
         plan += [("hello", "cycles", a.cycles), ("echo", "cycles", a.cycles)]
-    what = [f"{a.requests:,} requests"] if a.only != "cycles" else []
-    what += [f"{a.cycles:,} hello + {a.cycles:,} echo open/close cycles"] if a.only != "load" else []
+    if a.only in (None, "cycles", "transfers") and a.transfer_cycles > 0:
+        plan += [("upload", "cycles", a.transfer_cycles), ("static", "cycles", a.transfer_cycles)]
+    what = [f"{a.requests:,} requests"] if a.only in (None, "load") else []
+    what += [f"{a.cycles:,} hello + {a.cycles:,} echo open/close cycles"] if a.only in (None, "cycles") else []
+    what += [f"{a.transfer_cycles:,} upload + {a.transfer_cycles:,} static open/close cycles"] \
+        if a.only != "load" else []
     print(f"soak: {' and '.join(what)} per engine; engines {', '.join(engines)}"
           f"{'; server args ' + a.server_args if extra else ''}", flush=True)
+    global STATIC_ROOT
+    if any(app == "static" for app, _, _ in plan):
+        STATIC_ROOT = make_static_root()
     t_all = time.monotonic()
     failed = []
     for spec in engines:
@@ -945,6 +1212,9 @@ def main():
         print(f"  {spec}: {'PASS' if ok else 'FAIL'} in {time.monotonic() - t0:.0f} s", flush=True)
         if not ok:
             failed.append(spec)
+    if STATIC_ROOT:
+        import shutil
+        shutil.rmtree(STATIC_ROOT, ignore_errors=True)
     print(f"soak: {len(engines) - len(failed)} of {len(engines)} engines passed in "
           f"{time.monotonic() - t_all:.0f} s" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0

@@ -1,9 +1,12 @@
 #!/bin/sh
-# run-nginx.sh PORT SCRATCHDIR: run the nginx contender in the foreground.
+# run-nginx.sh PORT SCRATCHDIR [TEMPLATE [ROOT]]: run the nginx contender in
+# the foreground.
 #
-# Renders nginx.conf.in (next to this script) into SCRATCHDIR/nginx.conf,
-# with @PORT@ = PORT and @PREFIX@ = SCRATCHDIR (made absolute; the pid file,
-# error.log and the temp directories go there), then execs
+# Renders TEMPLATE (a file next to this script; default nginx.conf.in, the
+# hello answer; nginx-upload.conf.in discards bodies, nginx-static.conf.in
+# serves the directory ROOT with sendfile) into SCRATCHDIR/nginx.conf,
+# with @PORT@ = PORT, @PREFIX@ = SCRATCHDIR (made absolute; the pid file,
+# error.log and the temp directories go there) and @ROOT@ = ROOT, then execs
 #   nginx -p SCRATCHDIR/ -c SCRATCHDIR/nginx.conf
 # so the PID of this script becomes the nginx master's. The template already
 # says `daemon off;` (passing -g 'daemon off;' as well would make nginx stop
@@ -24,8 +27,8 @@
 #  - Server-side errors land in SCRATCHDIR/error.log; there is no access log.
 set -eu
 
-if [ $# -ne 2 ]; then
-    echo "usage: run-nginx.sh PORT SCRATCHDIR" >&2
+if [ $# -lt 2 ] || [ $# -gt 4 ]; then
+    echo "usage: run-nginx.sh PORT SCRATCHDIR [TEMPLATE [ROOT]]" >&2
     exit 2
 fi
 port=$1
@@ -46,5 +49,15 @@ if [ ! -x "$nginx" ]; then
     exit 1
 fi
 
-sed -e "s|@PREFIX@|$prefix|g" -e "s|@PORT@|$port|g" "$here/nginx.conf.in" > "$prefix/nginx.conf"
+template=${3:-nginx.conf.in}
+case $template in
+    */*|'') echo "run-nginx.sh: TEMPLATE is a file name next to this script" >&2; exit 2 ;;
+esac
+[ -f "$here/$template" ] || { echo "run-nginx.sh: no template $here/$template" >&2; exit 2; }
+root=${4:-}
+case $root in
+    *[\|\&\\]*) echo "run-nginx.sh: ROOT may not contain | & or \\" >&2; exit 2 ;;
+esac
+
+sed -e "s|@PREFIX@|$prefix|g" -e "s|@PORT@|$port|g" -e "s|@ROOT@|$root|g" "$here/$template" > "$prefix/nginx.conf"
 exec "$nginx" -p "$prefix/" -c "$prefix/nginx.conf"
