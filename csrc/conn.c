@@ -479,6 +479,8 @@ static bool must_pause(const prg_conn *c) {
 
 /* An error answer: queued behind answers still owed, if any. */
 static void send_error_ordered(prg_conn *c, int status) {
+    const prg_callbacks *cb = &c->loop->server->cb;
+    if (cb->on_metric) cb->on_metric(cb->ctx, PRG_METRIC_PARSE_ERROR, status);
     if (!c->defer_head) {
         prg_send_error(c, status);
         return;

@@ -377,4 +377,9 @@ static inline void prg_loop_update_interest(prg_conn *c) {
     if (!(c->flags & CONN_CLOSED)) c->loop->engine->update_interest(c);
 }
 
+/* The core's messages: through cb.on_log when set, else to stderr
+ * ("peregrine: ..."). printf-style; the line is cut at 255 bytes. */
+void prg_log(const prg_server *s, prg_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 #endif

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,7 +87,7 @@ static void log_listener_error(prg_loop *loop, const char *what, int rc) {
     time_t now = time(NULL);
     if (now == loop->listener_logged) return;   /* at most once a second */
     loop->listener_logged = now;
-    fprintf(stderr, "peregrine: %s the listener: %s\n", what, strerror(-rc));
+    prg_log(loop->server, PRG_LOG_ERROR, "%s the listener: %s", what, strerror(-rc));
 }
 
 /* Accepting fails for lack of a resource the next accept will lack too: stop
@@ -119,7 +120,7 @@ static void log_accept_error(prg_loop *loop, int err) {
     time_t now = time(NULL);
     if (now == loop->emfile_logged) return;   /* at most once a second */
     loop->emfile_logged = now;
-    fprintf(stderr, "peregrine: accept: %s; shedding new connections\n", strerror(err));
+    prg_log(loop->server, PRG_LOG_WARNING, "accept: %s; shedding new connections", strerror(err));
 }
 
 /* Out of descriptors: the pending connection would make a level-triggered
@@ -132,7 +133,11 @@ static bool shed_connection(prg_loop *loop) {
     if (loop->reserve_fd < 0) return false;
     close(loop->reserve_fd);
     int fd = accept4(loop->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-    if (fd >= 0) close(fd);
+    if (fd >= 0) {
+        close(fd);
+        const prg_callbacks *cb = &loop->server->cb;
+        if (cb->on_metric) cb->on_metric(cb->ctx, PRG_METRIC_SHED_ACCEPT, 0);
+    }
     loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     return fd >= 0;
 }
@@ -141,6 +146,17 @@ bool prg_loop_accept_error(prg_loop *loop, int err) {
     if (err == EINTR || err == ECONNABORTED || err == EPROTO) return true;
     log_accept_error(loop, err);
     return (err == EMFILE || err == ENFILE) && shed_connection(loop);
+}
+
+void prg_log(const prg_server *s, prg_log_level level, const char *fmt, ...) {
+    char line[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;   /* nothing formatted: nothing to say */
+    if (s && s->cb.on_log) s->cb.on_log(s->cb.ctx, (int)level, line);
+    else (void)fprintf(stderr, "peregrine: %s\n", line);
 }
 
 prg_conn *prg_loop_open_conn(prg_loop *loop, int fd, const struct sockaddr *peer) {

@@ -125,7 +125,7 @@ static void epoll_run(prg_loop *loop) {
         int n = epoll_wait(loop->epfd, events, MAX_EVENTS, prg_loop_wait_ms(loop));
         if (n < 0) {
             if (errno == EINTR) continue;
-            fprintf(stderr, "peregrine: epoll_wait: %s\n", strerror(errno));
+            prg_log(loop->server, PRG_LOG_ERROR, "epoll_wait: %s", strerror(errno));
             break;
         }
         prg_loop_refresh_clocks(loop);

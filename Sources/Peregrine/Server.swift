@@ -1,5 +1,6 @@
 @_exported import PeregrineCore
 import CPeregrine
+import Logging
 import PeregrineSwiftEpoll
 import Synchronization
 #if canImport(Glibc)
@@ -66,8 +67,12 @@ public final class Server: Sendable {
     public init(configuration: Configuration, application: Application) {
         self.configuration = configuration
         // --log for answers that come later: logged when they are given.
-        let application = configuration.logRequests ? application.loggingLateAnswers() : application
+        var application = configuration.logRequests ? application.loggingLateAnswers(configuration.logger) : application
+        // Decided once: without a metrics backend nothing is wrapped or hooked.
+        let metrics = ServerMetrics(configuration)
+        if let metrics { application = application.measured(metrics) }
         self.bridge = Bridge(application: application, logRequests: configuration.logRequests,
+                             logger: configuration.logger, metrics: metrics,
                              offloadThreads: configuration.offloadThreads, offloadQueue: configuration.offloadQueue,
                              asyncLimit: configuration.asyncLimit)
     }
@@ -117,6 +122,11 @@ public final class Server: Sendable {
                 }
             }
         }
+        let (port, backlog) = lifecycle.withLock { ($0.port, $0.effectiveBacklog) }
+        configuration.logger.info("listening on \(configuration.host):\(port)", metadata: [
+            "engine": "\(configuration.engine.rawValue)", "threads": "\(configuration.threads)",
+            "effective_backlog": "\(backlog)",
+        ])
     }
 
     private func startEngine(listeners: [Int32], _ state: inout Lifecycle) throws -> RunningEngine {
@@ -209,6 +219,13 @@ public final class Server: Sendable {
             callbacks.on_body_end = onBodyEnd
         }
         callbacks.on_data = onData
+        callbacks.on_log = onLog
+        if bridge.metrics != nil {
+            // Only with a metrics backend: otherwise the core calls nothing.
+            callbacks.on_open = onOpen
+            callbacks.on_close = onClose
+            callbacks.on_metric = onMetric
+        }
 
         var err: Int32 = 0
         let created = configuration.host.withCString { host in
@@ -317,6 +334,7 @@ public final class Server: Sendable {
             return engine
         }
         guard let engine else { return waitUntilStopped() }
+        configuration.logger.info("shutting down: draining connections", metadata: ["deadline": "\(deadline)"])
         // Stop offering before the listeners close: its copies would keep an
         // untaken socket listening with nobody accepting.
         let handedOff = offer?.close() ?? false
@@ -338,7 +356,7 @@ public final class Server: Sendable {
         }
     }
 
-    private func waitUntilStopped() {
+    func waitUntilStopped() {
         lifecycle.wait { state in
             if case .stopped = state.phase { return true }
             return false
@@ -427,6 +445,12 @@ final class Bridge: Sendable {
     let httpHandler: HTTPHandler
     let dataHandler: DataHandler
     let logRequests: Bool
+    /// `configuration.logger`: the access log, the C core's messages.
+    let logger: Logger
+    /// nil: no metrics backend (`ServerMetrics`), nothing counted.
+    let metrics: ServerMetrics?
+    /// Handler failures answered by the bridge (503 queue full, 500 declined route).
+    let failures: FailureLog
     /// `.offloaded`, `.async` on an engine that cannot defer: run inline, wait.
     let inlineFallback: HTTPHandler
     /// `.offloaded` applications: the workers.
@@ -449,10 +473,13 @@ final class Bridge: Sendable {
     /// `.streaming`: decides from the head (the C engines call it only then).
     let streamHead: StreamingHeadHandler
 
-    init(application: Application, logRequests: Bool, offloadThreads: Int = 4, offloadQueue: Int = 256,
-         asyncLimit: Int = 1024) {
+    init(application: Application, logRequests: Bool, logger: Logger, metrics: ServerMetrics?,
+         offloadThreads: Int = 4, offloadQueue: Int = 256, asyncLimit: Int = 1024) {
         self.application = application
         self.logRequests = logRequests
+        self.logger = logger
+        self.metrics = metrics
+        self.failures = FailureLog(logger: logger)
         inlineFallback = application.waitingHandler(routeFirst: false) ?? { _, response in response.send(status: 500, body: "not offloaded") }
         if case .async = application { asyncLimiter = AsyncTaskLimiter(limit: asyncLimit) } else { asyncLimiter = nil }
         if case .streaming(let head, _) = application { streamHead = head } else { streamHead = { _, _ in nil } }
@@ -478,6 +505,7 @@ final class Bridge: Sendable {
             // The route began an answer and then declined the request: the
             // handler must not run behind it (it would block the loop).
             if response.status != 0 {
+                failures.warning("route for \(request.methodString) \(request.targetString) began an answer and declined the request: 500")
                 if !response.replace(status: 500) { response.end() }
                 return
             }
@@ -492,6 +520,7 @@ final class Bridge: Sendable {
         switch application {
         case .offloaded(let handler, _):
             if !pool!.submit({ handler(owned, responder) }) {
+                failures.warning("offload queue full: 503 for \(owned.method) \(owned.target)")
                 responder.send(status: 503, headers: [("Retry-After", "1")], body: "Service Unavailable\n")
             }
         case .async(let handler):
@@ -558,8 +587,42 @@ private let onRequest: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?,
     let bridge = Unmanaged<Bridge>.fromOpaque(ctx!).takeUnretainedValue()
     let request = requestView(conn, req.unsafelyUnwrapped)
     let response = Response(sink: conn.unsafelyUnwrapped, functions: bridge.responseFunctions)
-    bridge.httpHandler(request, response)
-    if bridge.logRequests { logRequest(request, response) }
+    if bridge.logRequests {
+        let started = monotonicNanoseconds()
+        bridge.httpHandler(request, response)
+        logRequest(bridge.logger, request, response, startedAt: started)
+    } else {
+        bridge.httpHandler(request, response)
+    }
+}
+
+/// The C core's messages (accept errors, descriptor exhaustion) into the logger.
+private let onLog: @convention(c) (UnsafeMutableRawPointer?, Int32, UnsafePointer<CChar>?) -> Void = { ctx, level, message in
+    let bridge = Unmanaged<Bridge>.fromOpaque(ctx!).takeUnretainedValue()
+    let text = message.map { String(cString: $0) } ?? ""
+    switch level {
+    case Int32(PRG_LOG_ERROR.rawValue): bridge.logger.error("\(text)")
+    case Int32(PRG_LOG_WARNING.rawValue): bridge.logger.warning("\(text)")
+    default: bridge.logger.info("\(text)")
+    }
+}
+
+// Set only when metrics are on (bridge.metrics is then non-nil).
+private let onOpen: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?) -> Void = { ctx, _ in
+    Unmanaged<Bridge>.fromOpaque(ctx!).takeUnretainedValue().metrics?.connectionOpened()
+}
+
+private let onClose: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, Int32) -> Void = { ctx, _, _ in
+    Unmanaged<Bridge>.fromOpaque(ctx!).takeUnretainedValue().metrics?.connectionClosed()
+}
+
+private let onMetric: @convention(c) (UnsafeMutableRawPointer?, Int32, Int32) -> Void = { ctx, event, value in
+    guard let metrics = Unmanaged<Bridge>.fromOpaque(ctx!).takeUnretainedValue().metrics else { return }
+    switch event {
+    case Int32(PRG_METRIC_SHED_ACCEPT.rawValue): metrics.acceptShed()
+    case Int32(PRG_METRIC_PARSE_ERROR.rawValue): metrics.parseError(status: Int(value))
+    default: break
+    }
 }
 
 private let onOffloadedRequest: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<prg_request>?) -> Void = { ctx, conn, req in
@@ -606,7 +669,7 @@ private let onData: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, Un
 extension Application {
     /// `.offloaded` and `.async` with `--log`: a line per answer, when it is
     /// given (inline routes are logged as they answer). Other cases unchanged.
-    func loggingLateAnswers() -> Application {
+    func loggingLateAnswers(_ logger: Logger) -> Application {
         switch self {
         case .http, .raw:
             return self
@@ -614,15 +677,16 @@ extension Application {
             // Answered from the head: logged then. Streamed: logged at the
             // end, with the status it got. Buffered: as `.http` (the engines).
             return .streaming(head: { req, response in
+                let started = monotonicNanoseconds()
                 guard let consumer = head(req, response) else {
-                    if response.status != 0 { logRequest(req, response) }
+                    if response.status != 0 { logRequest(logger, req, response, startedAt: started) }
                     return nil
                 }
                 let client = req.remoteAddress, method = req.methodString, target = req.targetString
                 consumer.onEnd { how, body in
                     // 0: nothing was answered (the client left, the server stopped).
                     let status = body.response?.status ?? 0
-                    logLine(client, method, target, how == .complete && status == 0 ? 500 : status)
+                    logLine(logger, client, method, target, how == .complete && status == 0 ? 500 : status, startedAt: started)
                 }
                 return consumer
             }, request: request)
@@ -630,36 +694,46 @@ extension Application {
             var loggedInline: InlineRoute? = nil
             if let route = inline {
                 loggedInline = { request, response in
+                    let started = monotonicNanoseconds()
                     let answered = route(request, response)
-                    if answered { logRequest(request, response) }
+                    if answered { logRequest(logger, request, response, startedAt: started) }
                     return answered
                 }
             }
             return .offloaded({ request, responder in
+                let started = monotonicNanoseconds()
                 handler(request, Responder(deliverReporting: { answer in
-                    logLine(request.remoteAddress, request.method, request.target, answer.status)
+                    logLine(logger, request.remoteAddress, request.method, request.target, answer.status, startedAt: started)
                     return responder.send(answer)
                 }))
             }, inline: loggedInline)
         case .async(let handler):
             return .async { request in
+                let started = monotonicNanoseconds()
                 let answer = await handler(request)
-                logLine(request.remoteAddress, request.method, request.target, answer.status)
+                logLine(logger, request.remoteAddress, request.method, request.target, answer.status, startedAt: started)
                 return answer
             }
         }
     }
 }
 
-/// `--log`: `ADDR METHOD TARGET STATUS`, ADDR the client's host (`-` when
-/// not IP). Off the hot path unless asked for.
-func logLine(_ client: SocketAddress?, _ method: String, _ target: String, _ status: Int) {
-    var bytes = Array("\(client?.host ?? "-") \(method) \(target) \(status)\n".utf8)
-    _ = bytes.withUnsafeMutableBytes { write(STDOUT_FILENO, $0.baseAddress, $0.count) }
+/// `--log`: the access log through `logger` (see `Configuration.logRequests`).
+/// Off the hot path unless asked for.
+func logLine(_ logger: Logger, _ client: SocketAddress?, _ method: String, _ target: String, _ status: Int,
+             startedAt: UInt64) {
+    let micros = (monotonicNanoseconds() &- startedAt) / 1000
+    let ms = "\(micros / 1000).\(String(micros % 1000 + 1000).dropFirst())"   // 3 decimals
+    let host = client?.host ?? "-"
+    logger.info("\(host) \(method) \(target) \(status) \(ms)ms", metadata: [
+        "event": "access", "client": "\(host)", "method": "\(method)", "target": "\(target)",
+        "status": "\(status)", "duration_ms": "\(ms)",
+    ])
 }
 
 /// `--log`: one line per request.
-func logRequest(_ request: Request, _ response: Response) {
+func logRequest(_ logger: Logger, _ request: Request, _ response: Response, startedAt: UInt64) {
     // A handler that returned without answering is answered 500 by the core after this.
-    logLine(request.remoteAddress, request.methodString, request.targetString, response.status == 0 ? 500 : response.status)
+    logLine(logger, request.remoteAddress, request.methodString, request.targetString,
+            response.status == 0 ? 500 : response.status, startedAt: startedAt)
 }

@@ -13,14 +13,18 @@ extension Server {
         if configuration.logRequests, case .http(let handler) = application {
             // Only when asked for: one line per request, after the handler
             // (a handler that did not answer is logged as the 500 it gets).
+            let logger = configuration.logger
             application = .http { request, response in
+                let started = monotonicNanoseconds()
                 handler(request, response)
-                logRequest(request, response)
+                logRequest(logger, request, response, startedAt: started)
             }
         } else if configuration.logRequests, case .streaming(let head, let handler) = application {
+            let logger = configuration.logger
             application = .streaming(head: head, request: { request, response in   // the buffered ones
+                let started = monotonicNanoseconds()
                 handler(request, response)
-                logRequest(request, response)
+                logRequest(logger, request, response, startedAt: started)
             })
         }
         let server = SwiftEpollServer(configuration: configuration, application: application)

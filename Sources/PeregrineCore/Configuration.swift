@@ -1,5 +1,7 @@
 // The one configuration of every engine (the C engines through `Server`, the
 // Swift engine directly). Its rules are in ConfigurationValidation.swift.
+import CoreMetrics
+import Logging
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -97,8 +99,21 @@ public struct Configuration: Sendable {
     public var idleTimeout = 60
     /// Value of the `Server` header.
     public var serverName = "Peregrine"
-    /// Print one line per request: client address, method, target, status.
+    /// Where the server says what happens (swift-log): the start-up line,
+    /// accept errors and descriptor exhaustion (from every engine, the C
+    /// core included), handlers that failed, and with `logRequests` the
+    /// access log. Default: a `Logger` labelled "peregrine" with the
+    /// bootstrapped `LoggingSystem` handler.
+    public var logger = Logger(label: "peregrine")
+    /// An access log through `logger`: one `info` line per request,
+    /// `ADDR METHOD TARGET STATUS DURATIONms` (ADDR the client's host, `-`
+    /// when not IP), with the fields also as metadata (`event: access`,
+    /// `client`, `method`, `target`, `status`, `duration_ms`).
     public var logRequests = false
+    /// Where the server's metrics go (`ServerMetrics` names them). nil: the
+    /// backend bootstrapped with `MetricsSystem.bootstrap`; when none is,
+    /// nothing is counted and requests pay nothing for metrics.
+    public var metricsFactory: (any MetricsFactory)? = nil
     /// Every connection starts with a PROXY protocol header (HAProxy's v1
     /// text line or v2 binary header) whose source becomes the client's
     /// address (`Request.remoteAddress`, `Connection.remoteAddress`, the

@@ -528,6 +528,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         let loop = pointee.loop
         close(pointee.fd)
         pointee.fd = -1
+        loop.pointee.app._withUnsafeGuaranteedRef { $0.metrics }?.connectionClosed()
         if let p = pointee.prev { p.pointee.next = pointee.next } else { loop.pointee.live = pointee.next }
         if let n = pointee.next { n.pointee.prev = pointee.prev }
         pointee.prev = nil
@@ -698,6 +699,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
 
     /// An error answer: queued behind answers still owed, if any.
     func sendErrorOrdered(_ status: Int32) {
+        pointee.loop.pointee.app._withUnsafeGuaranteedRef { $0.metrics }?.parseError(status: Int(status))
         if pointee.deferHead == nil {
             _ = sendError(status)
             return

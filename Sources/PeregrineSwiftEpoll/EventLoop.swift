@@ -12,6 +12,7 @@
 
 import CSystemEpoll
 import Glibc
+import Logging
 import PeregrineCore
 import Synchronization
 
@@ -27,8 +28,16 @@ final class AppHandlers: Sendable {
     let streams: Bool
     /// `.offloaded` applications: the workers.
     let pool: OffloadPool?
+    /// `configuration.logger`: accept errors, descriptor exhaustion.
+    let logger: Logger
+    /// Connections, shed accepts, parse errors; nil: no metrics backend,
+    /// nothing counted (requests are counted by `Server`'s wrapping).
+    let metrics: ServerMetrics?
 
-    init(_ application: Application, offloadThreads: Int = 4, offloadQueue: Int = 256, asyncLimit: Int = 1024) {
+    init(_ application: Application, offloadThreads: Int = 4, offloadQueue: Int = 256, asyncLimit: Int = 1024,
+         logger: Logger = Logger(label: "peregrine"), metrics: ServerMetrics? = nil) {
+        self.logger = logger
+        self.metrics = metrics
         if case .streaming(let head, _) = application {
             streamHead = head
             streams = true
@@ -49,12 +58,14 @@ final class AppHandlers: Sendable {
             let pool = OffloadPool(threads: offloadThreads, queueLimit: offloadQueue)
             self.pool = pool
             let fallback = application.waitingHandler(routeFirst: false)!
+            let failures = FailureLog(logger: logger)
             http = { request, response in
                 if let inline {
                     if inline(request, response) { return }
                     // The route began an answer and then declined: no handler
                     // behind it (as the C engines).
                     if response.status != 0 {
+                        failures.warning("route for \(request.methodString) \(request.targetString) began an answer and declined the request: 500")
                         if !response.replace(status: 500) { response.end() }
                         return
                     }
@@ -66,6 +77,7 @@ final class AppHandlers: Sendable {
                 let responder = Responder(deliverReporting: { d.complete($0) })
                 let owned = OwnedRequest(request)
                 if !pool.submit({ handler(owned, responder) }) {
+                    failures.warning("offload queue full: 503 for \(owned.method) \(owned.target)")
                     responder.send(status: 503, headers: [("Retry-After", "1")], body: "Service Unavailable\n")
                 }
             }
@@ -315,8 +327,7 @@ extension UnsafeMutablePointer where Pointee == LoopState {
         let now = time(nil)
         if now == pointee.listenerLogged { return } // at most once a second
         pointee.listenerLogged = now
-        let line = Array("peregrine: \(what) the listener: \(String(cString: strerror(err)))\n".utf8)
-        _ = line.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+        pointee.app._withUnsafeGuaranteedRef { $0.logger }.error("\(what) the listener: \(String(cString: strerror(err)))")
     }
 
     /// Out of a resource the next accept will lack too: stop watching the
@@ -349,8 +360,7 @@ extension UnsafeMutablePointer where Pointee == LoopState {
         if now == pointee.emfileLogged { return } // at most once a second
         pointee.emfileLogged = now
         let text = String(cString: strerror(err))
-        var line = Array("peregrine: accept: \(text); shedding new connections\n".utf8)
-        _ = line.withUnsafeMutableBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+        pointee.app._withUnsafeGuaranteedRef { $0.logger }.warning("accept: \(text); shedding new connections")
     }
 
     /// Out of descriptors: give back the reserved descriptor, accept the
@@ -361,7 +371,10 @@ extension UnsafeMutablePointer where Pointee == LoopState {
         if pointee.reserveFd < 0 { return false }
         close(pointee.reserveFd)
         let fd = accept4(pointee.listenFd, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
-        if fd >= 0 { close(fd) }
+        if fd >= 0 {
+            close(fd)
+            pointee.app._withUnsafeGuaranteedRef { $0.metrics }?.acceptShed()
+        }
         pointee.reserveFd = open("/dev/null", O_RDONLY | O_CLOEXEC)
         return fd >= 0
     }
@@ -377,6 +390,7 @@ extension UnsafeMutablePointer where Pointee == LoopState {
             c.initialize(to: ConnState(loop: self))
         }
         c.pointee.fd = fd
+        pointee.app._withUnsafeGuaranteedRef { $0.metrics }?.connectionOpened()
         if pointee.proxyProtocol { c.pointee.flags |= CF.proxyPending }
         c.pointee.id = pointee.nextId
         pointee.nextId &+= pointee.loopCount

@@ -62,7 +62,8 @@ public final class SwiftEpollServer: @unchecked Sendable {
         configuration.engine = .swift
         self.configuration = configuration
         self.app = AppHandlers(application, offloadThreads: configuration.offloadThreads,
-                               offloadQueue: configuration.offloadQueue, asyncLimit: configuration.asyncLimit)
+                               offloadQueue: configuration.offloadQueue, asyncLimit: configuration.asyncLimit,
+                               logger: configuration.logger, metrics: ServerMetrics(configuration))
     }
 
     deinit {

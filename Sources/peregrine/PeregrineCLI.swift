@@ -1,5 +1,8 @@
 import ArgumentParser
+import Logging
+import CoreMetrics
 import Peregrine
+import Prometheus
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -55,8 +58,11 @@ struct Serve: ParsableCommand {
     @Flag(help: "TCP_CORK around each batch of responses.")
     var cork = false
 
-    @Flag(help: "Print one line per request: client address, method, target, status.")
+    @Flag(help: "Access log on stdout, one line per request: client address, method, target, status, duration (ms).")
     var log = false
+
+    @Option(help: "Serve Prometheus metrics (text format) at /metrics on this port of --host, on a listener of its own (0 = ephemeral, printed at start). Off when not given.")
+    var metricsPort: Int? = nil
 
     @Option(help: "--app static: the directory whose files are served (required for that app).")
     var root: String? = nil
@@ -183,6 +189,7 @@ struct Serve: ParsableCommand {
         config.noDelay = nodelay
         config.cork = cork
         config.logRequests = log
+        config.logger = Logger(label: "peregrine") { _ in CLILogHandler() }
         config.proxyProtocol = proxyProtocol
         config.offloadThreads = offloadThreads
         config.offloadQueue = offloadQueue
@@ -228,15 +235,49 @@ struct Serve: ParsableCommand {
         } catch {
             throw ValidationError(error.description)
         }
+        // Before the server exists: it decides at creation whether metrics are on.
+        let metricsServer = try metricsPort.map { try startMetricsServer(port: $0, logger: config.logger) }
+        defer { metricsServer?.stop() }
         let server = Server(configuration: config, application: application)
         try server.run { server in
             // Scripts wait for this line: it carries the real port.
-            let line = "peregrine: serving \(app.rawValue) on \(host):\(server.port) engine=\(engineDescription) "
+            let line = "serving \(app.rawValue) on \(host):\(server.port) engine=\(engineDescription) "
                 + "trigger=\(trigger.rawValue) threads=\(threads) nodelay=\(nodelay) cork=\(cork) "
-                + "backlog=\(backlog) effective-backlog=\(server.effectiveBacklog)\n"
-            var bytes = Array(line.utf8)
-            _ = bytes.withUnsafeMutableBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+                + "backlog=\(backlog) effective-backlog=\(server.effectiveBacklog)"
+            config.logger.info("\(line)")
         }
+    }
+
+    /// `--metrics-port`: swift-prometheus bootstrapped as the swift-metrics
+    /// backend, its registry served at `/metrics` by a Peregrine server of
+    /// its own (one epoll loop) on `host:port`.
+    private func startMetricsServer(port: Int, logger: Logger) throws -> Server {
+        guard (0...65535).contains(port) else {
+            throw ValidationError("--metrics-port: \(port) is not a port (0...65535)")
+        }
+        let factory = PrometheusMetricsFactory()
+        MetricsSystem.bootstrap(factory)
+        let registry = factory.registry
+        var config = Configuration()
+        config.host = host
+        config.port = port
+        config.logger = logger
+        config.metricsFactory = NOOPMetricsHandler.instance   // the scrapes are not counted
+        let server = Server(configuration: config, application: .http { request, response in
+            guard request.targetString == "/metrics" || request.targetString.hasPrefix("/metrics?") else {
+                response.send(status: 404, body: "Not Found: metrics are at /metrics\n")
+                return
+            }
+            let text = registry.emitToBuffer()
+            response.begin(status: 200)
+            response.header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            response.header("Content-Length", String(text.count))
+            text.withUnsafeBytes { _ = response.write($0) }
+            response.end()
+        })
+        try server.start()
+        logger.info("metrics at http://\(host):\(server.port)/metrics")
+        return server
     }
 
     private var engineDescription: String {

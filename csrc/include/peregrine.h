@@ -251,7 +251,23 @@ typedef struct prg_callbacks {
     void (*on_head)(void *ctx, prg_conn *c, const prg_request *req);
     size_t (*on_body)(void *ctx, prg_conn *c, void *stream, const uint8_t *p, size_t n);
     void (*on_body_end)(void *ctx, prg_conn *c, void *stream, int end);
+    /* Optional. What the core has to say (accept errors, descriptor
+     * exhaustion, a listener that cannot be re-armed): a prg_log_level and
+     * one line without newline, valid during the call; any thread, rate
+     * limited by the caller. NULL: written to stderr as "peregrine: ...". */
+    void (*on_log)(void *ctx, int level, const char *message);
+    /* Optional, for metrics: a prg_metric_event and its value (the status of
+     * a parse or limit error answer; 0 for a shed connection). Any loop
+     * thread. NULL costs one untaken branch: nothing is counted. */
+    void (*on_metric)(void *ctx, int event, int value);
 } prg_callbacks;
+
+typedef enum { PRG_LOG_INFO = 0, PRG_LOG_WARNING = 1, PRG_LOG_ERROR = 2 } prg_log_level;
+
+typedef enum {
+    PRG_METRIC_SHED_ACCEPT = 1,   /* out of descriptors: a connection accepted and closed at once */
+    PRG_METRIC_PARSE_ERROR = 2,   /* a request answered with an error status by the core (value: the status) */
+} prg_metric_event;
 
 typedef struct prg_config {
     const char *host;          /* numeric IPv4 or IPv6 address; NULL or "" = 0.0.0.0 */
