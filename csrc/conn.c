@@ -897,6 +897,7 @@ void prg_conn_finish_io(prg_conn *c) {
         if (!(c->flags & CONN_PAUSED) && c->loop->server->cfg.trigger == PRG_TRIGGER_EDGE)
             prg_loop_mark_ready(c);   /* the edge for unread input was consumed while paused */
     }
+    if (c->defer_head) prg_offload_output_sent(c);   /* a stream's producer may wait for room */
     if (c->out_bytes == 0 && !(c->flags & CONN_LINGER) && !c->defer_head) {
         if (c->flags & CONN_CLOSE_AFTER) {
             if (should_linger(c)) prg_conn_linger(c);

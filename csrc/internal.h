@@ -329,6 +329,7 @@ int prg_offload_loop_init(prg_loop *loop);     /* epoll, libev: the mailbox; 0 o
 void prg_offload_loop_close(prg_loop *loop);   /* loop ended: later answers are dropped */
 void prg_offload_drain(prg_loop *loop);        /* loop thread, after its wake_fd fired */
 void prg_offload_conn_closed(prg_conn *c);     /* drops what the connection was owed */
+void prg_offload_output_sent(prg_conn *c);     /* after a flush: a front stream's level, its producer woken */
 void prg_offload_sweep(prg_loop *loop);        /* handler_timeout_s passed: 503 for the late answers */
 bool prg_offload_late_pending(const prg_loop *loop);   /* an owed answer has a handler-timeout deadline */
 /* Around a callback that may answer while earlier answers are owed: the

@@ -22,8 +22,7 @@ final class EdgeCaseTests: XCTestCase {
                 for i in 0..<2000 { wire += i % 3 == 0 ? "GET /\(i) HTTP/1.1\r\nHost: h\r\n\r\n" : "GET /hello HTTP/1.1\r\nHost: h\r\n\r\n" }
                 let bytes = Array(wire.utf8)
                 let err = LockedList<String>()
-                let sender = Thread { do { try s.send(bytes) } catch { err.append("\(error)") } }
-                sender.start()
+                let sender = TestThread { do { try s.send(bytes) } catch { err.append("\(error)") } }
                 var bad = 0
                 do {
                     for i in 0..<2000 {
@@ -37,7 +36,7 @@ final class EdgeCaseTests: XCTestCase {
                 } catch {
                     XCTFail("[\(mode)] reading 2000 pipelined responses: \(error)")
                 }
-                while !sender.isFinished { usleep(1000) }
+                XCTAssertTrue(sender.join(), "[\(mode)] the sender did not finish")
                 XCTAssertEqual(err.all, [], "[\(mode)] sender")
                 XCTAssertEqual(bad, 0, "[\(mode)] wrong responses")
                 XCTAssertTrue(s.looksOpen, "[\(mode)]")
@@ -80,6 +79,10 @@ final class EdgeCaseTests: XCTestCase {
                     try s.send("POST /p\(i) HTTP/1.1\r\nHost: h\r\nContent-Length: \(String(i).count + 4)\r\n\r\nbo")
                     socks.append(s)
                 }
+                // Every connection holds its partial request in the server at once.
+                for (i, s) in socks.enumerated() {
+                    XCTAssertTrue(s.waitUntilServerHasRead(), "[\(mode)] partial request \(i) was not read")
+                }
                 for i in stride(from: n - 1, through: 0, by: -1) {
                     try socks[i].send("dy\(i)")
                     let r = try socks[i].readResponse()
@@ -101,7 +104,11 @@ final class EdgeCaseTests: XCTestCase {
                 let s = try TestSocket(port: server.port)
                 let rssBefore = residentKiB()
                 try s.send(String(repeating: "GET /big HTTP/1.1\r\nHost: h\r\n\r\n", count: 8) + "GET /last HTTP/1.1\r\nHost: h\r\n\r\n")
-                usleep(200_000)   // let the server run ahead if it would
+                // The server holds all nine requests (it could run ahead) ...
+                XCTAssertTrue(s.waitUntilServerHasRead(), "[\(mode)] the pipelined requests were not read")
+                // ... and is given 200 ms with a reader that does not read: the
+                // subject. Rendering 32 MiB ahead takes far less; memory must not grow.
+                usleep(200_000)
                 let rssQueued = residentKiB()
                 var answered = 0
                 do {
@@ -132,7 +139,12 @@ final class EdgeCaseTests: XCTestCase {
             try partial.send("POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\nabc")
             let busy = try TestSocket(port: server.port)
             try busy.send("GET /big HTTP/1.1\r\nHost: h\r\n\r\n")
-            usleep(50_000)
+            // Each in the state its name says: partial read, busy answered and
+            // stalled (one client at a time: busy waits in the backlog).
+            XCTAssertTrue(partial.waitUntilServerHasRead(), "[\(mode)] the half-sent request was not read")
+            if mode.servesConcurrently {
+                XCTAssertTrue(busy.waitReadable(), "[\(mode)] /big was not answered")
+            }
             let done = DispatchSemaphore(value: 0)
             let box = LockedList<Server>()
             box.append(server)
@@ -166,18 +178,17 @@ final class EdgeCaseTests: XCTestCase {
                 let s = try TestSocket(port: server.port)
                 let body = [UInt8](repeating: 0x41, count: 200_000)
                 let err = LockedList<String>()
-                let sender = Thread {
+                let sender = TestThread {
                     do { try s.send(Array("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 200000\r\n\r\n".utf8) + body) }
                     catch { err.append("\(error)") }   // the server may stop reading: that is fine
                 }
-                sender.start()
                 do {
                     let r = try s.readResponse()
                     XCTAssertEqual(r.status, 413, "[\(mode)] \(r)")
                 } catch {
                     XCTFail("[\(mode)] the 413 answer was lost: \(error)")
                 }
-                while !sender.isFinished { usleep(1000) }
+                XCTAssertTrue(sender.join(), "[\(mode)] the sender did not finish")
                 let r2 = try fetch(port: server.port, "GET /hello HTTP/1.1\r\nHost: h\r\n\r\n")
                 XCTAssertEqual(r2.bodyString, "Hello, World!", "[\(mode)] server fine afterwards")
             }
@@ -292,10 +303,9 @@ final class EdgeCaseTests: XCTestCase {
                 wire += Array("0\r\n\r\n".utf8)
                 let err = LockedList<String>()
                 let bytes = wire
-                let sender = Thread { do { try s.send(bytes) } catch { err.append("\(error)") } }
-                sender.start()
+                let sender = TestThread { do { try s.send(bytes) } catch { err.append("\(error)") } }
                 let r = try s.readResponse()
-                while !sender.isFinished { usleep(1000) }
+                XCTAssertTrue(sender.join(), "[\(mode)] the sender did not finish")
                 XCTAssertEqual(r.status, 200, "[\(mode)] \(maxBody)-byte decoded body in 8-byte chunks (\(wire.count) bytes on the wire) with maxBody \(maxBody): \(r.statusLine)")
                 XCTAssertEqual(r.fields["body-length"], r.status == 200 ? String(maxBody) : nil, "[\(mode)]")
             }

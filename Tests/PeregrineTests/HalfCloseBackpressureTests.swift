@@ -29,12 +29,11 @@ final class HalfCloseBackpressureTests: XCTestCase {
             try withServer(mode, BuiltinApp.echo.application, configure: { $0.maxOutputPerConnection = 64 * 1024 }) { server in
                 let s = try TestSocket(port: server.port)
                 let err = LockedList<String>()
-                let sender = Thread {
+                let sender = TestThread {
                     do { try s.send(payload); s.shutdownWrite() } catch { err.append("\(error)") }
                 }
-                sender.start()
                 let got = try slowRead(s, total)
-                while !sender.isFinished { usleep(1000) }
+                XCTAssertTrue(sender.join(), "[\(mode)] the sender did not finish")
                 XCTAssertEqual(err.all, [], "[\(mode)] sender")
                 XCTAssertEqual(got.count, total, "[\(mode)] echoed bytes after FIN")
                 XCTAssertTrue(got == payload, "[\(mode)] echoed content")
@@ -78,9 +77,9 @@ final class HalfCloseBackpressureTests: XCTestCase {
                     // recv on a partial head. That wait must cost nothing.
                     let partial = try TestSocket(port: server.port)
                     try partial.send("GET /x HTTP/1.1\r\nHo")
-                    usleep(100_000)
+                    XCTAssertTrue(partial.waitUntilServerHasRead(), "[\(mode)] the partial head was not read")
                     let before = cpuSeconds()
-                    usleep(500_000)
+                    usleep(500_000)   // the subject: CPU spent over 0.5 s of waiting
                     let used = cpuSeconds() - before
                     XCTAssertLessThan(used, 0.2, "[\(mode)] \(Int(used * 1000)) ms of CPU in 500 ms of waiting: it spins")
                     return
@@ -93,6 +92,10 @@ final class HalfCloseBackpressureTests: XCTestCase {
                 _ = try idle.readResponse()
                 let partial = try TestSocket(port: server.port)
                 try partial.send("GET /x HTTP/1.1\r\nHo")
+                // Every connection is in the state under test: /big answered
+                // and stalled, the partial head taken.
+                XCTAssertTrue(half.waitReadable(), "[\(mode)] /big was not answered")
+                XCTAssertTrue(partial.waitUntilServerHasRead(), "[\(mode)] the partial head was not read")
                 try withServer(mode, BuiltinApp.echo.application, configure: { $0.maxOutputPerConnection = 64 * 1024 }) { echo in
                     let paused = try TestSocket(port: echo.port)
                     // Fill until the echo pauses (the kernel buffers fill both ways).
@@ -104,9 +107,9 @@ final class HalfCloseBackpressureTests: XCTestCase {
                         do { try paused.send(chunk); sent += chunk.count } catch { break }
                     }
                     XCTAssertLessThan(sent, 64 << 20, "[\(mode)] echo never pushed back on a client that does not read")
-                    usleep(100_000)
+                    // The send above blocked for 200 ms: the echo has paused.
                     let before = cpuSeconds()
-                    usleep(500_000)
+                    usleep(500_000)   // the subject: CPU spent over 0.5 s of waiting
                     let used = cpuSeconds() - before
                     XCTAssertLessThan(used, 0.2, "[\(mode)] \(Int(used * 1000)) ms of CPU in 500 ms of waiting: a loop spins")
                 }

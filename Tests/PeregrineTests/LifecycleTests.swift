@@ -39,7 +39,7 @@ final class LifecycleTests: XCTestCase {
     }
 
     /// A body that stops arriving is answered 408 once idleTimeout passes
-    /// without progress.
+    /// without progress: not before 1 s, and within the coarse clock's 1 to 3 s.
     func testStalledBodyGets408() throws {
         try forEachEngine { mode in
             try withServer(mode, TestApps.inspect, configure: { $0.idleTimeout = 1 }) { server in
@@ -49,13 +49,17 @@ final class LifecycleTests: XCTestCase {
                 let start = ContinuousClock.now
                 let response = try client.readResponse()
                 XCTAssertEqual(response.status, 408, "[\(mode)] \(response)")
-                XCTAssertGreaterThanOrEqual(ContinuousClock.now - start, .milliseconds(900), "[\(mode)] 408 before the timeout")
+                let took = ContinuousClock.now - start
+                XCTAssertGreaterThanOrEqual(took, .milliseconds(900), "[\(mode)] 408 before the timeout")
+                XCTAssertLessThan(took, .milliseconds(3500), "[\(mode)] 408 came \(took) after the body stalled (idle timeout 1 s)")
             }
         }
     }
 
     /// A client that asks for a lot and never reads is dropped once idleTimeout
-    /// passes without the output moving: memory is not held forever.
+    /// passes without the output moving: memory is not held forever. The
+    /// idle clock is coarse (one sweep per second, TimeoutTests), so the drop
+    /// comes 1 to 3 s after the output stalls; it must come within 4 s.
     func testClientThatStopsReadingIsDropped() throws {
         try forEachEngine { mode in
             try withServer(mode, TestApps.inspect, configure: { $0.idleTimeout = 1 }) { server in
@@ -66,21 +70,33 @@ final class LifecycleTests: XCTestCase {
                     let stalled = try TestSocket(port: server.port)
                     defer { stalled.close() }
                     try stalled.send("GET /big HTTP/1.1\r\nHost: h\r\n\r\n")
-                    usleep(200_000)
+                    XCTAssertTrue(stalled.waitUntilServerHasRead(), "[\(mode)] the stalled client's request was not taken")
                     let start = ContinuousClock.now
                     let next = try fetch(port: server.port, "GET /hello HTTP/1.1\r\nHost: h\r\n\r\n")
                     XCTAssertEqual(next.bodyString, "Hello, World!", "[\(mode)] next client served after the stalled one")
                     XCTAssertLessThan(ContinuousClock.now - start, .seconds(4), "[\(mode)] the stalled reader was not dropped in time")
+                    XCTAssertTrue(stalled.serverCloses(within: .seconds(1)), "[\(mode)] the stalled reader's connection is still open")
+                    let received = try stalled.readUntilEOF()
+                    XCTAssertLessThan(received.count, TestApps.bigBodySize,
+                                      "[\(mode)] the stalled reader got the whole answer: the server never waited on it")
                     return
                 }
                 let client = try TestSocket(port: server.port)
                 defer { client.close() }
                 let requests = 6   // 24 MiB: more than the socket buffers of both ends hold
+                let start = ContinuousClock.now
                 try client.send(String(repeating: "GET /big HTTP/1.1\r\nHost: h\r\n\r\n", count: requests))
-                usleep(3_500_000)
+                // Not reading: the output stalls at once, and the server must drop the client.
+                if client.serverCloses(within: .seconds(6)) {
+                    let took = ContinuousClock.now - start
+                    XCTAssertGreaterThanOrEqual(took, .milliseconds(900), "[\(mode)] dropped before the idle timeout")
+                    XCTAssertLessThan(took, .seconds(4), "[\(mode)] dropped \(took) after the output stalled (idle timeout 1 s)")
+                } else {
+                    XCTFail("[\(mode)] a reader that stalled for 6 s is still connected (server end: \(String(describing: client.serverEnd)))")
+                }
                 let received = try client.readUntilEOF()
                 XCTAssertLessThan(received.count, requests * TestApps.bigBodySize,
-                                  "[\(mode)] a reader that stalled for 3.5 s got everything: it was never timed out")
+                                  "[\(mode)] the stalled reader got everything: it was never timed out")
             }
         }
     }
@@ -97,7 +113,7 @@ final class LifecycleTests: XCTestCase {
                 try client.send(String(repeating: "GET /big HTTP/1.1\r\nHost: h\r\n\r\n", count: 5) + "GET /hello HTTP/1.1\r\nHost: h\r\n\r\n")
                 let start = ContinuousClock.now
                 for i in 0..<5 {
-                    usleep(600_000)   // 5 × 0.6 s: well past the 1 s header timeout
+                    usleep(600_000)   // the subject: a slow reader, 5 × 0.6 s, well past the 1 s header timeout
                     let r = try client.readResponse()
                     XCTAssertEqual(r.status, 200, "[\(mode)] response \(i)")
                     XCTAssertEqual(r.body.count, TestApps.bigBodySize, "[\(mode)] response \(i)")
@@ -137,6 +153,10 @@ final class LifecycleTests: XCTestCase {
                     ids.insert(raw.withUnsafeBytes { $0.load(as: UInt64.self) })
                 }
                 XCTAssertEqual(ids.count, 40, "[\(mode)] connection ids repeat across loops: \(ids.sorted())")
+                if mode.runsSeveralLoops {
+                    // Loop i hands out i, i+2, ...: both parities mean both loops took connections.
+                    XCTAssertEqual(Set(ids.map { $0 % 2 }).count, 2, "[\(mode)] the 40 connections did not reach both loops: \(ids.sorted())")
+                }
                 sockets.forEach { $0.close() }
             }
         }

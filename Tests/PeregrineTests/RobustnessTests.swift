@@ -118,7 +118,7 @@ final class RobustnessTests: XCTestCase {
                 let s = try TestSocket(port: server.port)
                 let rssBefore = residentKiB()
                 let sendError = LockedList<String>()
-                let sender = Thread {
+                let sender = TestThread {
                     do {
                         var off = 0
                         while off < payload.count {
@@ -130,7 +130,6 @@ final class RobustnessTests: XCTestCase {
                         sendError.append("\(error)")
                     }
                 }
-                sender.start()
                 var received = 0
                 var mismatchAt = -1
                 var buf = [UInt8](repeating: 0, count: 64 * 1024)
@@ -142,12 +141,12 @@ final class RobustnessTests: XCTestCase {
                             for j in 0..<n where buf[j] != payload[received + j] { mismatchAt = received + j; break }
                         }
                         received += n
-                        usleep(1000)
+                        usleep(1000)   // the subject: a slow reader
                     }
                 } catch {
                     XCTFail("[\(mode)] echo receive failed after \(received) bytes: \(error)")
                 }
-                while !sender.isFinished { usleep(1000) }
+                XCTAssertTrue(sender.join(), "[\(mode)] the sender did not finish")
                 let rssAfter = residentKiB()
                 if ProcessInfo.processInfo.environment["PEREGRINE_TEST_VERBOSE"] != nil {
                     print("[\(mode)] echo 8 MiB: max pendingOutput \(maxPending.max), VmRSS \(rssBefore) -> \(rssAfter) KiB")

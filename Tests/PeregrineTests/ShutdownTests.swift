@@ -11,12 +11,16 @@ import XCTest
 final class ShutdownTests: XCTestCase {
     static let bigSize = 1 << 20
 
+    /// Every /slow handler that has begun (the test waits on this, not on time).
+    static let slowStarted = LockedList<Int>()
+
     /// /slow sleeps 300 ms in the handler; /big is 1 MiB; a POST is answered
     /// with its body length; anything else with "hello".
     static let app: Application = .http { request, response in
         let target = request.targetString
         if target == "/slow" {
-            usleep(300_000)
+            slowStarted.append(1)
+            usleep(300_000)   // the subject: a handler still running when the shutdown begins
             response.send(body: "slow done")
         } else if target == "/big" {
             let body = [UInt8](repeating: 0x62, count: ShutdownTests.bigSize)
@@ -108,12 +112,13 @@ final class ShutdownTests: XCTestCase {
         let bodySize = 10_000
         try upload.send("POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: \(bodySize)\r\n\r\n")
         try upload.send([UInt8](repeating: 0x61, count: bodySize / 2))
-        usleep(100_000)
+        XCTAssertTrue(upload.waitUntilServerHasRead(), "[\(mode)] the first half of the body was not read")
 
         // A request whose handler is running (300 ms).
+        let slowBefore = Self.slowStarted.all.count
         let slow = try TestSocket(port: port)
         try slow.send("GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
-        usleep(50_000)
+        XCTAssertTrue(waitUntil { Self.slowStarted.all.count > slowBefore }, "[\(mode)] the /slow handler did not start")
 
         let call = ShutdownCall(server, deadline: .seconds(5))
 
@@ -161,13 +166,14 @@ final class ShutdownTests: XCTestCase {
         let bodySize = 10_000
         try upload.send("POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: \(bodySize)\r\n\r\n")
         try upload.send([UInt8](repeating: 0x61, count: bodySize / 2))
-        usleep(100_000)
+        XCTAssertTrue(upload.waitUntilServerHasRead(), "[\(mode)] the first half of the body was not read")
         let waiting = try TestSocket(port: port)   // in the backlog
         try waiting.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-        usleep(50_000)
+        XCTAssertTrue(waitUntil { waiting.serverEnd.map { $0.unread > 0 } ?? false },
+                      "[\(mode)] the waiting client's request is not queued in the backlog")
 
         let call = ShutdownCall(server, deadline: .seconds(5))
-        usleep(200_000)
+        XCTAssertTrue(waitUntil { connectionRefused(port: port) }, "[\(mode)] the listener did not close")
         assertRefused(port, mode)
         let waitingBytes = (try? waiting.readUntilEOF()) ?? []
         XCTAssertTrue(waitingBytes.isEmpty, "[\(mode)] a client in the backlog was answered")
@@ -200,7 +206,9 @@ final class ShutdownTests: XCTestCase {
                     try u.send("POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 20\r\n\r\n0123456789")
                     uploads.append(u)
                 }
-                usleep(100_000)
+                for (n, u) in uploads.enumerated() {
+                    XCTAssertTrue(u.waitUntilServerHasRead(), "[\(mode)] upload \(n) was not read")
+                }
                 let call = ShutdownCall(server, deadline: .seconds(5))
                 for i in idle { XCTAssertTrue(try i.expectClose().isEmpty, "[\(mode)]") }
                 assertRefused(server.port, mode, allowBacklog: true)
@@ -224,7 +232,7 @@ final class ShutdownTests: XCTestCase {
             try withServer(mode, Self.app) { server in
                 let client = try TestSocket(port: server.port)
                 try client.send("POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n0123456789")
-                usleep(100_000)
+                XCTAssertTrue(client.waitUntilServerHasRead(), "[\(mode)] the partial body was not read")
                 let call = ShutdownCall(server, deadline: .seconds(1))
                 let bytes = (try? client.readUntilEOF()) ?? []
                 XCTAssertTrue(bytes.isEmpty, "[\(mode)] a cut request was answered: \(bytes.count) bytes")
@@ -243,12 +251,16 @@ final class ShutdownTests: XCTestCase {
             try withServer(mode, Self.app) { server in
                 let client = try TestSocket(port: server.port)
                 try client.send("POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n0123456789")
-                usleep(100_000)
+                XCTAssertTrue(client.waitUntilServerHasRead(), "[\(mode)] the partial body was not read")
+                let callStart = ContinuousClock.now
                 let call = ShutdownCall(server, deadline: .seconds(30))
-                usleep(300_000)
+                // The drain has begun: the listener is closed, the stalled request still held.
+                XCTAssertTrue(waitUntil { connectionRefused(port: server.port) }, "[\(mode)] the drain did not begin")
+                XCTAssertEqual(client.serverEnd?.ownerClosed, false, "[\(mode)] the stalled request was cut before stop()")
+                let stopAt = ContinuousClock.now - callStart
                 server.stop()
                 guard let took = call.wait(timeout: 5) else { return XCTFail("[\(mode)] shutdown did not return after stop") }
-                XCTAssertLessThan(took, .seconds(2), "[\(mode)]")
+                XCTAssertLessThan(took - stopAt, .seconds(2), "[\(mode)] shutdown returned \(took - stopAt) after stop()")
                 XCTAssertTrue(((try? client.readUntilEOF()) ?? []).isEmpty, "[\(mode)]")
             }
         }
@@ -294,9 +306,10 @@ final class ShutdownTests: XCTestCase {
             }
             let client = try TestSocket(port: port)
             try client.send("GET /x HTTP/1.1\r\nHost: h\r\n")
-            usleep(100_000)
+            XCTAssertTrue(client.waitUntilServerHasRead(), "[\(mode)] the half-sent head was not read")
             server.terminate()   // SIGTERM
-            usleep(200_000)
+            // The drain has begun once the listener is closed; the head is still in flight.
+            XCTAssertTrue(waitUntil { connectionRefused(port: port) }, "[\(mode)] SIGTERM did not stop accepting")
             try client.send("\r\n")
             let r = try client.readResponse()
             XCTAssertEqual(r.status, 200, "[\(mode)]")

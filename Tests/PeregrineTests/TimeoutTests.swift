@@ -46,7 +46,7 @@ final class TimeoutTests: XCTestCase {
                 while sent < trickle.count, secondsSince(start) < 5 {
                     do { try client.send([trickle[sent]]) } catch { break }
                     sent += 1
-                    usleep(200_000)
+                    usleep(200_000)   // the subject: a byte every 200 ms
                     if secondsSince(start) > 3.5 { break }
                 }
                 let response = try client.readResponse()
@@ -58,24 +58,29 @@ final class TimeoutTests: XCTestCase {
     }
 
     /// A request that completes within the deadline is served, and the next
-    /// request on the same connection gets a fresh deadline.
+    /// request on the same connection gets a fresh deadline: four heads of
+    /// 1.2 s each take 4.8 s, past any firing (2 to 4 s) of a deadline that
+    /// kept counting from the first head.
     func testCompleteHeadsBeatTheDeadline() throws {
         try forEachEngine { mode in
             try withServer(mode, BuiltinApp.hello.application, configure: { $0.headerTimeout = 2; $0.idleTimeout = 0 }) { server in
                 let client = try Session(mode, port: server.port)
-                for _ in 0..<2 {
+                let start = ContinuousClock.now
+                for i in 0..<4 {
                     try client.send("GET / HTTP/1.1\r\nHo")
-                    usleep(1_200_000)   // well inside the 2 s deadline of this head
+                    usleep(1_200_000)   // the subject: a slow head, well inside the 2 s deadline of this head
                     try client.send("st: h\r\n\r\n")
                     let response = try client.readResponse()
-                    XCTAssertEqual(response.status, 200, "[\(mode)] \(response)")
+                    XCTAssertEqual(response.status, 200, "[\(mode)] head \(i) at \(secondsSince(start)) s: \(response)")
                 }
+                XCTAssertGreaterThan(secondsSince(start), 4.0, "[\(mode)] the heads must outlast a deadline that is not renewed")
             }
         }
     }
 
     /// An idle keep-alive connection is closed quietly (no response bytes)
-    /// after the idle timeout; an active one is not.
+    /// after the idle timeout (an active one is not:
+    /// testBusyConnectionOutlivesIdleTimeout).
     func testIdleKeepAliveConnectionClosedQuietly() throws {
         try forEachEngine { mode in
             try withServer(mode, BuiltinApp.hello.application, configure: { $0.idleTimeout = 1 }) { server in
@@ -103,7 +108,7 @@ final class TimeoutTests: XCTestCase {
                 while secondsSince(start) < 2.5 {   // more than twice the idle timeout
                     try busy.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
                     XCTAssertEqual(try busy.readResponse().status, 200, "[\(mode)]")
-                    usleep(300_000)
+                    usleep(300_000)   // the subject: a request every 0.3 s, never idle for 1 s
                 }
             }
         }

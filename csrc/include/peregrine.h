@@ -493,8 +493,65 @@ int prg_deferred_header(prg_deferred *d, const char *name, size_t name_len,
  * The handle stays valid until prg_deferred_release. */
 int prg_deferred_send(prg_deferred *d, int status, const void *body, size_t n);
 /* Gives the handle back (once, from any thread, after which it must not be
- * used). Not yet answered: answers 500 first. NULL is ignored. */
+ * used). Not yet answered: answers 500 first. Released after the head but
+ * before prg_stream_end: the connection is closed after what was written
+ * (the client sees a truncated body). NULL is ignored. */
 void prg_deferred_release(prg_deferred *d);
+
+/* Response streams: the same handle answered over time (any thread, one
+ * at a time). The one-shot prg_deferred_send is a head, one write and an
+ * end. Each operation is a state transition checked by the core:
+ *     OPEN --prg_stream_head--> HEADED --prg_stream_write*--> --prg_stream_end--> ENDED
+ * and the loop side may end it first (TIMED_OUT: no head within
+ * handler_timeout_s, the client got 503; PEER_GONE: the connection closed).
+ * Refusals, from the state, in O(1), never touching freed memory:
+ *   -EPROTO      a write or end before the head
+ *   -EALREADY    the head twice, or a write, trailer or end after the end
+ *   -ECONNRESET  the peer is gone (or the server stopped)
+ *   -ETIMEDOUT   the handler timeout answered 503 before the head
+ *   -EMSGSIZE    a write beyond the declared Content-Length (refused, nothing
+ *                queued), or an end short of it (posted; the connection is
+ *                closed after the body, since the client would wait forever)
+ *   -ENOMEM, -EINVAL (NULL handle, NULL data with n > 0)
+ * Framing: a Content-Length header added with prg_deferred_header before
+ * the head fixes the length; without one the body is chunked (HTTP/1.1,
+ * trailers allowed) or ends with the connection (HTTP/1.0). The head goes
+ * out as soon as it is rendered. Answers stay in request order: later
+ * pipelined answers wait until the stream ended. While a stream is open and
+ * nothing is queued, the idle timeout does not close its connection.
+ *
+ * Writability: the stream's level is its bytes posted but not yet handed
+ * to the socket queue plus its bytes still queued there. A write that takes
+ * it above the high mark is still accepted and returns PRG_STREAM_WAIT: the
+ * producer should wait for on_writable, which the loop runs (on its
+ * thread, once per PRG_STREAM_WAIT) when the level is back at the low mark,
+ * or when the peer went (the next write says -ECONNRESET). */
+enum { PRG_STREAM_WAIT = 1 };
+#define PRG_STREAM_LOW_WATER (64u * 1024u)
+#define PRG_STREAM_HIGH_WATER (256u * 1024u)
+enum { PRG_STREAM_OPEN = 0, PRG_STREAM_HEADED = 1, PRG_STREAM_ENDED = 2, PRG_STREAM_TIMED_OUT = 3,
+       PRG_STREAM_PEER_GONE = 4 };
+/* Sends the head: status and the headers added with prg_deferred_header. */
+int prg_stream_head(prg_deferred *d, int status);
+/* Copies n bytes and posts them: 0, PRG_STREAM_WAIT (accepted, above the
+ * high mark), or a refusal above. */
+int prg_stream_write(prg_deferred *d, const void *data, size_t n);
+/* A trailer, sent by prg_stream_end when the body is chunked (left out
+ * otherwise). After the head, before the end. */
+int prg_stream_trailer(prg_deferred *d, const char *name, size_t name_len,
+                       const char *value, size_t value_len);
+/* Ends the answer (the last chunk and the trailers when chunked). */
+int prg_stream_end(prg_deferred *d);
+/* The callback run on the loop's thread when a producer told to wait may
+ * write again. It must not block or release the handle; it may write.
+ * NULL stops it; prg_deferred_release stops it and waits for a run in
+ * progress, so ctx may be freed after the release. */
+void prg_stream_on_writable(prg_deferred *d, void (*fn)(void *ctx), void *ctx);
+/* The marks (before the head; low <= high, high > 0): 0, -EINVAL, -EALREADY. */
+int prg_stream_set_watermarks(prg_deferred *d, size_t low, size_t high);
+/* The level now (bytes), and the state (PRG_STREAM_*, or -EINVAL). */
+size_t prg_stream_queued(prg_deferred *d);
+int prg_stream_state(prg_deferred *d);
 
 /* ------------------------------------------------------------------ */
 /* The client's address and the PROXY protocol (proxy.c)                */

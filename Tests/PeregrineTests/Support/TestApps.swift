@@ -202,3 +202,85 @@ func onThreads(_ count: Int, _ work: @escaping @Sendable (Int) -> Void) {
     }
     group.wait()
 }
+
+/// Offloaded handlers that wait at a gate the test opens: the test knows
+/// when they run (`waitUntilStarted`) and decides when they answer, instead
+/// of sleeping and hoping the server got there.
+///
+/// `application`: `/hello` is answered inline on the loop; anything else
+/// passes the gate, then answers `gated <target>`.
+final class HandlerGate: @unchecked Sendable {
+    // @unchecked: every field is read and written under `condition`.
+    private let condition = NSCondition()
+    private var startedCount = 0
+    private var finishedCount = 0
+    private var permits = 0
+
+    /// No handler waits longer than this at a closed gate, so a failing test
+    /// cannot leave stop() waiting forever on the pool.
+    static let handlerSafetyTimeout: TimeInterval = 20
+
+    /// Called by a handler: counts it as started, waits for a permit.
+    func pass() {
+        condition.lock()
+        defer { condition.unlock() }
+        startedCount += 1
+        condition.broadcast()
+        let giveUp = Date(timeIntervalSinceNow: Self.handlerSafetyTimeout)
+        while permits == 0 {
+            if !condition.wait(until: giveUp) { return }
+        }
+        permits -= 1
+    }
+
+    /// Called by a handler once it has answered.
+    func finished() {
+        condition.lock()
+        finishedCount += 1
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Lets `count` handlers (waiting or still to come) through.
+    func open(_ count: Int = 1 << 20) {
+        condition.lock()
+        permits += count
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    var started: Int { condition.lock(); defer { condition.unlock() }; return startedCount }
+    var finishedHandlers: Int { condition.lock(); defer { condition.unlock() }; return finishedCount }
+
+    /// Waits until `count` handlers have started in all; false at the deadline.
+    func waitUntilStarted(_ count: Int, timeout: TimeInterval = 5) -> Bool {
+        waitFor(timeout) { startedCount >= count }
+    }
+
+    /// Waits until `count` handlers have answered in all; false at the deadline.
+    func waitUntilFinished(_ count: Int, timeout: TimeInterval = 5) -> Bool {
+        waitFor(timeout) { finishedCount >= count }
+    }
+
+    private func waitFor(_ timeout: TimeInterval, _ done: () -> Bool) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        let deadline = Date(timeIntervalSinceNow: timeout)
+        while !done() {
+            if !condition.wait(until: deadline) { return done() }
+        }
+        return true
+    }
+
+    var application: Application {
+        .offloaded({ [self] request, responder in
+            pass()
+            responder.send(body: "gated \(request.target)")
+            finished()
+        }, inline: { request, response in
+            guard request.targetString == "/hello" else { return false }
+            response.send(body: "Hello, World!")
+            return true
+        })
+    }
+}

@@ -298,18 +298,251 @@ final class TestSocket: @unchecked Sendable {
     /// arrived before the close, or throws `.timeout` if the connection stayed open.
     func expectClose() throws -> [UInt8] { try readUntilEOF() }
 
-    /// True if the connection is still open right now: nothing buffered says EOF
-    /// (a non-blocking peek returns EAGAIN or data).
-    var looksOpen: Bool {
-        var b: UInt8 = 0
-        let n = recv(fd, &b, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
-        if n > 0 { return true }
-        if n == 0 { return false }
-        return errno == EAGAIN || errno == EWOULDBLOCK
-    }
+    /// True if the server leaves the connection open for the next 300 ms
+    /// (`staysOpen(for:)`): a close that comes a moment after the last answer
+    /// is seen, which one non-blocking peek would miss.
+    var looksOpen: Bool { staysOpen(for: .milliseconds(300)) }
 
     /// Bytes received but not yet consumed by a reader.
     var pending: [UInt8] { buffer }
+}
+
+// MARK: - Waiting on what the server does
+
+/// Polls `condition` until it holds or `timeout` passes; true if it held.
+/// The 5 ms pause between polls is the polling interval of a wait with a
+/// deadline, not a guess at how long the server takes.
+func waitUntil(timeout: Duration = .seconds(5), _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while true {
+        if try condition() { return true }
+        if ContinuousClock.now >= deadline { return false }
+        usleep(5_000)
+    }
+}
+
+/// POLLRDHUP (the peer shut down its write side): Glibc exports it to C only
+/// under _GNU_SOURCE, so Swift does not see it.
+let pollRDHUP: Int32 = 0x2000
+
+/// One TCP socket as the kernel lists it in /proc/net/tcp{,6}.
+struct KernelSocketState {
+    /// TCP state (1 ESTABLISHED, 4 FIN_WAIT1, 8 CLOSE_WAIT, ... as in include/net/tcp_states.h).
+    var state: Int
+    /// Bytes sent and not yet acknowledged by the other end.
+    var unacknowledged: Int
+    /// Bytes received by the kernel and not yet read by the owning process.
+    var unread: Int
+
+    /// The states after the owner closed (or shut down the write side of)
+    /// this end: FIN_WAIT1, FIN_WAIT2, TIME_WAIT, CLOSE, LAST_ACK, CLOSING.
+    static let afterOwnerClose: Set<Int> = [4, 5, 6, 7, 9, 11]
+    var ownerClosed: Bool { Self.afterOwnerClose.contains(state) }
+}
+
+/// A connection's two ports on loopback.
+struct ConnectionEnds {
+    var clientPort: Int
+    var serverPort: Int
+    var v6: Bool
+
+    /// The server's end (same process, same network namespace) as
+    /// /proc/net/tcp{,6} lists it; nil once the server has closed it and the
+    /// kernel has let it go (or it was reset).
+    var serverEnd: KernelSocketState? { Self.lookUp(local: serverPort, remote: clientPort, v6: v6) }
+
+    /// The client's end as the kernel lists it; nil once closed and gone.
+    var clientEnd: KernelSocketState? { Self.lookUp(local: clientPort, remote: serverPort, v6: v6) }
+
+    /// Scans the table's bytes (thousands of lines on a busy machine: no
+    /// String splitting). A line is `sl: LOCAL:PORT REMOTE:PORT ST TX:RX ...`
+    /// with the addresses 8 (IPv4) or 32 (IPv6) hex digits wide.
+    private static func lookUp(local: Int, remote: Int, v6: Bool) -> KernelSocketState? {
+        guard let table = readWholeFileBytes(v6 ? "/proc/net/tcp6" : "/proc/net/tcp") else { return nil }
+        let addressWidth = v6 ? 32 : 8
+        let endpointWidth = addressWidth + 5   // ADDR:PORT
+        let wantLocal = Array(String(format: "%04X", local).utf8), wantRemote = Array(String(format: "%04X", remote).utf8)
+        func hex(_ bytes: ArraySlice<UInt8>) -> Int? { Int(String(decoding: bytes, as: UTF8.self), radix: 16) }
+        var lineStart = 0
+        while lineStart < table.count {
+            var lineEnd = lineStart
+            while lineEnd < table.count && table[lineEnd] != UInt8(ascii: "\n") { lineEnd += 1 }
+            defer { lineStart = lineEnd + 1 }
+            // "sl:" then a space, then the local endpoint.
+            var colon = lineStart
+            while colon < lineEnd && table[colon] != UInt8(ascii: ":") { colon += 1 }
+            let localAt = colon + 2
+            let remoteAt = localAt + endpointWidth + 1
+            let stateAt = remoteAt + endpointWidth + 1
+            let queuesAt = stateAt + 3
+            guard queuesAt + 17 <= lineEnd else { continue }   // the header line, or a short one
+            let localPort = table[(localAt + addressWidth + 1)..<(localAt + endpointWidth)]
+            let remotePort = table[(remoteAt + addressWidth + 1)..<(remoteAt + endpointWidth)]
+            guard localPort.elementsEqual(wantLocal), remotePort.elementsEqual(wantRemote),
+                  let state = hex(table[stateAt..<(stateAt + 2)]),
+                  let tx = hex(table[queuesAt..<(queuesAt + 8)]),
+                  let rx = hex(table[(queuesAt + 9)..<(queuesAt + 17)]) else { continue }
+            return KernelSocketState(state: state, unacknowledged: tx, unread: rx)
+        }
+        return nil
+    }
+
+    /// The server has closed its end (or it is gone altogether).
+    var serverClosed: Bool { serverEnd.map { $0.ownerClosed } ?? true }
+}
+
+/// A whole /proc file, read to its end with read(2) (such files have no
+/// size to read up to); nil if it cannot be opened.
+func readWholeFile(_ path: String) -> String? {
+    readWholeFileBytes(path).map { String(decoding: $0, as: UTF8.self) }
+}
+
+/// The same, as bytes.
+func readWholeFileBytes(_ path: String) -> [UInt8]? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { Glibc.close(fd) }
+    var out: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { break }
+        out += chunk[0..<n]
+    }
+    return out
+}
+
+extension TestSocket {
+    private func port(_ name: (Int32, UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) -> Int32) -> (port: Int, v6: Bool)? {
+        var storage = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { name(fd, $0, &len) }
+        }
+        guard rc == 0 else { return nil }
+        let family = storage.ss_family
+        return withUnsafePointer(to: &storage) { p -> (Int, Bool) in
+            if family == sa_family_t(AF_INET6) {
+                return p.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { (Int(UInt16(bigEndian: $0.pointee.sin6_port)), true) }
+            }
+            return p.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { (Int(UInt16(bigEndian: $0.pointee.sin_port)), false) }
+        }
+    }
+
+    /// The ports of this connection, to look up its server end later, even
+    /// after the client has closed its own; nil if the socket is not connected.
+    var ends: ConnectionEnds? {
+        guard let local = port(getsockname), let peer = port(getpeername) else { return nil }
+        return ConnectionEnds(clientPort: local.port, serverPort: peer.port, v6: local.v6)
+    }
+
+    /// The server's end of this connection (`ConnectionEnds.serverEnd`); nil
+    /// once it is gone or this socket is no longer connected.
+    var serverEnd: KernelSocketState? { ends?.serverEnd }
+
+    /// Waits until the server has accepted this connection and read every
+    /// byte sent on it so far: the server's kernel has acknowledged them all
+    /// and its receive queue is empty (the process took them), its end still
+    /// open. False if that did not happen within `timeout`.
+    func waitUntilServerHasRead(timeout: Duration = .seconds(5)) -> Bool {
+        guard let ends else { return false }
+        return waitUntil(timeout: timeout) {
+            guard let mine = ends.clientEnd, mine.unacknowledged == 0, let theirs = ends.serverEnd else { return false }
+            return theirs.unread == 0 && !theirs.ownerClosed
+        }
+    }
+
+    /// Waits for the server to end this connection: the client sees EOF or a
+    /// reset (pollRDHUP/POLLHUP/POLLERR, even with unread data before it), or
+    /// the server's end has left ESTABLISHED (its FIN may wait behind output
+    /// the client has not read). Nothing is consumed. False if the
+    /// connection was still open at the deadline.
+    func serverCloses(within timeout: Duration) -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            guard let ends, !ends.serverClosed else { return true }
+            let left = deadline - ContinuousClock.now
+            if left <= .zero { return false }
+            // The client may see the close first: wait on it a little, then look again.
+            if peerHungUp(waitingMs: min(20, left.pollMilliseconds)) { return true }
+        }
+    }
+
+    /// True if the server leaves the connection open for the whole `window`:
+    /// poll() waits for pollRDHUP (or a reset) with that timeout. Data that
+    /// arrives meanwhile does not count as a close.
+    func staysOpen(for window: Duration) -> Bool {
+        let deadline = ContinuousClock.now + window
+        while true {
+            let left = deadline - ContinuousClock.now
+            if left <= .zero { return true }
+            if peerHungUp(waitingMs: left.pollMilliseconds) { return false }
+        }
+    }
+
+    /// poll() for the peer's FIN or a reset for up to `ms`; true if it came.
+    private func peerHungUp(waitingMs ms: Int32) -> Bool {
+        var p = pollfd(fd: fd, events: Int16(pollRDHUP), revents: 0)
+        let rc = poll(&p, 1, ms)
+        if rc < 0 { return errno != EINTR }
+        return rc > 0 && p.revents & Int16(pollRDHUP | POLLHUP | POLLERR) != 0
+    }
+
+    /// Waits up to `timeout` until there is something to read (data, EOF or a
+    /// reset) without consuming it.
+    func waitReadable(timeout: Duration = .seconds(5)) -> Bool {
+        if !pending.isEmpty { return true }
+        var p = pollfd(fd: fd, events: Int16(POLLIN | pollRDHUP), revents: 0)
+        while true {
+            let rc = poll(&p, 1, timeout.pollMilliseconds)
+            if rc < 0 && errno == EINTR { continue }
+            return rc > 0
+        }
+    }
+}
+
+extension Duration {
+    /// This duration as a poll() timeout, rounded up to whole milliseconds.
+    var pollMilliseconds: Int32 {
+        Int32(clamping: components.seconds * 1000 + (components.attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
+    }
+}
+
+/// True if a connection attempt to `port` on 127.0.0.1 is refused now
+/// (nothing listens). A connection that is accepted instead is closed at once.
+func connectionRefused(port: Int) -> Bool {
+    do {
+        let s = try TestSocket(port: port)
+        s.reset()
+        return false
+    } catch ClientError.system(_, let e) {
+        return e == ECONNREFUSED
+    } catch {
+        return false
+    }
+}
+
+/// A thread a test starts and later joins with a deadline.
+final class TestThread: @unchecked Sendable {
+    // @unchecked: the semaphore is only signalled and waited on.
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ work: @escaping @Sendable () -> Void) {
+        let done = done
+        let t = Thread {
+            work()
+            done.signal()
+        }
+        t.stackSize = 1 << 20
+        t.start()
+    }
+
+    /// Waits for the thread to finish; false if it did not within `timeout`.
+    func join(timeout: Duration = .seconds(10)) -> Bool {
+        let ns = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
+        return done.wait(timeout: .now() + .nanoseconds(Int(ns))) == .success
+    }
 }
 
 /// One request, one response, on a fresh connection.
@@ -402,14 +635,14 @@ func assertOneClientAtATime(_ mode: EngineMode, port: Int,
                             file: StaticString = #filePath, line: UInt = #line) throws {
     let a = try TestSocket(port: port)
     try a.send("POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nbo")
-    usleep(100_000)   // A is accepted first
+    XCTAssertTrue(a.waitUntilServerHasRead(), "[\(mode)] A was not accepted and read first", file: file, line: line)
     let b = try TestSocket(port: port)
     try b.send("GET /b HTTP/1.1\r\nHost: h\r\n\r\n")
-    usleep(300_000)
-    var byte: UInt8 = 0
-    let early = recv(b.fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
-    XCTAssertTrue(early < 0 && (errno == EAGAIN || errno == EWOULDBLOCK),
-                  "[\(mode)] B must wait while A's request is incomplete (recv returned \(early))", file: file, line: line)
+    // B waits: nothing of it is read, nothing arrives for it within 300 ms.
+    XCTAssertFalse(b.waitReadable(timeout: .milliseconds(300)),
+                   "[\(mode)] B must wait while A's request is incomplete: it got an answer or a close", file: file, line: line)
+    XCTAssertGreaterThan(b.serverEnd?.unread ?? 0, 0,
+                         "[\(mode)] B's request was read while A's is incomplete", file: file, line: line)
     try a.send("dy")
     let ra = try a.readResponse()
     XCTAssertEqual(ra.fields["target"], "/a", "[\(mode)] A answered once complete: \(ra)", file: file, line: line)
