@@ -151,6 +151,10 @@ fuzz:
 FUZZ_DIFF_TMP ?= .build/fuzz-diff
 SWIFTC ?= swiftc
 FUZZ_SWIFTC = $(SWIFTC) -swift-version 6 -O -g -parse-as-library -wmo
+# What the Swift parser needs of PeregrineCore, without the files that import
+# swift-log and swift-metrics (which swiftc alone cannot find here).
+FUZZ_CORE_SRC = Sources/PeregrineCore/Limits.swift Sources/PeregrineCore/Request.swift \
+  Sources/PeregrineCore/SocketAddress.swift
 FUZZ_DIFF_SRC = fuzz/fuzz_diff.swift Tests/ParserConformanceTests/Feeding.swift \
   Tests/ParserConformanceTests/ParserAdapters.swift Tests/ParserConformanceTests/ConformanceCases.swift
 # The streamed-body step (prg_http_body_next): whole, split and byte-wise feeds must agree.
@@ -170,7 +174,7 @@ fuzz-diff:
 	$(CC_STRICT) -std=c11 -g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all \
 	  -Icsrc/include -c csrc/http1.c -o $$D/http1.o && \
 	$(FUZZ_SWIFTC) -sanitize=address -module-name PeregrineCore -emit-module -emit-module-path $$D/PeregrineCore.swiftmodule \
-	  -c Sources/PeregrineCore/*.swift -o $$D/PeregrineCore.o && \
+	  -c $(FUZZ_CORE_SRC) -o $$D/PeregrineCore.o && \
 	$(FUZZ_SWIFTC) -sanitize=fuzzer,address -I $$D -module-name PeregrineSwiftEpoll -emit-module \
 	  -emit-module-path $$D/PeregrineSwiftEpoll.swiftmodule -c Sources/PeregrineSwiftEpoll/HTTP1Parser.swift -o $$D/HTTP1Parser.o && \
 	$(FUZZ_SWIFTC) -sanitize=address -I $$D -I $$D/cmod -module-name FuzzDiff -c $(FUZZ_DIFF_SRC) -o $$D/fuzz_diff.o && \

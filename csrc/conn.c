@@ -388,10 +388,10 @@ prg_conn *prg_conn_open(prg_loop *loop, int fd) {
     prg_conn *c = loop->free_conns;
     if (c) loop->free_conns = c->ready_next;
     else {
-        c = malloc(sizeof *c);
+        c = malloc(sizeof *c + loop->engine->conn_slot_bytes);
         if (!c) return NULL;
     }
-    memset(c, 0, sizeof *c);
+    memset(c, 0, sizeof *c + loop->engine->conn_slot_bytes);
     c->fd = fd;
     c->loop = loop;
     c->id = loop->next_id;
@@ -607,7 +607,7 @@ static int head_decide(prg_conn *c, size_t used) {
     prg_response_reset(c, &req);
     /* An answer from the head closes the connection: the body is never read,
      * so nothing after it could be found. Restored if the handler did not answer. */
-    uint16_t keep_alive = c->req_keep_alive;
+    uint8_t keep_alive = c->req_keep_alive;
     c->req_keep_alive = 0;
     prg_out_saved saved;
     bool hold = c->defer_head != NULL;

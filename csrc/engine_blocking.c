@@ -88,8 +88,10 @@ static int listener_to_blocking(prg_loop *loop) {
 
 /* One blocking accept. Returns a blocking socket, or -1 after a tick, an
  * error dealt with (never a spin: see prg_loop_accept_error), or stop. */
-static int accept_one(prg_loop *loop) {
-    int fd = accept4(loop->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+static int accept_one(prg_loop *loop, struct sockaddr_storage *peer) {
+    socklen_t peer_len = sizeof *peer;
+    /* The peer comes with the accept: no getpeername afterwards. */
+    int fd = accept4(loop->listen_fd, (struct sockaddr *)peer, &peer_len, SOCK_CLOEXEC);
     int err = errno;
     prg_loop_refresh_clocks(loop);
     if (fd >= 0) return fd;
@@ -184,9 +186,10 @@ static int blocking_init(prg_loop *loop) {
 
 static void blocking_run(prg_loop *loop) {
     while (!stopping(loop) && !draining(loop)) {
-        int fd = accept_one(loop);
+        struct sockaddr_storage peer;
+        int fd = accept_one(loop, &peer);
         if (fd < 0) continue;
-        if (!prg_loop_open_conn(loop, fd, NULL)) {
+        if (!prg_loop_open_conn(loop, fd, (struct sockaddr *)&peer)) {
             close(fd);
             continue;
         }
@@ -256,6 +259,7 @@ typedef struct worker {
     threaded_state *st;
     pthread_t thread;
     int fd;                      /* its socket until closed, else -1 (under st->mu: stop shuts it down) */
+    struct sockaddr_storage peer; /* the client, from accept (written before the thread starts) */
     struct worker *prev, *next;  /* st->busy, then st->done; st->spare uses next only */
 } worker;
 
@@ -298,6 +302,7 @@ static worker *worker_new(prg_loop *acceptor, threaded_state *st) {
     loop->engine = &worker_ops;
     loop->engine_state = w;
     loop->listen_fd = loop->epfd = loop->wake_fd = loop->reserve_fd = -1;
+    loop->nodelay_inherited = acceptor->nodelay_inherited;   /* its connections come from the acceptor's listener */
     atomic_init(&loop->stop, 0);   /* unused: workers watch the acceptor's */
     if (prg_loop_init_context(loop) != 0) {
         prg_loop_free_context(loop);
@@ -329,7 +334,7 @@ static void *worker_main(void *arg) {
     prg_loop *loop = &w->loop;
     prg_loop_refresh_clocks(loop);
     int fd = w->fd;   /* written before the thread started; only this thread changes it */
-    if (prg_loop_open_conn(loop, fd, NULL)) {
+    if (prg_loop_open_conn(loop, fd, (struct sockaddr *)&w->peer)) {
         serve_connection(loop);
     } else {
         pthread_mutex_lock(&st->mu);
@@ -366,11 +371,12 @@ static void reap(threaded_state *st) {
 }
 
 /* Starts a worker thread for fd. Returns 0, or -errno (fd stays the caller's). */
-static int spawn(prg_loop *acceptor, threaded_state *st, int fd) {
+static int spawn(prg_loop *acceptor, threaded_state *st, int fd, const struct sockaddr_storage *peer) {
     worker *w = st->spare;
     if (w) st->spare = w->next;
     else if (!(w = worker_new(acceptor, st))) return -ENOMEM;
     w->fd = fd;
+    w->peer = *peer;
     w->loop.next_id = acceptor->next_id++;   /* one counter, so ids are unique across workers */
     pthread_mutex_lock(&st->mu);
     w->prev = NULL;
@@ -451,14 +457,15 @@ static void threaded_run(prg_loop *loop) {
     threaded_state *st = loop->engine_state;
     int max = loop->server->cfg.max_threads;
     while (!stopping(loop) && !draining(loop)) {
-        int fd = accept_one(loop);
+        struct sockaddr_storage peer;
+        int fd = accept_one(loop, &peer);
         reap(st);   /* each connection and each tick: finished threads do not linger */
         if (fd < 0) continue;
         if (stopping(loop)) {
             close(fd);
             break;
         }
-        if (st->threads >= max || spawn(loop, st, fd) != 0) refuse(loop, fd);
+        if (st->threads >= max || spawn(loop, st, fd, &peer) != 0) refuse(loop, fd);
     }
     if (!stopping(loop)) drain_workers(loop, st);
     stop_workers(st);   /* what the deadline (or a stop) left */

@@ -143,6 +143,7 @@ typedef struct prg_engine_ops {
     void (*unwatch)(prg_conn *c);           /* before its descriptor is closed; may be NULL */
     void (*update_interest)(prg_conn *c);   /* its wants changed: output pending, paused, half-closed */
     int (*set_listener)(prg_loop *loop, bool on);    /* watch the listener or stop watching it; 0 or -errno */
+    size_t conn_slot_bytes;                 /* prg_conn.engine_slot's length for this engine (0: none) */
 } prg_engine_ops;
 
 extern const prg_engine_ops prg_engine_epoll;
@@ -150,13 +151,18 @@ extern const prg_engine_ops prg_engine_libev;
 extern const prg_engine_ops prg_engine_blocking;
 extern const prg_engine_ops prg_engine_threaded;
 
+/* One connection. Every idle keep-alive connection holds one of these (and
+ * nothing else: no buffers), so its size is the server's memory per idle
+ * connection: fields are ordered so that no padding is left between them
+ * (the _Static_assert after the struct pins the total), and the engine's
+ * watcher is a tail sized by the engine (libev only: epoll needs none). */
 struct prg_conn {
     int fd;
     uint32_t flags;             /* CONN_* */
     prg_loop *loop;
     uint64_t id;
     struct prg_conn *prev, *next;   /* the loop's list of live connections */
-    struct prg_conn *ready_next;    /* edge ready list, or the dead list */
+    struct prg_conn *ready_next;    /* edge ready list, the dead list, the free list */
 
     /* Receive buffer: [0, in_len) holds bytes; the current request starts at 0. */
     uint8_t *in;
@@ -175,36 +181,40 @@ struct prg_conn {
     uint8_t resp_state;         /* RESP_* */
     uint8_t resp_flags;
     uint16_t resp_status;
-    uint16_t req_keep_alive;    /* 1 = the request asked to keep the connection */
-    int64_t resp_length_left;   /* declared Content-Length minus body written */
+    uint8_t req_keep_alive;     /* 1 = the request asked to keep the connection */
+    uint8_t timer_list;         /* TIMER_* (see the timeouts below) */
     /* Where the response being written began in the send queue (RESP_MARKED):
      * nothing is flushed during a callback, so prg_response_replace can cut
      * the queue back to here. NULL chunk: the queue was empty. */
-    prg_chunk *resp_mark_chunk;
     uint32_t resp_mark_end;
+    prg_chunk *resp_mark_chunk;
+    int64_t resp_length_left;   /* declared Content-Length minus body written */
 
     /* Timeouts: the connection sits on at most one of the loop's deadline
-     * lists (TIMER_*), in deadline order. */
+     * lists (timer_list above), in deadline order. */
     struct prg_conn *timer_prev, *timer_next;
     uint32_t deadline;          /* loop clock seconds */
-    uint8_t timer_list;         /* TIMER_* */
     uint32_t lingered;          /* bytes discarded while lingering */
 
     prg_http_parser parser;
-    prg_address remote;         /* the client: accept's peer, or the PROXY header's source */
     /* Streaming a body: in[0, body_pending) is decoded body not yet taken by
      * on_body, in[body_pending, in_len) raw input not yet decoded. */
     void *body_stream;
     uint32_t body_pending;
-    void *userdata;
     /* Answers still owed, in request order (offload.c): a deferred
      * request, or an answer that waits behind one. Empty on the hot path. */
-    struct prg_deferred *defer_head, *defer_tail;
     uint32_t defer_count;
-    /* The engine's per-connection watcher (libev: its ev_io, 48 bytes;
-     * loop_libev.c checks the size). Unused by the other engines. */
-    void *engine_slot[6];
+    struct prg_deferred *defer_head, *defer_tail;
+    void *userdata;
+    prg_address remote;         /* the client: accept's peer, or the PROXY header's source */
+    /* The engine's per-connection watcher, engine->conn_slot_bytes long
+     * (libev: its ev_io, 48 bytes; loop_libev.c checks the size). The
+     * other engines add nothing. */
+    void *engine_slot[];
 };
+/* The idle struct without an engine tail (LP64). Growing it grows every
+ * idle connection: move what only a busy connection needs elsewhere first. */
+_Static_assert(sizeof(void *) != 8 || sizeof(struct prg_conn) <= 272, "struct prg_conn grew past 272 bytes");
 
 enum {
     TIMER_NONE = 0,
@@ -240,6 +250,10 @@ struct prg_loop {
     struct prg_mailbox *mailbox;   /* deferred answers posted from other threads (epoll, libev) */
     struct prg_deferred *late_head, *late_tail;   /* owed answers by handler-timeout deadline (offload.c) */
     int reserve_fd;            /* spare descriptor released to shed connections on EMFILE */
+    /* Accepted sockets have TCP_NODELAY from the listener (ours: set at
+     * creation). An inherited listener may be shared with another process,
+     * so it is left as it is and each connection sets its own. */
+    bool nodelay_inherited;
     atomic_int stop;
     pthread_t thread;
     bool thread_started;

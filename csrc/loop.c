@@ -161,7 +161,7 @@ void prg_log(const prg_server *s, prg_log_level level, const char *fmt, ...) {
 
 prg_conn *prg_loop_open_conn(prg_loop *loop, int fd, const struct sockaddr *peer) {
     prg_server *s = loop->server;
-    if (s->cfg.tcp_nodelay) {
+    if (s->cfg.tcp_nodelay && !loop->nodelay_inherited) {
         int one = 1;
         /* Cannot fail on an accepted TCP socket; if it did, only latency
          * would change (Nagle), not what is sent: not worth refusing the

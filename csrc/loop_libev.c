@@ -70,7 +70,6 @@
 
 /* The per-connection watcher lives in the connection itself: no allocation
  * per connection, and the connection is found back through w->data. */
-_Static_assert(sizeof(ev_io) <= sizeof(((prg_conn *)0)->engine_slot), "ev_io does not fit prg_conn.engine_slot");
 _Static_assert(alignof(ev_io) <= alignof(void *), "ev_io needs more alignment than prg_conn.engine_slot has");
 
 typedef struct libev_state {
@@ -287,6 +286,7 @@ const prg_engine_ops prg_engine_libev = {
     .destroy = libev_destroy,
     .watch = libev_watch,
     .unwatch = libev_unwatch,
+    .conn_slot_bytes = sizeof(ev_io),   /* each connection's watcher, in c->engine_slot */
     .update_interest = libev_update_interest,
     .set_listener = libev_set_listener,
 };

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,8 +69,11 @@ static int open_listener(const prg_server *s, const struct sockaddr_storage *add
     int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -errno;
     int one = 1;
+    /* TCP_NODELAY set here is copied to every accepted socket (Linux), so
+     * connections cost no setsockopt for it (see prg_loop_open_conn). */
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
         (s->loop_count > 1 && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) ||
+        (s->cfg.tcp_nodelay && setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) ||
         bind(fd, (const struct sockaddr *)addr, len) != 0 || listen(fd, s->effective_backlog) != 0) {
         int err = -errno;
         close(fd);
@@ -190,6 +194,7 @@ prg_server *prg_server_create(const prg_config *cfg, const prg_callbacks *cb, in
         int fd = open_listener(s, &addr, len);
         if (fd < 0) { rc = fd; break; }
         loop->listen_fd = fd;
+        loop->nodelay_inherited = cfg->tcp_nodelay;   /* set on the listener above */
         if (i == 0) {
             /* Port 0: the others bind the port the kernel picked. */
             if ((s->port = bound_port(fd)) < 0) { rc = s->port; break; }

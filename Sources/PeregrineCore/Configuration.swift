@@ -38,27 +38,6 @@ public enum LibevBackend: String, CaseIterable, Sendable {
     case select
 }
 
-/// Request limits; each violation is answered with its status and a close.
-public struct Limits: Sendable, Equatable {
-    /// Request line without CRLF; 414 beyond.
-    public var maxRequestLine = 8 * 1024
-    /// Whole header section; 431 beyond.
-    public var maxHeaderBytes = 16 * 1024
-    /// Header fields; 431 beyond.
-    public var maxHeaders = 100
-    /// Decoded body; 413 beyond, without reading the rest.
-    public var maxBody = 1 << 20
-
-    public init() {}
-
-    public init(maxRequestLine: Int, maxHeaderBytes: Int, maxHeaders: Int, maxBody: Int) {
-        self.maxRequestLine = maxRequestLine
-        self.maxHeaderBytes = maxHeaderBytes
-        self.maxHeaders = maxHeaders
-        self.maxBody = maxBody
-    }
-}
-
 /// How a server listens and serves. `validate()` says whether it can run
 /// (`Server.start()` and the Swift engine call it); the allowed ranges are
 /// `Configuration.Bounds`.

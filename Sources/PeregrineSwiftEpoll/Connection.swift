@@ -152,29 +152,30 @@ struct ConnState {
     var outTail: ChunkPtr? = nil
     var outBytes = 0
 
+    // Every idle connection holds one ConnState (and no buffer): fields of
+    // less than 8 bytes are grouped so that no padding is left between them
+    // (as prg_conn in C).
     var registered: UInt32 = 0         // epoll events registered (level mode)
     var closeReason: UInt8 = CloseReason.normal
     var reqMinor: UInt8 = 1            // HTTP minor version of the request being answered
     var respState: UInt8 = RespState.none
     var respFlags: UInt8 = 0
     var respStatus: Int32 = 0
-    var reqKeepAlive = false
-    var respLengthLeft: Int64 = 0      // declared Content-Length minus body written
     // Where the response began in the send queue (RespFlag.marked): nothing
     // is flushed during a handler, so `replace` can cut back to here.
-    var respMarkChunk: ChunkPtr? = nil
     var respMarkEnd: UInt32 = 0
+    var reqKeepAlive = false
+    var deadline: UInt32 = 0           // timeouts: see timerList
+    var respMarkChunk: ChunkPtr? = nil
+    var respLengthLeft: Int64 = 0      // declared Content-Length minus body written
 
     // Timeouts: on at most one of the loop's FIFO lists.
     var timerPrev: ConnPtr? = nil
     var timerNext: ConnPtr? = nil
-    var deadline: UInt32 = 0
     var timerList = TimerKind.none
     var lingered = 0
 
     var parser = HTTP1Parser()
-    /// The client: accept's peer, or the PROXY header's source.
-    var remote: SocketAddress? = nil
     /// Streaming a body: inBuf[0..<bodyPending] is decoded body the consumer
     /// has not taken, the rest raw input; bodyStream is the retained consumer.
     var bodyStream: UnsafeMutableRawPointer? = nil
@@ -185,6 +186,9 @@ struct ConnState {
     var deferHead: Unmanaged<DeferredAnswer>? = nil
     var deferTail: Unmanaged<DeferredAnswer>? = nil
     var deferCount = 0
+    /// The client: accept's peer, or the PROXY header's source (last: its
+    /// optional tag would leave padding anywhere else).
+    var remote: SocketAddress? = nil
 
     init(loop: LoopPtr) { self.loop = loop }
 }

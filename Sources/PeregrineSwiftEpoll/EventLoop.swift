@@ -143,7 +143,9 @@ struct LoopState {
     let edge: Bool
     let raw: Bool
     let cork: Bool
-    let noDelay: Bool
+    /// TCP_NODELAY per accepted socket: only with an inherited listener (ours
+    /// has it set at creation and every accepted socket copies it, as in C).
+    let noDelayPerConnection: Bool
     let proxyProtocol: Bool
     let limits: HTTP1Limits
     /// `.streaming`: the limits before the head handler chose (maxBody covers
@@ -210,12 +212,12 @@ struct LoopState {
     let serverLineLen: Int
 
     init(configuration c: Configuration, loopCount: Int, index: Int, app: AppHandlers,
-         drain: DrainSignal, serverLine: [UInt8]) {
+         drain: DrainSignal, serverLine: [UInt8], inheritedListener: Bool) {
         drainSignal = Unmanaged.passUnretained(drain)
         edge = c.trigger == .edge
         raw = app.isRaw
         cork = c.cork
-        noDelay = c.noDelay
+        noDelayPerConnection = c.noDelay && inheritedListener
         proxyProtocol = c.proxyProtocol
         limits = c.limits
         streamHeads = app.streams
@@ -422,7 +424,7 @@ extension UnsafeMutablePointer where Pointee == LoopState {
                 pauseListener() // ENOBUFS, ENOMEM, or shedding impossible
                 return
             }
-            if pointee.noDelay {
+            if pointee.noDelayPerConnection {
                 var one: Int32 = 1
                 // Cannot fail on an accepted TCP socket; if it did, only latency
                 // would change (Nagle), not what is sent (as in C).
@@ -590,12 +592,12 @@ final class SwiftLoop: @unchecked Sendable {
     var mailbox: Mailbox? = nil
 
     init(configuration: Configuration, loopCount: Int, index: Int, app: AppHandlers, drain: DrainSignal,
-         serverLine: [UInt8]) {
+         serverLine: [UInt8], inheritedListener: Bool) {
         self.app = app
         self.drain = drain
         state = .allocate(capacity: 1)
         state.initialize(to: LoopState(configuration: configuration, loopCount: loopCount, index: index, app: app,
-                                       drain: drain, serverLine: serverLine))
+                                       drain: drain, serverLine: serverLine, inheritedListener: inheritedListener))
         state.refreshClocks()
     }
 
