@@ -515,7 +515,8 @@ final class Bridge: Sendable {
             return
         }
         let handle = DeferredHandle(pointer: deferred)
-        let responder = Responder(deliverReporting: { handle.complete($0) })
+        let responder = Responder(deliverReporting: { handle.complete($0) },
+                                  openStream: { ResponseStream(engine: handle) })
         let owned = OwnedRequest(request)
         switch application {
         case .offloaded(let handler, _):
@@ -535,26 +536,68 @@ final class Bridge: Sendable {
 /// or late completion by its return value; this object gives the handle
 /// back (`prg_deferred_release`) when the last reference goes, so the
 /// pointer is never used after that.
-final class DeferredHandle: Sendable {
+final class DeferredHandle: ResponseStreamEngine {
     nonisolated(unsafe) let pointer: OpaquePointer   // the C core makes its calls thread-safe
+    /// The on_writable callback's context: registered with the core once,
+    /// lives as long as the handle (the release waits for a run in progress).
+    private let writable = WritableCallback()
 
     init(pointer: OpaquePointer) { self.pointer = pointer }
 
     deinit { prg_deferred_release(pointer) }
 
-    /// `true` when the answer was posted to the connection's loop.
-    func complete(_ answer: OffloadAnswer) -> Bool {
-        for (name, value) in answer.headers {
-            var name = name, value = value
-            _ = name.withUTF8 { n in
-                value.withUTF8 { v in
-                    prg_deferred_header(pointer, UnsafeRawPointer(n.baseAddress)?.assumingMemoryBound(to: CChar.self), n.count,
-                                        UnsafeRawPointer(v.baseAddress)?.assumingMemoryBound(to: CChar.self), v.count)
-                }
+    private func header(_ name: String, _ value: String) -> Int32 {
+        var name = name, value = value
+        return name.withUTF8 { n in
+            value.withUTF8 { v in
+                prg_deferred_header(pointer, UnsafeRawPointer(n.baseAddress)?.assumingMemoryBound(to: CChar.self), n.count,
+                                    UnsafeRawPointer(v.baseAddress)?.assumingMemoryBound(to: CChar.self), v.count)
             }
         }
+    }
+
+    func streamHeader(name: String, value: String) -> Int32 { header(name, value) }
+    func streamHead(status: Int) -> Int32 { prg_stream_head(pointer, Int32(clamping: status)) }
+    func streamWrite(_ bytes: UnsafeRawBufferPointer) -> Int32 { prg_stream_write(pointer, bytes.baseAddress, bytes.count) }
+    func streamEnd() -> Int32 { prg_stream_end(pointer) }
+
+    func streamTrailer(name: String, value: String) -> Int32 {
+        var name = name, value = value
+        return name.withUTF8 { n in
+            value.withUTF8 { v in
+                prg_stream_trailer(pointer, UnsafeRawPointer(n.baseAddress)?.assumingMemoryBound(to: CChar.self), n.count,
+                                   UnsafeRawPointer(v.baseAddress)?.assumingMemoryBound(to: CChar.self), v.count)
+            }
+        }
+    }
+
+    func streamOnWritable(_ callback: (@Sendable () -> Void)?) {
+        writable.set(callback)
+        if callback == nil {
+            prg_stream_on_writable(pointer, nil, nil)
+        } else {
+            prg_stream_on_writable(pointer, runWritable, Unmanaged.passUnretained(writable).toOpaque())
+        }
+    }
+
+    /// `true` when the answer was posted to the connection's loop.
+    func complete(_ answer: OffloadAnswer) -> Bool {
+        for (name, value) in answer.headers { _ = header(name, value) }
         return answer.body.withUnsafeBytes { prg_deferred_send(pointer, Int32(clamping: answer.status), $0.baseAddress, $0.count) } == 0
     }
+}
+
+/// A stream's on_writable closure, replaced under a lock (the loop runs it
+/// while the producer may set another).
+final class WritableCallback: Sendable {
+    private let lock = Locked<(@Sendable () -> Void)?>(nil)
+    func set(_ callback: (@Sendable () -> Void)?) { lock.withLock { $0 = callback } }
+    func run() { lock.withLock { $0 }?() }
+}
+
+private let runWritable: @convention(c) (UnsafeMutableRawPointer?) -> Void = { ctx in
+    guard let ctx else { return }
+    Unmanaged<WritableCallback>.fromOpaque(ctx).takeUnretainedValue().run()
 }
 
 /// The C core's record of the client (prg_conn_remote_address): 20 bytes

@@ -64,6 +64,11 @@ public enum BuiltinApp: String, CaseIterable, Sendable {
     /// ranges, ETag / Last-Modified, sent with sendfile(2). Needs a root:
     /// `application(sleepMilliseconds:root:)`.
     case staticFiles = "static"
+    /// `/?n=N&size=S&ms=T`: N chunks of S bytes, one every T ms, chunked,
+    /// through a `ResponseStream` (defaults 10, 64, 100; bounds n 1...10000,
+    /// size 1...65536, ms 0...60000, 400 beyond). The engines that cannot
+    /// stream (blocking, threaded) answer 501.
+    case stream
 
     /// The application (`staticFiles` has no root here: every request gets
     /// 500 saying so; use `application(sleepMilliseconds:root:)`).
@@ -114,6 +119,8 @@ public enum BuiltinApp: String, CaseIterable, Sendable {
                 response.send(status: 200, contentType: "text/plain", body: "Hello, World!")
                 return true
             })
+        case .stream:
+            return BuiltinApp.streamApplication()
         case .upload:
             return .streaming(head: { _, _ in
                 BodyConsumer(chunk: { bytes, _ in bytes.count }, end: { how, body in

@@ -78,13 +78,31 @@ public struct OffloadAnswer: Sendable {
 public final class Responder: Sendable {
     private let done = Atomic<Bool>(false)
     private let deliver: @Sendable (OffloadAnswer) -> Bool
+    private let openStream: (@Sendable () -> ResponseStream)?
 
     /// `deliver` receives the one answer (engines provide it) and says
     /// whether the client will get it: `false` when the engine dropped it
     /// (the handler timed out and the client got `503`, or the connection
-    /// is gone).
-    public init(deliverReporting deliver: @escaping @Sendable (OffloadAnswer) -> Bool) {
+    /// is gone). `openStream` turns the answer into a `ResponseStream`
+    /// (engines that can; nil: `stream()` throws `ResponseStreamUnsupported`).
+    public init(deliverReporting deliver: @escaping @Sendable (OffloadAnswer) -> Bool,
+                openStream: (@Sendable () -> ResponseStream)? = nil) {
         self.deliver = deliver
+        self.openStream = openStream
+    }
+
+    /// Answers over time instead of once: the returned stream is the answer
+    /// (`send` is refused from here on). Throws `ResponseStreamUnsupported`
+    /// where the engine cannot (the responder is then still unanswered), and
+    /// `ResponseStreamUnavailable` when an answer was already given.
+    public func stream() throws -> ResponseStream {
+        guard let openStream else { throw ResponseStreamUnsupported(engine: "inline (blocking, threaded)") }
+        // The stream is made only by the caller that takes the answer: a
+        // stream made and dropped would be a release (500 before the head).
+        guard done.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else {
+            throw ResponseStreamUnavailable()
+        }
+        return openStream()
     }
 
     /// `deliver` that always takes the answer.

@@ -903,6 +903,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
                 return
             }
         }
+        if pointee.deferHead != nil { publishWritability() }   // a stream at the front
         updateTimer()
         updateInterest()
     }

@@ -74,7 +74,8 @@ final class AppHandlers: Sendable {
                     fallback(request, response)   // an answer already started: inline
                     return
                 }
-                let responder = Responder(deliverReporting: { d.complete($0) })
+                let responder = Responder(deliverReporting: { d.complete($0) },
+                                          openStream: { ResponseStream(engine: SwiftResponseStream(d)) })
                 let owned = OwnedRequest(request)
                 if !pool.submit({ handler(owned, responder) }) {
                     failures.warning("offload queue full: 503 for \(owned.method) \(owned.target)")
@@ -96,7 +97,8 @@ final class AppHandlers: Sendable {
                     fallback(request, response)
                     return
                 }
-                let responder = Responder(deliverReporting: { d.complete($0) })
+                let responder = Responder(deliverReporting: { d.complete($0) },
+                                          openStream: { ResponseStream(engine: SwiftResponseStream(d)) })
                 limiter.start(handler, OwnedRequest(request), responder)
             }
             data = { _, _ in 0 }

@@ -26,9 +26,19 @@ import Synchronization
 
 enum DeferState {
     static let open: UInt8 = 0
-    static let sent: UInt8 = 1
+    static let sent: UInt8 = 1       // ended: the producer's last operation is posted
     static let timedOut: UInt8 = 2
-    static let orphan: UInt8 = 3
+    static let orphan: UInt8 = 3     // the peer went (or the loop ended)
+    static let headed: UInt8 = 4     // a stream's head is posted; writes accepted until the end
+}
+
+/// One producer operation on a stream, copied, waiting for the loop.
+enum StreamOp {
+    case head(status: Int, headers: [(name: String, value: String)])
+    case body([UInt8])
+    case end(trailers: [(name: String, value: String)])
+    /// Released after the head without an end: close after what was written.
+    case abort
 }
 
 /// Answers owed per connection before its reading pauses (as in C).
@@ -68,7 +78,13 @@ final class Mailbox: @unchecked Sendable {
     func post(_ d: DeferredAnswer) -> Bool {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
+        return postLocked(d)
+    }
+
+    private func postLocked(_ d: DeferredAnswer) -> Bool {
         if closed { return false }
+        if d.onMailbox { return true }
+        d.onMailbox = true
         let wasEmpty = items.isEmpty
         items.append(d)
         if wasEmpty {
@@ -80,9 +96,34 @@ final class Mailbox: @unchecked Sendable {
         return true
     }
 
-    func take() -> [DeferredAnswer] {
+    /// A stream operation: `check` (under the lock, so nothing is queued
+    /// after an end) returns 0 to queue `op`, or the refusal. -ECONNRESET
+    /// when the loop has ended.
+    func submit(_ d: DeferredAnswer, _ check: (DeferredAnswer) -> Int32, _ op: () -> StreamOp) -> Int32 {
         pthread_mutex_lock(mutex)
-        let taken = items
+        defer { pthread_mutex_unlock(mutex) }
+        if closed { return -ECONNRESET }
+        let rc = check(d)
+        if rc != 0 { return rc }
+        d.ops.append(op())
+        return postLocked(d) ? 0 : -ECONNRESET
+    }
+
+    /// The producer-side fields of a stream, under the lock.
+    func locked<R>(_ body: () -> R) -> R {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return body()
+    }
+
+    func take() -> [(DeferredAnswer, [StreamOp])] {
+        pthread_mutex_lock(mutex)
+        let taken = items.map { d -> (DeferredAnswer, [StreamOp]) in
+            d.onMailbox = false
+            let ops = d.ops
+            d.ops = []
+            return (d, ops)
+        }
         items = []
         pthread_mutex_unlock(mutex)
         return taken
@@ -124,6 +165,32 @@ final class DeferredAnswer: @unchecked Sendable {
     var lateNext: Unmanaged<DeferredAnswer>? = nil
     var lateDeadline: UInt32 = 0
     var onLateList = false
+    // Streams. Under the mailbox lock: ops posted and not yet taken, whether
+    // it is in the mailbox, and the producer's header, trailer and
+    // Content-Length bookkeeping.
+    var ops: [StreamOp] = []
+    var onMailbox = false
+    var pendingHeaders: [(name: String, value: String)] = []
+    var trailers: [(name: String, value: String)] = []
+    var declaredLeft: Int64 = -1
+    // The loop thread: the response writer's state for this stream, put
+    // into the connection while its ops are rendered.
+    var isStream = false
+    var ended = false
+    var wState: UInt8 = 0
+    var wFlags: UInt8 = 0
+    var wStatus: Int32 = 0
+    var wLengthLeft: Int64 = 0
+    var wKeepAlive = false
+    var renderedTotal = 0
+    // Watermarks: the level is postedTotal + loopPart (the loop publishes
+    // its bytes still queued minus all it has rendered, in one store).
+    let postedTotal = Atomic<Int>(0)
+    let loopPart = Atomic<Int>(0)
+    let wantWritable = Atomic<Bool>(false)
+    let lowWater = 64 * 1024
+    let highWater = 256 * 1024
+    let onWritable = Locked<(@Sendable () -> Void)?>(nil)
 
     init(conn: ConnPtr, mailbox: Mailbox?, reqMinor: UInt8, keepAlive: Bool, noBody: Bool,
          state: UInt8 = DeferState.open) {
@@ -187,6 +254,19 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         pointee.outBytes = saved.bytes
     }
 
+    /// As holdTake, appending to what `d` already holds (a stream rendered
+    /// over several drains).
+    func holdAppend(_ saved: SavedOutput, into d: DeferredAnswer) {
+        if let h = pointee.outHead {
+            if let t = d.outTail { t.pointee.next = h } else { d.outHead = h }
+            d.outTail = pointee.outTail
+            d.outBytes += pointee.outBytes
+        }
+        pointee.outHead = saved.head
+        pointee.outTail = saved.tail
+        pointee.outBytes = saved.bytes
+    }
+
     private func releaseChunks(_ first: ChunkPtr?) {
         var k = first
         while let c = k {
@@ -230,7 +310,18 @@ extension UnsafeMutablePointer where Pointee == ConnState {
     func releaseReady() {
         while let u = pointee.deferHead {
             let d = u.takeUnretainedValue()
-            if !d.ready { return }
+            if !d.ready {
+                // A stream at the front: its bytes go out as they come.
+                if d.isStream, let h = d.outHead {
+                    if let t = pointee.outTail { t.pointee.next = h } else { pointee.outHead = h }
+                    pointee.outTail = d.outTail
+                    pointee.outBytes += d.outBytes
+                    d.outHead = nil
+                    d.outTail = nil
+                    d.outBytes = 0
+                }
+                return
+            }
             pointee.deferHead = d.next
             if pointee.deferHead == nil { pointee.deferTail = nil }
             pointee.deferCount -= 1
@@ -259,6 +350,11 @@ extension UnsafeMutablePointer where Pointee == ConnState {
             d.next = nil
             pointee.loop.lateRemove(d)
             _ = d.claim(DeferState.orphan)   // a late answer is refused
+            // A stream's peer went: its next write is refused; a waiting
+            // producer learns it now.
+            _ = d.state.compareExchange(expected: DeferState.headed, desired: DeferState.orphan,
+                                        ordering: .acquiringAndReleasing)
+            d.runWritable()
             if d.ready {
                 releaseChunks(d.outHead)
                 d.outHead = nil
@@ -300,10 +396,14 @@ extension UnsafeMutablePointer where Pointee == LoopState {
     /// The loop thread, after its eventfd fired.
     func drainMailbox() {
         guard let mb = pointee.mailbox else { return }
-        for d in mb.takeUnretainedValue().take() {
+        for (d, ops) in mb.takeUnretainedValue().take() {
             guard let c = d.conn else { continue }   // its connection closed meanwhile
-            lateRemove(d)
-            c.render(d)
+            if let _ = d.answer {
+                lateRemove(d)
+                c.render(d)   // the one-shot answer (or a stream released before its head: 500)
+            } else if d.isStream || !ops.isEmpty {
+                c.renderOps(d, ops)
+            }
             c.rendered(d)
         }
     }

@@ -1,0 +1,187 @@
+// The built-in `stream` app (BuiltinApp.stream, `peregrine serve --app
+// stream`): `/?n=N&size=S&ms=T` answers N chunks of S bytes, one every T ms,
+// through a ResponseStream. The chunks are written by one timer thread per
+// app (Ticker), so no pool worker sleeps and a client that reads slowly
+// parks its stream (onWritable) instead of growing its queue.
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+
+/// What `/?n=N&size=S&ms=T` asks for; nil when a value is missing its
+/// number, out of bounds, or the key is unknown.
+struct StreamAppRequest: Equatable {
+    static let chunks = 1...10_000
+    static let chunkSize = 1...65_536
+    static let intervalMs = 0...60_000
+    static let bounds = "stream: /?n=N&size=S&ms=T with n 1...10000, size 1...65536, ms 0...60000\n"
+
+    var n = 10
+    var size = 64
+    var ms = 100
+
+    init?(query: Substring?) {
+        guard let query, !query.isEmpty else { return }
+        for pair in query.split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard kv.count == 2, let v = Int(kv[1]) else { return nil }
+            switch kv[0] {
+            case "n": guard Self.chunks.contains(v) else { return nil }; n = v
+            case "size": guard Self.chunkSize.contains(v) else { return nil }; size = v
+            case "ms": guard Self.intervalMs.contains(v) else { return nil }; ms = v
+            default: return nil
+            }
+        }
+    }
+}
+
+/// Runs jobs at their times (CLOCK_MONOTONIC) on one thread, started when a
+/// job is scheduled and ended when none is left.
+final class Ticker: @unchecked Sendable {
+    // @unchecked: jobs and running are guarded by mutex.
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private var jobs: [(at: UInt64, run: @Sendable () -> Void)] = []
+    private var running = false
+
+    init() {
+        // With these attributes glibc's inits cannot fail; a libc where they
+        // do leaves no timer to use.
+        var attr = pthread_condattr_t()
+        precondition(pthread_condattr_init(&attr) == 0 && pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0,
+                     "pthread_condattr failed")
+        precondition(pthread_mutex_init(mutex, nil) == 0 && pthread_cond_init(cond, &attr) == 0, "pthread init failed")
+        pthread_condattr_destroy(&attr)
+    }
+
+    deinit {
+        pthread_cond_destroy(cond)
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+        cond.deallocate()
+    }
+
+    /// Runs `job` on the timer thread at `at` (monotonic ns). `false` when
+    /// the thread could not be started (the job will not run).
+    func schedule(at: UInt64, _ job: @escaping @Sendable () -> Void) -> Bool {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        jobs.append((at, job))
+        if running {
+            pthread_cond_signal(cond)
+            return true
+        }
+        var t = pthread_t()
+        if startThread(&t, { self.work() }) != 0 {
+            jobs.removeLast()
+            return false
+        }
+        pthread_detach(t)
+        running = true
+        return true
+    }
+
+    private func work() {
+        pthread_mutex_lock(mutex)
+        while let first = jobs.indices.min(by: { jobs[$0].at < jobs[$1].at }) {
+            let at = jobs[first].at
+            if at > monotonicNanoseconds() {
+                var ts = timespec(tv_sec: Int(at / 1_000_000_000), tv_nsec: Int(at % 1_000_000_000))
+                pthread_cond_timedwait(cond, mutex, &ts)
+                continue   // a job may have come meanwhile: pick again
+            }
+            let job = jobs.remove(at: first).run
+            pthread_mutex_unlock(mutex)
+            job()
+            pthread_mutex_lock(mutex)
+        }
+        running = false
+        pthread_mutex_unlock(mutex)
+    }
+}
+
+/// One answer of the stream app: writes its chunks at their times; parks
+/// on `.wouldBlock` until onWritable.
+final class StreamAppJob: Sendable {
+    private enum Park { static let running: UInt8 = 0, parked: UInt8 = 1, wokenWhileRunning: UInt8 = 2 }
+    private let stream: ResponseStream
+    private let ticker: Ticker
+    private let chunk: [UInt8]
+    private let interval: UInt64
+    private let total: Int
+    private let progress: Locked<(sent: Int, next: UInt64)>
+    private let park = Atomic<UInt8>(Park.running)
+
+    init(stream: ResponseStream, ticker: Ticker, request: StreamAppRequest) {
+        self.stream = stream
+        self.ticker = ticker
+        var chunk = [UInt8](repeating: UInt8(ascii: "x"), count: request.size)
+        chunk[chunk.count - 1] = UInt8(ascii: "\n")
+        self.chunk = chunk
+        interval = UInt64(request.ms) * 1_000_000
+        total = request.n
+        progress = Locked((0, monotonicNanoseconds()))
+    }
+
+    func start() {
+        stream.onWritable { [self] in
+            if park.compareExchange(expected: Park.parked, desired: Park.running, ordering: .acquiringAndReleasing).exchanged {
+                scheduleNext()
+            } else {
+                _ = park.compareExchange(expected: Park.running, desired: Park.wokenWhileRunning, ordering: .acquiringAndReleasing)
+            }
+        }
+        scheduleNext()
+    }
+
+    private func scheduleNext() {
+        let at = progress.withLock { $0.next }
+        if !ticker.schedule(at: at, { [self] in tick() }) { finish(end: true) }
+    }
+
+    /// The cycle stream -> onWritable -> self ends here.
+    private func finish(end: Bool) {
+        stream.onWritable(nil)
+        if end { stream.end() }
+    }
+
+    private func tick() {
+        let r = stream.write(chunk)
+        guard r.isAccepted else { return finish(end: false) }   // the client left, or the stream ended
+        let done = progress.withLock { p -> Bool in
+            p.sent += 1
+            p.next &+= interval
+            return p.sent == total
+        }
+        if done { return finish(end: true) }
+        if r == .wouldBlock {
+            if park.compareExchange(expected: Park.running, desired: Park.parked, ordering: .acquiringAndReleasing).exchanged {
+                return   // onWritable schedules the next chunk
+            }
+            park.store(Park.running, ordering: .releasing)   // woken already
+        }
+        scheduleNext()
+    }
+}
+
+extension BuiltinApp {
+    /// The `stream` app: one ticker per application.
+    static func streamApplication() -> Application {
+        let ticker = Ticker()
+        return .offloaded { request, responder in
+            guard let asked = StreamAppRequest(query: request.query) else {
+                responder.send(status: 400, body: StreamAppRequest.bounds)
+                return
+            }
+            let stream: ResponseStream
+            do {
+                stream = try responder.stream()
+            } catch {
+                responder.send(status: 501, body: "stream: \(error)\n")
+                return
+            }
+            stream.head(status: 200, headers: [("Content-Type", "text/plain")])
+            StreamAppJob(stream: stream, ticker: ticker, request: asked).start()
+        }
+    }
+}
