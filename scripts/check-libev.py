@@ -32,10 +32,16 @@ class Server:
     def __init__(self, binary, args):
         self.p = subprocess.Popen([binary, "serve", "--host", "127.0.0.1", "--port", "0"] + args,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        line = self.p.stderr.readline()
-        m = re.search(r"127\.0\.0\.1:(\d+)", line)
+        # Start-up lines come first (the logger's); the "serving" line carries the real port.
+        line, seen = "", []
+        for _ in range(50):
+            line = self.p.stderr.readline()
+            seen.append(line)
+            if not line or "peregrine: serving" in line:
+                break
+        m = re.search(r"serving .* on 127\.0\.0\.1:(\d+)", line)
         if not m:
-            raise RuntimeError("server did not start: " + line + self.p.stderr.read())
+            raise RuntimeError("server did not start: " + "".join(seen) + self.p.stderr.read())
         self.port = int(m.group(1))
 
     def cpu_s(self):

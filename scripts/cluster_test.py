@@ -106,9 +106,14 @@ class Cluster:
             argv.append("--proxy-protocol")
         out = open(path, "w")
         p = self.run_in(self.ns_backend[n], argv, out)
-        line = p.stderr.readline()
-        if "serving" not in line:
-            raise RuntimeError(f"backend {n}:{port} did not start: {line}{p.stderr.read()}")
+        seen = []
+        for _ in range(50):   # start-up lines (the logger's, the handoff's) come before "serving"
+            line = p.stderr.readline()
+            seen.append(line)
+            if not line or "peregrine: serving" in line:
+                break
+        if "peregrine: serving" not in seen[-1]:
+            raise RuntimeError(f"backend {n}:{port} did not start: {''.join(seen)}{p.stderr.read()}")
         self.logs.setdefault(key, []).append(path)
         return p
 

@@ -121,11 +121,17 @@ class Server:
         cmd = [binary, "serve", "--app", app, "--host", "127.0.0.1", "--port", "0"] + args
         self.cmd = " ".join(cmd)
         self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        line = self.p.stderr.readline()
+        # Start-up lines come first (the logger's); the "serving" line carries the real port.
+        line, seen = "", []
+        for _ in range(50):
+            line = self.p.stderr.readline()
+            seen.append(line)
+            if not line or "peregrine: serving" in line:
+                break
         m = re.search(r"serving .* on 127\.0\.0\.1:(\d+)", line)
         if not m:
             self.p.kill()
-            raise RuntimeError(f"server did not start: {self.cmd}\n{line}{self.p.stderr.read()}")
+            raise RuntimeError(f"server did not start: {self.cmd}\n{''.join(seen)}{self.p.stderr.read()}")
         self.port = int(m.group(1))
         self.pid = self.p.pid
         # Drain stderr so a chatty server never blocks on a full pipe.
