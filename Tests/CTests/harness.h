@@ -280,4 +280,49 @@ static inline int th_report(const char *what) {
     return 0;
 }
 
+/* What the loop thread hands a test that defers answers (test_offload.c,
+ * test_stream.c): the last deferred handle, how many were deferred, and how
+ * many connections closed. Kept in a function so that tests not using it
+ * define no unused state. */
+typedef struct th_deferrals {
+    _Atomic(prg_deferred *) last;
+    atomic_int count;
+    atomic_int closed;
+} th_deferrals;
+
+static inline th_deferrals *th_deferred(void) {
+    static th_deferrals state;
+    return &state;
+}
+
+/* From on_request (loop thread): the test may take this handle now. */
+static inline void th_deferred_take(prg_deferred *d) {
+    atomic_store(&th_deferred()->last, d);
+    atomic_fetch_add(&th_deferred()->count, 1);
+}
+
+/* on_close for such tests: counts the closes th_wait_closed waits on. */
+static inline void th_count_close(void *ctx, prg_conn *c, int reason) {
+    (void)ctx;
+    (void)c;
+    (void)reason;
+    atomic_fetch_add(&th_deferred()->closed, 1);
+}
+
+/* Waits (at most 5 s) until more than `before` requests were deferred;
+ * returns the last handle. */
+static inline prg_deferred *th_wait_deferred(int before) {
+    int64_t until = th_now_ms() + 5000;
+    while (atomic_load(&th_deferred()->count) == before && th_now_ms() < until) usleep(1000);
+    CHECK(atomic_load(&th_deferred()->count) > before, "the request was not deferred within 5 s");
+    return atomic_load(&th_deferred()->last);
+}
+
+/* Waits (at most 5 s) until more than `before` connections closed. */
+static inline void th_wait_closed(int before) {
+    int64_t until = th_now_ms() + 5000;
+    while (atomic_load(&th_deferred()->closed) == before && th_now_ms() < until) usleep(1000);
+    CHECK(atomic_load(&th_deferred()->closed) > before, "on_close within 5 s");
+}
+
 #endif

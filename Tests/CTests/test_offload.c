@@ -18,10 +18,6 @@
 
 #include <pthread.h>
 
-/* The handle the last deferred request got (loop thread writes, test reads). */
-static _Atomic(prg_deferred *) last_deferred;
-static atomic_int deferred_count;
-static atomic_int closed_count;
 
 static void on_request(void *ctx, prg_conn *c, const prg_request *req) {
     (void)ctx;
@@ -34,29 +30,14 @@ static void on_request(void *ctx, prg_conn *c, const prg_request *req) {
     CHECK(d != NULL, "prg_defer on an event engine");
     CHECK(prg_defer(c) == NULL, "a second prg_defer for the same request");
     CHECK(prg_respond(c, 200, NULL, 0) == -1, "the inline writer after prg_defer");
-    atomic_store(&last_deferred, d);
-    atomic_fetch_add(&deferred_count, 1);
-}
-
-static void on_close(void *ctx, prg_conn *c, int reason) {
-    (void)ctx;
-    (void)c;
-    (void)reason;
-    atomic_fetch_add(&closed_count, 1);
-}
-
-static prg_deferred *wait_deferred(int before) {
-    int64_t until = th_now_ms() + 5000;
-    while (atomic_load(&deferred_count) == before && th_now_ms() < until) usleep(2000);
-    CHECK(atomic_load(&deferred_count) > before, "the request was not deferred within 5 s");
-    return atomic_load(&last_deferred);
+    th_deferred_take(d);
 }
 
 static prg_server *start(const th_engine *e, int handler_timeout_s) {
     prg_config cfg;
     th_config(&cfg, e);
     cfg.handler_timeout_s = handler_timeout_s;
-    prg_callbacks cb = {.on_request = on_request, .on_close = on_close};
+    prg_callbacks cb = {.on_request = on_request, .on_close = th_count_close};
     return th_start(&cfg, &cb);
 }
 
@@ -64,9 +45,9 @@ static void test_double_send_refused(const th_engine *e) {
     th_case = "double send";
     prg_server *s = start(e, 0);
     th_client *c = th_connect(prg_server_port(s));
-    int before = atomic_load(&deferred_count);
+    int before = atomic_load(&th_deferred()->count);
     th_send(c, "GET /later HTTP/1.1\r\nHost: t\r\n\r\n");
-    prg_deferred *d = wait_deferred(before);
+    prg_deferred *d = th_wait_deferred(before);
     CHECK(prg_deferred_header(d, "X-One", 5, "1", 1) == 0, "header before send");
     CHECK(prg_deferred_send(d, 200, "first", 5) == 0, "first send");
     CHECK(prg_deferred_send(d, 201, "second", 6) == -EALREADY, "second send must be refused");
@@ -89,14 +70,12 @@ static void test_send_after_close(const th_engine *e) {
     th_case = "send after close";
     prg_server *s = start(e, 0);
     th_client *c = th_connect(prg_server_port(s));
-    int before = atomic_load(&deferred_count);
-    int closed_before = atomic_load(&closed_count);
+    int before = atomic_load(&th_deferred()->count);
+    int closed_before = atomic_load(&th_deferred()->closed);
     th_send(c, "GET /later HTTP/1.1\r\nHost: t\r\n\r\n");
-    prg_deferred *d = wait_deferred(before);
+    prg_deferred *d = th_wait_deferred(before);
     th_reset(c);
-    int64_t until = th_now_ms() + 5000;
-    while (atomic_load(&closed_count) == closed_before && th_now_ms() < until) usleep(2000);
-    CHECK(atomic_load(&closed_count) > closed_before, "on_close within 5 s");
+    th_wait_closed(closed_before);
     CHECK(prg_deferred_header(d, "X-A", 3, "b", 1) == -ECONNRESET, "header after the connection closed");
     CHECK(prg_deferred_send(d, 200, "gone", 4) == -ECONNRESET, "send after the connection closed");
     CHECK(prg_deferred_send(d, 200, "gone", 4) == -ECONNRESET, "and again");
@@ -104,9 +83,9 @@ static void test_send_after_close(const th_engine *e) {
 
     /* Sent first, then the connection closes before the loop drains it. */
     c = th_connect(prg_server_port(s));
-    before = atomic_load(&deferred_count);
+    before = atomic_load(&th_deferred()->count);
     th_send(c, "GET /later HTTP/1.1\r\nHost: t\r\n\r\n");
-    d = wait_deferred(before);
+    d = th_wait_deferred(before);
     th_reset(c);
     int rc = prg_deferred_send(d, 200, "raced", 5);   /* posted before the loop saw the close, or refused */
     CHECK(rc == 0 || rc == -ECONNRESET, "send racing a close returned %d", rc);
@@ -118,10 +97,10 @@ static void test_handler_timeout(const th_engine *e) {
     th_case = "handler timeout";
     prg_server *s = start(e, 1);
     th_client *c = th_connect(prg_server_port(s));
-    int before = atomic_load(&deferred_count);
+    int before = atomic_load(&th_deferred()->count);
     int64_t t0 = th_now_ms();
     th_send(c, "GET /later HTTP/1.1\r\nHost: t\r\n\r\n");
-    prg_deferred *d = wait_deferred(before);
+    prg_deferred *d = th_wait_deferred(before);
     th_response r;
     CHECK(th_read_response(c, &r) == 0, "an answer within 5 s");
     int64_t took = th_now_ms() - t0;
@@ -135,9 +114,9 @@ static void test_handler_timeout(const th_engine *e) {
           "next answer, got %d %.*s", r.status, (int)r.body_len, r.body);
 
     /* Pipelined: /later (times out), /now (waits behind it, in order). */
-    before = atomic_load(&deferred_count);
+    before = atomic_load(&th_deferred()->count);
     th_send(c, "GET /later HTTP/1.1\r\nHost: t\r\n\r\nGET /now HTTP/1.1\r\nHost: t\r\n\r\n");
-    d = wait_deferred(before);
+    d = th_wait_deferred(before);
     CHECK(th_read_response(c, &r) == 0 && r.status == 503, "pipelined: 503 first, got %d", r.status);
     CHECK(th_read_response(c, &r) == 0 && r.status == 200, "pipelined: then the next answer, got %d", r.status);
     prg_deferred_release(d);   /* released unanswered after the timeout: no 500, no leak */
@@ -149,9 +128,9 @@ static void test_release_unanswered(const th_engine *e) {
     th_case = "release unanswered";
     prg_server *s = start(e, 0);
     th_client *c = th_connect(prg_server_port(s));
-    int before = atomic_load(&deferred_count);
+    int before = atomic_load(&th_deferred()->count);
     th_send(c, "GET /later HTTP/1.1\r\nHost: t\r\n\r\n");
-    prg_deferred *d = wait_deferred(before);
+    prg_deferred *d = th_wait_deferred(before);
     prg_deferred_release(d);
     th_response r;
     CHECK(th_read_response(c, &r) == 0 && r.status == 500, "released unanswered: 500, got %d", r.status);
@@ -163,9 +142,9 @@ static void test_send_after_stop(const th_engine *e) {
     th_case = "send after stop";
     prg_server *s = start(e, 0);
     th_client *c = th_connect(prg_server_port(s));
-    int before = atomic_load(&deferred_count);
+    int before = atomic_load(&th_deferred()->count);
     th_send(c, "GET /later HTTP/1.1\r\nHost: t\r\n\r\n");
-    prg_deferred *d = wait_deferred(before);
+    prg_deferred *d = th_wait_deferred(before);
     th_stop(s);
     CHECK(prg_deferred_send(d, 200, "late", 4) == -ECONNRESET, "send after the server stopped");
     prg_deferred_release(d);
@@ -198,9 +177,9 @@ static void test_race_with_timeout(const th_engine *e) {
     pthread_t t[RACERS];
     for (int i = 0; i < RACERS; i++) {
         c[i] = th_connect(prg_server_port(s));
-        int before = atomic_load(&deferred_count);
+        int before = atomic_load(&th_deferred()->count);
         th_send(c[i], "GET /later HTTP/1.1\r\nHost: t\r\n\r\n");
-        rs[i].d = wait_deferred(before);
+        rs[i].d = th_wait_deferred(before);
         rs[i].delay_ms = 900 + 150 * i;   /* around the deadline (1 s, swept each second) */
     }
     for (int i = 0; i < RACERS; i++) CHECK(pthread_create(&t[i], NULL, race, &rs[i]) == 0, "thread");

@@ -19,10 +19,6 @@
 #include <pthread.h>
 #include <stdbool.h>
 
-static _Atomic(prg_deferred *) last_stream;
-static atomic_int stream_count;
-static atomic_int closed_count;
-
 static void on_request(void *ctx, prg_conn *c, const prg_request *req) {
     (void)ctx;
     if (th_target_is(req, "/now")) {
@@ -31,35 +27,20 @@ static void on_request(void *ctx, prg_conn *c, const prg_request *req) {
     }
     prg_deferred *d = prg_defer(c);
     CHECK(d != NULL, "prg_defer on an event engine");
-    atomic_store(&last_stream, d);
-    atomic_fetch_add(&stream_count, 1);
-}
-
-static void on_close(void *ctx, prg_conn *c, int reason) {
-    (void)ctx;
-    (void)c;
-    (void)reason;
-    atomic_fetch_add(&closed_count, 1);
-}
-
-static prg_deferred *wait_stream(int before) {
-    int64_t until = th_now_ms() + 5000;
-    while (atomic_load(&stream_count) == before && th_now_ms() < until) usleep(1000);
-    CHECK(atomic_load(&stream_count) > before, "the request was not deferred within 5 s");
-    return atomic_load(&last_stream);
+    th_deferred_take(d);
 }
 
 static prg_deferred *request(th_client *c, const char *text) {
-    int before = atomic_load(&stream_count);
+    int before = atomic_load(&th_deferred()->count);
     th_send(c, text);
-    return wait_stream(before);
+    return th_wait_deferred(before);
 }
 
 static prg_server *start(const th_engine *e, int handler_timeout_s) {
     prg_config cfg;
     th_config(&cfg, e);
     cfg.handler_timeout_s = handler_timeout_s;
-    prg_callbacks cb = {.on_request = on_request, .on_close = on_close};
+    prg_callbacks cb = {.on_request = on_request, .on_close = th_count_close};
     return th_start(&cfg, &cb);
 }
 
@@ -180,15 +161,13 @@ static void test_peer_gone(const th_engine *e) {
     th_case = "peer gone";
     prg_server *s = start(e, 0);
     th_client *c = th_connect(prg_server_port(s));
-    int closed_before = atomic_load(&closed_count);
+    int closed_before = atomic_load(&th_deferred()->closed);
     prg_deferred *d = request(c, "GET /stream HTTP/1.1\r\nHost: t\r\n\r\n");
     CHECK(prg_stream_head(d, 200) == 0, "head");
     CHECK(prg_stream_write(d, "before", 6) == 0, "write");
     CHECK(read_until(c, "before"), "a chunk");
     th_reset(c);
-    int64_t until = th_now_ms() + 5000;
-    while (atomic_load(&closed_count) == closed_before && th_now_ms() < until) usleep(1000);
-    CHECK(atomic_load(&closed_count) > closed_before, "on_close within 5 s");
+    th_wait_closed(closed_before);
     CHECK(prg_stream_state(d) == PRG_STREAM_PEER_GONE, "state %d", prg_stream_state(d));
     CHECK(prg_stream_write(d, "after", 5) == -ECONNRESET, "write after the peer left");
     CHECK(prg_stream_end(d) == -ECONNRESET, "end after the peer left");
