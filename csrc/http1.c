@@ -170,8 +170,17 @@ static inline const uint8_t *span_value(const uint8_t *s, const uint8_t *lim)
 {
     while (lim - s >= 8) {
         uint64_t x = load64(s), y = x ^ (0x7F * ONES64);
-        if (((x - 0x20 * ONES64) & ~x & HIGH64) | ((y - ONES64) & ~y & HIGH64))
+        uint64_t hit = ((x - 0x20 * ONES64) & ~x & HIGH64) | ((y - ONES64) & ~y & HIGH64);
+        if (hit) {
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            /* The lowest flagged byte is the first such byte (the flags of
+             * higher ones may be wrong, never the lowest's). */
+            s += __builtin_ctzll(hit) >> 3;
+            if (*s != '\t')
+                return s;
+#endif
             break;
+        }
         s += 8;
     }
     while (cls[*s] & C_VALUE)

@@ -280,6 +280,11 @@ struct prg_loop {
     /* "Server: <name>\r\n", prebuilt */
     char server_line[128];
     size_t server_line_len;
+    /* "HTTP/1.1 200 OK\r\n", the Server and the Date lines in one piece
+     * (response.c): rebuilt when the Date changes (head_200_second). */
+    char head_200[17 + 128 + 64];
+    size_t head_200_len;
+    time_t head_200_second;
 };
 
 struct prg_server {
