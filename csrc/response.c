@@ -65,23 +65,48 @@ static bool is_token(const char *s, size_t n) {
 }
 
 /* Header values and reason phrases: no CR, LF or NUL (response splitting).
- * Eight bytes a step while none of them is below 0x0E (those three are). */
-static bool is_safe_text(const char *s, size_t n) {
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t x;
-        memcpy(&x, s + i, 8);
-        if (((x - 0x0E0E0E0E0E0E0E0Eull) & ~x & 0x8080808080808080ull) == 0) continue;
-        for (size_t j = i; j < i + 8; j++) {
-            uint8_t ch = (uint8_t)s[j];
-            if (ch == '\r' || ch == '\n' || ch == 0) return false;
-        }
-    }
-    for (; i < n; i++) {
+ * Eight bytes a step (the last step may overlap the one before) while none
+ * of them is below 0x0E (those three are); a flagged word is checked byte by
+ * byte. */
+static bool unsafe_byte(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++) {
         uint8_t ch = (uint8_t)s[i];
-        if (ch == '\r' || ch == '\n' || ch == 0) return false;
+        if (ch == '\r' || ch == '\n' || ch == 0) return true;
     }
-    return true;
+    return false;
+}
+
+static inline bool below_0e(const char *s) {
+    uint64_t x;
+    memcpy(&x, s, 8);
+    return ((x - 0x0E0E0E0E0E0E0E0Eull) & ~x & 0x8080808080808080ull) != 0;
+}
+
+static bool is_safe_text(const char *s, size_t n) {
+    if (n < 8) return !unsafe_byte(s, n);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        if (below_0e(s + i) && unsafe_byte(s + i, 8)) return false;
+    return i == n || !below_0e(s + n - 8) || !unsafe_byte(s + n - 8, 8);
+}
+
+/* memcpy for the short variable lengths of a response head (a content type,
+ * a small body): word moves, no call. */
+static inline void copy_short(uint8_t *dst, const void *src, size_t n) {
+    const uint8_t *s = src;
+    if (n > 32) {
+        memcpy(dst, s, n);
+    } else if (n >= 8) {
+        uint64_t w;
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&w, s + i, 8);
+            memcpy(dst + i, &w, 8);
+        }
+        memcpy(&w, s + n - 8, 8);
+        memcpy(dst + n - 8, &w, 8);
+    } else {
+        for (size_t i = 0; i < n; i++) dst[i] = s[i];
+    }
 }
 
 static bool ieq(const char *a, size_t an, const char *lit) {
@@ -112,6 +137,15 @@ static bool has_token(const char *v, size_t n, const char *tok) {
 /* ---------------------------------------------------------------- writer */
 
 static size_t put_uint(char *out, uint64_t v) {
+    if (v < 100) {   /* the usual small body: no loop */
+        if (v < 10) {
+            out[0] = (char)('0' + v);
+            return 1;
+        }
+        out[0] = (char)('0' + v / 10);
+        out[1] = (char)('0' + v % 10);
+        return 2;
+    }
     char tmp[20];
     size_t n = 0;
     do { tmp[n++] = (char)('0' + v % 10); v /= 10; } while (v);
@@ -148,7 +182,7 @@ static const char *head_200(prg_loop *loop) {
 /* Checks that a final answer may begin, marks where it begins (for
  * prg_response_replace) and returns the room its status line, Server and
  * Date lines take (see put_status), or 0 when it may not begin. */
-static size_t begin_status(prg_conn *c, int status, const char **reason, size_t *reason_len) {
+static inline size_t begin_status(prg_conn *c, int status, const char **reason, size_t *reason_len) {
     /* 1xx are interim answers: taking one as the final answer would pair
      * every later response on the connection with the wrong request. */
     if (c->resp_state != RESP_NONE || status < 200 || status > 999) return 0;
@@ -391,7 +425,7 @@ int prg_send(prg_conn *c, int status, const char *content_type, size_t content_t
     size_t at = put_status(c, p, status, reason, reason_len);
     if (content_type) {
         memcpy(p + at, "Content-Type: ", 14);
-        memcpy(p + at + 14, content_type, content_type_len);
+        copy_short(p + at + 14, content_type, content_type_len);
         at += 14 + content_type_len;
         p[at++] = '\r';
         p[at++] = '\n';
@@ -407,7 +441,7 @@ int prg_send(prg_conn *c, int status, const char *content_type, size_t content_t
     p[at++] = '\r';
     p[at++] = '\n';
     if (inline_body) {
-        memcpy(p + at, body, n);
+        copy_short(p + at, body, n);
         at += n;
     }
     prg_out_commit(c, at);
