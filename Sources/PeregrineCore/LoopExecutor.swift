@@ -21,7 +21,7 @@ public final class LoopExecutor: TaskExecutor, SerialExecutor, @unchecked Sendab
     private let wakeLoop: @Sendable () -> Void
     private var owner: pthread_t? = nil
     /// Handler tasks started on this loop and not yet finished (loop thread only).
-    public internal(set) var tasksInFlight = 0
+    package internal(set) var tasksInFlight = 0
 
     private struct Remote {
         var jobs: [UnownedJob] = []
@@ -30,7 +30,7 @@ public final class LoopExecutor: TaskExecutor, SerialExecutor, @unchecked Sendab
     }
 
     /// `wake` makes the loop run a batch soon (any thread).
-    public init(wake: @escaping @Sendable () -> Void) {
+    package init(wake: @escaping @Sendable () -> Void) {
         self.wakeLoop = wake
         local.reserveCapacity(64)
     }
@@ -42,7 +42,7 @@ public final class LoopExecutor: TaskExecutor, SerialExecutor, @unchecked Sendab
     }
 
     /// On the loop thread, before it serves: this thread's executor.
-    public func bind() {
+    package func bind() {
         owner = pthread_self()
         pthread_setspecific(currentKey, Unmanaged.passUnretained(self).toOpaque())
     }
@@ -76,7 +76,7 @@ public final class LoopExecutor: TaskExecutor, SerialExecutor, @unchecked Sendab
     /// those jobs queue, up to a bound so one batch cannot starve the
     /// sockets). Returns the number of jobs run.
     @discardableResult
-    public func runJobs() -> Int {
+    package func runJobs() -> Int {
         var ran = 0
         while ran < 4096 {
             if local.isEmpty {
@@ -101,7 +101,7 @@ public final class LoopExecutor: TaskExecutor, SerialExecutor, @unchecked Sendab
 
     /// The loop thread, when the loop ends: what is queued (and whatever is
     /// enqueued later) runs on the global executor instead.
-    public func close() {
+    package func close() {
         _ = runJobs()   // the closes' cancellations run here, where their tasks live
         let left = remote.withLock { r -> [UnownedJob] in
             r.closed = true
