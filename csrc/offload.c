@@ -371,6 +371,11 @@ static void wake_writer(prg_deferred *d) {
     pthread_mutex_unlock(&d->cb_lock);
 }
 
+void prg_offload_peer_finished(prg_conn *c) {
+    for (prg_deferred *d = c->defer_head; d; d = d->next)
+        if (!d->ready) wake_writer(d);
+}
+
 void prg_offload_conn_closed(prg_conn *c) {
     prg_deferred *d = c->defer_head;
     c->defer_head = c->defer_tail = NULL;

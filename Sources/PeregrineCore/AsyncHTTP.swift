@@ -359,11 +359,27 @@ public final class ResponseWriter: @unchecked Sendable {
         if case .deferred(let d) = phase { try endDeferred(d) }
     }
 
-    /// The head, the whole body and the end at once.
+    /// The head, the whole body and the end at once (with its length,
+    /// unless the head says otherwise).
     public func respond(_ response: HTTPResponse, body: [UInt8] = []) async throws {
-        try await writeHead(response)
-        if !body.isEmpty { try await write(body) }
-        try await finish()
+        guard case .deferred(let d) = phase else {
+            try await writeHead(response)
+            if !body.isEmpty { try await write(body) }
+            return try await finish()
+        }
+        if finished { throw ResponseWriterError.finished }
+        if headWritten { throw ResponseWriterError.headAlreadyWritten }
+        headWritten = true
+        headSent = true
+        finished = true
+        sentStatus = response.status.code
+        bytesWritten += body.count
+        defer { release() }
+        var headers: [(name: String, value: String)] = []
+        for field in response.headerFields { headers.append((field.name.rawName, field.value)) }
+        if !d.complete(OffloadAnswer(status: response.status.code, headers: headers, body: body)) {
+            throw ResponseWriterError.clientGone
+        }
     }
 
     public func respond(_ response: HTTPResponse, body: String) async throws {
@@ -508,8 +524,8 @@ let highWaterMark: UInt32 = 256 * 1024
 
 /// Runs an `.async` application's handler for each request, on the loop
 /// thread's executor (`LoopExecutor.current`), at most `limit` at once per
-/// loop: beyond, requests wait (their answers deferred, in arrival order) up
-/// to `limit` more, and beyond that get `503` at once.
+/// loop: beyond, requests wait for a slot (their answers owed, in arrival
+/// order) up to `limit` more, and beyond that get `503` + `Retry-After` at once.
 package final class AsyncDispatcher: Sendable {
     let handler: AsyncRequestHandler
     let failures: FailureLog
@@ -546,8 +562,9 @@ package final class AsyncDispatcher: Sendable {
         return start(head, RequestBody(.streamed(channel)), response, channel: channel) ? consumer : nil
     }
 
-    /// Starts the handler; `true` when it is still running (answer deferred,
-    /// or to be deferred once the body stream began), `false` when answered.
+    /// Starts the handler (or parks it); `true` when the answer is owed
+    /// (deferred now, or once the engine began the body stream), `false`
+    /// when it was answered here.
     @discardableResult
     private func start(_ head: HTTPRequest, _ body: RequestBody, _ response: Response,
                        channel: BodyChannel? = nil) -> Bool {
@@ -556,62 +573,68 @@ package final class AsyncDispatcher: Sendable {
             runWaiting(head, body, writer, response)
             return false
         }
-        if executor.tasksInFlight >= limit {
-            failures.warning("async handlers: \(limit) in flight on this loop: 503 for \(head.method) \(head.path ?? "")")
+        let waits = executor.tasksInFlight >= limit
+        if waits && executor.parkedCount >= limit {
+            failures.warning("async handlers: \(limit) running and \(limit) waiting on this loop: 503 for \(head.method) \(head.path ?? "")")
             sendUnavailable(response)
             return false
         }
-        executor.tasksInFlight += 1
         let handler = self.handler, failures = self.failures
-        let task = Task.immediate(executorPreference: executor) {
-            var failure: (any Error)? = nil
-            do {
-                try await handler(head, body, writer)
-            } catch {
-                failure = error
-                failures.warning("async handler for \(head.method) \(head.path ?? ""): \(error)")
+        let launch = { () -> Task<Void, Never> in
+            executor.tasksInFlight += 1
+            return Task.immediate(executorPreference: executor) {
+                var failure: (any Error)? = nil
+                do {
+                    try await handler(head, body, writer)
+                } catch {
+                    failure = error
+                    failures.warning("async handler for \(head.method) \(head.path ?? ""): \(error)")
+                }
+                writer.handlerEnded(failure)
+                channel?.discardRest()
+                executor.tasksInFlight -= 1
             }
-            writer.handlerEnded(failure)
-            channel?.discardRest()
-            executor.tasksInFlight -= 1
         }
-        if writer.bufferedAnswerReady {
-            writer.writeInline(response)   // answered without suspending: as a closure handler
-            return false
+        if !waits {
+            let task = launch()
+            if writer.bufferedAnswerReady {
+                writer.writeInline(response)   // answered without suspending: as a closure handler
+                return false
+            }
+            writer.task = task
+        } else {
+            // Over the limit: the answer is owed from now on, the handler
+            // starts when a running one ends (LoopExecutor.runJobs).
+            executor.park(limit: limit) { writer.task = launch() }
         }
-        writer.task = task
         guard let channel else {
-            deferAnswer(writer, task, response, head)
+            Self.deferAnswer(writer, response, head, failures)
             return true
         }
         // A body: the answer can be deferred once the engine began the stream.
-        channel.onFailure = { task.cancel() }
-        channel.consumer?.onAttach = { [failures] consumer in
+        channel.onFailure = { writer.task?.cancel() }
+        channel.consumer?.onAttach = { consumer in
             channel.attached(consumer)
             guard let response = consumer.response else { return }
             if writer.bufferedAnswerReady {
                 writer.writeInline(response)
             } else {
-                Self.deferAnswer(writer, task, response, head, failures)
+                Self.deferAnswer(writer, response, head, failures)
             }
         }
         return true
     }
 
-    private func deferAnswer(_ writer: ResponseWriter, _ task: Task<Void, Never>, _ response: Response, _ head: HTTPRequest) {
-        Self.deferAnswer(writer, task, response, head, failures)
-    }
-
-    private static func deferAnswer(_ writer: ResponseWriter, _ task: Task<Void, Never>, _ response: Response,
-                                    _ head: HTTPRequest, _ failures: FailureLog) {
+    private static func deferAnswer(_ writer: ResponseWriter, _ response: Response, _ head: HTTPRequest,
+                                    _ failures: FailureLog) {
         guard let d = response.deferAnswer() else {
             failures.warning("async handler for \(head.method) \(head.path ?? ""): the engine cannot defer: 500")
-            task.cancel()
+            writer.task?.cancel()
             writer.handlerEnded(CancellationError())
             writer.writeInline(response)
             return
         }
-        do { try writer.attach(d) } catch { task.cancel() }
+        do { try writer.attach(d) } catch { writer.task?.cancel() }
     }
 
     /// Engines without a loop (blocking, threaded): run the handler on the

@@ -22,6 +22,20 @@ public final class LoopExecutor: TaskExecutor, SerialExecutor, @unchecked Sendab
     private var owner: pthread_t? = nil
     /// Handler tasks started on this loop and not yet finished (loop thread only).
     package internal(set) var tasksInFlight = 0
+    /// Handlers waiting for `tasksInFlight` to drop under the dispatcher's
+    /// limit, oldest first (loop thread only).
+    private var parked: [() -> Void] = []
+    private var parkedHead = 0
+    private var parkedLimit = Int.max
+
+    var parkedCount: Int { parked.count - parkedHead }
+
+    /// Runs `launch` once fewer than `limit` handler tasks run (at the end
+    /// of a batch's jobs), after the handlers parked before it.
+    func park(limit: Int, _ launch: @escaping () -> Void) {
+        parkedLimit = limit
+        parked.append(launch)
+    }
 
     private struct Remote {
         var jobs: [UnownedJob] = []
@@ -95,7 +109,19 @@ public final class LoopExecutor: TaskExecutor, SerialExecutor, @unchecked Sendab
             }
             ran += batch.count
         }
-        if ran >= 4096 { wakeLoop() }   // more left: the next batch comes at once
+        // Parked handlers take the slots freed in this batch (each launch
+        // may answer at once, or queue jobs for the next batch).
+        while parkedCount > 0 && tasksInFlight < parkedLimit {
+            let launch = parked[parkedHead]
+            parkedHead += 1
+            if parkedHead == parked.count {
+                parked.removeAll(keepingCapacity: true)
+                parkedHead = 0
+            }
+            launch()
+            ran += 1
+        }
+        if ran >= 4096 || (!local.isEmpty) { wakeLoop() }   // more left: the next batch comes at once
         return ran
     }
 

@@ -339,6 +339,17 @@ extension UnsafeMutablePointer where Pointee == ConnState {
     }
 
     /// The connection closed: what it was owed is dropped.
+    /// The peer sent its FIN while answers are owed: each unfinished
+    /// stream's producer hears it once (the answer may still go out).
+    func offloadPeerFinished() {
+        var u = pointee.deferHead
+        while let cur = u {
+            let d = cur.takeUnretainedValue()
+            u = d.next
+            if !d.ready { d.runPeerGone() }
+        }
+    }
+
     func offloadClosed() {
         var u = pointee.deferHead
         pointee.deferHead = nil

@@ -541,7 +541,10 @@ void prg_deferred_release(prg_deferred *d);
  * producer should wait for on_writable, which the loop runs (on its
  * thread, once per PRG_STREAM_WAIT) when the level is back at the low mark,
  * and once when the peer went, whether a write waited or not (the next write
- * says -ECONNRESET), so a producer busy elsewhere learns to stop. */
+ * says -ECONNRESET), so a producer busy elsewhere learns to stop; also once
+ * when the peer shut down its sending side while the answer is owed: most
+ * clients that do that have left (nginx calls it a client abort), though
+ * the answer may still be written. */
 enum { PRG_STREAM_WAIT = 1 };
 #define PRG_STREAM_LOW_WATER (64u * 1024u)
 #define PRG_STREAM_HIGH_WATER (256u * 1024u)
