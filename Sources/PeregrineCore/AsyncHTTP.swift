@@ -571,19 +571,19 @@ let highWaterMark: UInt32 = 256 * 1024
 /// thread's executor (`LoopExecutor.current`), at most `limit` at once per
 /// loop: beyond, requests wait for a slot (their answers owed, in arrival
 /// order) up to `limit` more, and beyond that get `503` + `Retry-After` at once.
-public final class AsyncDispatcher: Sendable {
+package final class AsyncDispatcher: Sendable {
     let handler: AsyncRequestHandler
     let failures: FailureLog
-    public let limit: Int
+    package let limit: Int
 
-    public init(handler: @escaping AsyncRequestHandler, limit: Int, logger: Logger) {
+    package init(handler: @escaping AsyncRequestHandler, limit: Int, logger: Logger) {
         self.handler = handler
         self.limit = max(1, limit)
         self.failures = FailureLog(logger: logger)
     }
 
     /// The engine's request callback (a request with its whole body).
-    public func handle(_ request: Request, _ response: Response) {
+    package func handle(_ request: Request, _ response: Response) {
         guard let head = request.httpRequest() else {
             response.send(status: 400, contentType: "text/plain", body: "Bad Request\n")
             return
@@ -596,7 +596,7 @@ public final class AsyncDispatcher: Sendable {
     /// streams to the handler's `RequestBody` (read on demand). nil when
     /// answered already, or on engines without a loop (the body is then
     /// buffered and `handle` runs).
-    public func handleHead(_ request: Request, _ response: Response) -> BodyConsumer? {
+    package func handleHead(_ request: Request, _ response: Response) -> BodyConsumer? {
         guard LoopExecutor.current != nil else { return nil }
         guard let head = request.httpRequest() else {
             response.send(status: 400, contentType: "text/plain", body: "Bad Request\n")

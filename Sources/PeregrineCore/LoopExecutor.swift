@@ -22,7 +22,7 @@ public final class LoopExecutor: TaskExecutor, @unchecked Sendable {
     private let wakeLoop: @Sendable () -> Void
     private var owner: pthread_t? = nil
     /// Handler tasks started on this loop and not yet finished (loop thread only).
-    public internal(set) var tasksInFlight = 0
+    package internal(set) var tasksInFlight = 0
     /// Handlers waiting for `tasksInFlight` to drop under the dispatcher's
     /// limit, oldest first (loop thread only).
     private var parked: [() -> Void] = []
@@ -45,7 +45,7 @@ public final class LoopExecutor: TaskExecutor, @unchecked Sendable {
     }
 
     /// `wake` makes the loop run a batch soon (any thread).
-    public init(wake: @escaping @Sendable () -> Void) {
+    package init(wake: @escaping @Sendable () -> Void) {
         self.wakeLoop = wake
         local.reserveCapacity(64)
     }
@@ -57,7 +57,7 @@ public final class LoopExecutor: TaskExecutor, @unchecked Sendable {
     }
 
     /// On the loop thread, before it serves: this thread's executor.
-    public func bind() {
+    package func bind() {
         owner = pthread_self()
         pthread_setspecific(currentKey, Unmanaged.passUnretained(self).toOpaque())
     }
@@ -102,7 +102,7 @@ public final class LoopExecutor: TaskExecutor, @unchecked Sendable {
     /// those jobs queue, up to a bound so one batch cannot starve the
     /// sockets). Returns the number of jobs run.
     @discardableResult
-    public func runJobs() -> Int {
+    package func runJobs() -> Int {
         var ran = 0
         while ran < 4096 {
             if local.isEmpty {
@@ -139,7 +139,7 @@ public final class LoopExecutor: TaskExecutor, @unchecked Sendable {
 
     /// The loop thread, when the loop ends: what is queued (and whatever is
     /// enqueued later) runs on the global executor instead.
-    public func close() {
+    package func close() {
         _ = runJobs()   // the closes' cancellations run here, where their tasks live
         let left = remote.withLock { r -> [UnownedJob] in
             r.closed = true

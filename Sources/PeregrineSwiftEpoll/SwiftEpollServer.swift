@@ -185,7 +185,7 @@ public final class SwiftEpollServer: @unchecked Sendable {
     /// Any thread, returns at once: every loop stops now (the threads are
     /// joined by `stop()` or a `shutdown` in progress). A no-op once they
     /// were released.
-    public func interrupt() {
+    package func interrupt() {
         wakeable.withLock { loops in
             for loop in loops { loop.wake() }
         }
@@ -194,7 +194,7 @@ public final class SwiftEpollServer: @unchecked Sendable {
     /// The loops' listening sockets (one per loop; loops sharing an inherited
     /// socket list it under different numbers). Valid while running and
     /// before a shutdown.
-    public var listenerDescriptors: [Int32] {
+    package var listenerDescriptors: [Int32] {
         loops.map { $0.state.pointee.listenFd }
     }
 
