@@ -288,8 +288,13 @@ public final class ResponseWriter: @unchecked Sendable {
     private let failures: FailureLog
     private let channel: BodyChannel?
 
+    /// The client this answer goes to: its address, or with the PROXY
+    /// protocol the source the proxy named (`Request.remoteAddress`).
+    public let remoteAddress: SocketAddress?
+
     init(handler: @escaping AsyncRequestHandler, request: HTTPRequest, body: RequestBody, executor: LoopExecutor?,
-         failures: FailureLog, channel: BodyChannel?) {
+         failures: FailureLog, channel: BodyChannel?, remoteAddress: SocketAddress?) {
+        self.remoteAddress = remoteAddress
         self.handler = handler
         self.request = request
         self.requestBody = body
@@ -589,7 +594,7 @@ package final class AsyncDispatcher: Sendable {
             return
         }
         let body = RequestBody(request.body.isEmpty ? .empty : .buffered(Array(request.body)))
-        start(head, body, response)
+        start(head, body, response, client: request.remoteAddress)
     }
 
     /// `.streaming`'s head callback for an `.async` application: the body
@@ -604,18 +609,19 @@ package final class AsyncDispatcher: Sendable {
         }
         let channel = BodyChannel()
         let consumer = channel.makeConsumer()
-        return start(head, RequestBody(.streamed(channel)), response, channel: channel) ? consumer : nil
+        return start(head, RequestBody(.streamed(channel)), response, client: request.remoteAddress,
+                     channel: channel) ? consumer : nil
     }
 
     /// Starts the handler (or parks it); `true` when the answer is owed
     /// (deferred now, or once the engine began the body stream), `false`
     /// when it was answered here.
     @discardableResult
-    private func start(_ head: HTTPRequest, _ body: RequestBody, _ response: Response,
+    private func start(_ head: HTTPRequest, _ body: RequestBody, _ response: Response, client: SocketAddress?,
                        channel: BodyChannel? = nil) -> Bool {
         guard let executor = LoopExecutor.current else {
             let writer = ResponseWriter(handler: handler, request: head, body: body, executor: nil,
-                                        failures: failures, channel: nil)
+                                        failures: failures, channel: nil, remoteAddress: client)
             runWaiting(writer, response)
             return false
         }
@@ -626,7 +632,7 @@ package final class AsyncDispatcher: Sendable {
             return false
         }
         let writer = ResponseWriter(handler: handler, request: head, body: body, executor: executor,
-                                    failures: failures, channel: channel)
+                                    failures: failures, channel: channel, remoteAddress: client)
         let failures = self.failures
         if !waits {
             let task = writer.launch(on: executor)

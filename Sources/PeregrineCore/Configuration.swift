@@ -85,9 +85,10 @@ public struct Configuration: Sendable {
     /// bootstrapped `LoggingSystem` handler.
     public var logger = Logger(label: "peregrine")
     /// An access log through `logger`: one `info` line per request,
-    /// `ADDR METHOD TARGET STATUS DURATIONms` (ADDR the client's host, `-`
-    /// when not IP), with the fields also as metadata (`event: access`,
-    /// `client`, `method`, `target`, `status`, `duration_ms`).
+    /// `ADDR METHOD TARGET STATUS BYTES DURATIONms` (ADDR the client's host,
+    /// `-` when not IP; BYTES the body an async handler wrote, `-` for the
+    /// other kinds), with the fields also as metadata (`event: access`,
+    /// `client`, `method`, `target`, `status`, `bytes`, `duration_ms`).
     public var logRequests = false
     /// Where the server's metrics go (`ServerMetrics` names them). nil: the
     /// backend bootstrapped with `MetricsSystem.bootstrap`; when none is,

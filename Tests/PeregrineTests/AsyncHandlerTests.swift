@@ -2,6 +2,7 @@
 // an AsyncSequence, the ResponseWriter, on every engine.
 import Foundation
 import HTTPTypes
+import Logging
 import Peregrine
 import Synchronization
 import XCTest
@@ -243,6 +244,27 @@ final class AsyncHandlerTests: XCTestCase {
                 XCTAssertEqual(r.status, 200, "[\(mode)]")
                 XCTAssertEqual(r.bodyString, "Hello, World!", "[\(mode)]")
                 XCTAssertEqual(r.header("Content-Type"), "text/plain", "[\(mode)]")
+            }
+        }
+    }
+
+    /// --log: an async handler's line carries the client, the status and
+    /// the body bytes it wrote.
+    func testAccessLogCountsAnAsyncHandlersBytes() throws {
+        let app: Application = .async { _, _, writer in
+            try await Task.sleep(for: .milliseconds(2))
+            try await writer.respond(HTTPResponse(status: .accepted), body: "twelve bytes")
+        }
+        try forEachEngine { mode in
+            let log = CollectingLogHandler()
+            try withServer(mode, app, configure: { $0.logger = log.logger; $0.logRequests = true }) { server in
+                XCTAssertEqual(try fetch(port: server.port, "GET /q?a=1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").status, 202)
+                XCTAssertTrue(waitUntil { log.events.all.contains { $0.metadata["event"] == "access" } }, "[\(mode)] no access line")
+                guard let access = log.events.all.first(where: { $0.metadata["event"] == "access" }) else { return }
+                XCTAssertEqual(access.metadata["client"], "127.0.0.1", "[\(mode)]")
+                XCTAssertEqual(access.metadata["target"], "/q?a=1", "[\(mode)]")
+                XCTAssertEqual(access.metadata["status"], "202", "[\(mode)]")
+                XCTAssertEqual(access.metadata["bytes"], "12", "[\(mode)]")
             }
         }
     }
