@@ -285,19 +285,22 @@ package final class OffloadPool: @unchecked Sendable {
             return false
         }
         jobs.append(job)
-        wakeIfNeeded()
+        let wake = wakeNeeded()
         pthread_mutex_unlock(mutex)
+        if wake { pthread_cond_signal(cond) }
         return true
     }
 
-    /// Under the lock: jobs are queued; wakes a sleeper unless some worker
-    /// is already looking (it takes one and hands the rest on).
+    /// Under the lock: jobs are queued; whether to wake a sleeper (none is
+    /// woken while some worker is looking: it takes one and hands the rest
+    /// on). The caller signals after unlocking, so the woken worker does not
+    /// find the lock still held (the sleeper counted here waits already:
+    /// the signal reaches it).
     @inline(__always)
-    private func wakeIfNeeded() {
-        if looking == 0 && signals == 0 && sleeping > 0 {
-            signals += 1
-            pthread_cond_signal(cond)
-        }
+    private func wakeNeeded() -> Bool {
+        guard looking == 0 && signals == 0 && sleeping > 0 else { return false }
+        signals += 1
+        return true
     }
 
     /// Drops the jobs still queued (their responders answer 500, which a
@@ -343,8 +346,9 @@ package final class OffloadPool: @unchecked Sendable {
             }
             looking -= 1
             running += 1
-            if jobs.count > head { wakeIfNeeded() }   // hand the rest on
+            let wake = jobs.count > head && wakeNeeded()   // hand the rest on
             pthread_mutex_unlock(mutex)
+            if wake { pthread_cond_signal(cond) }
             job()
             lock()
             running -= 1
