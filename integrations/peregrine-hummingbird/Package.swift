@@ -9,7 +9,7 @@ import PackageDescription
 
 let package = Package(
     name: "PeregrineHummingbird",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .library(name: "PeregrineHummingbird", targets: ["PeregrineHummingbird"]),
         .executable(name: "hb-peregrine-hello", targets: ["hb-peregrine-hello"]),
@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // The adapter: Hummingbird's application layer over Peregrine's engines.
@@ -47,14 +48,21 @@ let package = Package(
             "HelloShared", .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
-        // Routes, parameters, Hummingbird's logging and metrics middleware, Codable JSON.
+        // The example: routes, parameters, Hummingbird's logging and metrics
+        // middleware, Codable JSON (a library so the tests serve the same router).
+        .target(name: "TodoExample", dependencies: [
+            .product(name: "Hummingbird", package: "hummingbird"), .product(name: "Logging", package: "swift-log"),
+        ]),
         .executableTarget(name: "hb-peregrine-example", dependencies: [
-            "PeregrineHummingbird", .product(name: "Hummingbird", package: "hummingbird"),
+            "PeregrineHummingbird", "TodoExample", .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .testTarget(name: "PeregrineHummingbirdTests", dependencies: [
-            "PeregrineHummingbird", .product(name: "Hummingbird", package: "hummingbird"),
+            "PeregrineHummingbird", "TodoExample", .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "InMemoryLogging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "MetricsTestKit", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

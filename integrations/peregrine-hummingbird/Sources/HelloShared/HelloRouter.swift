@@ -13,7 +13,8 @@ public func makeHelloRouter<Context: RequestContext>(context: Context.Type = Con
     return router
 }
 
-/// `PROGRAM PORT [--host H] [--threads N] [--engine E]`; exits 2 with a usage line on anything else.
+/// `PROGRAM PORT [--host H] [--threads N] [--engine E] [--trigger T]` (engine and
+/// trigger: Peregrine's; hb-nio-hello refuses them); exits 2 with a usage line on anything else.
 public struct HelloArguments: Sendable {
     public var port = 0
     public var host = "127.0.0.1"
@@ -26,7 +27,7 @@ public struct HelloArguments: Sendable {
         var port: Int?
         var i = 1
         func usage(_ why: String) -> Never {
-            let text = "\(program): \(why)\nusage: \(program) PORT [--host H] [--threads N] [--engine epoll|libev|swift] [--trigger level|edge]\n"
+            let text = "\(program): \(why)\nusage: \(program) PORT [--host H] [--threads N] [--engine epoll|libev|swift|blocking|threaded] [--trigger level|edge|oneshot]\n"
             _ = text.utf8CString.withUnsafeBufferPointer { write(2, $0.baseAddress, $0.count - 1) }
             exit(2)
         }
@@ -41,8 +42,12 @@ public struct HelloArguments: Sendable {
             case "--threads":
                 guard let n = Int(value()), n >= 1 else { usage("--threads takes a number >= 1") }
                 a.threads = n
-            case "--engine": a.engine = value()
-            case "--trigger": a.trigger = value()
+            case "--engine":
+                a.engine = value()
+                guard ["epoll", "libev", "swift", "blocking", "threaded"].contains(a.engine) else { usage("unknown engine \(a.engine)") }
+            case "--trigger":
+                a.trigger = value()
+                guard ["level", "edge", "oneshot"].contains(a.trigger) else { usage("unknown trigger \(a.trigger)") }
             case let s where port == nil:
                 guard let p = Int(s), (0...65535).contains(p) else { usage("bad port \(s)") }
                 port = p

@@ -5,8 +5,15 @@
 import HelloShared
 import Hummingbird
 import NIOPosix
+#if canImport(Glibc)
+import Glibc
+#endif
 
 let arguments = HelloArguments.parse(CommandLine.arguments, program: "hb-nio-hello")
+if arguments.engine != "epoll" || arguments.trigger != "level" {
+    print("hb-nio-hello: --engine and --trigger are Peregrine's (this is SwiftNIO's server)")
+    exit(2)
+}
 let group = MultiThreadedEventLoopGroup(numberOfThreads: arguments.threads)
 let app = Application(
     router: makeHelloRouter(context: BasicRequestContext.self),

@@ -156,27 +156,51 @@ final class TestConnection: @unchecked Sendable {
         }
     }
 
-    /// Reads one response (Content-Length, chunked or close-delimited body).
-    func readResponse(head: Bool = false) throws -> ClientResponse {
+    /// Reads a response's status line and fields (not its body).
+    func readHead() throws -> ClientResponse {
         let statusLine = try readLine()
         let parts = statusLine.split(separator: " ", maxSplits: 2)
         guard parts.count >= 2, parts[0].hasPrefix("HTTP/1."), let status = Int(parts[1]) else {
             throw ClientError.malformed("status line \(statusLine.debugDescription)")
         }
-        var response = ClientResponse(status: status, headers: try readFields(), body: [])
+        return ClientResponse(status: status, headers: try readFields(), body: [])
+    }
+
+    /// The next chunk of a chunked body; nil after the last (its trailers
+    /// read into `trailers`).
+    func readChunk(trailers: inout [(name: String, value: String)]) throws -> [UInt8]? {
+        let sizeLine = try readLine()
+        guard let size = Int(sizeLine.split(separator: ";", omittingEmptySubsequences: false)[0]
+                                .trimmingCharacters(in: .whitespaces), radix: 16) else {
+            throw ClientError.malformed("chunk size \(sizeLine.debugDescription)")
+        }
+        if size == 0 {
+            trailers = try readFields()
+            return nil
+        }
+        let chunk = try readExactly(size)
+        guard try readLine().isEmpty else { throw ClientError.malformed("chunk end") }
+        return chunk
+    }
+
+    /// Reads one response (Content-Length, chunked or close-delimited body).
+    func readResponse(head: Bool = false) throws -> ClientResponse {
+        var response = try readHead()
+        let status = response.status
         if head || status == 204 || status == 304 || (100..<200).contains(status) { return response }
+        try readBody(&response)
+        return response
+    }
+
+    /// The body of `response` (whose head was read).
+    func readBody(_ response: inout ClientResponse) throws {
         if response.header("Transfer-Encoding")?.lowercased() == "chunked" {
-            while true {
-                let sizeLine = try readLine()
-                guard let size = Int(sizeLine.split(separator: ";")[0].trimmingCharacters(in: .whitespaces), radix: 16) else {
-                    throw ClientError.malformed("chunk size \(sizeLine.debugDescription)")
-                }
-                if size == 0 { break }
-                response.chunkSizes.append(size)
-                response.body += try readExactly(size)
-                guard try readLine().isEmpty else { throw ClientError.malformed("chunk end") }
+            var trailers: [(name: String, value: String)] = []
+            while let chunk = try readChunk(trailers: &trailers) {
+                response.chunkSizes.append(chunk.count)
+                response.body += chunk
             }
-            response.trailers = try readFields()
+            response.trailers = trailers
         } else if let length = response.header("Content-Length").flatMap({ Int($0) }) {
             response.body = try readExactly(length)
         } else {
@@ -184,7 +208,6 @@ final class TestConnection: @unchecked Sendable {
             response.body = Array(buffer[start...])
             start = buffer.count
         }
-        return response
     }
 
     /// One request and its response on this connection.
@@ -195,7 +218,7 @@ final class TestConnection: @unchecked Sendable {
 }
 
 /// GET/POST on a new connection.
-func fetch(port: Int, _ method: String = "GET", _ target: String, headers: [String] = [], body: [UInt8] = []) throws -> ClientResponse {
+func fetch(port: Int, _ target: String, method: String = "GET", headers: [String] = [], body: [UInt8] = []) throws -> ClientResponse {
     let c = try TestConnection(port: port)
     defer { c.close() }
     var head = "\(method) \(target) HTTP/1.1\r\nHost: 127.0.0.1\r\n"
