@@ -354,7 +354,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
             // producer learns it now.
             _ = d.state.compareExchange(expected: DeferState.headed, desired: DeferState.orphan,
                                         ordering: .acquiringAndReleasing)
-            d.runWritable()
+            if !d.ready { d.runPeerGone() }
             if d.ready {
                 releaseChunks(d.outHead)
                 d.outHead = nil

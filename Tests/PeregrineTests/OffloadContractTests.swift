@@ -8,6 +8,7 @@
 // apply (Configuration's documentation), and that is what they are held to.
 import Foundation
 import Peregrine
+import HTTPTypes
 import XCTest
 
 /// Lets async handlers wait until the test opens it.
@@ -64,7 +65,7 @@ final class OffloadContractTests: XCTestCase {
                 c.port = 0
                 mode.apply(to: &c)
                 set(&c)
-                let server = Server(configuration: c, application: .async { _ in OffloadAnswer(body: "x") })
+                let server = Server(configuration: c, application: .async { _, _, writer in try await writer.respond(HTTPResponse(status: .ok), body: "x") })
                 XCTAssertThrowsError(try server.start(), "[\(mode)] \(field) \(value)") { error in
                     XCTAssertEqual(error as? ConfigurationError,
                                    ConfigurationError(field: field, value: value, allowed: allowed), "[\(mode)]")
@@ -72,7 +73,7 @@ final class OffloadContractTests: XCTestCase {
             }
             for (timeout, limit) in [(Bounds.timeoutSeconds.lowerBound, Bounds.asyncLimit.lowerBound),
                                      (Bounds.timeoutSeconds.upperBound, Bounds.asyncLimit.upperBound)] {
-                try withServer(mode, .async { _ in OffloadAnswer(body: "ok") },
+                try withServer(mode, .async { _, _, writer in try await writer.respond(HTTPResponse(status: .ok), body: "ok") },
                                configure: { $0.handlerTimeout = timeout; $0.asyncLimit = limit }) { server in
                     let r = try fetch(port: server.port, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
                     XCTAssertEqual(r.bodyString, "ok", "[\(mode)] handlerTimeout \(timeout), asyncLimit \(limit)")
@@ -203,12 +204,12 @@ final class OffloadContractTests: XCTestCase {
             let started = DispatchSemaphore(value: 0)
             let tasks = MaxBox()
             let running = LockedList<Int>()
-            let app: Application = .async { request in
+            let app: Application = .async { request, _, writer in
                 running.append(1)
                 tasks.record(running.all.count)
                 started.signal()
-                if request.target == "/wait" { await gate.wait() }
-                return OffloadAnswer(body: "async \(request.target)")
+                if request.path == "/wait" { await gate.wait() }
+                try await writer.respond(HTTPResponse(status: .ok), body: "async \(request.path ?? "")")
             }
             try withServer(mode, app, configure: { $0.asyncLimit = 2 }) { server in
                 var waiting: [TestSocket] = []
