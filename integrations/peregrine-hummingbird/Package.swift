@@ -1,9 +1,11 @@
 // swift-tools-version:6.0
 // Hummingbird applications on Peregrine: an adapter that serves any Hummingbird
 // HTTPResponder (a Router) through Peregrine's async API. A package of its own so
-// the root package never depends on SwiftNIO or Hummingbird.
+// the root package never depends on SwiftNIO or Hummingbird. Its directory is not
+// named `hummingbird`: SwiftPM names a root package after its directory, and that
+// name would collide with the hummingbird dependency's identity.
 //
-//   swift build -c release --package-path integrations/hummingbird
+//   swift build -c release --package-path integrations/peregrine-hummingbird
 //   make test-hummingbird
 import PackageDescription
 
