@@ -179,7 +179,11 @@ class Suite:
                 log("bench: nio-hello did not build:\n" + r.stderr[-3000:])
         self.have_hb = False
         if not self.args.no_hummingbird:
-            r = run(["swift", "build", "-c", "release", "--package-path", HB_PKG], timeout=3600, check=False)
+            for product in ("hb-nio-hello", "hb-peregrine-hello"):
+                r = run(["swift", "build", "-c", "release", "--package-path", HB_PKG, "--product", product],
+                        timeout=3600, check=False)
+                if r.returncode != 0:
+                    break
             self.have_hb = r.returncode == 0 and os.path.exists(HB_NIO_HELLO) and os.path.exists(HB_PEREGRINE_HELLO)
             if not self.have_hb:
                 log("bench: the Hummingbird contenders (hummingbird, hb-peregrine) are skipped: "
