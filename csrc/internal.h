@@ -332,6 +332,8 @@ void prg_offload_conn_closed(prg_conn *c);     /* drops what the connection was 
 void prg_offload_output_sent(prg_conn *c);     /* after a flush: a front stream's level, its producer woken */
 void prg_offload_sweep(prg_loop *loop);        /* handler_timeout_s passed: 503 for the late answers */
 bool prg_offload_late_pending(const prg_loop *loop);   /* an owed answer has a handler-timeout deadline */
+bool prg_offload_may_continue(const prg_conn *c);    /* 100 Continue would not go ahead of an owed answer */
+bool prg_offload_body_end(prg_conn *c, int end, int status);   /* a streamed body ended: its deferred answer */
 /* Around a callback that may answer while earlier answers are owed: the
  * answer is captured and queued behind them instead of going out first. */
 typedef struct prg_out_saved { struct prg_chunk *head, *tail; size_t bytes; } prg_out_saved;

@@ -115,6 +115,7 @@ struct prg_deferred {
     atomic_int state;             /* DEF_*: who completes the answer */
     atomic_uint refs;             /* loop side (its list) + producer side + the mailbox while posted */
     bool ready;                   /* loop thread: its bytes are in out_* */
+    bool for_body;                /* loop thread: deferred while its request body streams (on_head) */
     uint8_t req_minor;
     uint8_t keep_alive;
     uint8_t no_body;              /* HEAD request */
@@ -389,6 +390,18 @@ void prg_offload_conn_closed(prg_conn *c) {
     }
 }
 
+/* The streamed request's own deferred answer, while its body streams. */
+static prg_deferred *body_handle(const prg_conn *c) {
+    prg_deferred *d = c->defer_tail;   /* nothing is appended behind it while its body streams */
+    return d && d->for_body ? d : NULL;
+}
+
+bool prg_offload_may_continue(const prg_conn *c) {
+    const prg_deferred *d = c->defer_head;
+    /* Owed: only this request's own answer, and not a byte of it written. */
+    return !d || (d == body_handle(c) && !d->ready && d->w_state == RESP_NONE && !d->out_head);
+}
+
 /* ------------------------------------------------------------- deferring */
 
 prg_deferred *prg_defer(prg_conn *c) {
@@ -415,6 +428,9 @@ prg_deferred *prg_defer(prg_conn *c) {
     d->req_minor = c->req_minor;
     d->keep_alive = (uint8_t)c->req_keep_alive;
     d->no_body = (c->resp_flags & RESP_NO_BODY) != 0;   /* only HEAD sets it before an answer */
+    /* From on_head after prg_body_stream (or on_body): the body goes on
+     * streaming while the answer is owed (prg_offload_body_end). */
+    d->for_body = (c->flags & CONN_STREAMING) != 0;
     d->status = 500;
     list_append(c, d);
     late_append(c->loop, d);
@@ -695,12 +711,23 @@ void prg_deferred_release(prg_deferred *d) {
 typedef struct conn_writer_saved {
     prg_out_saved out;
     uint32_t close_after;
+    /* The connection's own writer state: the request being streamed in, or
+     * being parsed, is not this answer's (its body may still arrive). */
+    uint8_t resp_state, resp_flags, req_minor, req_keep_alive;
+    uint16_t resp_status;
+    int64_t resp_length_left;
 } conn_writer_saved;
 
 static void writer_enter(prg_conn *c, prg_deferred *d, conn_writer_saved *saved) {
     prg_offload_hold_begin(c, &saved->out);
     saved->close_after = c->flags & CONN_CLOSE_AFTER;   /* a later request's, not this one's */
     c->flags = (c->flags & ~(uint32_t)CONN_CLOSE_AFTER) | d->close_after;
+    saved->resp_state = c->resp_state;
+    saved->resp_flags = c->resp_flags;
+    saved->req_minor = c->req_minor;
+    saved->req_keep_alive = c->req_keep_alive;
+    saved->resp_status = c->resp_status;
+    saved->resp_length_left = c->resp_length_left;
     c->resp_state = d->w_state;
     c->resp_status = d->w_status;
     c->resp_length_left = d->w_length_left;
@@ -717,6 +744,16 @@ static void writer_leave(prg_conn *c, prg_deferred *d, conn_writer_saved *saved)
     d->keep_alive = (uint8_t)c->req_keep_alive;
     d->close_after = c->flags & CONN_CLOSE_AFTER;
     c->flags = (c->flags & ~(uint32_t)CONN_CLOSE_AFTER) | saved->close_after;
+    c->resp_state = saved->resp_state;
+    c->resp_flags = saved->resp_flags;
+    c->req_minor = saved->req_minor;
+    c->resp_status = saved->resp_status;
+    c->resp_length_left = saved->resp_length_left;
+    /* The answer to a body still streaming may decide to close: the writer
+     * then clears req_keep_alive (response.c), and conn.c closes once the
+     * body was read to its end. */
+    c->req_keep_alive = d->for_body && (c->flags & CONN_STREAMING) ? (uint8_t)(saved->req_keep_alive && c->req_keep_alive)
+                                                                   : saved->req_keep_alive;
     hold_take(c, &saved->out, d);
 }
 
@@ -857,4 +894,35 @@ void prg_offload_sweep(prg_loop *loop) {
         if (!atomic_compare_exchange_strong(&d->state, &open, DEF_TIMED_OUT)) continue;
         render_timeout(d->conn, d);
     }
+}
+
+/* A streamed body ended while its answer is deferred (conn.c, before
+ * on_body_end). Complete: nothing changes. Failed: the answer is taken from
+ * the producer (its later operations are refused: -ETIMEDOUT after a body
+ * timeout, else -ECONNRESET) and the error answer goes in its place, or,
+ * once its head was written, the connection closes after what was written.
+ * Returns true when the request's answer is settled here (the caller sends
+ * no error answer of its own). */
+bool prg_offload_body_end(prg_conn *c, int end, int status) {
+    prg_deferred *d = body_handle(c);
+    if (!d) return false;
+    d->for_body = false;
+    if (end == PRG_BODY_COMPLETE) return false;
+    if (d->ready) return true;   /* its answer is whole: it goes out, then the close */
+    int state = atomic_load(&d->state);
+    int to = end == PRG_BODY_TIMED_OUT ? DEF_TIMED_OUT : DEF_ORPHAN;
+    while ((state == DEF_OPEN || state == DEF_HEADED) && !atomic_compare_exchange_weak(&d->state, &state, to)) {}
+    if (state != DEF_OPEN && state != DEF_HEADED) return true;   /* ended by the producer: it goes out */
+    /* Taken from the producer: its later operations are refused, and what
+     * it posted but the loop has not rendered is dropped (ready). */
+    late_remove(c->loop, d);
+    wake_writer(d);
+    conn_writer_saved saved;
+    writer_enter(c, d, &saved);
+    if (status > 0 && c->resp_state == RESP_NONE) (void)prg_send_error(c, status);   /* in its place */
+    else if (c->resp_state != RESP_DONE) break_off(c);   /* cut short: the close tells the client */
+    writer_leave(c, d, &saved);
+    d->ready = true;
+    if (c->defer_head == d) release_ready(c);
+    return true;
 }
