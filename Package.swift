@@ -54,7 +54,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "PeregrineTests", dependencies: [
-            "Peregrine", "CPeregrine",
+            "Peregrine", "CPeregrine", "PeregrineSwiftEpoll",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "MetricsTestKit", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

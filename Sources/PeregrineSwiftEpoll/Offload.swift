@@ -154,8 +154,11 @@ final class DeferredAnswer: @unchecked Sendable {
     var outTail: ChunkPtr? = nil
     var outBytes = 0
     let reqMinor: UInt8
-    let keepAlive: Bool
+    var keepAlive: Bool
     let noBody: Bool
+    /// Loop thread: deferred while its request body streams (in the head
+    /// handler of a stream, or in the consumer's callbacks).
+    var forBody = false
     let mailbox: Mailbox?
     var answer: OffloadAnswer?
     let state: Atomic<UInt8>
@@ -217,6 +220,16 @@ final class DeferredAnswer: @unchecked Sendable {
     func claim(_ outcome: UInt8) -> Bool {
         state.compareExchange(expected: DeferState.open, desired: outcome, ordering: .acquiringAndReleasing).exchanged
     }
+}
+
+/// The connection's writer state set aside while an owed answer is rendered.
+struct SavedWriter {
+    var respState: UInt8
+    var respFlags: UInt8
+    var respStatus: Int32
+    var respLengthLeft: Int64
+    var reqMinor: UInt8
+    var reqKeepAlive: Bool
 }
 
 /// The send queue set aside while an answer is captured.
@@ -300,10 +313,86 @@ extension UnsafeMutablePointer where Pointee == ConnState {
               pointee.respState == RespState.none else { return nil }
         let d = DeferredAnswer(conn: self, mailbox: mb.takeUnretainedValue(), reqMinor: pointee.reqMinor,
                                keepAlive: pointee.reqKeepAlive, noBody: pointee.respFlags & RespFlag.noBody != 0)
+        // From the head handler of a stream (headDecide begins it) or while
+        // the body streams: the body goes on while the answer is owed.
+        d.forBody = pointee.flags & (CF.inHead | CF.streaming) != 0
         deferAppend(d)
         pointee.loop.lateAppend(d)
         pointee.respState = RespState.done   // the inline writer refuses from here on
         return d
+    }
+
+    /// The streamed request's own deferred answer, while its body streams
+    /// (nothing is appended behind it meanwhile).
+    var bodyHandle: DeferredAnswer? {
+        guard let d = pointee.deferTail?.takeUnretainedValue(), d.forBody else { return nil }
+        return d
+    }
+
+    /// 100 Continue would not go out ahead of an owed answer: none is owed
+    /// but this request's own, and not a byte of it was written.
+    var mayContinue: Bool {
+        guard let u = pointee.deferHead else { return true }
+        let d = u.takeUnretainedValue()
+        return d === bodyHandle && !d.ready && !d.isStream && d.outHead == nil
+    }
+
+    /// A streamed body ended while its answer is deferred (before the
+    /// consumer hears it; offload.c's prg_offload_body_end). Complete:
+    /// nothing changes. Failed: the answer is taken from the producer (its
+    /// later operations are refused: timedOut after a body timeout, else
+    /// orphan) and the error answer goes in its place, or, once its head was
+    /// written, the connection closes after what was written. true: the
+    /// request's answer is settled here (no error answer of the caller's).
+    func offloadBodyEnd(_ how: BodyEnd, _ status: Int32) -> Bool {
+        guard let d = bodyHandle else { return false }
+        d.forBody = false
+        if how == .complete { return false }
+        if d.ready { return true }   // whole: it goes out, then the close
+        let to = how == .timedOut ? DeferState.timedOut : DeferState.orphan
+        guard d.claim(to) || d.state.compareExchange(expected: DeferState.headed, desired: to,
+                                                     ordering: .acquiringAndReleasing).exchanged else {
+            return true   // ended by the producer: it goes out
+        }
+        // What it posted and the loop has not rendered is dropped (ended).
+        pointee.loop.lateRemove(d)
+        d.runWritable()
+        if status > 0 && !d.isStream && d.outHead == nil {
+            let saved = holdBegin()
+            let writer = saveWriter()
+            let closeAfter = pointee.flags & CF.closeAfter
+            _ = sendError(status)   // in its place
+            d.closeAfter |= pointee.flags & CF.closeAfter
+            pointee.flags = (pointee.flags & ~CF.closeAfter) | closeAfter
+            restoreWriter(writer, for: d)
+            holdAppend(saved, into: d)
+        } else {
+            d.closeAfter |= CF.closeAfter   // cut short: the close tells the client
+        }
+        d.ended = true
+        d.ready = true
+        if pointee.deferHead?.takeUnretainedValue() === d { releaseReady() }
+        return true
+    }
+
+    /// The connection's own writer state (the request being streamed in or
+    /// parsed), kept apart while an owed answer is rendered.
+    func saveWriter() -> SavedWriter {
+        SavedWriter(respState: pointee.respState, respFlags: pointee.respFlags, respStatus: pointee.respStatus,
+                    respLengthLeft: pointee.respLengthLeft, reqMinor: pointee.reqMinor, reqKeepAlive: pointee.reqKeepAlive)
+    }
+
+    /// Puts it back. The answer to a body still streaming may decide to
+    /// close: the writer then cleared reqKeepAlive (ResponseWriter), and the
+    /// connection closes once the body was read to its end.
+    func restoreWriter(_ w: SavedWriter, for d: DeferredAnswer) {
+        let keepAlive = d.forBody && pointee.flags & CF.streaming != 0 ? w.reqKeepAlive && pointee.reqKeepAlive : w.reqKeepAlive
+        pointee.respState = w.respState
+        pointee.respFlags = w.respFlags
+        pointee.respStatus = w.respStatus
+        pointee.respLengthLeft = w.respLengthLeft
+        pointee.reqMinor = w.reqMinor
+        pointee.reqKeepAlive = keepAlive
     }
 
     /// Answers at the front of the list that are ready go to the send queue.
@@ -369,6 +458,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
     /// (timedOut: the loop's 503 instead).
     func render(_ d: DeferredAnswer, timedOut: Bool = false) {
         let saved = holdBegin()
+        let writer = saveWriter()
         let closeAfter = pointee.flags & CF.closeAfter   // a later request's, not this one's
         pointee.flags &= ~CF.closeAfter
         pointee.respState = RespState.none
@@ -386,6 +476,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         _ = finishDefault()   // a refused status: 500
         d.closeAfter = pointee.flags & CF.closeAfter
         pointee.flags = (pointee.flags & ~CF.closeAfter) | closeAfter
+        restoreWriter(writer, for: d)
         holdTake(saved, into: d)
         d.ready = true
         d.answer = nil

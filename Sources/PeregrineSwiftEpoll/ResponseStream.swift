@@ -152,6 +152,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
     func renderOps(_ d: DeferredAnswer, _ ops: [StreamOp]) {
         if ops.isEmpty || d.ended { return }
         let saved = holdBegin()
+        let writer = saveWriter()
         let closeAfter = pointee.flags & CF.closeAfter   // a later request's, not this one's
         pointee.flags &= ~CF.closeAfter
         if d.isStream {
@@ -212,6 +213,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         d.wKeepAlive = pointee.reqKeepAlive
         d.closeAfter |= pointee.flags & CF.closeAfter
         pointee.flags = (pointee.flags & ~CF.closeAfter) | closeAfter
+        restoreWriter(writer, for: d)
         holdAppend(saved, into: d)
         if d.ended { d.ready = true }
     }
