@@ -20,9 +20,17 @@
  * loop runs the stream's on_writable callback (also run when the peer goes,
  * so a waiting producer learns it at its next write).
  *
- *  prg_defer            on the loop thread, inside on_request: the request
- *                       gets a handle (prg_deferred) and a place in the
- *                       connection's list of answers owed, in request order.
+ *  prg_defer            on the loop thread, inside on_request (or on_head
+ *                       after prg_body_stream, on_body, on_body_end): the
+ *                       request gets a handle (prg_deferred) and a place in
+ *                       the connection's list of answers owed, in request
+ *                       order. Deferred while its body streams (for_body),
+ *                       the body goes on; if the body fails first,
+ *                       prg_offload_body_end takes the answer from the
+ *                       producer (the error answer in its place, or the
+ *                       close). The connection's own writer state (the
+ *                       request still streaming in) is kept apart while
+ *                       the handle's ops are rendered.
  *  prg_deferred_send    any thread: the answer (status, headers, body) is
  *                       copied into the handle, which is posted to the
  *                       loop's mailbox (mutex + list); the first post into
