@@ -464,7 +464,7 @@ static int pairs_add(char **buf, size_t *len, size_t *cap, const char *name, siz
         return -EINVAL;
     size_t need = *len + name_len + value_len + 2;
     if (need > *cap) {
-        size_t c = *cap ? *cap : 256;
+        size_t c = *cap ? *cap : 64;   /* most answers add a header or two: an open stream holds little */
         while (c < need) c *= 2;
         char *bigger = realloc(*buf, c);
         if (!bigger) return -ENOMEM;
@@ -552,6 +552,15 @@ static int post_ops(prg_deferred *d, int expect, int next, stream_op *first, str
     return result;
 }
 
+/* Once the head is posted its op holds a copy of the headers, and no header
+ * may be added after it: an open stream keeps none (producer's thread,
+ * the only one that touches them). */
+static void headers_drop(prg_deferred *d) {
+    free(d->headers);
+    d->headers = NULL;
+    d->headers_len = d->headers_cap = 0;
+}
+
 /* The head op: status and the headers added so far (producer's thread). */
 static stream_op *head_op(prg_deferred *d, int status) {
     stream_op *op = op_new(OP_HEAD, d->headers, d->headers_len);
@@ -588,7 +597,9 @@ int prg_stream_head(prg_deferred *d, int status) {
     stream_op *op = head_op(d, status);
     if (!op) return -ENOMEM;
     d->declared_left = (status == 204 || status == 304 || d->no_body) ? -1 : declared_length(d);
-    return post_ops(d, DEF_OPEN, DEF_HEADED, op, op);
+    int rc = post_ops(d, DEF_OPEN, DEF_HEADED, op, op);
+    if (rc == 0) headers_drop(d);
+    return rc;
 }
 
 int prg_stream_write(prg_deferred *d, const void *data, size_t n) {
@@ -689,6 +700,7 @@ int prg_deferred_send(prg_deferred *d, int status, const void *body, size_t n) {
     head->next = bodyop ? bodyop : end;
     if (bodyop) bodyop->next = end;
     int rc = post_ops(d, DEF_OPEN, DEF_SENT, head, end);
+    if (rc == 0) headers_drop(d);
     return rc == 0 && failed ? -ENOMEM : rc;
 }
 
