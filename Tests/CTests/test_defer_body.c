@@ -304,7 +304,10 @@ static void test_echo(const th_engine *e) {
     CHECK(g_echo.waits > 0 && g_echo.pauses == g_echo.waits, "the producer was told to wait (%d) and paused the body (%d)",
           g_echo.waits, g_echo.pauses);
     CHECK(g_echo.resumes > 0, "on_writable resumed the body (%d)", g_echo.resumes);
-    CHECK(g_echo.max_level <= ECHO_HIGH + 16384, "the level stayed bounded: %zu", g_echo.max_level);
+    /* At most the high mark, plus the write that crossed it (one receive
+     * block), plus chunk framing (the level counts queued bytes as sent,
+     * "4000\r\n...\r\n": 8 per chunk, a few chunks queued). */
+    CHECK(g_echo.max_level <= ECHO_HIGH + 16384 + 256, "the level stayed bounded: %zu", g_echo.max_level);
     keep_alive_check(c);
     printf("  %s echo: %d waits, %d resumes, max level %zu\n", e->name, g_echo.waits, g_echo.resumes,
            g_echo.max_level);

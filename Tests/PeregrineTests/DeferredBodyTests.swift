@@ -178,7 +178,8 @@ final class DeferredBodyTests: XCTestCase {
                 XCTAssertEqual(log.echoErrors, 0, "[\(mode)] no write refused")
                 XCTAssertGreaterThan(log.echoWaits, 0, "[\(mode)] the producer was told to wait")
                 XCTAssertGreaterThan(log.echoResumes, 0, "[\(mode)] onWritable resumed the body")
-                XCTAssertLessThanOrEqual(log.echoMaxLevel, Self.echoHigh + 16384, "[\(mode)] the level stayed bounded")
+                // The high mark, the write that crossed it (a receive block), chunk framing.
+                XCTAssertLessThanOrEqual(log.echoMaxLevel, Self.echoHigh + 16384 + 256, "[\(mode)] the level stayed bounded")
                 try keepAlive(s, mode)
             }
         }
