@@ -34,7 +34,9 @@ enum DeferState {
 
 /// One producer operation on a stream, copied, waiting for the loop.
 enum StreamOp {
-    case head(status: Int, headers: [(name: String, value: String)])
+    /// `length`: the one-shot answer's body length, sent as Content-Length
+    /// unless a header gave one (nil for a stream).
+    case head(status: Int, headers: [(name: String, value: String)], length: Int?)
     case body([UInt8])
     case end(trailers: [(name: String, value: String)])
     /// Released after the head without an end: close after what was written.
@@ -100,12 +102,18 @@ final class Mailbox: @unchecked Sendable {
     /// after an end) returns 0 to queue `op`, or the refusal. -ECONNRESET
     /// when the loop has ended.
     func submit(_ d: DeferredAnswer, _ check: (DeferredAnswer) -> Int32, _ op: () -> StreamOp) -> Int32 {
+        submitAll(d, check, { [op()] })
+    }
+
+    /// As `submit`, several operations in one step (the one-shot answer:
+    /// head, body and end, so nothing can come between them).
+    func submitAll(_ d: DeferredAnswer, _ check: (DeferredAnswer) -> Int32, _ ops: () -> [StreamOp]) -> Int32 {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         if closed { return -ECONNRESET }
         let rc = check(d)
         if rc != 0 { return rc }
-        d.ops.append(op())
+        d.ops.append(contentsOf: ops())
         return postLocked(d) ? 0 : -ECONNRESET
     }
 
@@ -144,8 +152,7 @@ final class Mailbox: @unchecked Sendable {
 /// waits behind one.
 final class DeferredAnswer: @unchecked Sendable {
     // @unchecked: the loop-thread fields are touched by the loop thread only;
-    // `answer` is written by the completing thread before `post`, whose lock
-    // hands it to the loop thread.
+    // the producer's are guarded by the mailbox lock.
     var conn: ConnPtr?                     // loop thread; nil once the connection closed
     var next: Unmanaged<DeferredAnswer>?   // the connection's list (loop thread)
     var ready = false                      // loop thread: its bytes are in out*
@@ -160,7 +167,6 @@ final class DeferredAnswer: @unchecked Sendable {
     /// handler of a stream, or in the consumer's callbacks).
     var forBody = false
     let mailbox: Mailbox?
-    var answer: OffloadAnswer?
     let state: Atomic<UInt8>
     // The loop's handler-timeout list (loop thread; unretained: the
     // connection's list holds it while it is on this one).
@@ -205,14 +211,24 @@ final class DeferredAnswer: @unchecked Sendable {
         self.state = Atomic(state)
     }
 
-    /// Any thread: the answer goes to the connection's loop. `false` when it
-    /// was refused: already completed, timed out (the client got 503), or
-    /// the connection or the loop is gone.
+    /// Any thread: the answer goes to the connection's loop, as a stream's
+    /// head (with its Content-Length), one write and an end, posted in one
+    /// step (the C core's prg_deferred_send). `false` when it was refused:
+    /// already completed or headed, timed out (the client got 503), or the
+    /// connection or the loop is gone.
     func complete(_ a: OffloadAnswer) -> Bool {
-        guard state.compareExchange(expected: DeferState.open, desired: DeferState.sent,
-                                    ordering: .acquiringAndReleasing).exchanged else { return false }
-        answer = a
-        return mailbox?.post(self) ?? false
+        guard let mb = mailbox else { return false }
+        let rc = mb.submitAll(self, { d in
+            d.state.compareExchange(expected: DeferState.open, desired: DeferState.sent,
+                                    ordering: .acquiringAndReleasing).exchanged ? 0 : -EALREADY
+        }, {
+            var ops: [StreamOp] = [.head(status: a.status, headers: a.headers, length: a.body.count)]
+            if !a.body.isEmpty { ops.append(.body(a.body)) }
+            ops.append(.end(trailers: []))
+            return ops
+        })
+        if rc == 0 { postedTotal.add(a.body.count, ordering: .sequentiallyConsistent) }   // the level counts it as written
+        return rc == 0
     }
 
     /// The loop thread: the loop decides the answer itself (timeout, or the
@@ -454,9 +470,8 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         }
     }
 
-    /// Writes a posted answer with the ordinary writer, for its request
-    /// (timedOut: the loop's 503 instead).
-    func render(_ d: DeferredAnswer, timedOut: Bool = false) {
+    /// The loop's 503 in place of an answer that did not come in time.
+    func renderTimeout(_ d: DeferredAnswer) {
         let saved = holdBegin()
         let writer = saveWriter()
         let closeAfter = pointee.flags & CF.closeAfter   // a later request's, not this one's
@@ -468,18 +483,14 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         pointee.reqKeepAlive = d.keepAlive
         pointee.respFlags = d.noBody ? RespFlag.noBody : 0
         let response = Response(sink: OpaquePointer(self), functions: pointee.loop.pointee.responseFunctions)
-        if timedOut {
-            response.send(status: 503, body: "Service Unavailable: handler timed out\n")
-        } else if let a = d.answer {
-            response.write(answer: a)
-        }
-        _ = finishDefault()   // a refused status: 500
+        response.send(status: 503, body: "Service Unavailable: handler timed out\n")
+        _ = finishDefault()
         d.closeAfter = pointee.flags & CF.closeAfter
         pointee.flags = (pointee.flags & ~CF.closeAfter) | closeAfter
         restoreWriter(writer, for: d)
         holdTake(saved, into: d)
         d.ready = true
-        d.answer = nil
+        d.ended = true
     }
 }
 
@@ -489,12 +500,7 @@ extension UnsafeMutablePointer where Pointee == LoopState {
         guard let mb = pointee.mailbox else { return }
         for (d, ops) in mb.takeUnretainedValue().take() {
             guard let c = d.conn else { continue }   // its connection closed meanwhile
-            if let _ = d.answer {
-                lateRemove(d)
-                c.render(d)   // the one-shot answer (or a stream released before its head: 500)
-            } else if d.isStream || !ops.isEmpty {
-                c.renderOps(d, ops)
-            }
+            if !ops.isEmpty { c.renderOps(d, ops) }   // a stream's ops (the one-shot answer is one too)
             c.rendered(d)
         }
     }
@@ -528,7 +534,7 @@ extension UnsafeMutablePointer where Pointee == LoopState {
             let d = u.takeUnretainedValue()
             lateRemove(d)
             guard d.claim(DeferState.timedOut), let c = d.conn else { continue }
-            c.render(d, timedOut: true)
+            c.renderTimeout(d)
             c.rendered(d)
         }
     }

@@ -31,10 +31,8 @@ final class SwiftResponseStream: ResponseStreamEngine {
 
     deinit {
         d.onWritable.withLock { $0 = nil }
-        if d.state.compareExchange(expected: DeferState.open, desired: DeferState.sent,
-                                   ordering: .acquiringAndReleasing).exchanged {
-            d.answer = OffloadAnswer(status: 500, body: "handler did not respond\n")
-            _ = d.mailbox?.post(d)
+        if d.complete(OffloadAnswer(status: 500, body: "handler did not respond\n")) {
+            // released before its head: 500
         } else if let mb = d.mailbox {
             _ = mb.submit(d, { d in
                 d.state.compareExchange(expected: DeferState.headed, desired: DeferState.sent,
@@ -85,7 +83,7 @@ final class SwiftResponseStream: ResponseStreamEngine {
             headers = d.pendingHeaders
             d.pendingHeaders = []
             return 0
-        }, { .head(status: status, headers: headers) })
+        }, { .head(status: status, headers: headers, length: nil) })
     }
 
     func streamWrite(_ bytes: UnsafeRawBufferPointer) -> Int32 {
@@ -171,12 +169,19 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         pointee.reqMinor = d.reqMinor
         for op in ops {
             switch op {
-            case .head(let status, let headers):
+            case .head(let status, let headers, let length):
                 pointee.loop.lateRemove(d)   // the handler timeout applies until the head
                 d.isStream = true
                 let response = Response(sink: OpaquePointer(self), functions: pointee.loop.pointee.responseFunctions)
                 if response.begin(status: status) {
-                    for (name, value) in headers { response.header(name, value) }
+                    var hasLength = false
+                    for (name, value) in headers {
+                        if name.lowercased() == "content-length" { hasLength = true }
+                        response.header(name, value)
+                    }
+                    if let length, !hasLength && status != 204 && status != 304 {
+                        response.header("Content-Length", String(length))
+                    }
                     _ = writeBody(nil, 0)   // the head goes out now
                 } else {
                     response.send(status: 500, body: "Internal Server Error\n")
