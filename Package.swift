@@ -19,6 +19,8 @@ let package = Package(
         // The server ecosystem's interfaces (none pulls in swift-nio): a Logger in
         // Configuration, swift-metrics counters, Server as a lifecycle Service.
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        // HTTPRequest / HTTPResponse / HTTPFields for async handlers.
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         // The CLI's --metrics-port only.
@@ -31,6 +33,7 @@ let package = Package(
         // Types every engine shares: request view, response writer, apps.
         .target(name: "PeregrineCore", dependencies: [
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
         // <sys/epoll.h> and <sys/eventfd.h> for Swift: a module map, no C code.
@@ -43,6 +46,7 @@ let package = Package(
         .target(name: "Peregrine", dependencies: [
             "CPeregrine", "PeregrineCore", "PeregrineSwiftEpoll",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
         ]),
         .executableTarget(
             name: "peregrine",
@@ -56,6 +60,7 @@ let package = Package(
         .testTarget(name: "PeregrineTests", dependencies: [
             "Peregrine", "CPeregrine", "PeregrineSwiftEpoll",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "MetricsTestKit", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),

@@ -880,6 +880,7 @@ int prg_conn_on_readable(prg_conn *c) {
                 body_end_notify(c, PRG_BODY_CLIENT_GONE);
                 c->flags |= CONN_CLOSE_AFTER;
             }
+            if (c->defer_head) prg_offload_peer_finished(c);   /* its producers may stop working */
             return 1;
         }
         if (n < 0) return n != -1 || i > 0;   /* closed, full, or drained (EAGAIN) */

@@ -329,6 +329,9 @@ int prg_offload_loop_init(prg_loop *loop);     /* epoll, libev: the mailbox; 0 o
 void prg_offload_loop_close(prg_loop *loop);   /* loop ended: later answers are dropped */
 void prg_offload_drain(prg_loop *loop);        /* loop thread, after its wake_fd fired */
 void prg_offload_conn_closed(prg_conn *c);     /* drops what the connection was owed */
+/* The peer sent its FIN while answers are owed: each unfinished stream's
+ * producer hears it once through on_writable (the answer may still go out). */
+void prg_offload_peer_finished(prg_conn *c);
 void prg_offload_output_sent(prg_conn *c);     /* after a flush: a front stream's level, its producer woken */
 void prg_offload_sweep(prg_loop *loop);        /* handler_timeout_s passed: 503 for the late answers */
 bool prg_offload_late_pending(const prg_loop *loop);   /* an owed answer has a handler-timeout deadline */

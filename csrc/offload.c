@@ -369,12 +369,20 @@ void prg_offload_output_sent(prg_conn *c) {
     if (d && !d->ready) publish_queued(d, c->out_bytes);
 }
 
-/* Wakes a producer waiting for room: its next write learns the peer is gone. */
+/* The peer went: a registered producer hears it once, waiting for room or
+ * not (so an async handler busy elsewhere can be cancelled); its next write
+ * learns the peer is gone. */
 static void wake_writer(prg_deferred *d) {
-    if (!d->mailbox || !atomic_exchange(&d->want_writable, false)) return;
+    if (!d->mailbox) return;
+    atomic_store(&d->want_writable, false);
     pthread_mutex_lock(&d->cb_lock);
     if (d->on_writable) d->on_writable(d->cb_ctx);
     pthread_mutex_unlock(&d->cb_lock);
+}
+
+void prg_offload_peer_finished(prg_conn *c) {
+    for (prg_deferred *d = c->defer_head; d; d = d->next)
+        if (!d->ready) wake_writer(d);
 }
 
 void prg_offload_conn_closed(prg_conn *c) {

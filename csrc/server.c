@@ -304,5 +304,13 @@ void prg_server_destroy(prg_server *s) {
     free(s);
 }
 
+int prg_server_wake(prg_server *s, int loop_index) {
+    if (!s || loop_index < 0 || loop_index >= s->loop_count) return -EINVAL;
+    prg_loop *loop = &s->loops[loop_index];
+    if (loop->engine != &prg_engine_epoll && loop->engine != &prg_engine_libev) return -ENOTSUP;
+    loop->engine->wake(loop);
+    return 0;
+}
+
 int prg_server_port(const prg_server *s) { return s->port; }
 int prg_server_effective_backlog(const prg_server *s) { return s->effective_backlog; }

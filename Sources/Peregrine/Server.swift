@@ -1,4 +1,6 @@
 @_exported import PeregrineCore
+// Async handlers speak swift-http-types: `import Peregrine` brings them.
+@_exported import HTTPTypes
 import CPeregrine
 import Logging
 import PeregrineSwiftEpoll
@@ -211,8 +213,10 @@ public final class Server: Sendable {
         callbacks.on_request = onRequest
         // Answering later: a callback of its own, so plain HTTP pays nothing.
         switch bridge.application {
-        case .offloaded, .async: callbacks.on_request = onOffloadedRequest
-        case .http, .raw: break
+        case .offloaded, .http, .raw: break
+        case .async:
+            callbacks.on_tick = onTick
+            bridge.executors?.make(count: configuration.threads)
         case .streaming:
             callbacks.on_head = onHead
             callbacks.on_body = onBody
@@ -248,6 +252,7 @@ public final class Server: Sendable {
                                          : "serve inherited listeners \(listeners)"
             throw ServerError(operation: what, code: -err)
         }
+        bridge.executors?.server = created
         let rc = prg_server_start(created)
         if rc != 0 {
             prg_server_destroy(created)
@@ -451,16 +456,18 @@ final class Bridge: Sendable {
     let metrics: ServerMetrics?
     /// Handler failures answered by the bridge (503 queue full, 500 declined route).
     let failures: FailureLog
-    /// `.offloaded`, `.async` on an engine that cannot defer: run inline, wait.
-    let inlineFallback: HTTPHandler
     /// `.offloaded` applications: the workers.
     let pool: OffloadPool?
-    /// `.async` applications: the bound on tasks in flight.
-    let asyncLimiter: AsyncTaskLimiter?
+    /// `.async` applications: a task executor per loop (made at each start).
+    let executors: LoopExecutors?
     let responseFunctions = ResponseWriterFunctions(
         respond: prg_respond, writeHeader: prg_write_header, writeBody: prg_write_body,
         end: prg_end, send: prg_send, status: prg_response_status, writeFile: prg_write_file,
-        replace: prg_response_replace)
+        replace: prg_response_replace,
+        deferAnswer: { conn in
+            guard let d = prg_defer(conn) else { return nil }
+            return Unmanaged.passRetained(DeferredHandle(pointer: d) as AnyObject).toOpaque()
+        })
     let connectionFunctions = ConnectionFunctions(
         write: prg_conn_write, close: prg_conn_close, id: prg_conn_id, pendingOutput: prg_conn_pending_output,
         remoteAddress: { conn, out in
@@ -480,54 +487,37 @@ final class Bridge: Sendable {
         self.logger = logger
         self.metrics = metrics
         self.failures = FailureLog(logger: logger)
-        inlineFallback = application.waitingHandler(routeFirst: false) ?? { _, response in response.send(status: 500, body: "not offloaded") }
-        if case .async = application { asyncLimiter = AsyncTaskLimiter(limit: asyncLimit) } else { asyncLimiter = nil }
         if case .streaming(let head, _) = application { streamHead = head } else { streamHead = { _, _ in nil } }
+        if case .async = application { executors = LoopExecutors() } else { executors = nil }
         switch application {
         case .http(let h): httpHandler = h; dataHandler = { _, _ in 0 }; pool = nil
         case .raw(let h): httpHandler = { _, response in response.send(status: 500, body: "raw server") }; dataHandler = h; pool = nil
-        case .offloaded:
-            // Inline, for engines that cannot defer (blocking, threaded).
-            httpHandler = application.inlineHandler!; dataHandler = { _, _ in 0 }
-            pool = OffloadPool(threads: offloadThreads, queueLimit: offloadQueue)
-        case .async:
-            httpHandler = application.inlineHandler!; dataHandler = { _, _ in 0 }; pool = nil
+        case .offloaded(let handler, let inline):
+            let dispatcher = OffloadDispatcher(handler: handler, inline: inline, threads: offloadThreads,
+                                               queueLimit: offloadQueue, logger: logger)
+            httpHandler = dispatcher.handle; dataHandler = { _, _ in 0 }
+            pool = dispatcher.pool
+        case .async(let handler):
+            let dispatcher = AsyncDispatcher(handler: handler, limit: asyncLimit, logger: logger)
+            httpHandler = dispatcher.handle; dataHandler = { _, _ in 0 }; pool = nil
         case .streaming(_, let request):
             httpHandler = request; dataHandler = { _, _ in 0 }; pool = nil
         }
     }
+}
 
-    /// A deferred request (C engines): copy it, hand it to the pool or a
-    /// task; the answer is posted back to the connection's loop.
-    func dispatchLater(_ conn: OpaquePointer, _ request: Request, _ response: Response) {
-        if case .offloaded(_, let inline?) = application {
-            if inline(request, response) { return }
-            // The route began an answer and then declined the request: the
-            // handler must not run behind it (it would block the loop).
-            if response.status != 0 {
-                failures.warning("route for \(request.methodString) \(request.targetString) began an answer and declined the request: 500")
-                if !response.replace(status: 500) { response.end() }
-                return
-            }
-        }
-        guard let deferred = prg_defer(conn) else {
-            inlineFallback(request, response)   // this engine cannot defer: inline
-            return
-        }
-        let handle = DeferredHandle(pointer: deferred)
-        let responder = Responder(deliverReporting: { handle.complete($0) },
-                                  openStream: { ResponseStream(engine: handle) })
-        let owned = OwnedRequest(request)
-        switch application {
-        case .offloaded(let handler, _):
-            if !pool!.submit({ handler(owned, responder) }) {
-                failures.warning("offload queue full: 503 for \(owned.method) \(owned.target)")
-                responder.send(status: 503, headers: [("Retry-After", "1")], body: "Service Unavailable\n")
-            }
-        case .async(let handler):
-            asyncLimiter!.start(handler, owned, responder)
-        case .http, .raw, .streaming:
-            break
+/// The C engine's loops as task executors (`.async` applications), made
+/// before each start; `on_tick` reaches them by loop index.
+final class LoopExecutors: @unchecked Sendable {
+    // @unchecked: `list` is replaced only while no loop thread runs (before
+    // prg_server_start); the loops only read it.
+    var list: [LoopExecutor] = []
+    /// The running server, for the executors' wake-ups.
+    var server: OpaquePointer? = nil
+
+    func make(count: Int) {
+        list = (0..<count).map { index in
+            LoopExecutor(wake: { [weak self] in if let server = self?.server { _ = prg_server_wake(server, Int32(index)) } })
         }
     }
 }
@@ -536,7 +526,7 @@ final class Bridge: Sendable {
 /// or late completion by its return value; this object gives the handle
 /// back (`prg_deferred_release`) when the last reference goes, so the
 /// pointer is never used after that.
-final class DeferredHandle: ResponseStreamEngine {
+final class DeferredHandle: DeferredAnswerEngine {
     nonisolated(unsafe) let pointer: OpaquePointer   // the C core makes its calls thread-safe
     /// The on_writable callback's context: registered with the core once,
     /// lives as long as the handle (the release waits for a run in progress).
@@ -668,11 +658,15 @@ private let onMetric: @convention(c) (UnsafeMutableRawPointer?, Int32, Int32) ->
     }
 }
 
-private let onOffloadedRequest: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<prg_request>?) -> Void = { ctx, conn, req in
+/// `.async`: the loop's executor (LoopExecutor.swift) at each phase of the loop.
+private let onTick: @convention(c) (UnsafeMutableRawPointer?, Int32, Int32) -> Int32 = { ctx, index, phase in
     let bridge = Unmanaged<Bridge>.fromOpaque(ctx!).takeUnretainedValue()
-    let request = requestView(conn, req.unsafelyUnwrapped)
-    let response = Response(sink: conn.unsafelyUnwrapped, functions: bridge.responseFunctions)
-    bridge.dispatchLater(conn.unsafelyUnwrapped, request, response)
+    guard let executor = bridge.executors?.list[Int(index)] else { return 0 }
+    switch phase {
+    case Int32(PRG_TICK_START.rawValue): executor.bind(); return 0
+    case Int32(PRG_TICK_STOP.rawValue): executor.close(); return 0
+    default: return Int32(clamping: executor.runJobs())
+    }
 }
 
 /// `.streaming`: the head of a request with a body. A consumer returned
@@ -751,11 +745,14 @@ extension Application {
                 }))
             }, inline: loggedInline)
         case .async(let handler):
-            return .async { request in
+            // The client's address is not part of an HTTPRequest: "-".
+            return .async { request, body, writer in
                 let started = monotonicNanoseconds()
-                let answer = await handler(request)
-                logLine(logger, request.remoteAddress, request.method, request.target, answer.status, startedAt: started)
-                return answer
+                defer {
+                    logLine(logger, nil, request.method.rawValue, request.path ?? "", writer.status ?? 500,
+                            bytes: writer.bytesWritten, startedAt: started)
+                }
+                try await handler(request, body, writer)
             }
         }
     }
@@ -764,13 +761,14 @@ extension Application {
 /// `--log`: the access log through `logger` (see `Configuration.logRequests`).
 /// Off the hot path unless asked for.
 func logLine(_ logger: Logger, _ client: SocketAddress?, _ method: String, _ target: String, _ status: Int,
-             startedAt: UInt64) {
+             bytes: Int? = nil, startedAt: UInt64) {
     let micros = (monotonicNanoseconds() &- startedAt) / 1000
     let ms = "\(micros / 1000).\(String(micros % 1000 + 1000).dropFirst())"   // 3 decimals
     let host = client?.host ?? "-"
-    logger.info("\(host) \(method) \(target) \(status) \(ms)ms", metadata: [
+    let size = bytes.map { String($0) } ?? "-"
+    logger.info("\(host) \(method) \(target) \(status) \(size) \(ms)ms", metadata: [
         "event": "access", "client": "\(host)", "method": "\(method)", "target": "\(target)",
-        "status": "\(status)", "duration_ms": "\(ms)",
+        "status": "\(status)", "bytes": "\(size)", "duration_ms": "\(ms)",
     ])
 }
 

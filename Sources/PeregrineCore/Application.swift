@@ -2,6 +2,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import HTTPTypes
 
 /// Answers one request. `request` and `response` are valid only during the call.
 public typealias HTTPHandler = @Sendable (Request, Response) -> Void
@@ -28,9 +29,14 @@ public enum Application: Sendable {
     /// it returns `true` when it answered there (a fast route: no copy, no
     /// thread hop, no pool slot), `false` to send the request to the pool.
     case offloaded(OffloadedHandler, inline: InlineRoute? = nil)
-    /// HTTP, answered by a Swift concurrency task: the same semantics as
-    /// `.offloaded`, without the pool (do not block in it).
-    case async(AsyncHTTPHandler)
+    /// HTTP, answered by an async handler (`AsyncRequestHandler`): the head
+    /// as a swift-http-types `HTTPRequest`, the body as an `AsyncSequence`
+    /// read on demand, the answer through a `ResponseWriter`. It runs as a
+    /// task on the loop thread that owns the connection (the loop is its
+    /// executor): a handler that awaits nothing else never changes thread.
+    /// At most `Configuration.asyncLimit` run at once per loop; beyond,
+    /// `503`. Do not block in it: use `.offloaded` for blocking work.
+    case async(AsyncRequestHandler)
     /// HTTP with streamed request bodies. `head` sees every request that
     /// has a body (Content-Length > 0 or chunked) once its head is parsed,
     /// before the body is read, and decides:
@@ -51,6 +57,8 @@ public enum Application: Sendable {
 public enum BuiltinApp: String, CaseIterable, Sendable {
     /// `Hello, World!` for every request.
     case hello
+    /// `Hello, World!` from an async handler (`.async`), for benchmarks.
+    case helloAsync = "hello-async"
     /// Raw TCP echo: every byte back, with backpressure.
     case echo
     /// Sleeps `sleepMilliseconds` on the offload pool, then answers
@@ -100,6 +108,13 @@ public enum BuiltinApp: String, CaseIterable, Sendable {
         case .hello:
             return .http { _, response in
                 response.send(status: 200, contentType: "text/plain", body: "Hello, World!")
+            }
+        case .helloAsync:
+            // Made once: each answer shares them (no allocation per request).
+            let head = HTTPResponse(status: .ok, headerFields: [.contentType: "text/plain"])
+            let body = Array("Hello, World!".utf8)
+            return .async { _, _, writer in
+                try await writer.respond(head, body: body)
             }
         case .echo:
             return .raw { connection, bytes in

@@ -102,7 +102,15 @@ public final class BodyConsumer: @unchecked Sendable {
         self.functions = functions
         self.responseFunctions = response
         if startsPaused { _ = functions.pause(handle) }   // refused on the blocking engines: starts at once
+        if let attached = onAttach {
+            onAttach = nil
+            attached(self)
+        }
     }
+
+    /// Runs once the stream has begun (`attach`), still inside the head
+    /// callback: `response` and `pause`/`resume` work from here on.
+    public var onAttach: ((BodyConsumer) -> Void)? = nil
 
     /// Engines: a decoded span arrived; returns the bytes taken.
     public func deliver(_ bytes: UnsafeRawBufferPointer) -> Int {

@@ -116,10 +116,11 @@ public struct Configuration: Sendable {
     /// threaded engines run handlers inline on the connection's thread and
     /// wait for them: nothing is owed there, and this does not apply.
     public var handlerTimeout = 60
-    /// `.async` applications: handler tasks running at most, server-wide.
-    /// Beyond it a request gets `503` with `Retry-After: 1` at once (as a
-    /// full offload queue does) instead of starting another task. The
-    /// blocking and threaded engines wait for each handler on the
+    /// `.async` applications: handler tasks running at most per event loop.
+    /// Beyond it a request waits for a slot (its answer owed, so its
+    /// connection reads no further once 64 answers are owed), up to as many
+    /// again per loop; beyond that it gets `503` with `Retry-After: 1` at
+    /// once. The blocking and threaded engines wait for each handler on the
     /// connection's thread, so their threads bound the tasks already.
     public var asyncLimit = 1024
     /// Listening sockets inherited instead of binding `host:port` (socket

@@ -212,12 +212,17 @@ extension Application {
                 }))
             }, inline: measuredInline)
         case .async(let handler):
-            return .async { request in
+            return .async { request, body, writer in
                 let started = metrics.requestStarted()
-                let answer = await handler(request)
-                metrics.requestFinished(methodIndex: ServerMetrics.methodIndex(request.method),
-                                        status: answer.status, startedAt: started)
-                return answer
+                var method = request.method.rawValue
+                let index = method.withUTF8 { ServerMetrics.methodIndex(UnsafeRawBufferPointer($0)) }
+                do {
+                    try await handler(request, body, writer)
+                } catch {
+                    metrics.requestFinished(methodIndex: index, status: writer.status ?? 500, startedAt: started)
+                    throw error
+                }
+                metrics.requestFinished(methodIndex: index, status: writer.status ?? 500, startedAt: started)
             }
         }
     }

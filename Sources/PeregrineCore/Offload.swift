@@ -3,6 +3,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Logging
 import Synchronization
 
 /// A request copied out of the receive buffer, so it outlives the handler
@@ -148,41 +149,48 @@ public final class Responder: Sendable {
 /// from this thread or any other, now or later.
 public typealias OffloadedHandler = @Sendable (OwnedRequest, Responder) -> Void
 
-/// Runs as a Swift concurrency task; its result is the answer.
-public typealias AsyncHTTPHandler = @Sendable (OwnedRequest) async -> OffloadAnswer
+/// The one dispatch of `.offloaded` applications for every engine that
+/// defers (`Response.deferAnswer()`): the inline route first, then a copy
+/// of the request to the pool, whose handler answers through a `Responder`
+/// over the deferred handle. Engines that cannot defer run it inline and wait.
+public final class OffloadDispatcher: Sendable {
+    let handler: OffloadedHandler
+    let inline: InlineRoute?
+    public let pool: OffloadPool
+    let failures: FailureLog
+    /// Blocking, threaded: the handler inline, waited for.
+    let waiting: HTTPHandler
 
-/// Bounds the `.async` handler tasks in flight (`Configuration.asyncLimit`):
-/// a request beyond the limit gets `503` + `Retry-After` at once instead of
-/// a task, as a full offload queue does.
-public final class AsyncTaskLimiter: Sendable {
-    private let running = Atomic<Int>(0)
-    public let limit: Int
+    public init(handler: @escaping OffloadedHandler, inline: InlineRoute?, threads: Int, queueLimit: Int, logger: Logger) {
+        self.handler = handler
+        self.inline = inline
+        pool = OffloadPool(threads: threads, queueLimit: queueLimit)
+        failures = FailureLog(logger: logger)
+        waiting = Application.offloaded(handler, inline: nil).waitingHandler(routeFirst: false)!
+    }
 
-    public init(limit: Int) { self.limit = max(1, limit) }
-
-    /// Tasks running now.
-    public var inFlight: Int { running.load(ordering: .relaxed) }
-
-    /// Runs `handler` as a task answering through `responder`, or answers
-    /// 503 at once when `limit` tasks are running.
-    public func start(_ handler: @escaping AsyncHTTPHandler, _ request: OwnedRequest, _ responder: Responder) {
-        var current = running.load(ordering: .relaxed)
-        while true {
-            guard current < limit else {
-                responder.send(status: 503, headers: [("Retry-After", "1")], body: "Service Unavailable\n")
+    /// The engine's request callback.
+    public func handle(_ request: Request, _ response: Response) {
+        if let inline {
+            if inline(request, response) { return }
+            // The route began an answer and then declined the request: the
+            // handler must not run behind it (it would block the loop).
+            if response.status != 0 {
+                failures.warning("route for \(request.methodString) \(request.targetString) began an answer and declined the request: 500")
+                if !response.replace(status: 500) { response.end() }
                 return
             }
-            let (exchanged, original) = running.compareExchange(expected: current, desired: current + 1,
-                                                                ordering: .acquiringAndReleasing)
-            if exchanged { break }
-            current = original
         }
-        Task {
-            let answer = await handler(request)
-            // The task's work is done: its slot is free before the answer
-            // goes out, so a client that asks again on seeing it is not refused.
-            running.subtract(1, ordering: .acquiringAndReleasing)
-            responder.send(answer)
+        guard let d = response.deferAnswer() else {
+            waiting(request, response)   // this engine cannot defer: inline
+            return
+        }
+        let responder = Responder(deliverReporting: { d.complete($0) }, openStream: { ResponseStream(engine: d) })
+        let owned = OwnedRequest(request)
+        let handler = self.handler
+        if !pool.submit({ handler(owned, responder) }) {
+            failures.warning("offload queue full: 503 for \(owned.method) \(owned.target)")
+            responder.send(status: 503, headers: [("Retry-After", "1")], body: "Service Unavailable\n")
         }
     }
 }
@@ -365,16 +373,16 @@ extension Response {
 }
 
 extension Application {
-    /// An HTTP handler that runs an `.offloaded` or `.async` application
-    /// inline and waits for its answer, for engines where a handler may
-    /// block (blocking, threaded). nil for `.http` and `.raw`.
+    /// An HTTP handler that runs an `.offloaded` application inline and
+    /// waits for its answer, for engines where a handler may block
+    /// (blocking, threaded). nil for the others.
     public var inlineHandler: HTTPHandler? { waitingHandler(routeFirst: true) }
 
     /// `inlineHandler`; `routeFirst: false` skips `.offloaded`'s inline route
     /// (for a caller that already ran it).
     public func waitingHandler(routeFirst: Bool) -> HTTPHandler? {
         switch self {
-        case .http, .raw, .streaming:
+        case .http, .raw, .streaming, .async:
             return nil
         case .offloaded(let handler, let inline):
             return { request, response in
@@ -392,16 +400,6 @@ extension Application {
                     return
                 }
                 handler(OwnedRequest(request), Responder { latch.put($0) })
-                response.write(answer: latch.wait())
-            }
-        case .async(let handler):
-            return { request, response in
-                guard let latch = AnswerLatch.make() else {
-                    response.send(status: 500, body: "no memory to wait for the handler\n")
-                    return
-                }
-                let owned = OwnedRequest(request)
-                Task { latch.put(await handler(owned)) }
                 response.write(answer: latch.wait())
             }
         }

@@ -28,9 +28,15 @@ public struct ResponseWriterFunctions: Sendable {
     public var writeFile: WriteFile
     /// `prg_response_replace`: nil for a writer that cannot take back a response.
     public var replace: Replace?
+    /// Answer later: returns an `Unmanaged` `DeferredAnswerEngine`, retained
+    /// once for the caller, or nil when the engine cannot defer (blocking,
+    /// threaded) or an answer already began. nil: no engine defers.
+    public typealias DeferAnswer = @convention(c) (OpaquePointer?) -> UnsafeMutableRawPointer?
+    public var deferAnswer: DeferAnswer?
 
     public init(respond: Respond, writeHeader: WriteHeader, writeBody: WriteBody, end: End,
-                send: Send, status: Status, writeFile: WriteFile, replace: Replace? = nil) {
+                send: Send, status: Status, writeFile: WriteFile, replace: Replace? = nil,
+                deferAnswer: DeferAnswer? = nil) {
         self.respond = respond
         self.writeHeader = writeHeader
         self.writeBody = writeBody
@@ -39,6 +45,7 @@ public struct ResponseWriterFunctions: Sendable {
         self.status = status
         self.writeFile = writeFile
         self.replace = replace
+        self.deferAnswer = deferAnswer
     }
 }
 
@@ -190,6 +197,15 @@ public struct Response {
     /// The engine's handle for the connection being answered (for engines:
     /// the C core's `prg_conn`, the Swift engine's connection record).
     @inlinable public var engineHandle: OpaquePointer { sink }
+
+    /// This request will be answered later, from any thread, through the
+    /// returned handle (the handler may return at once; later pipelined
+    /// answers wait behind it). nil when the engine answers inline only
+    /// (blocking, threaded) or an answer already began.
+    public func deferAnswer() -> (any DeferredAnswerEngine)? {
+        guard let make = functions.deferAnswer, let p = make(sink) else { return nil }
+        return Unmanaged<AnyObject>.fromOpaque(p).takeRetainedValue() as? any DeferredAnswerEngine
+    }
 
     /// The status written so far (0 before `begin`/`send`).
     @inlinable public var status: Int { Int(functions.status(sink)) }

@@ -28,6 +28,15 @@ public protocol ResponseStreamEngine: AnyObject, Sendable {
     func streamOnWritable(_ callback: (@Sendable () -> Void)?)
 }
 
+/// A request's answer owed later (`Response.deferAnswer()`): either one
+/// complete answer, or a stream (the `ResponseStreamEngine` operations).
+/// Released without either: the client gets 500.
+public protocol DeferredAnswerEngine: ResponseStreamEngine {
+    /// The one-shot answer (a head, one write and the end, posted at once).
+    /// `true` when it will reach the client.
+    func complete(_ answer: OffloadAnswer) -> Bool
+}
+
 /// Why an operation was refused (other than the client leaving or the end).
 public enum StreamRefusal: Sendable, Equatable {
     /// A write, trailer or end before `head`.
@@ -135,7 +144,7 @@ public final class ResponseStream: Sendable {
     public func end() -> StreamWriteResult { StreamWriteResult(code: engine.streamEnd()) }
 
     /// Runs `callback` on the engine's loop thread after a `.wouldBlock`,
-    /// once the stream is back at its low mark (64 KiB), or when the client
-    /// left. It must not block; it may write. nil stops it.
+    /// once the stream is back at its low mark (64 KiB), and once when the
+    /// client left (waiting or not). It must not block; it may write. nil stops it.
     public func onWritable(_ callback: (@Sendable () -> Void)?) { engine.streamOnWritable(callback) }
 }

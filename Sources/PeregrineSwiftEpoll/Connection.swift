@@ -859,6 +859,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
                     bodyEndNotify(.clientGone)
                     pointee.flags |= CF.closeAfter
                 }
+                if pointee.deferHead != nil { offloadPeerFinished() }   // its producers may stop working
                 return
             }
             if n < 0 { return } // drained (EAGAIN)

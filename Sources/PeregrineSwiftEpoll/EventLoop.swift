@@ -30,6 +30,8 @@ final class AppHandlers: Sendable {
     let pool: OffloadPool?
     /// `configuration.logger`: accept errors, descriptor exhaustion.
     let logger: Logger
+    /// `.async`: each loop is its handlers' task executor.
+    let isAsync: Bool
     /// Connections, shed accepts, parse errors; nil: no metrics backend,
     /// nothing counted (requests are counted by `Server`'s wrapping).
     let metrics: ServerMetrics?
@@ -50,59 +52,33 @@ final class AppHandlers: Sendable {
             http = h
             data = { _, _ in 0 }
             isRaw = false
+            isAsync = false
         case .raw(let h):
             http = { _, response in response.send(status: 500, body: "raw server") }
             data = h
             isRaw = true
+            isAsync = false
         case .offloaded(let handler, let inline):
-            let pool = OffloadPool(threads: offloadThreads, queueLimit: offloadQueue)
-            self.pool = pool
-            let fallback = application.waitingHandler(routeFirst: false)!
-            let failures = FailureLog(logger: logger)
-            http = { request, response in
-                if let inline {
-                    if inline(request, response) { return }
-                    // The route began an answer and then declined: no handler
-                    // behind it (as the C engines).
-                    if response.status != 0 {
-                        failures.warning("route for \(request.methodString) \(request.targetString) began an answer and declined the request: 500")
-                        if !response.replace(status: 500) { response.end() }
-                        return
-                    }
-                }
-                guard let d = ConnPtr(response.engineHandle).deferAnswer() else {
-                    fallback(request, response)   // an answer already started: inline
-                    return
-                }
-                let responder = Responder(deliverReporting: { d.complete($0) },
-                                          openStream: { ResponseStream(engine: SwiftResponseStream(d)) })
-                let owned = OwnedRequest(request)
-                if !pool.submit({ handler(owned, responder) }) {
-                    failures.warning("offload queue full: 503 for \(owned.method) \(owned.target)")
-                    responder.send(status: 503, headers: [("Retry-After", "1")], body: "Service Unavailable\n")
-                }
-            }
+            let dispatcher = OffloadDispatcher(handler: handler, inline: inline, threads: offloadThreads,
+                                               queueLimit: offloadQueue, logger: logger)
+            http = dispatcher.handle
             data = { _, _ in 0 }
             isRaw = false
+            pool = dispatcher.pool
+            isAsync = false
             return
         case .streaming(_, let request):
             http = request
             data = { _, _ in 0 }
             isRaw = false
+            isAsync = false
         case .async(let handler):
-            let fallback = application.waitingHandler(routeFirst: false)!
-            let limiter = AsyncTaskLimiter(limit: asyncLimit)
-            http = { request, response in
-                guard let d = ConnPtr(response.engineHandle).deferAnswer() else {
-                    fallback(request, response)
-                    return
-                }
-                let responder = Responder(deliverReporting: { d.complete($0) },
-                                          openStream: { ResponseStream(engine: SwiftResponseStream(d)) })
-                limiter.start(handler, OwnedRequest(request), responder)
-            }
+            http = AsyncDispatcher(handler: handler, limit: asyncLimit, logger: logger).handle
             data = { _, _ in 0 }
             isRaw = false
+            isAsync = true
+            pool = nil
+            return
         }
         pool = nil
     }
@@ -590,12 +566,19 @@ final class SwiftLoop: @unchecked Sendable {
     var thread: pthread_t? = nil
     /// Answers from other threads; outlives the loop while answers hold it.
     var mailbox: Mailbox? = nil
+    /// `.async`: the task executor of this loop's handlers.
+    let executor: LoopExecutor?
 
     init(configuration: Configuration, loopCount: Int, index: Int, app: AppHandlers, drain: DrainSignal,
          serverLine: [UInt8], inheritedListener: Bool) {
         self.app = app
         self.drain = drain
-        state = .allocate(capacity: 1)
+        let state = LoopPtr.allocate(capacity: 1)
+        self.state = state
+        // A wake-up never comes after close() (the executor's lock), so
+        // the state it reads is still there.
+        nonisolated(unsafe) let target = state
+        executor = app.isAsync ? LoopExecutor(wake: { SwiftLoop.poke(target) }) : nil
         state.initialize(to: LoopState(configuration: configuration, loopCount: loopCount, index: index, app: app,
                                        drain: drain, serverLine: serverLine, inheritedListener: inheritedListener))
         state.refreshClocks()
@@ -626,7 +609,9 @@ final class SwiftLoop: @unchecked Sendable {
     }
 
     /// Any thread: make run() see a graceful shutdown (DrainSignal) soon.
-    func poke() {
+    func poke() { Self.poke(state) }
+
+    static func poke(_ state: LoopPtr) {
         let fd = state.pointee.wakeFd
         if fd >= 0 {
             var one: UInt64 = 1
@@ -639,6 +624,8 @@ final class SwiftLoop: @unchecked Sendable {
         let loop = state
         let events = loop.pointee.events
         let epfd = loop.pointee.epfd
+        let executor = self.executor
+        executor?.bind()
         while !stopFlag.load(ordering: .acquiring) {
             let n = epoll_wait(epfd, events, Tuning.maxEvents, loop.waitMilliseconds())
             if n < 0 {
@@ -667,6 +654,11 @@ final class SwiftLoop: @unchecked Sendable {
                 }
             }
             loop.endBatch()
+            if let executor {
+                // What the handlers' tasks answered goes out in this batch.
+                if executor.runJobs() > 0 { loop.drainMailbox() }
+                if loop.pointee.ready != nil { loop.serveReadyList() }   // a body stream resumed
+            }
             let deadline = drain.deadline.load(ordering: .acquiring)
             if deadline != 0 {
                 if !loop.pointee.draining || deadline < loop.pointee.drainDeadline { loop.beginDrain(deadline: deadline) }
@@ -677,6 +669,7 @@ final class SwiftLoop: @unchecked Sendable {
         while let c = loop.pointee.live { c.closeNow(CloseReason.shutdown) }
         if loop.pointee.ready != nil { loop.serveReadyList() }
         loop.freeDead()
+        executor?.close()   // the tasks hear of the closes; what is left runs elsewhere
     }
 
     /// After the thread ended (or never ran): descriptors and memory.

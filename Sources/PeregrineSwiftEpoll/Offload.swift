@@ -444,6 +444,17 @@ extension UnsafeMutablePointer where Pointee == ConnState {
     }
 
     /// The connection closed: what it was owed is dropped.
+    /// The peer sent its FIN while answers are owed: each unfinished
+    /// stream's producer hears it once (the answer may still go out).
+    func offloadPeerFinished() {
+        var u = pointee.deferHead
+        while let cur = u {
+            let d = cur.takeUnretainedValue()
+            u = d.next
+            if !d.ready { d.runPeerGone() }
+        }
+    }
+
     func offloadClosed() {
         var u = pointee.deferHead
         pointee.deferHead = nil
@@ -459,7 +470,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
             // producer learns it now.
             _ = d.state.compareExchange(expected: DeferState.headed, desired: DeferState.orphan,
                                         ordering: .acquiringAndReleasing)
-            d.runWritable()
+            if !d.ready { d.runPeerGone() }
             if d.ready {
                 releaseChunks(d.outHead)
                 d.outHead = nil

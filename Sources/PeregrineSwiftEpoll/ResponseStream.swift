@@ -24,10 +24,12 @@ import Synchronization
 
 /// The producer's handle (ResponseStreamEngine): released without an end,
 /// the client gets 500 before the head, a truncated body after it.
-final class SwiftResponseStream: ResponseStreamEngine {
+final class SwiftResponseStream: DeferredAnswerEngine {
     private let d: DeferredAnswer
 
     init(_ d: DeferredAnswer) { self.d = d }
+
+    func complete(_ answer: OffloadAnswer) -> Bool { d.complete(answer) }
 
     deinit {
         d.onWritable.withLock { $0 = nil }
@@ -243,6 +245,13 @@ extension DeferredAnswer {
     /// the peer went at its next write).
     func runWritable() {
         guard wantWritable.exchange(false, ordering: .sequentiallyConsistent) else { return }
+        onWritable.withLock { $0 }?()
+    }
+
+    /// The peer went: a registered producer hears it once, waiting for room
+    /// or not (so an async handler busy elsewhere can be cancelled).
+    func runPeerGone() {
+        wantWritable.store(false, ordering: .sequentiallyConsistent)
         onWritable.withLock { $0 }?()
     }
 }

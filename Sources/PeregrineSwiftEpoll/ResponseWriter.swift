@@ -549,6 +549,10 @@ enum SwiftResponseWriter {
             },
             replace: { sink, status in
                 ConnPtr(sink.unsafelyUnwrapped).replace(status)
+            },
+            deferAnswer: { sink in
+                guard let d = ConnPtr(sink.unsafelyUnwrapped).deferAnswer() else { return nil }
+                return Unmanaged.passRetained(SwiftResponseStream(d) as AnyObject).toOpaque()
             })
     }
 }

@@ -7,6 +7,7 @@
 // inline too, so it serves nobody else meanwhile (one client at a time).
 import Foundation
 import Peregrine
+import HTTPTypes
 import XCTest
 
 final class OffloadTests: XCTestCase {
@@ -312,10 +313,13 @@ final class OffloadTests: XCTestCase {
     /// `.async` handlers: answers from tasks, in request order; a handler
     /// that forgets its responder gets a 500 instead of a hung connection.
     func testAsyncHandlersAndForgottenResponder() throws {
-        let app: Application = .async { request in
-            let ms = Int(request.query?.dropFirst(3) ?? "0") ?? 0
+        let app: Application = .async { request, _, writer in
+            let path = request.path ?? ""
+            let ms = Int(path.split(separator: "=").last ?? "0") ?? 0
             try? await Task.sleep(nanoseconds: UInt64(ms) * 1_000_000)   // the subject: a slow async handler
-            return OffloadAnswer(status: 200, headers: [("X-Target", request.target)], body: Array("async \(ms)".utf8))
+            var head = HTTPResponse(status: .ok)
+            head.headerFields[HTTPField.Name("X-Target")!] = path
+            try await writer.respond(head, body: "async \(ms)")
         }
         try forEachEngine { mode in
             guard mode.keepsAlive else { return }

@@ -60,7 +60,7 @@ final class StaticFileTests: XCTestCase {
         try BuiltinApp.staticFiles.application(sleepMilliseconds: 0, root: StaticFileTests.root)
     }
 
-    private func get(_ port: Int, _ target: String, _ extra: String = "", method: String = "GET") throws -> HTTPResponse {
+    private func get(_ port: Int, _ target: String, _ extra: String = "", method: String = "GET") throws -> TestResponse {
         try fetch(port: port, "\(method) \(target) HTTP/1.1\r\nHost: x\r\n\(extra)Connection: close\r\n\r\n")
     }
 

@@ -270,7 +270,18 @@ typedef struct prg_callbacks {
      * a parse or limit error answer; 0 for a shed connection). Any loop
      * thread. NULL costs one untaken branch: nothing is counted. */
     void (*on_metric)(void *ctx, int event, int value);
+    /* Optional, for work the application runs on the loop's own thread (an
+     * executor for Swift tasks): called on loop loop_index's thread with a
+     * prg_tick_phase: START once before it serves, BATCH after each batch of
+     * events (its return value: how much work it did; nonzero makes the loop
+     * write out what that work answered in the same batch), STOP once after
+     * its connections are closed (nothing runs on the thread after it).
+     * prg_server_wake makes a loop run a batch soon, from any thread. Epoll
+     * and libev engines only. NULL costs one untaken branch per batch. */
+    int (*on_tick)(void *ctx, int loop_index, int phase);
 } prg_callbacks;
+
+typedef enum { PRG_TICK_START = 0, PRG_TICK_BATCH = 1, PRG_TICK_STOP = 2 } prg_tick_phase;
 
 typedef enum { PRG_LOG_INFO = 0, PRG_LOG_WARNING = 1, PRG_LOG_ERROR = 2 } prg_log_level;
 
@@ -364,6 +375,10 @@ int prg_server_wait(prg_server *s);
 void prg_server_destroy(prg_server *s);
 /* The bound port (useful after port 0). */
 int prg_server_port(const prg_server *s);
+/* Makes loop loop_index run a batch (and so on_tick) soon: any thread,
+ * async-signal-safe. 0, -EINVAL (no such loop), or -ENOTSUP (the blocking
+ * and threaded engines have no loop to wake). */
+int prg_server_wake(prg_server *s, int loop_index);
 /* The backlog the kernel really uses: min(requested, somaxconn). */
 int prg_server_effective_backlog(const prg_server *s);
 
@@ -536,7 +551,11 @@ void prg_deferred_release(prg_deferred *d);
  * it above the high mark is still accepted and returns PRG_STREAM_WAIT: the
  * producer should wait for on_writable, which the loop runs (on its
  * thread, once per PRG_STREAM_WAIT) when the level is back at the low mark,
- * or when the peer went (the next write says -ECONNRESET). */
+ * and once when the peer went, whether a write waited or not (the next write
+ * says -ECONNRESET), so a producer busy elsewhere learns to stop; also once
+ * when the peer shut down its sending side while the answer is owed: most
+ * clients that do that have left (nginx calls it a client abort), though
+ * the answer may still be written. */
 enum { PRG_STREAM_WAIT = 1 };
 #define PRG_STREAM_LOW_WATER (64u * 1024u)
 #define PRG_STREAM_HIGH_WATER (256u * 1024u)

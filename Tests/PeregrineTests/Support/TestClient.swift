@@ -23,7 +23,7 @@ enum ClientError: Error, CustomStringConvertible {
 }
 
 /// A parsed HTTP response as the client read it.
-struct HTTPResponse: CustomStringConvertible {
+struct TestResponse: CustomStringConvertible {
     var status: Int
     var statusLine: String
     var headers: [(name: String, value: String)]
@@ -220,7 +220,7 @@ final class TestSocket: @unchecked Sendable {
 
     /// Reads one response. `expectBody: false` for answers to HEAD.
     /// A 1xx interim response is returned as is (head only).
-    func readResponse(expectBody: Bool = true) throws -> HTTPResponse {
+    func readResponse(expectBody: Bool = true) throws -> TestResponse {
         var from = 0
         var headEnd: Int
         while true {
@@ -245,7 +245,7 @@ final class TestSocket: @unchecked Sendable {
             guard let colon = line.firstIndex(of: ":") else { throw ClientError.malformed("header line \(line.debugDescription)") }
             headers.append((String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
         }
-        var response = HTTPResponse(status: status, statusLine: statusLine, headers: headers, body: [], rawHead: rawHead)
+        var response = TestResponse(status: status, statusLine: statusLine, headers: headers, body: [], rawHead: rawHead)
         if status < 200 || status == 204 || status == 304 || !expectBody { return response }
         if let te = response.header("Transfer-Encoding") {
             guard te.lowercased() == "chunked" else { throw ClientError.malformed("Transfer-Encoding \(te)") }
@@ -546,7 +546,7 @@ final class TestThread: @unchecked Sendable {
 }
 
 /// One request, one response, on a fresh connection.
-func fetch(port: Int, _ request: String, host: String = "127.0.0.1") throws -> HTTPResponse {
+func fetch(port: Int, _ request: String, host: String = "127.0.0.1") throws -> TestResponse {
     let s = try TestSocket(port: port, host: host)
     try s.send(request)
     return try s.readResponse(expectBody: !request.hasPrefix("HEAD "))
@@ -595,7 +595,7 @@ final class Session {
     func send(_ text: String) throws { try socket.send(text) }
     func send(_ bytes: [UInt8]) throws { try socket.send(bytes) }
 
-    func readResponse(expectBody: Bool = true, file: StaticString = #filePath, line: UInt = #line) throws -> HTTPResponse {
+    func readResponse(expectBody: Bool = true, file: StaticString = #filePath, line: UInt = #line) throws -> TestResponse {
         let s = try socket
         let r = try s.readResponse(expectBody: expectBody)
         if !mode.keepsAlive && r.status >= 200 {

@@ -1,0 +1,662 @@
+// Async handlers over swift-http-types: the request head as an HTTPRequest,
+// the body as an AsyncSequence of chunks, the answer through a
+// ResponseWriter. Written once for every engine.
+//
+// How a request runs (AsyncDispatcher.handle, on the loop thread, inside the
+// engine's request callback):
+//  1. The head is converted (no allocation for a request with only a Host
+//     header and a short target) and the handler starts as a task on the
+//     loop's executor with `Task.immediate`: it runs at once, on this thread.
+//  2. Until it first suspends, the writer buffers what it is given. A
+//     handler that answers without suspending (a hello) is written inline,
+//     through the engine's ordinary response writer, as a closure handler's.
+//  3. A handler that suspends (it awaits other work, or the body) gets its
+//     answer deferred (`Response.deferAnswer()`): what was buffered is
+//     replayed into the engine's response stream, and from then on every
+//     write goes there, suspending above the stream's high mark. It resumes
+//     on the loop thread (the executor), so the writer is only ever touched
+//     there.
+// Engines with no loop (blocking, threaded) run the handler on the global
+// executor and wait for it; the answer is buffered whole and written inline.
+#if canImport(Glibc)
+import Glibc
+#endif
+import HTTPTypes
+import Logging
+import Synchronization
+
+/// Answers one request: `request` is the head, `body` its body (read it or
+/// not: what is not read is discarded), `writer` the answer. Runs as a task
+/// on the loop thread that owns the connection. An error thrown before the
+/// head is written gives `500`; after it, the connection is closed after
+/// what was written. A handler that returns without finishing is finished
+/// for it (or answered `500` if it wrote no head). The client leaving
+/// cancels the task.
+public typealias AsyncRequestHandler = @Sendable (HTTPRequest, RequestBody, ResponseWriter) async throws -> Void
+
+// MARK: - The request
+
+extension Request {
+    /// The head as a swift-http-types request: `Host` becomes the
+    /// authority, the target the path, the scheme is `http`; the other
+    /// fields keep their order. nil when a name or method is not a token
+    /// (the parsers refuse those first, so only for views built by hand).
+    public func httpRequest() -> HTTPRequest? {
+        guard let method = httpMethod() else { return nil }
+        var fields = HTTPFields()
+        var authority: String? = nil
+        for i in 0..<headerCount {
+            let name = headerName(at: i)
+            if authority == nil && asciiEqualsIgnoringCase(name, "host") {
+                authority = String(decoding: headerValue(at: i), as: UTF8.self)
+                continue
+            }
+            guard let fieldName = HTTPField.Name(String(decoding: name, as: UTF8.self)) else { return nil }
+            fields.append(HTTPField(name: fieldName, lenientValue: headerValue(at: i)))
+        }
+        return HTTPRequest(method: method, scheme: "http", authority: authority,
+                           path: String(decoding: target, as: UTF8.self), headerFields: fields)
+    }
+
+    private func httpMethod() -> HTTPRequest.Method? {
+        if methodIs("GET") { return .get }
+        if methodIs("POST") { return .post }
+        if methodIs("HEAD") { return .head }
+        if methodIs("PUT") { return .put }
+        if methodIs("DELETE") { return .delete }
+        return HTTPRequest.Method(String(decoding: method, as: UTF8.self))
+    }
+}
+
+@inline(__always)
+private func asciiEqualsIgnoringCase(_ bytes: UnsafeRawBufferPointer, _ lower: StaticString) -> Bool {
+    guard bytes.count == lower.utf8CodeUnitCount else { return false }
+    let l = lower.utf8Start
+    for i in 0..<bytes.count where bytes[i] | 0x20 != l[i] { return false }
+    return true
+}
+
+/// The request body as chunks of bytes, in order. Single pass: one
+/// iterator. Streamed bodies carry the connection's backpressure: a chunk is
+/// read from the socket only when the iterator asks for it.
+public struct RequestBody: AsyncSequence, Sendable {
+    public typealias Element = [UInt8]
+    public typealias Failure = any Error
+
+    enum Source: Sendable {
+        case empty
+        case buffered([UInt8])
+        case streamed(BodyChannel)
+    }
+    let source: Source
+
+    init(_ source: Source) { self.source = source }
+
+    /// A body of these bytes (for tests and adapters).
+    public init(bytes: [UInt8]) { source = bytes.isEmpty ? .empty : .buffered(bytes) }
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var source: Source
+        public mutating func next() async throws -> [UInt8]? {
+            switch source {
+            case .empty:
+                return nil
+            case .buffered(let bytes):
+                source = .empty
+                return bytes
+            case .streamed(let channel):
+                return try await channel.next()
+            }
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(source: source) }
+
+    /// The whole body, refusing more than `maxBytes`
+    /// (`RequestBodyError.tooLarge`).
+    public func collect(upTo maxBytes: Int) async throws -> [UInt8] {
+        var all: [UInt8] = []
+        for try await chunk in self {
+            guard all.count + chunk.count <= maxBytes else { throw RequestBodyError.tooLarge(limit: maxBytes) }
+            all += chunk
+        }
+        return all
+    }
+}
+
+/// Why reading the body failed.
+public enum RequestBodyError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// `collect(upTo:)`: the body is longer than asked for.
+    case tooLarge(limit: Int)
+    /// The body did not arrive whole; the engine already answered or closed
+    /// (see `BodyEnd`).
+    case ended(BodyEnd)
+    /// A second iterator over a streamed body.
+    case alreadyIterated
+
+    public var description: String {
+        switch self {
+        case .tooLarge(let limit): "request body longer than \(limit) bytes"
+        case .ended(let how): "request body ended early: \(how)"
+        case .alreadyIterated: "a request body can be read once"
+        }
+    }
+}
+
+/// A streamed body between the engine's callbacks and the handler's
+/// iterator. Everything happens on the loop thread: the engine's
+/// callbacks, and the handler's task (the loop's executor).
+final class BodyChannel: @unchecked Sendable {
+    private(set) var consumer: BodyConsumer?
+    private var held: [UInt8]? = nil
+    private var end: BodyEnd? = nil
+    private var waiter: CheckedContinuation<[UInt8]?, any Error>? = nil
+    private var iterating = false
+    /// Runs when the body fails (the client left...): cancels the handler.
+    var onFailure: (@Sendable () -> Void)? = nil
+
+    /// The consumer the engine streams into; starts paused (nothing is read
+    /// until the iterator asks).
+    func makeConsumer() -> BodyConsumer {
+        let c = BodyConsumer(startsPaused: true, chunk: { [self] bytes, consumer in
+            take(bytes, consumer)
+        }, end: { [self] how, _ in
+            finished(how)
+        })
+        consumer = c
+        return c
+    }
+
+    private func take(_ bytes: UnsafeRawBufferPointer, _ consumer: BodyConsumer) -> Int {
+        if discarding { return bytes.count }
+        let chunk = Array(bytes)
+        consumer.pause()   // one chunk in flight: the next is read when asked for
+        if let w = waiter {
+            waiter = nil
+            w.resume(returning: chunk)
+        } else {
+            held = chunk
+        }
+        return bytes.count
+    }
+
+    private func finished(_ how: BodyEnd) {
+        end = how
+        consumer = nil
+        if let w = waiter {
+            waiter = nil
+            if how == .complete { w.resume(returning: nil) } else { w.resume(throwing: RequestBodyError.ended(how)) }
+        }
+        if how != .complete { onFailure?() }
+    }
+
+    /// The handler is done with the body: what is left is read and dropped
+    /// (the connection can then serve its next request).
+    func discardRest() {
+        discarding = true
+        held = nil
+        consumer?.resume()
+    }
+    private var discarding = false
+
+    func next() async throws -> [UInt8]? {
+        if discarding { return nil }
+        if let chunk = held {
+            held = nil
+            return chunk
+        }
+        if let end { if end == .complete { return nil } else { throw RequestBodyError.ended(end) } }
+        return try await withCheckedThrowingContinuation { c in
+            waiter = c
+            consumer?.resume()   // refused before the stream began: `attached` resumes it
+        }
+    }
+
+    /// The engine began the stream: a reader already waiting gets its bytes.
+    func attached(_ consumer: BodyConsumer) {
+        if waiter != nil { consumer.resume() }
+    }
+}
+
+// MARK: - The answer
+
+/// Why a `ResponseWriter` operation failed.
+public enum ResponseWriterError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// `writeHead` a second time.
+    case headAlreadyWritten
+    /// A body write or `finish` before `writeHead`.
+    case headNotWritten
+    /// An operation after `finish`.
+    case finished
+    /// The client left (or the server stopped): nothing more reaches it.
+    case clientGone
+    /// The engine refused (`StreamRefusal`: the handler timeout passed, a
+    /// write beyond the declared Content-Length...).
+    case refused(StreamRefusal)
+
+    public var description: String {
+        switch self {
+        case .headAlreadyWritten: "the response head was written already"
+        case .headNotWritten: "write the response head first"
+        case .finished: "the response is finished"
+        case .clientGone: "the client is gone"
+        case .refused(let why): "the engine refused the write: \(why)"
+        }
+    }
+}
+
+/// The answer to one request: a head, body parts, optional trailers, the
+/// end. Use it from the handler's task (one operation at a time). Writes
+/// copy the bytes; above the stream's high mark (256 KiB queued) a write
+/// suspends until the client has taken enough.
+public final class ResponseWriter: @unchecked Sendable {
+    // @unchecked: touched by the handler's task, which runs on the loop
+    // thread (its executor), and by the dispatcher on that thread while the
+    // task is suspended; on the blocking engines by the task, then (after
+    // it ended, through a lock's happens-before) the connection's thread.
+
+    private enum Phase {
+        /// Buffering: the handler has not suspended yet (or the engine has no loop).
+        case buffering
+        /// Answered through the engine's deferred handle.
+        case deferred(any DeferredAnswerEngine)
+        /// Finished or aborted: the handle is given back.
+        case done
+    }
+    private var phase = Phase.buffering
+    /// Given and not yet sent.
+    private var head: HTTPResponse? = nil
+    private var headWritten = false
+    private var headSent = false
+    private var body: [UInt8] = []
+    private var trailers: HTTPFields? = nil
+    private(set) var finished = false
+    /// The handler returned or threw.
+    private(set) var returned = false
+    /// A write waiting for room, or (nil) nobody: then a peer-gone
+    /// notification cancels the task instead.
+    private var waiter: CheckedContinuation<Void, Never>? = nil
+    var task: Task<Void, Never>? = nil
+
+    init() {}
+
+    /// The status of the head written (nil before `writeHead`).
+    public var status: Int? { headWritten ? head?.status.code ?? sentStatus : nil }
+    private var sentStatus: Int? = nil
+    /// Body bytes accepted so far.
+    public private(set) var bytesWritten = 0
+
+    /// The response head (status and fields). A `Content-Length` field fixes
+    /// the body's length; without one the body is chunked (HTTP/1.1) — or,
+    /// for an answer given whole before the handler first suspends, gets its
+    /// length added.
+    public func writeHead(_ response: HTTPResponse) async throws {
+        if finished { throw ResponseWriterError.finished }
+        if headWritten { throw ResponseWriterError.headAlreadyWritten }
+        headWritten = true
+        head = response
+        sentStatus = response.status.code
+    }
+
+    /// Copies `bytes` into the response body.
+    public func write(_ bytes: UnsafeRawBufferPointer) async throws {
+        try await pause(accept(bytes))
+    }
+
+    public func write(_ bytes: [UInt8]) async throws {
+        if case .buffering = phase, headWritten, !finished {   // kept as it is: no copy
+            bytesWritten += bytes.count
+            if body.isEmpty { body = bytes } else { body += bytes }
+            return try await pause(body.count >= Int(highWaterMark) ? .yield : .none)
+        }
+        try await pause(bytes.withUnsafeBytes { try accept($0) })
+    }
+
+    /// What a write waits for after its bytes were taken.
+    private enum Pause { case none, yield, writable }
+
+    private func accept(_ bytes: UnsafeRawBufferPointer) throws -> Pause {
+        if finished { throw ResponseWriterError.finished }
+        guard headWritten else { throw ResponseWriterError.headNotWritten }
+        if bytes.isEmpty { return .none }
+        bytesWritten += bytes.count
+        switch phase {
+        case .buffering:
+            body.append(contentsOf: bytes)
+            // Much buffered without a pause: let the dispatcher defer the
+            // answer, so the rest streams under the watermarks.
+            return body.count >= Int(highWaterMark) ? .yield : .none
+        case .deferred(let d):
+            try sendHeadIfHeld(d)
+            let code = d.streamWrite(bytes)
+            try check(code)
+            return code == 1 ? .writable : .none
+        case .done:
+            throw ResponseWriterError.finished
+        }
+    }
+
+    private func pause(_ what: Pause) async {
+        switch what {
+        case .none: return
+        case .yield: await Task.yield()
+        case .writable:   // above the high mark: wait for the low one (or the client leaving)
+            await withCheckedContinuation { waiter = $0 }
+        }
+    }
+
+    public func write(_ text: String) async throws {
+        try await write(Array(text.utf8))
+    }
+
+    /// Ends the answer; `trailers` go after a chunked body (left out
+    /// otherwise).
+    public func finish(trailers: HTTPFields? = nil) async throws {
+        if finished { throw ResponseWriterError.finished }
+        guard headWritten else { throw ResponseWriterError.headNotWritten }
+        finished = true
+        self.trailers = trailers
+        if case .deferred(let d) = phase { try endDeferred(d) }
+    }
+
+    /// The head, the whole body and the end at once (with its length,
+    /// unless the head says otherwise).
+    public func respond(_ response: HTTPResponse, body: [UInt8] = []) async throws {
+        guard case .deferred(let d) = phase else {
+            try await writeHead(response)
+            if !body.isEmpty { try await write(body) }
+            return try await finish()
+        }
+        if finished { throw ResponseWriterError.finished }
+        if headWritten { throw ResponseWriterError.headAlreadyWritten }
+        headWritten = true
+        headSent = true
+        finished = true
+        sentStatus = response.status.code
+        bytesWritten += body.count
+        defer { release() }
+        var headers: [(name: String, value: String)] = []
+        for field in response.headerFields { headers.append((field.name.rawName, field.value)) }
+        if !d.complete(OffloadAnswer(status: response.status.code, headers: headers, body: body)) {
+            throw ResponseWriterError.clientGone
+        }
+    }
+
+    public func respond(_ response: HTTPResponse, body: String) async throws {
+        try await respond(response, body: Array(body.utf8))
+    }
+
+    // MARK: Engine side
+
+    /// The dispatcher, on the loop thread, with the engine's response still
+    /// valid: writes what the handler gave as one inline answer.
+    func writeInline(_ response: Response) {
+        phase = .done
+        guard let head else {
+            response.send(status: 500, contentType: "text/plain", body: "Internal Server Error\n")
+            return
+        }
+        guard response.begin(status: head.status.code) else { return }   // the engine answers 500
+        var hasLength = false
+        for field in head.headerFields {
+            if field.name == .contentLength { hasLength = true }
+            _ = response.header(field.name.rawName, field.value)
+        }
+        let code = head.status.code
+        if !hasLength && code != 204 && code != 304 && !(100..<200).contains(code) {
+            _ = response.header("Content-Length", String(body.count))
+        }
+        if !body.isEmpty { body.withUnsafeBytes { _ = response.write($0) } }
+        _ = response.end()
+        body = []
+    }
+
+    /// The dispatcher, on the loop thread, after the handler suspended: from
+    /// now on the answer goes through `d`; what was buffered goes first.
+    func attach(_ d: any DeferredAnswerEngine) throws {
+        phase = .deferred(d)
+        d.streamOnWritable { [self] in writable() }
+        if !body.isEmpty {
+            let bytes = body
+            body = []
+            try sendHeadIfHeld(d)
+            let code = bytes.withUnsafeBytes { d.streamWrite($0) }
+            try check(code)
+        }
+        if finished { try endDeferred(d) }
+    }
+
+    /// The loop thread: room again, or the client left.
+    private func writable() {
+        if let w = waiter {
+            waiter = nil
+            w.resume()
+        } else {
+            task?.cancel()
+        }
+    }
+
+    private func sendHeadIfHeld(_ d: any DeferredAnswerEngine) throws {
+        guard let head, !headSent else { return }
+        headSent = true
+        for field in head.headerFields { _ = d.streamHeader(name: field.name.rawName, value: field.value) }
+        try check(d.streamHead(status: head.status.code))
+    }
+
+    private func endDeferred(_ d: any DeferredAnswerEngine) throws {
+        defer { release() }
+        if !headSent && trailers == nil, let head {
+            // Nothing streamed: one answer, with its length.
+            headSent = true
+            var headers: [(name: String, value: String)] = []
+            for field in head.headerFields { headers.append((field.name.rawName, field.value)) }
+            if !d.complete(OffloadAnswer(status: head.status.code, headers: headers, body: [])) {
+                throw ResponseWriterError.clientGone
+            }
+            return
+        }
+        try sendHeadIfHeld(d)
+        if let trailers { for field in trailers { _ = d.streamTrailer(name: field.name.rawName, value: field.value) } }
+        try check(d.streamEnd())
+    }
+
+    /// Gives the engine's handle back: unanswered, the client gets 500;
+    /// after the head without the end, the connection closes after what was
+    /// written.
+    func release() {
+        if case .deferred(let d) = phase { d.streamOnWritable(nil) }
+        phase = .done
+        if let w = waiter {
+            waiter = nil
+            w.resume()
+        }
+    }
+
+    private func check(_ code: Int32) throws {
+        switch StreamWriteResult(code: code) {
+        case .ok, .wouldBlock: return
+        case .peerGone: throw ResponseWriterError.clientGone
+        case .ended: throw ResponseWriterError.finished
+        case .refused(let why): throw ResponseWriterError.refused(why)
+        }
+    }
+
+    /// The handler returned (or threw): finish what it left open.
+    func handlerEnded(_ error: (any Error)?) {
+        returned = true
+        if error == nil && !finished && headWritten {
+            finished = true
+            if case .deferred(let d) = phase { try? endDeferred(d) }
+            return
+        }
+        if error != nil || !headWritten {
+            // Nothing usable: before the head the client gets 500 (the
+            // engine's answer for a released handle, or the inline one);
+            // after it the connection closes after what was written.
+            if !headSent {
+                head = nil
+                headWritten = false
+                body = []
+                finished = true
+            }
+            release()
+        }
+    }
+
+    /// The handler ended while buffering: its answer can be written inline.
+    var bufferedAnswerReady: Bool { returned && trailers == nil }
+}
+
+/// `503` with `Retry-After: 1`: the limit on tasks in flight was reached.
+private func sendUnavailable(_ response: Response) {
+    guard response.begin(status: 503) else { return }
+    _ = response.header("Retry-After", "1")
+    _ = response.header("Content-Type", "text/plain")
+    _ = response.header("Content-Length", "20")
+    _ = response.write("Service Unavailable\n")
+    _ = response.end()
+}
+
+/// The stream's marks, as the engines' (csrc/offload.c PRG_STREAM_*_WATER).
+let highWaterMark: UInt32 = 256 * 1024
+
+// MARK: - Dispatch
+
+/// Runs an `.async` application's handler for each request, on the loop
+/// thread's executor (`LoopExecutor.current`), at most `limit` at once per
+/// loop: beyond, requests wait for a slot (their answers owed, in arrival
+/// order) up to `limit` more, and beyond that get `503` + `Retry-After` at once.
+public final class AsyncDispatcher: Sendable {
+    let handler: AsyncRequestHandler
+    let failures: FailureLog
+    public let limit: Int
+
+    public init(handler: @escaping AsyncRequestHandler, limit: Int, logger: Logger) {
+        self.handler = handler
+        self.limit = max(1, limit)
+        self.failures = FailureLog(logger: logger)
+    }
+
+    /// The engine's request callback (a request with its whole body).
+    public func handle(_ request: Request, _ response: Response) {
+        guard let head = request.httpRequest() else {
+            response.send(status: 400, contentType: "text/plain", body: "Bad Request\n")
+            return
+        }
+        let body = RequestBody(request.body.isEmpty ? .empty : .buffered(Array(request.body)))
+        start(head, body, response)
+    }
+
+    /// `.streaming`'s head callback for an `.async` application: the body
+    /// streams to the handler's `RequestBody` (read on demand). nil when
+    /// answered already, or on engines without a loop (the body is then
+    /// buffered and `handle` runs).
+    public func handleHead(_ request: Request, _ response: Response) -> BodyConsumer? {
+        guard LoopExecutor.current != nil else { return nil }
+        guard let head = request.httpRequest() else {
+            response.send(status: 400, contentType: "text/plain", body: "Bad Request\n")
+            return nil
+        }
+        let channel = BodyChannel()
+        let consumer = channel.makeConsumer()
+        return start(head, RequestBody(.streamed(channel)), response, channel: channel) ? consumer : nil
+    }
+
+    /// Starts the handler (or parks it); `true` when the answer is owed
+    /// (deferred now, or once the engine began the body stream), `false`
+    /// when it was answered here.
+    @discardableResult
+    private func start(_ head: HTTPRequest, _ body: RequestBody, _ response: Response,
+                       channel: BodyChannel? = nil) -> Bool {
+        let writer = ResponseWriter()
+        guard let executor = LoopExecutor.current else {
+            runWaiting(head, body, writer, response)
+            return false
+        }
+        let waits = executor.tasksInFlight >= limit
+        if waits && executor.parkedCount >= limit {
+            failures.warning("async handlers: \(limit) running and \(limit) waiting on this loop: 503 for \(head.method) \(head.path ?? "")")
+            sendUnavailable(response)
+            return false
+        }
+        let handler = self.handler, failures = self.failures
+        let launch = { () -> Task<Void, Never> in
+            executor.tasksInFlight += 1
+            return Task.immediate(executorPreference: executor) {
+                var failure: (any Error)? = nil
+                do {
+                    try await handler(head, body, writer)
+                } catch {
+                    failure = error
+                    failures.warning("async handler for \(head.method) \(head.path ?? ""): \(error)")
+                }
+                writer.handlerEnded(failure)
+                channel?.discardRest()
+                executor.tasksInFlight -= 1
+            }
+        }
+        if !waits {
+            let task = launch()
+            if writer.bufferedAnswerReady {
+                writer.writeInline(response)   // answered without suspending: as a closure handler
+                return false
+            }
+            writer.task = task
+        } else {
+            // Over the limit: the answer is owed from now on, the handler
+            // starts when a running one ends (LoopExecutor.runJobs).
+            executor.park(limit: limit) { writer.task = launch() }
+        }
+        guard let channel else {
+            Self.deferAnswer(writer, response, head, failures)
+            return true
+        }
+        // A body: the answer can be deferred once the engine began the stream.
+        channel.onFailure = { writer.task?.cancel() }
+        channel.consumer?.onAttach = { consumer in
+            channel.attached(consumer)
+            guard let response = consumer.response else { return }
+            if writer.bufferedAnswerReady {
+                writer.writeInline(response)
+            } else {
+                Self.deferAnswer(writer, response, head, failures)
+            }
+        }
+        return true
+    }
+
+    private static func deferAnswer(_ writer: ResponseWriter, _ response: Response, _ head: HTTPRequest,
+                                    _ failures: FailureLog) {
+        guard let d = response.deferAnswer() else {
+            failures.warning("async handler for \(head.method) \(head.path ?? ""): the engine cannot defer: 500")
+            writer.task?.cancel()
+            writer.handlerEnded(CancellationError())
+            writer.writeInline(response)
+            return
+        }
+        do { try writer.attach(d) } catch { writer.task?.cancel() }
+    }
+
+    /// Engines without a loop (blocking, threaded): run the handler on the
+    /// global executor and wait for it; the answer is written whole.
+    private func runWaiting(_ head: HTTPRequest, _ body: RequestBody, _ writer: ResponseWriter, _ response: Response) {
+        guard let latch = AnswerLatch.make() else {
+            response.send(status: 500, contentType: "text/plain", body: "no memory to wait for the handler\n")
+            return
+        }
+        let handler = self.handler, failures = self.failures
+        Task {
+            var failure: (any Error)? = nil
+            do {
+                try await handler(head, body, writer)
+            } catch {
+                failure = error
+                failures.warning("async handler for \(head.method) \(head.path ?? ""): \(error)")
+            }
+            writer.handlerEnded(failure)
+            latch.put(OffloadAnswer())
+        }
+        _ = latch.wait()
+        writer.writeInline(response)
+    }
+}
