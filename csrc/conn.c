@@ -636,6 +636,7 @@ static int head_decide(prg_conn *c, size_t used) {
         stream_begin(c, used);
         return HEAD_STREAM;
     }
+    if (c->defer_tail) prg_offload_head_answered(c);   /* a deferral without a stream answers from the head */
     if (c->resp_state != RESP_NONE || (c->flags & (CONN_CLOSED | CONN_CLOSE_AFTER))) {
         prg_response_finish_default(c);   /* ends an answer left open */
         if (hold) prg_offload_hold_end(c, &saved);
@@ -950,16 +951,19 @@ void prg_conn_close(prg_conn *c) {
 }
 
 int prg_body_stream(prg_conn *c, void *stream) {
-    if (!(c->flags & CONN_IN_HEAD) || (c->flags & (CONN_STREAMING | CONN_CLOSED | CONN_CLOSE_AFTER)) ||
-        c->resp_state != RESP_NONE)
+    if (!(c->flags & CONN_IN_HEAD) || (c->flags & (CONN_STREAMING | CONN_CLOSED | CONN_CLOSE_AFTER)))
         return -1;
-    c->flags |= CONN_STREAMING;
-    c->body_stream = stream;
-    c->body_pending = 0;
     /* head_decide cleared it for an answer from the head; a streamed request
      * keeps the connection as it asked. */
     const prg_loop *loop = c->loop;
-    c->req_keep_alive = (c->parser.flags & PRG_REQ_KEEP_ALIVE) && !loop->one_request && !loop->draining;
+    uint8_t keep_alive = (c->parser.flags & PRG_REQ_KEEP_ALIVE) && !loop->one_request && !loop->draining;
+    /* Started an answer: refused. Deferred it in this on_head: the body
+     * streams while it is owed, as when prg_defer follows. */
+    if (c->resp_state != RESP_NONE && prg_offload_stream_deferred(c, keep_alive) != 0) return -1;
+    c->flags |= CONN_STREAMING;
+    c->body_stream = stream;
+    c->body_pending = 0;
+    c->req_keep_alive = keep_alive;
     return 0;
 }
 

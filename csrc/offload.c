@@ -412,6 +412,18 @@ static prg_deferred *body_handle(const prg_conn *c) {
     return d && d->for_body ? d : NULL;
 }
 
+int prg_offload_stream_deferred(prg_conn *c, uint8_t keep_alive) {
+    prg_deferred *d = body_handle(c);
+    if (!d) return -1;
+    d->keep_alive = keep_alive;   /* deferred while an answer from the head would have closed */
+    return 0;
+}
+
+void prg_offload_head_answered(prg_conn *c) {
+    prg_deferred *d = body_handle(c);
+    if (d) d->for_body = false;   /* deferred in on_head, no stream: an answer from the head */
+}
+
 bool prg_offload_may_continue(const prg_conn *c) {
     const prg_deferred *d = c->defer_head;
     /* Owed: only this request's own answer, and not a byte of it written. */
@@ -444,9 +456,9 @@ prg_deferred *prg_defer(prg_conn *c) {
     d->req_minor = c->req_minor;
     d->keep_alive = (uint8_t)c->req_keep_alive;
     d->no_body = (c->resp_flags & RESP_NO_BODY) != 0;   /* only HEAD sets it before an answer */
-    /* From on_head after prg_body_stream (or on_body): the body goes on
-     * streaming while the answer is owed (prg_offload_body_end). */
-    d->for_body = (c->flags & CONN_STREAMING) != 0;
+    /* From on_head (before or after prg_body_stream) or on_body: the body
+     * goes on streaming while the answer is owed (prg_offload_body_end). */
+    d->for_body = (c->flags & (CONN_STREAMING | CONN_IN_HEAD)) != 0;
     d->status = 500;
     list_append(c, d);
     late_append(c->loop, d);

@@ -3,8 +3,9 @@
  * (prg_defer in on_head after prg_body_stream, or in on_body_end), on every
  * event engine, over loopback sockets, under ASan, UBSan and LSan.
  *
- *  - deferred in on_head, answered after the body completed: 100 Continue
- *    still goes out, no 500 at the body's end, keep-alive afterwards
+ *  - deferred in on_head (after prg_body_stream, or before it), answered
+ *    after the body completed: 100 Continue still goes out, no 500 at the
+ *    body's end, keep-alive afterwards
  *  - deferred in on_head, answered before the body arrived: the body is
  *    still read to its end, then the connection goes on
  *  - echo of 4 MiB: the answer streams while the body arrives, to a client
@@ -52,6 +53,14 @@ enum { ECHO_LOW = 16 * 1024, ECHO_HIGH = 64 * 1024 };   /* the stream of a /late
 static void on_head(void *ctx, prg_conn *c, const prg_request *req) {
     (void)ctx;
     bool late = th_target_is(req, "/late");   /* deferred in on_body_end */
+    if (th_target_is(req, "/first")) {
+        /* Deferred first, then the stream: the same as the other order. */
+        prg_deferred *d = prg_defer(c);
+        CHECK(d != NULL, "prg_defer in on_head");
+        CHECK(prg_body_stream(c, NULL) == 0, "prg_body_stream after prg_defer");
+        if (d) th_deferred_take(d);
+        return;
+    }
     CHECK(prg_body_stream(c, late ? &g_late_marker : NULL) == 0, "prg_body_stream");
     if (late) return;
     prg_deferred *d = prg_defer(c);
@@ -148,12 +157,14 @@ static void keep_alive_check(th_client *c) {
           r.status);
 }
 
-static void test_answer_after_body(const th_engine *e) {
-    th_case = "answer after the body";
+static void test_answer_after_body(const th_engine *e, const char *target) {
+    th_case = strcmp(target, "/first") == 0 ? "answer after the body (deferred before the stream)" : "answer after the body";
     prg_server *s = start(e, 0, 0);
     th_client *c = th_connect(prg_server_port(s));
     int before = atomic_load(&th_deferred()->count), ends = atomic_load(&g_ends);
-    th_send(c, "POST /hold HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n");
+    char head[256];
+    snprintf(head, sizeof head, "POST %s HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n", target);
+    th_send(c, head);
     prg_deferred *d = th_wait_deferred(before);
     CHECK(read_until(c, "HTTP/1.1 100 Continue\r\n\r\n"), "100 Continue while the answer is deferred");
     c->len = 0;
@@ -469,7 +480,8 @@ static void test_defer_in_body_end(const th_engine *e) {
 int main(void) {
     for (size_t i = 0; i < TH_EVENT_ENGINES; i++) {
         const th_engine *e = &th_event_engines[i];
-        test_answer_after_body(e);
+        test_answer_after_body(e, "/hold");
+        test_answer_after_body(e, "/first");
         test_answer_before_body(e);
         test_echo(e);
         test_client_gone(e);

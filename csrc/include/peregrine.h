@@ -248,7 +248,8 @@ typedef struct prg_callbacks {
      * connection closes after it). The response may be written at any time
      * from prg_body_stream on; the body is still read to its end (then the
      * connection closes if that answer said Connection: close). It may also
-     * be deferred (prg_defer) after prg_body_stream in on_head, in on_body,
+     * be deferred (prg_defer) in on_head (before or after prg_body_stream:
+     * prg_body_stream accepts a request deferred in this on_head), in on_body,
      * or in on_body_end(COMPLETE) when nothing was answered: the body goes
      * on streaming while the answer is owed, and the answer may be given
      * (head, writes, end) from any thread before, during or after the
@@ -480,8 +481,9 @@ void prg_conn_set_userdata(prg_conn *c, void *userdata);
 /* A request whose answer comes later, from any thread. */
 typedef struct prg_deferred prg_deferred;
 
-/* From on_request (or, for a streamed body, from on_head after
- * prg_body_stream, on_body, or on_body_end(COMPLETE): see on_head), before
+/* From on_request (or, for a streamed body, from on_head, on_body, or
+ * on_body_end(COMPLETE): see on_head; in on_head without prg_body_stream it
+ * is an answer from the head), before
  * anything is written: this request will be answered later through the
  * returned handle, and the callback may return at once. The loop goes on serving (this connection's later pipelined
  * requests too: their answers wait behind this one, so answers leave in
