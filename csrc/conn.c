@@ -719,7 +719,9 @@ static void process_http(prg_conn *c) {
          * request view and the writer both see a request that closes. */
         if (loop->one_request || loop->draining) req.flags &= ~(unsigned)PRG_REQ_KEEP_ALIVE;
         prg_http_parser_reset(&c->parser);
-        prg_timer_remove(c);   /* the next request's head gets its own deadline */
+        /* The next request's head gets its own deadline. An idle timer stays:
+         * finish_io keeps it (moved only when the second changed). */
+        if (c->timer_list == TIMER_HEAD) prg_timer_remove(c);
         c->flags &= ~CONN_CONTINUE_SENT;
         prg_response_reset(c, &req);
         /* Earlier answers still owed (offload.c): this one waits behind them. */

@@ -105,6 +105,7 @@ enum {
     CONN_STREAMING     = 1u << 13, /* body goes to on_body; on_body_end owed */
     CONN_BODY_HELD     = 1u << 14, /* the application paused, or took less: not reading */
     CONN_BODY_SKIPPED  = 1u << 15, /* answered from the head, body never read: linger on close */
+    CONN_WATCHED       = 1u << 16, /* registered with the engine (event engines: after the first read) */
 };
 
 /* Response writer states. */
@@ -254,6 +255,11 @@ struct prg_loop {
      * creation). An inherited listener may be shared with another process,
      * so it is left as it is and each connection sets its own. */
     bool nodelay_inherited;
+    /* Our own listener in HTTP mode has TCP_DEFER_ACCEPT: an accepted
+     * connection's request is usually in already, so it is read at once and
+     * registered with the engine only if it stays open (no epoll_ctl for a
+     * connection that is answered and closed right away). */
+    bool read_on_accept;
     atomic_int stop;
     pthread_t thread;
     bool thread_started;
@@ -280,6 +286,11 @@ struct prg_loop {
     /* "Server: <name>\r\n", prebuilt */
     char server_line[128];
     size_t server_line_len;
+    /* "HTTP/1.1 200 OK\r\n", the Server and the Date lines in one piece
+     * (response.c): rebuilt when the Date changes (head_200_second). */
+    char head_200[17 + 128 + 64];
+    size_t head_200_len;
+    time_t head_200_second;
 };
 
 struct prg_server {
@@ -381,8 +392,18 @@ bool prg_conn_drain_idle(const prg_conn *c);    /* nothing in flight: may be clo
 void prg_loop_drain(prg_loop *loop);            /* event engines, after each batch: close the listener,
                                                    idle connections, all at the deadline; stop when none left */
 
+/* The first call registers the connection (see read_on_accept); a failed
+ * registration closes it. */
 static inline void prg_loop_update_interest(prg_conn *c) {
-    if (!(c->flags & CONN_CLOSED)) c->loop->engine->update_interest(c);
+    if (c->flags & CONN_CLOSED) return;
+    if (!(c->flags & CONN_WATCHED)) {
+        if (c->loop->engine->watch(c) != 0) {
+            prg_conn_close_now(c, PRG_CLOSE_ERROR);
+            return;
+        }
+        c->flags |= CONN_WATCHED;
+    }
+    c->loop->engine->update_interest(c);
 }
 
 /* The core's messages: through cb.on_log when set, else to stderr

@@ -617,15 +617,18 @@ private func requestView(_ conn: OpaquePointer?, _ r: UnsafePointer<prg_request>
 }
 
 private let onRequest: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<prg_request>?) -> Void = { ctx, conn, req in
-    let bridge = Unmanaged<Bridge>.fromOpaque(ctx!).takeUnretainedValue()
-    let request = requestView(conn, req.unsafelyUnwrapped)
-    let response = Response(sink: conn.unsafelyUnwrapped, functions: bridge.responseFunctions)
-    if bridge.logRequests {
-        let started = monotonicNanoseconds()
-        bridge.httpHandler(request, response)
-        logRequest(bridge.logger, request, response, startedAt: started)
-    } else {
-        bridge.httpHandler(request, response)
+    // The server holds the bridge for as long as its loops run: borrowed here,
+    // no retain and release per request.
+    Unmanaged<Bridge>.fromOpaque(ctx.unsafelyUnwrapped)._withUnsafeGuaranteedRef { bridge in
+        let request = requestView(conn, req.unsafelyUnwrapped)
+        let response = Response(sink: conn.unsafelyUnwrapped, functions: bridge.responseFunctions)
+        if bridge.logRequests {
+            let started = monotonicNanoseconds()
+            bridge.httpHandler(request, response)
+            logRequest(bridge.logger, request, response, startedAt: started)
+        } else {
+            bridge.httpHandler(request, response)
+        }
     }
 }
 

@@ -278,7 +278,52 @@ public final class ResponseWriter: @unchecked Sendable {
     private var waiter: CheckedContinuation<Void, Never>? = nil
     var task: Task<Void, Never>? = nil
 
-    init() {}
+    // The exchange this writer answers: everything the handler's task
+    // needs, in this one object, so the task's closure captures only it
+    // (no context allocation per request).
+    private let handler: AsyncRequestHandler
+    private let request: HTTPRequest
+    private let requestBody: RequestBody
+    private let executor: LoopExecutor?
+    private let failures: FailureLog
+    private let channel: BodyChannel?
+
+    init(handler: @escaping AsyncRequestHandler, request: HTTPRequest, body: RequestBody, executor: LoopExecutor?,
+         failures: FailureLog, channel: BodyChannel?) {
+        self.handler = handler
+        self.request = request
+        self.requestBody = body
+        self.executor = executor
+        self.failures = failures
+        self.channel = channel
+    }
+
+    /// The handler's task: runs it and finishes what it left open.
+    func run() async {
+        var failure: (any Error)? = nil
+        do {
+            try await handler(request, requestBody, self)
+        } catch {
+            failure = error
+            failures.warning("async handler for \(request.method) \(request.path ?? ""): \(error)")
+        }
+        handlerEnded(failure)
+        channel?.discardRest()
+        if let executor { executor.tasksInFlight -= 1 }
+    }
+
+    /// Starts the handler's task on `executor` (the loop thread): it runs
+    /// at once, here, until it first suspends. Its first job is run as the
+    /// loop's executor (not as `Task.immediate` would, from outside any
+    /// executor): every nonisolated await inside then stays put instead of
+    /// hopping onto the loop's queue.
+    func launch(on executor: LoopExecutor) -> Task<Void, Never> {
+        executor.tasksInFlight += 1
+        let mark = executor.queuedHere
+        let task = Task(executorPreference: executor) { [self] in await run() }
+        executor.runQueuedHere(from: mark)
+        return task
+    }
 
     /// The status of the head written (nil before `writeHead`).
     public var status: Int? { headWritten ? head?.status.code ?? sentStatus : nil }
@@ -526,19 +571,19 @@ let highWaterMark: UInt32 = 256 * 1024
 /// thread's executor (`LoopExecutor.current`), at most `limit` at once per
 /// loop: beyond, requests wait for a slot (their answers owed, in arrival
 /// order) up to `limit` more, and beyond that get `503` + `Retry-After` at once.
-public final class AsyncDispatcher: Sendable {
+package final class AsyncDispatcher: Sendable {
     let handler: AsyncRequestHandler
     let failures: FailureLog
-    public let limit: Int
+    package let limit: Int
 
-    public init(handler: @escaping AsyncRequestHandler, limit: Int, logger: Logger) {
+    package init(handler: @escaping AsyncRequestHandler, limit: Int, logger: Logger) {
         self.handler = handler
         self.limit = max(1, limit)
         self.failures = FailureLog(logger: logger)
     }
 
     /// The engine's request callback (a request with its whole body).
-    public func handle(_ request: Request, _ response: Response) {
+    package func handle(_ request: Request, _ response: Response) {
         guard let head = request.httpRequest() else {
             response.send(status: 400, contentType: "text/plain", body: "Bad Request\n")
             return
@@ -551,7 +596,7 @@ public final class AsyncDispatcher: Sendable {
     /// streams to the handler's `RequestBody` (read on demand). nil when
     /// answered already, or on engines without a loop (the body is then
     /// buffered and `handle` runs).
-    public func handleHead(_ request: Request, _ response: Response) -> BodyConsumer? {
+    package func handleHead(_ request: Request, _ response: Response) -> BodyConsumer? {
         guard LoopExecutor.current != nil else { return nil }
         guard let head = request.httpRequest() else {
             response.send(status: 400, contentType: "text/plain", body: "Bad Request\n")
@@ -568,9 +613,10 @@ public final class AsyncDispatcher: Sendable {
     @discardableResult
     private func start(_ head: HTTPRequest, _ body: RequestBody, _ response: Response,
                        channel: BodyChannel? = nil) -> Bool {
-        let writer = ResponseWriter()
         guard let executor = LoopExecutor.current else {
-            runWaiting(head, body, writer, response)
+            let writer = ResponseWriter(handler: handler, request: head, body: body, executor: nil,
+                                        failures: failures, channel: nil)
+            runWaiting(writer, response)
             return false
         }
         let waits = executor.tasksInFlight >= limit
@@ -579,24 +625,11 @@ public final class AsyncDispatcher: Sendable {
             sendUnavailable(response)
             return false
         }
-        let handler = self.handler, failures = self.failures
-        let launch = { () -> Task<Void, Never> in
-            executor.tasksInFlight += 1
-            return Task.immediate(executorPreference: executor) {
-                var failure: (any Error)? = nil
-                do {
-                    try await handler(head, body, writer)
-                } catch {
-                    failure = error
-                    failures.warning("async handler for \(head.method) \(head.path ?? ""): \(error)")
-                }
-                writer.handlerEnded(failure)
-                channel?.discardRest()
-                executor.tasksInFlight -= 1
-            }
-        }
+        let writer = ResponseWriter(handler: handler, request: head, body: body, executor: executor,
+                                    failures: failures, channel: channel)
+        let failures = self.failures
         if !waits {
-            let task = launch()
+            let task = writer.launch(on: executor)
             if writer.bufferedAnswerReady {
                 writer.writeInline(response)   // answered without suspending: as a closure handler
                 return false
@@ -605,7 +638,7 @@ public final class AsyncDispatcher: Sendable {
         } else {
             // Over the limit: the answer is owed from now on, the handler
             // starts when a running one ends (LoopExecutor.runJobs).
-            executor.park(limit: limit) { writer.task = launch() }
+            executor.park(limit: limit) { writer.task = writer.launch(on: executor) }
         }
         guard let channel else {
             Self.deferAnswer(writer, response, head, failures)
@@ -639,21 +672,13 @@ public final class AsyncDispatcher: Sendable {
 
     /// Engines without a loop (blocking, threaded): run the handler on the
     /// global executor and wait for it; the answer is written whole.
-    private func runWaiting(_ head: HTTPRequest, _ body: RequestBody, _ writer: ResponseWriter, _ response: Response) {
+    private func runWaiting(_ writer: ResponseWriter, _ response: Response) {
         guard let latch = AnswerLatch.make() else {
             response.send(status: 500, contentType: "text/plain", body: "no memory to wait for the handler\n")
             return
         }
-        let handler = self.handler, failures = self.failures
         Task {
-            var failure: (any Error)? = nil
-            do {
-                try await handler(head, body, writer)
-            } catch {
-                failure = error
-                failures.warning("async handler for \(head.method) \(head.path ?? ""): \(error)")
-            }
-            writer.handlerEnded(failure)
+            await writer.run()
             latch.put(OffloadAnswer())
         }
         _ = latch.wait()

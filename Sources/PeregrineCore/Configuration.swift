@@ -158,7 +158,7 @@ public struct ServerError: Error, CustomStringConvertible, Sendable {
 }
 
 /// strerror's text for an errno.
-public func errnoDescription(_ code: Int32) -> String {
+package func errnoDescription(_ code: Int32) -> String {
     guard let text = strerror(code) else { return "unknown" }
     return String(cString: text)
 }
