@@ -942,6 +942,7 @@ class Suite:
             self.verdicts.append(("RSS per open stream ≤ 1 KiB above an idle connection", "not measured: --app stream missing", None))
             self.verdicts.append(("chunk lateness p99 reported", "not measured: --app stream missing", None))
             return
+        notes = []
         lines = ["| server | idle RSS (KiB) | per idle connection (B) | per open stream (B) | stream − idle (B) | "
                  "chunks | errors | lateness p50 ms | p99 ms | max ms |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for name, argv in self.transfer_contenders("stream", None):
@@ -995,6 +996,10 @@ class Suite:
                     continue
                 per_stream = (with_streams - base2) * 1024 / count
                 errors, p99 = int(m.group(4)), float(m.group(6))
+                # The client names its first errors on stderr: keep them with the figures.
+                why = [l for l in err.splitlines() if l.startswith("error:")]
+                if errors and why:
+                    notes.append(f"{name}: " + "; ".join(sorted(set(why))[:3]))
                 lines.append(f"| {name} | {base:,} | {per_idle:,.0f} | {per_stream:,.0f} | {per_stream - per_idle:,.0f} | "
                              f"{int(m.group(3)):,} | {errors} | {m.group(5)} | {m.group(6)} | {m.group(7)} |")
                 self.verdicts.append((f"RSS per open stream ≤ 1 KiB above an idle connection ({name})",
@@ -1009,7 +1014,8 @@ class Suite:
                               f"{count:,} streams, RSS read once every stream has its first chunk -> bytes per open "
                               "stream. Lateness: each chunk's arrival minus its schedule (the connection's first "
                               f"chunk + k × {ms} ms), measured by a single-threaded Python client on core {LOAD_CORE}, "
-                              "so it includes the client's own delay. nginx has no equivalent app and is not in this table."))
+                              "so it includes the client's own delay. nginx has no equivalent app and is not in this table." +
+                              ("\n\nClient errors (first of each kind): " + " — ".join(notes) if notes else "")))
 
     # ------------------------------------------------------------- output
 
