@@ -78,12 +78,13 @@ enum {
 #define C_TARGET 4u /* request-target byte: 0x21..0x7E */
 #define C_HEX    8u /* HEXDIG */
 #define C_REG   16u /* RFC 3986 reg-name byte but '%': unreserved / sub-delims */
+#define C_DIGIT 32u /* DIGIT */
 
 static const uint8_t cls[256] = {
      0,  0,  0,  0,  0,  0,  0,  0,  0,  2,  0,  0,  0,  0,  0,  0,
      0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,
      2, 23,  6,  7, 23,  7, 23, 23, 22, 22, 23, 23, 22, 23, 23,  6,
-    31, 31, 31, 31, 31, 31, 31, 31, 31, 31,  6, 22,  6, 22,  6,  6,
+    63, 63, 63, 63, 63, 63, 63, 63, 63, 63,  6, 22,  6, 22,  6,  6,
      6, 31, 31, 31, 31, 31, 31, 23, 23, 23, 23, 23, 23, 23, 23, 23,
     23, 23, 23, 23, 23, 23, 23, 23, 23, 23, 23,  6,  6,  6,  7, 23,
      7, 31, 31, 31, 31, 31, 31, 23, 23, 23, 23, 23, 23, 23, 23, 23,
@@ -115,6 +116,76 @@ void prg_http_parser_reset(prg_http_parser *p)
 int prg_http_head_complete(const prg_http_parser *p)
 {
     return p->state >= ST_BODY_CL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Cheap scanning: the checks are the byte-wise ones, made several bytes */
+/* at a time where that is cheaper (the result is the same).            */
+/* ------------------------------------------------------------------ */
+
+static inline uint64_t load64(const uint8_t *p)
+{
+    uint64_t x;
+    memcpy(&x, p, 8);
+    return x;
+}
+
+static inline uint32_t load32(const uint8_t *p)
+{
+    uint32_t x;
+    memcpy(&x, p, 4);
+    return x;
+}
+
+/* The first byte at or after s without the class bit. The caller knows
+ * such a byte exists within the buffer (a CR), so the two-byte steps stay
+ * inside it: each reads its second byte only when the first is in the class. */
+static inline const uint8_t *span_to(const uint8_t *s, unsigned bit)
+{
+    while ((cls[s[0]] & bit) && (cls[s[1]] & bit))
+        s += 2;
+    while (cls[*s] & bit)
+        s++;
+    return s;
+}
+
+/* The same within [s, e). */
+static inline const uint8_t *span_in(const uint8_t *s, const uint8_t *e, unsigned bit)
+{
+    while (e - s >= 2 && (cls[s[0]] & bit) && (cls[s[1]] & bit))
+        s += 2;
+    if (s < e && (cls[*s] & bit))
+        s++;
+    return s;
+}
+
+#define ONES64 0x0101010101010101ull
+#define HIGH64 0x8080808080808080ull
+
+/* The first byte at or after s that is not a field-value byte (C_VALUE:
+ * HTAB, SP..'~', 0x80..0xFF), 8 bytes a step while [s, s+8) lies before
+ * lim: a step goes on only when none of its bytes is below 0x20 or 0x7F
+ * (an HTAB ends the fast steps; the byte loop takes it). */
+static inline const uint8_t *span_value(const uint8_t *s, const uint8_t *lim)
+{
+    while (lim - s >= 8) {
+        uint64_t x = load64(s), y = x ^ (0x7F * ONES64);
+        uint64_t hit = ((x - 0x20 * ONES64) & ~x & HIGH64) | ((y - ONES64) & ~y & HIGH64);
+        if (hit) {
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            /* The lowest flagged byte is the first such byte (the flags of
+             * higher ones may be wrong, never the lowest's). */
+            s += __builtin_ctzll(hit) >> 3;
+            if (*s != '\t')
+                return s;
+#endif
+            break;
+        }
+        s += 8;
+    }
+    while (cls[*s] & C_VALUE)
+        s++;
+    return s;
 }
 
 /* ------------------------------------------------------------------ */
@@ -217,6 +288,8 @@ typedef struct head_info {
     prg_slice method;
     prg_slice target;
     int version_minor;
+    size_t rline_lf;  /* offset of the request line's LF */
+    size_t head_end;  /* the head's length (through its empty line) */
     size_t header_count;
     unsigned flags;
     int64_t content_length;
@@ -230,6 +303,17 @@ static inline int ieq(const uint8_t *s, size_t n, const char *lit, size_t litn)
     size_t i;
     if (n != litn)
         return 0;
+    /* The same |0x20 compare, a word at a time (the last word may overlap
+     * the one before it). */
+    if (n >= 8) {
+        for (i = 0; i + 8 <= n; i += 8)
+            if ((load64(s + i) | 0x20 * ONES64) != load64((const uint8_t *)lit + i))
+                return 0;
+        return i == n || (load64(s + n - 8) | 0x20 * ONES64) == load64((const uint8_t *)lit + n - 8);
+    }
+    if (n >= 4)
+        return (load32(s) | 0x20202020u) == load32((const uint8_t *)lit) &&
+               (load32(s + n - 4) | 0x20202020u) == load32((const uint8_t *)lit + n - 4);
     for (i = 0; i < n; i++)
         if ((uint8_t)(s[i] | 0x20) != (uint8_t)lit[i])
             return 0;
@@ -347,10 +431,11 @@ static int host_valid(const uint8_t *s, const uint8_t *e)
         s = q + 1;
     } else {
         while (s < e) {
-            if (cls[*s] & C_REG)
-                s++;
-            else if (*s == '%' && e - s >= 3 && (cls[s[1]] & C_HEX) &&
-                     (cls[s[2]] & C_HEX))
+            s = span_in(s, e, C_REG);
+            if (s == e)
+                break;
+            if (*s == '%' && e - s >= 3 && (cls[s[1]] & C_HEX) &&
+                (cls[s[2]] & C_HEX))
                 s += 3;
             else
                 break;
@@ -360,18 +445,28 @@ static int host_valid(const uint8_t *s, const uint8_t *e)
         return 1;
     if (*s != ':')
         return 0;
-    for (s++; s < e; s++)
-        if ((unsigned)*s - '0' > 9)
-            return 0;
-    return 1;
+    return span_in(s + 1, e, C_DIGIT) == e;
 }
 
-static int parse_head(const uint8_t *buf, size_t start, size_t end,
+/*
+ * Parses the head at buf[start, ...). Two ways in:
+ *   - scan_head found its end: every LF follows a CR, and the first empty
+ *     line is the end (len is the head's length);
+ *   - the fused fast path (prg_http_parse): nothing was scanned, but
+ *     buf[len-4, len) is CRLFCRLF, so every loop below stops inside the
+ *     buffer (at the latest at that CR). Here every line is checked to end
+ *     in CRLF as it is parsed, and the first empty line ends the head; the
+ *     caller takes the result only when it is a success, and otherwise
+ *     parses the slow way (which gives the status in byte order).
+ * Either way hi->head_end is set to the head's length, hi->rline_lf to the
+ * offset of the request line's LF.
+ */
+static int parse_head(const uint8_t *buf, size_t start, size_t len,
                       const prg_http_limits *lim, prg_header *hdrs,
                       head_info *hi)
 {
     const uint8_t *p = buf + start;
-    const uint8_t *const hend = buf + end - 2; /* CR of the empty line */
+    const uint8_t *const bend = buf + len;
     const uint8_t *m, *t;
     const size_t max_headers = lim->max_headers;
     size_t n = 0;
@@ -386,21 +481,24 @@ static int parse_head(const uint8_t *buf, size_t start, size_t end,
      * stops at the latest at the CR ending the line, and every compare
      * stops at the first mismatch, so nothing reads past the head. */
     m = p;
-    while (cls[*p] & C_TCHAR)
-        p++;
+    if (load32(p) == load32((const uint8_t *)"GET "))
+        p += 3;
+    else
+        p = span_to(p, C_TCHAR);
     if (p == m || *p != ' ')
         return -400;
     hi->method.ptr = m;
     hi->method.len = (size_t)(p - m);
     t = ++p;
-    while (cls[*p] & C_TARGET)
-        p++;
+    p = span_to(p, C_TARGET);
     if (p == t || *p != ' ')
         return -400;
     hi->target.ptr = t;
     hi->target.len = (size_t)(p - t);
     p++;
-    if (p[0] == 'H' && p[1] == 'T' && p[2] == 'T' && p[3] == 'P' &&
+    if (bend - p >= 10 && load64(p) == load64((const uint8_t *)"HTTP/1.1") && p[8] == '\r' && p[9] == '\n') {
+        minor = 1;
+    } else if (p[0] == 'H' && p[1] == 'T' && p[2] == 'T' && p[3] == 'P' &&
         p[4] == '/' && p[5] >= '0' && p[5] <= '9' && p[6] == '.' &&
         p[7] >= '0' && p[7] <= '9' && p[8] == '\r' && p[9] == '\n') {
         if (p[5] != '1' || (p[7] != '0' && p[7] != '1'))
@@ -409,13 +507,13 @@ static int parse_head(const uint8_t *buf, size_t start, size_t end,
     } else {
         return -400;
     }
+    hi->rline_lf = (size_t)(p + 9 - buf);
     p += 10;
 
-    while (p < hend) {
+    while (!(p[0] == '\r' && p[1] == '\n')) {
         const uint8_t *name = p, *v, *ve;
         size_t nlen;
-        while (cls[*p] & C_TCHAR)
-            p++;
+        p = span_to(p, C_TCHAR);
         if (p == name || *p != ':')
             return -400; /* obs-fold, empty name, space before colon... */
         nlen = (size_t)(p - name);
@@ -423,8 +521,7 @@ static int parse_head(const uint8_t *buf, size_t start, size_t end,
         while (is_ows(*p))
             p++;
         v = p;
-        while (cls[*p] & C_VALUE)
-            p++;
+        p = span_value(p, bend);
         if (*p != '\r' || p[1] != '\n')
             return -400; /* control byte or bare CR in the value */
         ve = p;
@@ -519,6 +616,7 @@ static int parse_head(const uint8_t *buf, size_t start, size_t end,
         flags |= PRG_REQ_HAS_CONTENT_LENGTH;
     }
     hi->version_minor = minor;
+    hi->head_end = (size_t)(p + 2 - buf);
     hi->header_count = n;
     hi->flags = flags;
     hi->content_length = have_cl ? (int64_t)cl : -1;
@@ -805,13 +903,28 @@ int64_t prg_http_parse(prg_http_parser *p, uint8_t *buf, size_t len,
     }
 
     if (p->state < ST_BODY_CL) {
-        rc = scan_head(p, buf, len, limits);
-        if (rc <= 0)
-            goto out;
-        rc = parse_head(buf, (size_t)p->chunk_left, p->head_len, limits,
-                        headers, &hi);
-        if (rc < 0)
-            goto out;
+        /* Fused fast path: a new request whose bytes end in CRLFCRLF (the
+         * usual case) is parsed in one pass, the lines checked as they are
+         * parsed instead of scanned for first. Taken only when it succeeds
+         * and scan_head would have found no limit passed on the way (both
+         * limit conditions grow with the byte count, so the request line's
+         * LF and the last LF decide); anything else is parsed the slow way,
+         * which answers in byte order. */
+        if (p->state == ST_START && p->scanned == 0 && len >= 4 &&
+            load32(buf + len - 4) == load32((const uint8_t *)"\r\n\r\n") &&
+            parse_head(buf, 0, len, limits, headers, &hi) == 0 &&
+            head_overflow(buf, 0, hi.rline_lf, 1, limits) == 0 &&
+            head_overflow(buf, 0, hi.head_end - 1, 0, limits) == 0) {
+            p->scanned = p->head_len = hi.head_end;
+        } else {
+            rc = scan_head(p, buf, len, limits);
+            if (rc <= 0)
+                goto out;
+            rc = parse_head(buf, (size_t)p->chunk_left, p->head_len, limits,
+                            headers, &hi);
+            if (rc < 0)
+                goto out;
+        }
         have_hi = 1;
         p->flags = hi.flags;
         p->content_length = hi.content_length;

@@ -105,6 +105,7 @@ enum {
     CONN_STREAMING     = 1u << 13, /* body goes to on_body; on_body_end owed */
     CONN_BODY_HELD     = 1u << 14, /* the application paused, or took less: not reading */
     CONN_BODY_SKIPPED  = 1u << 15, /* answered from the head, body never read: linger on close */
+    CONN_WATCHED       = 1u << 16, /* registered with the engine (event engines: after the first read) */
 };
 
 /* Response writer states. */
@@ -254,6 +255,11 @@ struct prg_loop {
      * creation). An inherited listener may be shared with another process,
      * so it is left as it is and each connection sets its own. */
     bool nodelay_inherited;
+    /* Our own listener in HTTP mode has TCP_DEFER_ACCEPT: an accepted
+     * connection's request is usually in already, so it is read at once and
+     * registered with the engine only if it stays open (no epoll_ctl for a
+     * connection that is answered and closed right away). */
+    bool read_on_accept;
     atomic_int stop;
     pthread_t thread;
     bool thread_started;
@@ -280,6 +286,11 @@ struct prg_loop {
     /* "Server: <name>\r\n", prebuilt */
     char server_line[128];
     size_t server_line_len;
+    /* "HTTP/1.1 200 OK\r\n", the Server and the Date lines in one piece
+     * (response.c): rebuilt when the Date changes (head_200_second). */
+    char head_200[17 + 128 + 64];
+    size_t head_200_len;
+    time_t head_200_second;
 };
 
 struct prg_server {
@@ -329,9 +340,16 @@ int prg_offload_loop_init(prg_loop *loop);     /* epoll, libev: the mailbox; 0 o
 void prg_offload_loop_close(prg_loop *loop);   /* loop ended: later answers are dropped */
 void prg_offload_drain(prg_loop *loop);        /* loop thread, after its wake_fd fired */
 void prg_offload_conn_closed(prg_conn *c);     /* drops what the connection was owed */
+/* The peer sent its FIN while answers are owed: each unfinished stream's
+ * producer hears it once through on_writable (the answer may still go out). */
+void prg_offload_peer_finished(prg_conn *c);
 void prg_offload_output_sent(prg_conn *c);     /* after a flush: a front stream's level, its producer woken */
 void prg_offload_sweep(prg_loop *loop);        /* handler_timeout_s passed: 503 for the late answers */
 bool prg_offload_late_pending(const prg_loop *loop);   /* an owed answer has a handler-timeout deadline */
+bool prg_offload_may_continue(const prg_conn *c);    /* 100 Continue would not go ahead of an owed answer */
+int prg_offload_stream_deferred(prg_conn *c, uint8_t keep_alive);   /* prg_body_stream after prg_defer in on_head */
+void prg_offload_head_answered(prg_conn *c);         /* on_head deferred without streaming */
+bool prg_offload_body_end(prg_conn *c, int end, int status);   /* a streamed body ended: its deferred answer */
 /* Around a callback that may answer while earlier answers are owed: the
  * answer is captured and queued behind them instead of going out first. */
 typedef struct prg_out_saved { struct prg_chunk *head, *tail; size_t bytes; } prg_out_saved;
@@ -374,8 +392,18 @@ bool prg_conn_drain_idle(const prg_conn *c);    /* nothing in flight: may be clo
 void prg_loop_drain(prg_loop *loop);            /* event engines, after each batch: close the listener,
                                                    idle connections, all at the deadline; stop when none left */
 
+/* The first call registers the connection (see read_on_accept); a failed
+ * registration closes it. */
 static inline void prg_loop_update_interest(prg_conn *c) {
-    if (!(c->flags & CONN_CLOSED)) c->loop->engine->update_interest(c);
+    if (c->flags & CONN_CLOSED) return;
+    if (!(c->flags & CONN_WATCHED)) {
+        if (c->loop->engine->watch(c) != 0) {
+            prg_conn_close_now(c, PRG_CLOSE_ERROR);
+            return;
+        }
+        c->flags |= CONN_WATCHED;
+    }
+    c->loop->engine->update_interest(c);
 }
 
 /* The core's messages: through cb.on_log when set, else to stderr

@@ -174,15 +174,28 @@ prg_conn *prg_loop_open_conn(prg_loop *loop, int fd, const struct sockaddr *peer
     socklen_t asked_len = sizeof asked;
     if (!peer && getpeername(fd, (struct sockaddr *)&asked, &asked_len) == 0) peer = (struct sockaddr *)&asked;
     if (peer) prg_address_from_sockaddr(&c->remote, peer);
-    if (loop->engine->watch(c) != 0) {
-        prg_conn_close_now(c, PRG_CLOSE_ERROR);   /* no on_open yet, so no on_close */
-        return c;
+    /* The event engines register a connection the first time its interest
+     * is set (prg_loop_update_interest): after the read below, if it is
+     * still open then. */
+    bool read_now = loop->read_on_accept && (loop->engine == &prg_engine_epoll || loop->engine == &prg_engine_libev);
+    if (!read_now) {
+        if (loop->engine->watch(c) != 0) {
+            prg_conn_close_now(c, PRG_CLOSE_ERROR);   /* no on_open yet, so no on_close */
+            return c;
+        }
+        c->flags |= CONN_WATCHED;
     }
     c->flags |= CONN_OPENED;
     if (s->cb.on_open) {
         c->flags |= CONN_IN_CALLBACK;
         s->cb.on_open(s->cb.ctx, c);
         c->flags &= ~CONN_IN_CALLBACK;
+    }
+    if (read_now && !c->out_bytes && !(c->flags & CONN_CLOSE_AFTER)) {
+        /* TCP_DEFER_ACCEPT: the request is usually here already. */
+        prg_conn_on_readable(c);
+        prg_conn_finish_io(c);
+        return c;
     }
     /* A server that speaks first wrote in on_open: send it now. */
     if (c->out_bytes || (c->flags & CONN_CLOSE_AFTER)) prg_conn_finish_io(c);

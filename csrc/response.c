@@ -64,13 +64,49 @@ static bool is_token(const char *s, size_t n) {
     return true;
 }
 
-/* Header values and reason phrases: no CR, LF or NUL (response splitting). */
-static bool is_safe_text(const char *s, size_t n) {
+/* Header values and reason phrases: no CR, LF or NUL (response splitting).
+ * Eight bytes a step (the last step may overlap the one before) while none
+ * of them is below 0x0E (those three are); a flagged word is checked byte by
+ * byte. */
+static bool unsafe_byte(const char *s, size_t n) {
     for (size_t i = 0; i < n; i++) {
         uint8_t ch = (uint8_t)s[i];
-        if (ch == '\r' || ch == '\n' || ch == 0) return false;
+        if (ch == '\r' || ch == '\n' || ch == 0) return true;
     }
-    return true;
+    return false;
+}
+
+static inline bool below_0e(const char *s) {
+    uint64_t x;
+    memcpy(&x, s, 8);
+    return ((x - 0x0E0E0E0E0E0E0E0Eull) & ~x & 0x8080808080808080ull) != 0;
+}
+
+static bool is_safe_text(const char *s, size_t n) {
+    if (n < 8) return !unsafe_byte(s, n);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        if (below_0e(s + i) && unsafe_byte(s + i, 8)) return false;
+    return i == n || !below_0e(s + n - 8) || !unsafe_byte(s + n - 8, 8);
+}
+
+/* memcpy for the short variable lengths of a response head (a content type,
+ * a small body): word moves, no call. */
+static inline void copy_short(uint8_t *dst, const void *src, size_t n) {
+    const uint8_t *s = src;
+    if (n > 32) {
+        memcpy(dst, s, n);
+    } else if (n >= 8) {
+        uint64_t w;
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&w, s + i, 8);
+            memcpy(dst + i, &w, 8);
+        }
+        memcpy(&w, s + n - 8, 8);
+        memcpy(dst + n - 8, &w, 8);
+    } else {
+        for (size_t i = 0; i < n; i++) dst[i] = s[i];
+    }
 }
 
 static bool ieq(const char *a, size_t an, const char *lit) {
@@ -101,6 +137,15 @@ static bool has_token(const char *v, size_t n, const char *tok) {
 /* ---------------------------------------------------------------- writer */
 
 static size_t put_uint(char *out, uint64_t v) {
+    if (v < 100) {   /* the usual small body: no loop */
+        if (v < 10) {
+            out[0] = (char)('0' + v);
+            return 1;
+        }
+        out[0] = (char)('0' + v / 10);
+        out[1] = (char)('0' + v % 10);
+        return 2;
+    }
     char tmp[20];
     size_t n = 0;
     do { tmp[n++] = (char)('0' + v % 10); v /= 10; } while (v);
@@ -121,26 +166,57 @@ void prg_response_reset(prg_conn *c, const prg_request *req) {
     c->resp_flags = (req->method.len == 4 && memcmp(req->method.ptr, "HEAD", 4) == 0) ? RESP_NO_BODY : 0;
 }
 
-/* Status line plus the Server and Date lines, in one reservation. */
-static int write_status(prg_conn *c, int status, const char *reason, size_t reason_len) {
+/* The loop's "HTTP/1.1 200 OK" + Server + Date prefix, current. */
+static const char *head_200(prg_loop *loop) {
+    if (loop->head_200_len == 0 || loop->head_200_second != loop->date.second) {
+        char *p = loop->head_200;
+        memcpy(p, "HTTP/1.1 200 OK\r\n", 17);
+        memcpy(p + 17, loop->server_line, loop->server_line_len);
+        memcpy(p + 17 + loop->server_line_len, loop->date.line, loop->date.len);
+        loop->head_200_len = 17 + loop->server_line_len + loop->date.len;
+        loop->head_200_second = loop->date.second;
+    }
+    return loop->head_200;
+}
+
+/* Checks that a final answer may begin, marks where it begins (for
+ * prg_response_replace) and returns the room its status line, Server and
+ * Date lines take (see put_status), or 0 when it may not begin. */
+static inline size_t begin_status(prg_conn *c, int status, const char **reason, size_t *reason_len) {
     /* 1xx are interim answers: taking one as the final answer would pair
      * every later response on the connection with the wrong request. */
-    if (c->resp_state != RESP_NONE || status < 200 || status > 999) return -1;
-    if (!reason) {
-        reason = prg_status_reason(status);
-        reason_len = strlen(reason);
-    } else if (!is_safe_text(reason, reason_len)) {
-        return -1;
-    }
+    if (c->resp_state != RESP_NONE || status < 200 || status > 999) return 0;
     prg_loop *loop = c->loop;
+    if (!*reason) {
+        if (status == 200) {
+            *reason_len = 0;
+            (void)head_200(loop);
+        } else {
+            *reason = prg_status_reason(status);
+            *reason_len = strlen(*reason);
+        }
+    } else if (!is_safe_text(*reason, *reason_len)) {
+        return 0;
+    }
     if (c->flags & CONN_IN_CALLBACK) {
         c->resp_mark_chunk = c->out_tail;
         c->resp_mark_end = c->out_tail ? c->out_tail->end : 0;
         c->resp_flags |= RESP_MARKED;
     }
-    size_t need = 13 + reason_len + 2 + loop->server_line_len + loop->date.len;
-    uint8_t *p = prg_out_reserve(c, need);
-    if (!p) return -1;
+    if (!*reason) return loop->head_200_len;
+    return 13 + *reason_len + 2 + loop->server_line_len + loop->date.len;
+}
+
+/* Writes what begin_status sized; returns its length. */
+static size_t put_status(prg_conn *c, uint8_t *p, int status, const char *reason, size_t reason_len) {
+    prg_loop *loop = c->loop;
+    c->resp_status = (uint16_t)status;
+    c->resp_state = RESP_HEAD;
+    if (status_has_no_body(status)) c->resp_flags |= RESP_NO_BODY;
+    if (!reason) {
+        memcpy(p, loop->head_200, loop->head_200_len);
+        return loop->head_200_len;
+    }
     memcpy(p, "HTTP/1.1 ", 9);
     p[9] = (uint8_t)('0' + status / 100);
     p[10] = (uint8_t)('0' + status / 10 % 10);
@@ -153,10 +229,16 @@ static int write_status(prg_conn *c, int status, const char *reason, size_t reas
     memcpy(p + at, loop->server_line, loop->server_line_len);
     at += loop->server_line_len;
     memcpy(p + at, loop->date.line, loop->date.len);
-    prg_out_commit(c, need);
-    c->resp_status = (uint16_t)status;
-    c->resp_state = RESP_HEAD;
-    if (status_has_no_body(status)) c->resp_flags |= RESP_NO_BODY;
+    return at + loop->date.len;
+}
+
+/* Status line plus the Server and Date lines, in one reservation. */
+static int write_status(prg_conn *c, int status, const char *reason, size_t reason_len) {
+    size_t need = begin_status(c, status, &reason, &reason_len);
+    if (!need) return -1;
+    uint8_t *p = prg_out_reserve(c, need);
+    if (!p) return -1;
+    prg_out_commit(c, put_status(c, p, status, reason, reason_len));
     return 0;
 }
 
@@ -320,24 +402,34 @@ int prg_end(prg_conn *c) {
     return 0;
 }
 
+/* A body up to this size goes into the head's reservation (one copy, one
+ * reservation); a larger one is appended after it. */
+#define PRG_SEND_INLINE_BODY 1024
+
 int prg_send(prg_conn *c, int status, const char *content_type, size_t content_type_len,
              const void *body, size_t n) {
     if (c->flags & CONN_CLOSED) return -1;
     if (content_type && !is_safe_text(content_type, content_type_len)) return -1;
-    if (write_status(c, status, NULL, 0) != 0) return -1;
-    /* Content-Type, Content-Length and Connection in one reservation. */
-    size_t need = (content_type ? 16 + content_type_len : 0) + 16 + 20 + 2 + 24 + 2;
+    const char *reason = NULL;
+    size_t reason_len = 0;
+    size_t head = begin_status(c, status, &reason, &reason_len);
+    if (!head) return -1;
+    bool body_allowed = !status_has_no_body(status);
+    bool body_sent = body_allowed && !(c->resp_flags & RESP_NO_BODY) && n > 0;
+    bool inline_body = body_sent && n <= PRG_SEND_INLINE_BODY;
+    /* Status line, Server, Date, Content-Type, Content-Length, Connection
+     * (and a small body) in one reservation. */
+    size_t need = head + (content_type ? 16 + content_type_len : 0) + 16 + 20 + 2 + 24 + 2 + (inline_body ? n : 0);
     uint8_t *p = prg_out_reserve(c, need);
     if (!p) return -1;
-    size_t at = 0;
+    size_t at = put_status(c, p, status, reason, reason_len);
     if (content_type) {
-        memcpy(p, "Content-Type: ", 14);
-        memcpy(p + 14, content_type, content_type_len);
-        at = 14 + content_type_len;
+        memcpy(p + at, "Content-Type: ", 14);
+        copy_short(p + at + 14, content_type, content_type_len);
+        at += 14 + content_type_len;
         p[at++] = '\r';
         p[at++] = '\n';
     }
-    bool body_allowed = !status_has_no_body(status);
     if (body_allowed) {
         memcpy(p + at, "Content-Length: ", 16);
         at += 16;
@@ -348,10 +440,13 @@ int prg_send(prg_conn *c, int status, const char *content_type, size_t content_t
     at += put_connection(c, (char *)p + at);
     p[at++] = '\r';
     p[at++] = '\n';
+    if (inline_body) {
+        copy_short(p + at, body, n);
+        at += n;
+    }
     prg_out_commit(c, at);
     c->resp_state = RESP_DONE;
-    if (body_allowed && !(c->resp_flags & RESP_NO_BODY) && n > 0)
-        return prg_out_append(c, body, n);
+    if (body_sent && !inline_body) return prg_out_append(c, body, n);
     return 0;
 }
 

@@ -74,6 +74,10 @@ static int open_listener(const prg_server *s, const struct sockaddr_storage *add
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
         (s->loop_count > 1 && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) ||
         (s->cfg.tcp_nodelay && setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) ||
+        /* HTTP clients speak first: the kernel hands over a connection once
+         * its first bytes are in (or after a second without any), so the
+         * loop can read the request right after accept (read_on_accept). */
+        (s->cfg.mode == PRG_MODE_HTTP && setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof one) != 0) ||
         bind(fd, (const struct sockaddr *)addr, len) != 0 || listen(fd, s->effective_backlog) != 0) {
         int err = -errno;
         close(fd);
@@ -195,6 +199,7 @@ prg_server *prg_server_create(const prg_config *cfg, const prg_callbacks *cb, in
         if (fd < 0) { rc = fd; break; }
         loop->listen_fd = fd;
         loop->nodelay_inherited = cfg->tcp_nodelay;   /* set on the listener above */
+        loop->read_on_accept = cfg->mode == PRG_MODE_HTTP;   /* TCP_DEFER_ACCEPT, above */
         if (i == 0) {
             /* Port 0: the others bind the port the kernel picked. */
             if ((s->port = bound_port(fd)) < 0) { rc = s->port; break; }

@@ -483,7 +483,11 @@ final class Bridge: Sendable {
     init(application: Application, logRequests: Bool, logger: Logger, metrics: ServerMetrics?,
          offloadThreads: Int = 4, offloadQueue: Int = 256, asyncLimit: Int = 1024) {
         self.application = application
-        self.logRequests = logRequests
+        // Offloaded and async answers are logged when given (loggingLateAnswers), not here.
+        switch application {
+        case .offloaded, .async: self.logRequests = false
+        case .http, .raw, .streaming: self.logRequests = logRequests
+        }
         self.logger = logger
         self.metrics = metrics
         self.failures = FailureLog(logger: logger)
@@ -617,15 +621,18 @@ private func requestView(_ conn: OpaquePointer?, _ r: UnsafePointer<prg_request>
 }
 
 private let onRequest: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<prg_request>?) -> Void = { ctx, conn, req in
-    let bridge = Unmanaged<Bridge>.fromOpaque(ctx!).takeUnretainedValue()
-    let request = requestView(conn, req.unsafelyUnwrapped)
-    let response = Response(sink: conn.unsafelyUnwrapped, functions: bridge.responseFunctions)
-    if bridge.logRequests {
-        let started = monotonicNanoseconds()
-        bridge.httpHandler(request, response)
-        logRequest(bridge.logger, request, response, startedAt: started)
-    } else {
-        bridge.httpHandler(request, response)
+    // The server holds the bridge for as long as its loops run: borrowed here,
+    // no retain and release per request.
+    Unmanaged<Bridge>.fromOpaque(ctx.unsafelyUnwrapped)._withUnsafeGuaranteedRef { bridge in
+        let request = requestView(conn, req.unsafelyUnwrapped)
+        let response = Response(sink: conn.unsafelyUnwrapped, functions: bridge.responseFunctions)
+        if bridge.logRequests {
+            let started = monotonicNanoseconds()
+            bridge.httpHandler(request, response)
+            logRequest(bridge.logger, request, response, startedAt: started)
+        } else {
+            bridge.httpHandler(request, response)
+        }
     }
 }
 
@@ -745,11 +752,10 @@ extension Application {
                 }))
             }, inline: loggedInline)
         case .async(let handler):
-            // The client's address is not part of an HTTPRequest: "-".
             return .async { request, body, writer in
                 let started = monotonicNanoseconds()
                 defer {
-                    logLine(logger, nil, request.method.rawValue, request.path ?? "", writer.status ?? 500,
+                    logLine(logger, writer.remoteAddress, request.method.rawValue, request.path ?? "", writer.status ?? 500,
                             bytes: writer.bytesWritten, startedAt: started)
                 }
                 try await handler(request, body, writer)

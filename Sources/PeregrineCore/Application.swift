@@ -54,7 +54,7 @@ public enum Application: Sendable {
 }
 
 /// The applications the CLI and the benchmarks run.
-public enum BuiltinApp: String, CaseIterable, Sendable {
+package enum BuiltinApp: String, CaseIterable, Sendable {
     /// `Hello, World!` for every request.
     case hello
     /// `Hello, World!` from an async handler (`.async`), for benchmarks.
@@ -80,13 +80,13 @@ public enum BuiltinApp: String, CaseIterable, Sendable {
 
     /// The application (`staticFiles` has no root here: every request gets
     /// 500 saying so; use `application(sleepMilliseconds:root:)`).
-    public var application: Application { application(sleepMilliseconds: 100) }
+    package var application: Application { application(sleepMilliseconds: 100) }
 
     /// The application with what the built-in apps take: `sleepMilliseconds`
     /// is the `sleep` app's delay, `root` the `static` app's directory
     /// (required there, refused for the others). Throws when the root is
     /// missing, is not a directory, or is given to another app.
-    public func application(sleepMilliseconds: Int, root: String?) throws(StaticFilesError) -> Application {
+    package func application(sleepMilliseconds: Int, root: String?) throws(StaticFilesError) -> Application {
         guard self == .staticFiles else {
             if root != nil { throw .rootNotApplicable(app: rawValue) }
             return application(sleepMilliseconds: sleepMilliseconds)
@@ -98,7 +98,7 @@ public enum BuiltinApp: String, CaseIterable, Sendable {
     /// The application; `sleepMilliseconds` is the `sleep` app's delay
     /// (`?ms=N` in the target overrides it per request). `staticFiles` has
     /// no root here: every request gets 500 saying so.
-    public func application(sleepMilliseconds: Int) -> Application {
+    package func application(sleepMilliseconds: Int) -> Application {
         switch self {
         case .staticFiles:
             return .http { _, response in

@@ -278,7 +278,57 @@ public final class ResponseWriter: @unchecked Sendable {
     private var waiter: CheckedContinuation<Void, Never>? = nil
     var task: Task<Void, Never>? = nil
 
-    init() {}
+    // The exchange this writer answers: everything the handler's task
+    // needs, in this one object, so the task's closure captures only it
+    // (no context allocation per request).
+    private let handler: AsyncRequestHandler
+    private let request: HTTPRequest
+    private let requestBody: RequestBody
+    private let executor: LoopExecutor?
+    private let failures: FailureLog
+    private let channel: BodyChannel?
+
+    /// The client this answer goes to: its address, or with the PROXY
+    /// protocol the source the proxy named (`Request.remoteAddress`).
+    public let remoteAddress: SocketAddress?
+
+    init(handler: @escaping AsyncRequestHandler, request: HTTPRequest, body: RequestBody, executor: LoopExecutor?,
+         failures: FailureLog, channel: BodyChannel?, remoteAddress: SocketAddress?) {
+        self.remoteAddress = remoteAddress
+        self.handler = handler
+        self.request = request
+        self.requestBody = body
+        self.executor = executor
+        self.failures = failures
+        self.channel = channel
+    }
+
+    /// The handler's task: runs it and finishes what it left open.
+    func run() async {
+        var failure: (any Error)? = nil
+        do {
+            try await handler(request, requestBody, self)
+        } catch {
+            failure = error
+            failures.warning("async handler for \(request.method) \(request.path ?? ""): \(error)")
+        }
+        handlerEnded(failure)
+        channel?.discardRest()
+        if let executor { executor.tasksInFlight -= 1 }
+    }
+
+    /// Starts the handler's task on `executor` (the loop thread): it runs
+    /// at once, here, until it first suspends. Its first job is run as the
+    /// loop's executor (not as `Task.immediate` would, from outside any
+    /// executor): every nonisolated await inside then stays put instead of
+    /// hopping onto the loop's queue.
+    func launch(on executor: LoopExecutor) -> Task<Void, Never> {
+        executor.tasksInFlight += 1
+        let mark = executor.queuedHere
+        let task = Task(executorPreference: executor) { [self] in await run() }
+        executor.runQueuedHere(from: mark)
+        return task
+    }
 
     /// The status of the head written (nil before `writeHead`).
     public var status: Int? { headWritten ? head?.status.code ?? sentStatus : nil }
@@ -359,11 +409,27 @@ public final class ResponseWriter: @unchecked Sendable {
         if case .deferred(let d) = phase { try endDeferred(d) }
     }
 
-    /// The head, the whole body and the end at once.
+    /// The head, the whole body and the end at once (with its length,
+    /// unless the head says otherwise).
     public func respond(_ response: HTTPResponse, body: [UInt8] = []) async throws {
-        try await writeHead(response)
-        if !body.isEmpty { try await write(body) }
-        try await finish()
+        guard case .deferred(let d) = phase else {
+            try await writeHead(response)
+            if !body.isEmpty { try await write(body) }
+            return try await finish()
+        }
+        if finished { throw ResponseWriterError.finished }
+        if headWritten { throw ResponseWriterError.headAlreadyWritten }
+        headWritten = true
+        headSent = true
+        finished = true
+        sentStatus = response.status.code
+        bytesWritten += body.count
+        defer { release() }
+        var headers: [(name: String, value: String)] = []
+        for field in response.headerFields { headers.append((field.name.rawName, field.value)) }
+        if !d.complete(OffloadAnswer(status: response.status.code, headers: headers, body: body)) {
+            throw ResponseWriterError.clientGone
+        }
     }
 
     public func respond(_ response: HTTPResponse, body: String) async throws {
@@ -508,34 +574,34 @@ let highWaterMark: UInt32 = 256 * 1024
 
 /// Runs an `.async` application's handler for each request, on the loop
 /// thread's executor (`LoopExecutor.current`), at most `limit` at once per
-/// loop: beyond, requests wait (their answers deferred, in arrival order) up
-/// to `limit` more, and beyond that get `503` at once.
-public final class AsyncDispatcher: Sendable {
+/// loop: beyond, requests wait for a slot (their answers owed, in arrival
+/// order) up to `limit` more, and beyond that get `503` + `Retry-After` at once.
+package final class AsyncDispatcher: Sendable {
     let handler: AsyncRequestHandler
     let failures: FailureLog
-    public let limit: Int
+    package let limit: Int
 
-    public init(handler: @escaping AsyncRequestHandler, limit: Int, logger: Logger) {
+    package init(handler: @escaping AsyncRequestHandler, limit: Int, logger: Logger) {
         self.handler = handler
         self.limit = max(1, limit)
         self.failures = FailureLog(logger: logger)
     }
 
     /// The engine's request callback (a request with its whole body).
-    public func handle(_ request: Request, _ response: Response) {
+    package func handle(_ request: Request, _ response: Response) {
         guard let head = request.httpRequest() else {
             response.send(status: 400, contentType: "text/plain", body: "Bad Request\n")
             return
         }
         let body = RequestBody(request.body.isEmpty ? .empty : .buffered(Array(request.body)))
-        start(head, body, response)
+        start(head, body, response, client: request.remoteAddress)
     }
 
     /// `.streaming`'s head callback for an `.async` application: the body
     /// streams to the handler's `RequestBody` (read on demand). nil when
     /// answered already, or on engines without a loop (the body is then
     /// buffered and `handle` runs).
-    public func handleHead(_ request: Request, _ response: Response) -> BodyConsumer? {
+    package func handleHead(_ request: Request, _ response: Response) -> BodyConsumer? {
         guard LoopExecutor.current != nil else { return nil }
         guard let head = request.httpRequest() else {
             response.send(status: 400, contentType: "text/plain", body: "Bad Request\n")
@@ -543,94 +609,82 @@ public final class AsyncDispatcher: Sendable {
         }
         let channel = BodyChannel()
         let consumer = channel.makeConsumer()
-        return start(head, RequestBody(.streamed(channel)), response, channel: channel) ? consumer : nil
+        return start(head, RequestBody(.streamed(channel)), response, client: request.remoteAddress,
+                     channel: channel) ? consumer : nil
     }
 
-    /// Starts the handler; `true` when it is still running (answer deferred,
-    /// or to be deferred once the body stream began), `false` when answered.
+    /// Starts the handler (or parks it); `true` when the answer is owed
+    /// (deferred now, or once the engine began the body stream), `false`
+    /// when it was answered here.
     @discardableResult
-    private func start(_ head: HTTPRequest, _ body: RequestBody, _ response: Response,
+    private func start(_ head: HTTPRequest, _ body: RequestBody, _ response: Response, client: SocketAddress?,
                        channel: BodyChannel? = nil) -> Bool {
-        let writer = ResponseWriter()
         guard let executor = LoopExecutor.current else {
-            runWaiting(head, body, writer, response)
+            let writer = ResponseWriter(handler: handler, request: head, body: body, executor: nil,
+                                        failures: failures, channel: nil, remoteAddress: client)
+            runWaiting(writer, response)
             return false
         }
-        if executor.tasksInFlight >= limit {
-            failures.warning("async handlers: \(limit) in flight on this loop: 503 for \(head.method) \(head.path ?? "")")
+        let waits = executor.tasksInFlight >= limit
+        if waits && executor.parkedCount >= limit {
+            failures.warning("async handlers: \(limit) running and \(limit) waiting on this loop: 503 for \(head.method) \(head.path ?? "")")
             sendUnavailable(response)
             return false
         }
-        executor.tasksInFlight += 1
-        let handler = self.handler, failures = self.failures
-        let task = Task.immediate(executorPreference: executor) {
-            var failure: (any Error)? = nil
-            do {
-                try await handler(head, body, writer)
-            } catch {
-                failure = error
-                failures.warning("async handler for \(head.method) \(head.path ?? ""): \(error)")
+        let writer = ResponseWriter(handler: handler, request: head, body: body, executor: executor,
+                                    failures: failures, channel: channel, remoteAddress: client)
+        let failures = self.failures
+        if !waits {
+            let task = writer.launch(on: executor)
+            if writer.bufferedAnswerReady {
+                writer.writeInline(response)   // answered without suspending: as a closure handler
+                return false
             }
-            writer.handlerEnded(failure)
-            channel?.discardRest()
-            executor.tasksInFlight -= 1
+            writer.task = task
+        } else {
+            // Over the limit: the answer is owed from now on, the handler
+            // starts when a running one ends (LoopExecutor.runJobs).
+            executor.park(limit: limit) { writer.task = writer.launch(on: executor) }
         }
-        if writer.bufferedAnswerReady {
-            writer.writeInline(response)   // answered without suspending: as a closure handler
-            return false
-        }
-        writer.task = task
         guard let channel else {
-            deferAnswer(writer, task, response, head)
+            Self.deferAnswer(writer, response, head, failures)
             return true
         }
         // A body: the answer can be deferred once the engine began the stream.
-        channel.onFailure = { task.cancel() }
-        channel.consumer?.onAttach = { [failures] consumer in
+        channel.onFailure = { writer.task?.cancel() }
+        channel.consumer?.onAttach = { consumer in
             channel.attached(consumer)
             guard let response = consumer.response else { return }
             if writer.bufferedAnswerReady {
                 writer.writeInline(response)
             } else {
-                Self.deferAnswer(writer, task, response, head, failures)
+                Self.deferAnswer(writer, response, head, failures)
             }
         }
         return true
     }
 
-    private func deferAnswer(_ writer: ResponseWriter, _ task: Task<Void, Never>, _ response: Response, _ head: HTTPRequest) {
-        Self.deferAnswer(writer, task, response, head, failures)
-    }
-
-    private static func deferAnswer(_ writer: ResponseWriter, _ task: Task<Void, Never>, _ response: Response,
-                                    _ head: HTTPRequest, _ failures: FailureLog) {
+    private static func deferAnswer(_ writer: ResponseWriter, _ response: Response, _ head: HTTPRequest,
+                                    _ failures: FailureLog) {
         guard let d = response.deferAnswer() else {
             failures.warning("async handler for \(head.method) \(head.path ?? ""): the engine cannot defer: 500")
-            task.cancel()
+            writer.task?.cancel()
             writer.handlerEnded(CancellationError())
             writer.writeInline(response)
             return
         }
-        do { try writer.attach(d) } catch { task.cancel() }
+        do { try writer.attach(d) } catch { writer.task?.cancel() }
     }
 
     /// Engines without a loop (blocking, threaded): run the handler on the
     /// global executor and wait for it; the answer is written whole.
-    private func runWaiting(_ head: HTTPRequest, _ body: RequestBody, _ writer: ResponseWriter, _ response: Response) {
+    private func runWaiting(_ writer: ResponseWriter, _ response: Response) {
         guard let latch = AnswerLatch.make() else {
             response.send(status: 500, contentType: "text/plain", body: "no memory to wait for the handler\n")
             return
         }
-        let handler = self.handler, failures = self.failures
         Task {
-            var failure: (any Error)? = nil
-            do {
-                try await handler(head, body, writer)
-            } catch {
-                failure = error
-                failures.warning("async handler for \(head.method) \(head.path ?? ""): \(error)")
-            }
-            writer.handlerEnded(failure)
+            await writer.run()
             latch.put(OffloadAnswer())
         }
         _ = latch.wait()

@@ -31,17 +31,17 @@ public enum BodyEnd: Int32, Sendable, CustomStringConvertible {
 /// The functions an engine provides for streamed bodies (the C engines pass
 /// `prg_body_stream`, `prg_body_pause`, `prg_body_resume`,
 /// `prg_conn_receive_capacity` themselves). 0 = done, -1 = refused.
-public struct BodyStreamFunctions: Sendable {
-    public typealias Begin = @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Int32
-    public typealias Control = @convention(c) (OpaquePointer?) -> Int32
-    public typealias Capacity = @convention(c) (OpaquePointer?) -> Int
+package struct BodyStreamFunctions: Sendable {
+    package typealias Begin = @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Int32
+    package typealias Control = @convention(c) (OpaquePointer?) -> Int32
+    package typealias Capacity = @convention(c) (OpaquePointer?) -> Int
 
-    public var begin: Begin
-    public var pause: Control
-    public var resume: Control
-    public var receiveCapacity: Capacity
+    package var begin: Begin
+    package var pause: Control
+    package var resume: Control
+    package var receiveCapacity: Capacity
 
-    public init(begin: Begin, pause: Control, resume: Control, receiveCapacity: Capacity) {
+    package init(begin: Begin, pause: Control, resume: Control, receiveCapacity: Capacity) {
         self.begin = begin
         self.pause = pause
         self.resume = resume
@@ -97,7 +97,7 @@ public final class BodyConsumer: @unchecked Sendable {
     }
 
     /// Engines: the stream has begun on `handle`.
-    public func attach(_ handle: OpaquePointer, functions: BodyStreamFunctions, response: ResponseWriterFunctions) {
+    package func attach(_ handle: OpaquePointer, functions: BodyStreamFunctions, response: ResponseWriterFunctions) {
         self.handle = handle
         self.functions = functions
         self.responseFunctions = response
@@ -113,14 +113,14 @@ public final class BodyConsumer: @unchecked Sendable {
     public var onAttach: ((BodyConsumer) -> Void)? = nil
 
     /// Engines: a decoded span arrived; returns the bytes taken.
-    public func deliver(_ bytes: UnsafeRawBufferPointer) -> Int {
+    package func deliver(_ bytes: UnsafeRawBufferPointer) -> Int {
         let took = min(max(chunkHandler(bytes, self), 0), bytes.count)
         received += took
         return took
     }
 
     /// Engines: the body ended; the connection may not be used after this.
-    public func finish(_ how: BodyEnd) {
+    package func finish(_ how: BodyEnd) {
         guard ended == nil else { return }
         ended = how
         endHandler(how, self)

@@ -85,9 +85,10 @@ public struct Configuration: Sendable {
     /// bootstrapped `LoggingSystem` handler.
     public var logger = Logger(label: "peregrine")
     /// An access log through `logger`: one `info` line per request,
-    /// `ADDR METHOD TARGET STATUS DURATIONms` (ADDR the client's host, `-`
-    /// when not IP), with the fields also as metadata (`event: access`,
-    /// `client`, `method`, `target`, `status`, `duration_ms`).
+    /// `ADDR METHOD TARGET STATUS BYTES DURATIONms` (ADDR the client's host,
+    /// `-` when not IP; BYTES the body an async handler wrote, `-` for the
+    /// other kinds), with the fields also as metadata (`event: access`,
+    /// `client`, `method`, `target`, `status`, `bytes`, `duration_ms`).
     public var logRequests = false
     /// Where the server's metrics go (`ServerMetrics` names them). nil: the
     /// backend bootstrapped with `MetricsSystem.bootstrap`; when none is,
@@ -116,10 +117,11 @@ public struct Configuration: Sendable {
     /// threaded engines run handlers inline on the connection's thread and
     /// wait for them: nothing is owed there, and this does not apply.
     public var handlerTimeout = 60
-    /// `.async` applications: handler tasks running at most, server-wide.
-    /// Beyond it a request gets `503` with `Retry-After: 1` at once (as a
-    /// full offload queue does) instead of starting another task. The
-    /// blocking and threaded engines wait for each handler on the
+    /// `.async` applications: handler tasks running at most per event loop.
+    /// Beyond it a request waits for a slot (its answer owed, so its
+    /// connection reads no further once 64 answers are owed), up to as many
+    /// again per loop; beyond that it gets `503` with `Retry-After: 1` at
+    /// once. The blocking and threaded engines wait for each handler on the
     /// connection's thread, so their threads bound the tasks already.
     public var asyncLimit = 1024
     /// Listening sockets inherited instead of binding `host:port` (socket
@@ -157,7 +159,7 @@ public struct ServerError: Error, CustomStringConvertible, Sendable {
 }
 
 /// strerror's text for an errno.
-public func errnoDescription(_ code: Int32) -> String {
+package func errnoDescription(_ code: Int32) -> String {
     guard let text = strerror(code) else { return "unknown" }
     return String(cString: text)
 }

@@ -2,22 +2,22 @@
 
 /// The functions an engine provides for raw connections (the C engine passes
 /// `prg_conn_write`, `prg_conn_close`, `prg_conn_id` themselves).
-public struct ConnectionFunctions: Sendable {
-    public typealias Write = @convention(c) (OpaquePointer?, UnsafeRawPointer?, Int) -> Int32
-    public typealias Close = @convention(c) (OpaquePointer?) -> Void
-    public typealias Identifier = @convention(c) (OpaquePointer?) -> UInt64
-    public typealias Pending = @convention(c) (OpaquePointer?) -> Int
+@usableFromInline package struct ConnectionFunctions: Sendable {
+    @usableFromInline package typealias Write = @convention(c) (OpaquePointer?, UnsafeRawPointer?, Int) -> Int32
+    @usableFromInline package typealias Close = @convention(c) (OpaquePointer?) -> Void
+    @usableFromInline package typealias Identifier = @convention(c) (OpaquePointer?) -> UInt64
+    @usableFromInline package typealias Pending = @convention(c) (OpaquePointer?) -> Int
     /// Stores the connection's `SocketAddress` at the pointer and returns
     /// 0, or returns -1 when none is known.
-    public typealias RemoteAddress = @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Int32
+    @usableFromInline package typealias RemoteAddress = @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Int32
 
-    public var write: Write
-    public var close: Close
-    public var id: Identifier
-    public var pendingOutput: Pending
-    public var remoteAddress: RemoteAddress?
+    @usableFromInline package var write: Write
+    @usableFromInline package var close: Close
+    @usableFromInline package var id: Identifier
+    @usableFromInline package var pendingOutput: Pending
+    @usableFromInline package var remoteAddress: RemoteAddress?
 
-    public init(write: Write, close: Close, id: Identifier, pendingOutput: Pending, remoteAddress: RemoteAddress? = nil) {
+    package init(write: Write, close: Close, id: Identifier, pendingOutput: Pending, remoteAddress: RemoteAddress? = nil) {
         self.write = write
         self.close = close
         self.id = id
@@ -33,7 +33,7 @@ public struct Connection {
     @usableFromInline let functions: ConnectionFunctions
 
     @inlinable
-    public init(handle: OpaquePointer, functions: ConnectionFunctions) {
+    package init(handle: OpaquePointer, functions: ConnectionFunctions) {
         self.handle = handle
         self.functions = functions
     }

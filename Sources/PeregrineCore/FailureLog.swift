@@ -8,13 +8,13 @@ import Glibc
 
 /// At most one line a second per server (an overloaded server would write
 /// one per request otherwise); the next line says how many were left out.
-public final class FailureLog: Sendable {
-    public let logger: Logger
+package final class FailureLog: Sendable {
+    package let logger: Logger
     private let window = Mutex<(second: Int, suppressed: Int)>((second: -1, suppressed: 0))
 
-    public init(logger: Logger) { self.logger = logger }
+    package init(logger: Logger) { self.logger = logger }
 
-    public func warning(_ message: @autoclosure () -> String) {
+    package func warning(_ message: @autoclosure () -> String) {
         let now = Int(time(nil))
         let suppressed: Int? = window.withLock { w in
             if w.second == now {

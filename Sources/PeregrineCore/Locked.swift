@@ -7,13 +7,13 @@ import Glibc
 /// `State` behind a pthread mutex. Not `Synchronization.Mutex`: on Linux that
 /// one waits on a raw futex, which ThreadSanitizer cannot see, so every
 /// access it protects would be reported as a race.
-public final class Locked<State>: @unchecked Sendable {
+package final class Locked<State>: @unchecked Sendable {
     // @unchecked: `state` is touched only with `mutex` held.
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let changed = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private var state: State
 
-    public init(_ state: State) {
+    package init(_ state: State) {
         self.state = state
         // With default attributes glibc's init cannot fail; a libc where it
         // does leaves no lock to use.
@@ -29,7 +29,7 @@ public final class Locked<State>: @unchecked Sendable {
     }
 
     /// Runs `body` with the lock held; then wakes every `wait(until:)`.
-    public func withLock<R>(_ body: (inout State) throws -> R) rethrows -> R {
+    package func withLock<R>(_ body: (inout State) throws -> R) rethrows -> R {
         pthread_mutex_lock(mutex)
         defer {
             pthread_cond_broadcast(changed)
@@ -40,7 +40,7 @@ public final class Locked<State>: @unchecked Sendable {
 
     /// Blocks until `ready` holds (checked with the lock held, again after
     /// each `withLock`).
-    public func wait(until ready: (State) -> Bool) {
+    package func wait(until ready: (State) -> Bool) {
         pthread_mutex_lock(mutex)
         while !ready(state) { pthread_cond_wait(changed, mutex) }
         pthread_mutex_unlock(mutex)

@@ -1,5 +1,6 @@
-// An event loop as a Swift executor: the tasks an async handler starts run
-// on the loop thread that owns the connection, so a handler that awaits
+// An event loop as a Swift task executor (TaskExecutor): the tasks an async
+// handler starts prefer it, so they run on the loop thread that owns the
+// connection, so a handler that awaits
 // nothing else never changes thread, and continuations resume on the loop.
 //
 // Every engine with loops (the C epoll and libev engines through on_tick,
@@ -13,7 +14,7 @@ import Glibc
 #endif
 import Synchronization
 
-public final class LoopExecutor: TaskExecutor, SerialExecutor, @unchecked Sendable {
+public final class LoopExecutor: TaskExecutor, @unchecked Sendable {
     // @unchecked: `local`, `owner` and `closed`'s reads on the loop path are
     // the loop thread's; `remote` is guarded by its Mutex.
     private var local: [UnownedJob] = []
@@ -21,7 +22,21 @@ public final class LoopExecutor: TaskExecutor, SerialExecutor, @unchecked Sendab
     private let wakeLoop: @Sendable () -> Void
     private var owner: pthread_t? = nil
     /// Handler tasks started on this loop and not yet finished (loop thread only).
-    public internal(set) var tasksInFlight = 0
+    package internal(set) var tasksInFlight = 0
+    /// Handlers waiting for `tasksInFlight` to drop under the dispatcher's
+    /// limit, oldest first (loop thread only).
+    private var parked: [() -> Void] = []
+    private var parkedHead = 0
+    private var parkedLimit = Int.max
+
+    var parkedCount: Int { parked.count - parkedHead }
+
+    /// Runs `launch` once fewer than `limit` handler tasks run (at the end
+    /// of a batch's jobs), after the handlers parked before it.
+    func park(limit: Int, _ launch: @escaping () -> Void) {
+        parkedLimit = limit
+        parked.append(launch)
+    }
 
     private struct Remote {
         var jobs: [UnownedJob] = []
@@ -30,7 +45,7 @@ public final class LoopExecutor: TaskExecutor, SerialExecutor, @unchecked Sendab
     }
 
     /// `wake` makes the loop run a batch soon (any thread).
-    public init(wake: @escaping @Sendable () -> Void) {
+    package init(wake: @escaping @Sendable () -> Void) {
         self.wakeLoop = wake
         local.reserveCapacity(64)
     }
@@ -42,7 +57,7 @@ public final class LoopExecutor: TaskExecutor, SerialExecutor, @unchecked Sendab
     }
 
     /// On the loop thread, before it serves: this thread's executor.
-    public func bind() {
+    package func bind() {
         owner = pthread_self()
         pthread_setspecific(currentKey, Unmanaged.passUnretained(self).toOpaque())
     }
@@ -72,11 +87,22 @@ public final class LoopExecutor: TaskExecutor, SerialExecutor, @unchecked Sendab
         }
     }
 
+    /// Jobs queued from the loop thread and not yet run (loop thread only).
+    var queuedHere: Int { local.count }
+
+    /// The loop thread: runs the job queued at `mark` (a task just made
+    /// there) now, as this executor; what it queues waits for the batch's end.
+    func runQueuedHere(from mark: Int) {
+        guard local.count > mark else { return }
+        let job = local.remove(at: mark)
+        job.runSynchronously(on: asUnownedTaskExecutor())
+    }
+
     /// The loop thread, after each batch: runs what is queued (and what
     /// those jobs queue, up to a bound so one batch cannot starve the
     /// sockets). Returns the number of jobs run.
     @discardableResult
-    public func runJobs() -> Int {
+    package func runJobs() -> Int {
         var ran = 0
         while ran < 4096 {
             if local.isEmpty {
@@ -91,17 +117,29 @@ public final class LoopExecutor: TaskExecutor, SerialExecutor, @unchecked Sendab
             let batch = local
             local.removeAll(keepingCapacity: true)
             for job in batch {
-                job.runSynchronously(isolatedTo: asUnownedSerialExecutor(), taskExecutor: asUnownedTaskExecutor())
+                job.runSynchronously(on: asUnownedTaskExecutor())
             }
             ran += batch.count
         }
-        if ran >= 4096 { wakeLoop() }   // more left: the next batch comes at once
+        // Parked handlers take the slots freed in this batch (each launch
+        // may answer at once, or queue jobs for the next batch).
+        while parkedCount > 0 && tasksInFlight < parkedLimit {
+            let launch = parked[parkedHead]
+            parkedHead += 1
+            if parkedHead == parked.count {
+                parked.removeAll(keepingCapacity: true)
+                parkedHead = 0
+            }
+            launch()
+            ran += 1
+        }
+        if ran >= 4096 || (!local.isEmpty) { wakeLoop() }   // more left: the next batch comes at once
         return ran
     }
 
     /// The loop thread, when the loop ends: what is queued (and whatever is
     /// enqueued later) runs on the global executor instead.
-    public func close() {
+    package func close() {
         _ = runJobs()   // the closes' cancellations run here, where their tasks live
         let left = remote.withLock { r -> [UnownedJob] in
             r.closed = true
@@ -115,15 +153,6 @@ public final class LoopExecutor: TaskExecutor, SerialExecutor, @unchecked Sendab
         for job in mine + left { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
     }
 
-    public func asUnownedSerialExecutor() -> UnownedSerialExecutor {
-        UnownedSerialExecutor(ordinary: self)
-    }
-
-    public func isSameExclusiveExecutionContext(other: LoopExecutor) -> Bool { self === other }
-
-    public func checkIsolated() {
-        precondition(onLoopThread, "not on this event loop's thread")
-    }
 }
 
 /// The thread-local slot for `LoopExecutor.current`.

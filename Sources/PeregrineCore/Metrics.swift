@@ -48,13 +48,13 @@ public final class ServerMetrics: Sendable {
     private let durations: Mutex<[CoreMetrics.Timer?]>
 
     /// nil when nothing would record what is counted (see the type's comment).
-    public convenience init?(_ configuration: Configuration) {
+    package convenience init?(_ configuration: Configuration) {
         let factory = configuration.metricsFactory ?? MetricsSystem.factory
         if factory is NOOPMetricsHandler { return nil }
         self.init(factory: factory)
     }
 
-    public init(factory: any MetricsFactory) {
+    package init(factory: any MetricsFactory) {
         self.factory = factory
         activeRequests = Meter(label: Self.activeRequestsLabel, factory: factory)
         openConnections = Meter(label: Self.openConnectionsLabel, factory: factory)
@@ -74,7 +74,7 @@ public final class ServerMetrics: Sendable {
 
     /// The index of a method's dimension value in `methods` (allocates
     /// nothing: the allocation tests run it per request).
-    public static func methodIndex(_ method: UnsafeRawBufferPointer) -> Int {
+    package static func methodIndex(_ method: UnsafeRawBufferPointer) -> Int {
         let table = methodBytes
         for i in table.indices where table[i].count == method.count {
             var same = true
@@ -87,19 +87,19 @@ public final class ServerMetrics: Sendable {
         return methods.count - 1
     }
 
-    public static func methodIndex(_ method: String) -> Int {
+    package static func methodIndex(_ method: String) -> Int {
         methods.dropLast().firstIndex(of: method) ?? methods.count - 1
     }
 
     /// A request's handler starts: the time to pass to `requestFinished`.
     @inline(__always)
-    public func requestStarted() -> UInt64 {
+    package func requestStarted() -> UInt64 {
         activeRequests.increment()
         return monotonicNanoseconds()
     }
 
     /// Its answer was given (`status` 0: none was, the engine answers 500).
-    public func requestFinished(methodIndex: Int, status: Int, startedAt: UInt64) {
+    package func requestFinished(methodIndex: Int, status: Int, startedAt: UInt64) {
         let elapsed = monotonicNanoseconds() &- startedAt
         activeRequests.decrement()
         let status = status == 0 ? 500 : status
@@ -124,7 +124,7 @@ public final class ServerMetrics: Sendable {
     }
 
     /// The engine answered a request with an error status itself.
-    public func parseError(status: Int) {
+    package func parseError(status: Int) {
         let s = Self.statusIndex(status)
         let counter = parseErrors.withLock { table in
             if let counter = table[s] { return counter }
@@ -135,14 +135,14 @@ public final class ServerMetrics: Sendable {
         counter.increment()
     }
 
-    public func connectionOpened() { openConnections.increment() }
-    public func connectionClosed() { openConnections.decrement() }
-    public func acceptShed() { shedAccepts.increment() }
+    package func connectionOpened() { openConnections.increment() }
+    package func connectionClosed() { openConnections.decrement() }
+    package func acceptShed() { shedAccepts.increment() }
 }
 
 /// CLOCK_MONOTONIC in nanoseconds (no Foundation, no allocation).
 @inline(__always)
-public func monotonicNanoseconds() -> UInt64 {
+package func monotonicNanoseconds() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
@@ -151,7 +151,7 @@ public func monotonicNanoseconds() -> UInt64 {
 extension Application {
     /// Every request counted into `metrics` (see `ServerMetrics`): made once
     /// at server start, only when metrics are on. `.raw` is unchanged.
-    public func measured(_ metrics: ServerMetrics) -> Application {
+    package func measured(_ metrics: ServerMetrics) -> Application {
         switch self {
         case .raw:
             return self

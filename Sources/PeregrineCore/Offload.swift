@@ -86,7 +86,7 @@ public final class Responder: Sendable {
     /// (the handler timed out and the client got `503`, or the connection
     /// is gone). `openStream` turns the answer into a `ResponseStream`
     /// (engines that can; nil: `stream()` throws `ResponseStreamUnsupported`).
-    public init(deliverReporting deliver: @escaping @Sendable (OffloadAnswer) -> Bool,
+    package init(deliverReporting deliver: @escaping @Sendable (OffloadAnswer) -> Bool,
                 openStream: (@Sendable () -> ResponseStream)? = nil) {
         self.deliver = deliver
         self.openStream = openStream
@@ -107,7 +107,7 @@ public final class Responder: Sendable {
     }
 
     /// `deliver` that always takes the answer.
-    public convenience init(deliver: @escaping @Sendable (OffloadAnswer) -> Void) {
+    package convenience init(deliver: @escaping @Sendable (OffloadAnswer) -> Void) {
         self.init(deliverReporting: { (answer: OffloadAnswer) -> Bool in deliver(answer); return true })
     }
 
@@ -153,15 +153,15 @@ public typealias OffloadedHandler = @Sendable (OwnedRequest, Responder) -> Void
 /// defers (`Response.deferAnswer()`): the inline route first, then a copy
 /// of the request to the pool, whose handler answers through a `Responder`
 /// over the deferred handle. Engines that cannot defer run it inline and wait.
-public final class OffloadDispatcher: Sendable {
+package final class OffloadDispatcher: Sendable {
     let handler: OffloadedHandler
     let inline: InlineRoute?
-    public let pool: OffloadPool
+    package let pool: OffloadPool
     let failures: FailureLog
     /// Blocking, threaded: the handler inline, waited for.
     let waiting: HTTPHandler
 
-    public init(handler: @escaping OffloadedHandler, inline: InlineRoute?, threads: Int, queueLimit: Int, logger: Logger) {
+    package init(handler: @escaping OffloadedHandler, inline: InlineRoute?, threads: Int, queueLimit: Int, logger: Logger) {
         self.handler = handler
         self.inline = inline
         pool = OffloadPool(threads: threads, queueLimit: queueLimit)
@@ -170,7 +170,7 @@ public final class OffloadDispatcher: Sendable {
     }
 
     /// The engine's request callback.
-    public func handle(_ request: Request, _ response: Response) {
+    package func handle(_ request: Request, _ response: Response) {
         if let inline {
             if inline(request, response) { return }
             // The route began an answer and then declined the request: the
@@ -198,7 +198,7 @@ public final class OffloadDispatcher: Sendable {
 /// A fixed set of worker threads and a bounded queue of jobs. `submit`
 /// never blocks: with the queue full it returns `false` (the server then
 /// answers `503 Service Unavailable`).
-public final class OffloadPool: @unchecked Sendable {
+package final class OffloadPool: @unchecked Sendable {
     // @unchecked: jobs, head, stopping and threads are guarded by mutex.
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
@@ -207,16 +207,16 @@ public final class OffloadPool: @unchecked Sendable {
     private var stopping = false
     private var running = 0
     private var threads: [pthread_t] = []
-    public let threadCount: Int
+    package let threadCount: Int
     /// Jobs waiting for a worker at most, beyond one running on each worker.
-    public let queueLimit: Int
+    package let queueLimit: Int
 
     /// Nonzero: the errno initialising the mutex or condition failed with;
     /// `start` returns it and `submit` refuses every job.
     private let initFailure: Int32
     private let condReady: Bool
 
-    public init(threads: Int, queueLimit: Int) {
+    package init(threads: Int, queueLimit: Int) {
         threadCount = max(1, threads)
         self.queueLimit = max(0, queueLimit)
         let m = pthread_mutex_init(mutex, nil)
@@ -237,7 +237,7 @@ public final class OffloadPool: @unchecked Sendable {
     }
 
     /// Starts the workers. Returns 0 or an errno.
-    public func start() -> Int32 {
+    package func start() -> Int32 {
         if initFailure != 0 { return initFailure }
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
@@ -252,7 +252,7 @@ public final class OffloadPool: @unchecked Sendable {
     }
 
     /// Queues a job. `false` when the queue is full or the pool stopped.
-    public func submit(_ job: @escaping @Sendable () -> Void) -> Bool {
+    package func submit(_ job: @escaping @Sendable () -> Void) -> Bool {
         if initFailure != 0 { return false }
         pthread_mutex_lock(mutex)
         guard !stopping, running + jobs.count - head < threadCount + queueLimit else {
@@ -267,7 +267,7 @@ public final class OffloadPool: @unchecked Sendable {
 
     /// Drops the jobs still queued (their responders answer 500, which a
     /// stopped server drops), waits for the running ones, ends the workers.
-    public func shutdown() {
+    package func shutdown() {
         if initFailure != 0 { return }
         pthread_mutex_lock(mutex)
         stopping = true
@@ -357,7 +357,7 @@ final class AnswerLatch: @unchecked Sendable {
 
 extension Response {
     /// Writes a complete answer (inline engines, and the Swift engine).
-    public func write(answer: OffloadAnswer) {
+    package func write(answer: OffloadAnswer) {
         guard begin(status: answer.status) else { return }   // the engine answers 500
         var hasLength = false
         for (name, value) in answer.headers {
@@ -376,11 +376,11 @@ extension Application {
     /// An HTTP handler that runs an `.offloaded` application inline and
     /// waits for its answer, for engines where a handler may block
     /// (blocking, threaded). nil for the others.
-    public var inlineHandler: HTTPHandler? { waitingHandler(routeFirst: true) }
+    package var inlineHandler: HTTPHandler? { waitingHandler(routeFirst: true) }
 
     /// `inlineHandler`; `routeFirst: false` skips `.offloaded`'s inline route
     /// (for a caller that already ran it).
-    public func waitingHandler(routeFirst: Bool) -> HTTPHandler? {
+    package func waitingHandler(routeFirst: Bool) -> HTTPHandler? {
         switch self {
         case .http, .raw, .streaming, .async:
             return nil

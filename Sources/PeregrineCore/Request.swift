@@ -28,7 +28,7 @@ public struct Request {
     public let remoteAddress: SocketAddress?
 
     @inlinable
-    public init(method: UnsafeRawBufferPointer, target: UnsafeRawBufferPointer, versionMinor: Int,
+    package init(method: UnsafeRawBufferPointer, target: UnsafeRawBufferPointer, versionMinor: Int,
                 keepAlive: Bool, headerTable: UnsafeRawPointer?, headerCount: Int,
                 body: UnsafeRawBufferPointer, remoteAddress: SocketAddress? = nil) {
         self.method = method
@@ -42,7 +42,7 @@ public struct Request {
     }
 
     /// Size of one header record in `headerTable`.
-    public static let headerRecordSize = 32
+    @usableFromInline package static let headerRecordSize = 32
 
     @inlinable
     func slice(_ index: Int, _ field: Int) -> UnsafeRawBufferPointer {

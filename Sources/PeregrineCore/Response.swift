@@ -8,33 +8,33 @@ import Glibc
 /// `prg_send` / `prg_response_status`, so the C engine passes those functions
 /// themselves: writing a response costs no Swift thunk and no allocation.
 /// Every function returns 0 on success and -1 on failure.
-public struct ResponseWriterFunctions: Sendable {
-    public typealias Respond = @convention(c) (OpaquePointer?, Int32, UnsafePointer<CChar>?, Int) -> Int32
-    public typealias WriteHeader = @convention(c) (OpaquePointer?, UnsafePointer<CChar>?, Int, UnsafePointer<CChar>?, Int) -> Int32
-    public typealias WriteBody = @convention(c) (OpaquePointer?, UnsafeRawPointer?, Int) -> Int32
-    public typealias End = @convention(c) (OpaquePointer?) -> Int32
-    public typealias Send = @convention(c) (OpaquePointer?, Int32, UnsafePointer<CChar>?, Int, UnsafeRawPointer?, Int) -> Int32
-    public typealias Status = @convention(c) (OpaquePointer?) -> Int32
-    public typealias Replace = @convention(c) (OpaquePointer?, Int32) -> Int32
+@usableFromInline package struct ResponseWriterFunctions: Sendable {
+    @usableFromInline package typealias Respond = @convention(c) (OpaquePointer?, Int32, UnsafePointer<CChar>?, Int) -> Int32
+    @usableFromInline package typealias WriteHeader = @convention(c) (OpaquePointer?, UnsafePointer<CChar>?, Int, UnsafePointer<CChar>?, Int) -> Int32
+    @usableFromInline package typealias WriteBody = @convention(c) (OpaquePointer?, UnsafeRawPointer?, Int) -> Int32
+    @usableFromInline package typealias End = @convention(c) (OpaquePointer?) -> Int32
+    @usableFromInline package typealias Send = @convention(c) (OpaquePointer?, Int32, UnsafePointer<CChar>?, Int, UnsafeRawPointer?, Int) -> Int32
+    @usableFromInline package typealias Status = @convention(c) (OpaquePointer?) -> Int32
+    @usableFromInline package typealias Replace = @convention(c) (OpaquePointer?, Int32) -> Int32
     /// `prg_write_file`: (sink, fd, offset, length); takes fd whatever it returns.
-    public typealias WriteFile = @convention(c) (OpaquePointer?, Int32, Int64, Int64) -> Int32
+    @usableFromInline package typealias WriteFile = @convention(c) (OpaquePointer?, Int32, Int64, Int64) -> Int32
 
-    public var respond: Respond
-    public var writeHeader: WriteHeader
-    public var writeBody: WriteBody
-    public var end: End
-    public var send: Send
-    public var status: Status
-    public var writeFile: WriteFile
+    @usableFromInline package var respond: Respond
+    @usableFromInline package var writeHeader: WriteHeader
+    @usableFromInline package var writeBody: WriteBody
+    @usableFromInline package var end: End
+    @usableFromInline package var send: Send
+    @usableFromInline package var status: Status
+    @usableFromInline package var writeFile: WriteFile
     /// `prg_response_replace`: nil for a writer that cannot take back a response.
-    public var replace: Replace?
+    @usableFromInline package var replace: Replace?
     /// Answer later: returns an `Unmanaged` `DeferredAnswerEngine`, retained
     /// once for the caller, or nil when the engine cannot defer (blocking,
     /// threaded) or an answer already began. nil: no engine defers.
-    public typealias DeferAnswer = @convention(c) (OpaquePointer?) -> UnsafeMutableRawPointer?
-    public var deferAnswer: DeferAnswer?
+    @usableFromInline package typealias DeferAnswer = @convention(c) (OpaquePointer?) -> UnsafeMutableRawPointer?
+    @usableFromInline package var deferAnswer: DeferAnswer?
 
-    public init(respond: Respond, writeHeader: WriteHeader, writeBody: WriteBody, end: End,
+    package init(respond: Respond, writeHeader: WriteHeader, writeBody: WriteBody, end: End,
                 send: Send, status: Status, writeFile: WriteFile, replace: Replace? = nil,
                 deferAnswer: DeferAnswer? = nil) {
         self.respond = respond
@@ -82,7 +82,7 @@ public struct Response {
     @usableFromInline let functions: ResponseWriterFunctions
 
     @inlinable
-    public init(sink: OpaquePointer, functions: ResponseWriterFunctions) {
+    package init(sink: OpaquePointer, functions: ResponseWriterFunctions) {
         self.sink = sink
         self.functions = functions
     }
@@ -196,13 +196,13 @@ public struct Response {
 
     /// The engine's handle for the connection being answered (for engines:
     /// the C core's `prg_conn`, the Swift engine's connection record).
-    @inlinable public var engineHandle: OpaquePointer { sink }
+    @inlinable package var engineHandle: OpaquePointer { sink }
 
     /// This request will be answered later, from any thread, through the
     /// returned handle (the handler may return at once; later pipelined
     /// answers wait behind it). nil when the engine answers inline only
     /// (blocking, threaded) or an answer already began.
-    public func deferAnswer() -> (any DeferredAnswerEngine)? {
+    package func deferAnswer() -> (any DeferredAnswerEngine)? {
         guard let make = functions.deferAnswer, let p = make(sink) else { return nil }
         return Unmanaged<AnyObject>.fromOpaque(p).takeRetainedValue() as? any DeferredAnswerEngine
     }

@@ -16,7 +16,7 @@ import Glibc
 /// `-ENOMEM`, `-EINVAL`. The engine gives its handle back when the object
 /// goes (deinit): before the head the client gets 500, after it the
 /// connection is closed after what was written.
-public protocol ResponseStreamEngine: AnyObject, Sendable {
+package protocol ResponseStreamEngine: AnyObject, Sendable {
     /// A header for the head (before `head`).
     func streamHeader(name: String, value: String) -> Int32
     func streamHead(status: Int) -> Int32
@@ -31,7 +31,7 @@ public protocol ResponseStreamEngine: AnyObject, Sendable {
 /// A request's answer owed later (`Response.deferAnswer()`): either one
 /// complete answer, or a stream (the `ResponseStreamEngine` operations).
 /// Released without either: the client gets 500.
-public protocol DeferredAnswerEngine: ResponseStreamEngine {
+package protocol DeferredAnswerEngine: ResponseStreamEngine {
     /// The one-shot answer (a head, one write and the end, posted at once).
     /// `true` when it will reach the client.
     func complete(_ answer: OffloadAnswer) -> Bool
@@ -65,7 +65,7 @@ public enum StreamWriteResult: Sendable, Equatable {
     case refused(StreamRefusal)
 
     /// The result for an engine code.
-    public init(code: Int32) {
+    package init(code: Int32) {
         switch code {
         case 0: self = .ok
         case 1: self = .wouldBlock
@@ -108,7 +108,7 @@ public struct ResponseStreamUnavailable: Error, Sendable, Equatable, CustomStrin
 public final class ResponseStream: Sendable {
     private let engine: any ResponseStreamEngine
 
-    public init(engine: any ResponseStreamEngine) { self.engine = engine }
+    package init(engine: any ResponseStreamEngine) { self.engine = engine }
 
     /// Sends the head. A header the engine refuses is left out (as
     /// `Response.header`); the result is the head's.

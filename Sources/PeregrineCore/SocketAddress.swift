@@ -54,7 +54,7 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
     /// A `sockaddr_in`/`sockaddr_in6` (what accept4 and getpeername give);
     /// nil for another family. An IPv4 client of a dual-stack listener
     /// (`::ffff:a.b.c.d`) is reported as IPv4, as the C core does.
-    public init?(sockaddr pointer: UnsafeRawPointer) {
+    package init?(sockaddr pointer: UnsafeRawPointer) {
         let family = pointer.load(as: sa_family_t.self)
         if family == sa_family_t(AF_INET) {
             let sin = pointer.loadUnaligned(as: sockaddr_in.self)

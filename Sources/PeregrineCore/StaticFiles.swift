@@ -390,11 +390,11 @@ enum ByteRange: Equatable {
 }
 
 /// IMF-fixdate (RFC 9110 5.6.7), `Sun, 06 Nov 1994 08:49:37 GMT`, without Foundation.
-public enum HTTPDate {
+package enum HTTPDate {
     private static let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
     private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
-    public static func format(seconds: Int) -> String {
+    package static func format(seconds: Int) -> String {
         var t = time_t(seconds)
         var tm = Glibc.tm()
         gmtime_r(&t, &tm)
@@ -406,7 +406,7 @@ public enum HTTPDate {
     /// Seconds since the epoch, or nil when the value is not an IMF-fixdate
     /// (the obsolete RFC 850 and asctime forms are not read: such a
     /// condition is ignored, which only costs a full answer).
-    public static func parse(_ value: UnsafeRawBufferPointer) -> Int? {
+    package static func parse(_ value: UnsafeRawBufferPointer) -> Int? {
         let b = Array(value)
         guard b.count == 29, b[3] == UInt8(ascii: ","), b[4] == 32, b[7] == 32, b[11] == 32, b[16] == 32,
               b[19] == UInt8(ascii: ":"), b[22] == UInt8(ascii: ":"), b[25] == 32,

@@ -10,7 +10,7 @@ import Glibc
 /// (`Server.run` waits for them with sigwait).
 /// Returns 0 with the thread in `thread`, or the errno of pthread_sigmask or
 /// pthread_create (then no thread was started).
-public func startThread(_ thread: inout pthread_t, _ body: @escaping @Sendable () -> Void) -> Int32 {
+package func startThread(_ thread: inout pthread_t, _ body: @escaping @Sendable () -> Void) -> Int32 {
     var all = sigset_t(), previous = sigset_t()
     sigfillset(&all)
     // The new thread inherits the mask in effect at pthread_create.

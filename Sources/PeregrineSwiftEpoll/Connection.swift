@@ -64,6 +64,7 @@ enum CF {
     static let streaming: UInt32 = 1 << 13    // the body goes to a BodyConsumer; its end is owed
     static let bodyHeld: UInt32 = 1 << 14     // the consumer paused, or took less: not reading
     static let bodySkipped: UInt32 = 1 << 15  // answered from the head, body never read: linger on close
+    static let watched: UInt32 = 1 << 16      // registered with epoll (after the first read, see readOnAccept)
 }
 
 /// Why a connection closed (prg_close_reason).
@@ -595,7 +596,25 @@ extension UnsafeMutablePointer where Pointee == ConnState {
 
     @inline(__always)
     func updateInterest() {
-        if pointee.flags & CF.closed == 0 && !pointee.loop.pointee.edge { updateLevelInterest() }
+        if pointee.flags & CF.closed != 0 { return }
+        if pointee.flags & CF.watched == 0 && !watch() { return }
+        if !pointee.loop.pointee.edge { updateLevelInterest() }
+    }
+
+    /// Registers the connection with epoll (edge: everything, once; level:
+    /// input, then updateLevelInterest adds output when pending). False when
+    /// that failed: the connection is closed.
+    func watch() -> Bool {
+        let loop = pointee.loop
+        pointee.registered = loop.pointee.edge ? (EP.input | EP.output | EP.rdhup | EP.pri | EP.et)
+            : (EP.input | EP.rdhup | EP.pri)
+        var ev = epoll_event(events: pointee.registered, data: epoll_data_t(ptr: UnsafeMutableRawPointer(self)))
+        if epoll_ctl(loop.pointee.epfd, EPOLL_CTL_ADD, pointee.fd, &ev) != 0 {
+            closeNow(CloseReason.error)
+            return false
+        }
+        pointee.flags |= CF.watched
+        return true
     }
 
     /// Level mode: EPOLLIN while it may read, EPOLLOUT only while output is
@@ -859,6 +878,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
                     bodyEndNotify(.clientGone)
                     pointee.flags |= CF.closeAfter
                 }
+                if pointee.deferHead != nil { offloadPeerFinished() }   // its producers may stop working
                 return
             }
             if n < 0 { return } // drained (EAGAIN)

@@ -122,6 +122,11 @@ struct LoopState {
     /// TCP_NODELAY per accepted socket: only with an inherited listener (ours
     /// has it set at creation and every accepted socket copies it, as in C).
     let noDelayPerConnection: Bool
+    /// Our own listener in HTTP mode has TCP_DEFER_ACCEPT: an accepted
+    /// connection's request is usually in already, so it is read at once and
+    /// registered with epoll only if it stays open (no epoll_ctl for one that is
+    /// answered and closed right away).
+    let readOnAccept: Bool
     let proxyProtocol: Bool
     let limits: HTTP1Limits
     /// `.streaming`: the limits before the head handler chose (maxBody covers
@@ -194,6 +199,7 @@ struct LoopState {
         raw = app.isRaw
         cork = c.cork
         noDelayPerConnection = c.noDelay && inheritedListener
+        readOnAccept = !app.isRaw && !inheritedListener
         proxyProtocol = c.proxyProtocol
         limits = c.limits
         streamHeads = app.streams
@@ -408,13 +414,14 @@ extension UnsafeMutablePointer where Pointee == LoopState {
             }
             let c = openConnection(fd)
             c.pointee.remote = withUnsafeBytes(of: &peer) { SocketAddress(sockaddr: $0.baseAddress!) }
-            c.pointee.registered = pointee.edge ? (EP.input | EP.output | EP.rdhup | EP.pri | EP.et)
-                : (EP.input | EP.rdhup | EP.pri)
-            var ev = epoll_event(events: c.pointee.registered, data: epoll_data_t(ptr: UnsafeMutableRawPointer(c)))
-            if epoll_ctl(pointee.epfd, EPOLL_CTL_ADD, fd, &ev) != 0 {
-                c.closeNow(CloseReason.error)
+            if pointee.readOnAccept {
+                // TCP_DEFER_ACCEPT: the request is usually here already; finishIO
+                // registers the connection if it stays open (updateInterest).
+                c.onReadable()
+                c.finishIO()
                 continue
             }
+            if !c.watch() { continue }
             c.updateTimer() // a client that never sends is idle from the start
         }
         // Cap reached: more may wait, and in edge mode no new edge will say so.

@@ -193,10 +193,26 @@ public struct HTTP1Parser: Sendable {
         var haveHead = false
 
         if state < Phase.bodyLength {
-            var rc = scanHead(buf, len, limits)
-            if rc <= 0 { return settle(rc) }
-            rc = parseHead(buf, lineStart, headLength, limits, headers, &hi)
-            if rc < 0 { return settle(rc) }
+            // Fused fast path (as in http1.c): a new request whose bytes end in
+            // CRLFCRLF (the usual case) is parsed in one pass, its lines checked
+            // as they are parsed instead of scanned for first. Taken only when it
+            // succeeds and scanHead would have passed no limit on the way (both
+            // limit conditions grow with the byte count, so the request line's
+            // LF and the last LF decide); anything else is parsed the slow way,
+            // which answers in byte order.
+            if state == Phase.start && scanned == 0 && len >= 4 && buf.load32(len &- 4) == Byte.crlfcrlf
+                && parseHead(buf, 0, len, limits, headers, &hi) == 0
+                && Self.headOverflow(buf, 0, hi.requestLineLF, true, limits) == 0
+                && Self.headOverflow(buf, 0, hi.headEnd &- 1, false, limits) == 0 {
+                scanned = hi.headEnd
+                headLength = hi.headEnd
+                lineStart = 0
+            } else {
+                var rc = scanHead(buf, len, limits)
+                if rc <= 0 { return settle(rc) }
+                rc = parseHead(buf, lineStart, headLength, limits, headers, &hi)
+                if rc < 0 { return settle(rc) }
+            }
             haveHead = true
             flags = hi.flags
             contentLength = hi.contentLength
@@ -497,14 +513,17 @@ public struct HTTP1Parser: Sendable {
 // MARK: - Head parsing (the whole head is present, every LF follows a CR)
 
 extension HTTP1Parser {
-    /// Parses the head buf[start..<end) (end: past the final CRLFCRLF) and
-    /// writes the header records. Every loop below stops at the latest at
-    /// the CR ending its line, and every compare stops at the first
-    /// mismatch, so nothing reads past the head.
-    fileprivate func parseHead(_ buf: Bytes, _ start: Int, _ end: Int, _ lim: HTTP1Limits,
+    /// Parses the head at buf[start...] and writes the header records. Two
+    /// ways in (as http1.c's parse_head): scanHead found its end (every LF
+    /// follows a CR, the first empty line is the end, len is the head's
+    /// length), or the fused fast path: nothing scanned, but buf[len-4..<len]
+    /// is CRLFCRLF. Either way every loop below stops inside the buffer, at
+    /// the latest at that CR, and every compare stops at the first mismatch;
+    /// each line is checked to end in CRLF, and the first empty line ends the
+    /// head (hi.headEnd; hi.requestLineLF is the request line's LF).
+    fileprivate func parseHead(_ buf: Bytes, _ start: Int, _ len: Int, _ lim: HTTP1Limits,
                                _ hdrs: UnsafeMutableRawPointer, _ hi: inout HeadInfo) -> Int {
         var p = start
-        let hend = end - 2 // CR of the empty line
         let maxHeaders = lim.maxHeaders
         var n = 0
         var host = 0, haveCL = false, haveTE = false, connClose = false, connKeepAlive = false
@@ -515,7 +534,11 @@ extension HTTP1Parser {
 
         // method SP request-target SP HTTP-version CRLF
         let m = p
-        while CharClass.of(buf[p]) & CharClass.tchar != 0 { p &+= 1 }
+        if buf.load32(p) == Byte.getSpace {
+            p &+= 3
+        } else {
+            while CharClass.of(buf[p]) & CharClass.tchar != 0 { p &+= 1 }
+        }
         if p == m || buf[p] != Byte.space { return -400 }
         hi.methodStart = m
         hi.methodLength = p - m
@@ -527,7 +550,9 @@ extension HTTP1Parser {
         hi.targetLength = p - t
         p += 1
         let minor: Int
-        if buf[p] == 0x48 /* H */ && buf[p + 1] == 0x54 /* T */ && buf[p + 2] == 0x54 /* T */
+        if len &- p >= 10 && buf.load64(p) == Byte.http11 && buf[p + 8] == Byte.cr && buf[p + 9] == Byte.lf {
+            minor = 1
+        } else if buf[p] == 0x48 /* H */ && buf[p + 1] == 0x54 /* T */ && buf[p + 2] == 0x54 /* T */
             && buf[p + 3] == 0x50 /* P */ && buf[p + 4] == 0x2F /* / */
             && buf[p + 5] >= Byte.zero && buf[p + 5] <= Byte.nine && buf[p + 6] == 0x2E /* . */
             && buf[p + 7] >= Byte.zero && buf[p + 7] <= Byte.nine
@@ -539,9 +564,10 @@ extension HTTP1Parser {
         } else {
             return -400
         }
+        hi.requestLineLF = p &+ 9
         p += 10
 
-        while p < hend {
+        while !(buf[p] == Byte.cr && buf[p &+ 1] == Byte.lf) {
             let name = p
             while CharClass.of(buf[p]) & CharClass.tchar != 0 { p &+= 1 }
             if p == name || buf[p] != Byte.colon { return -400 } // obs-fold, empty name, space before colon...
@@ -549,7 +575,7 @@ extension HTTP1Parser {
             p += 1
             while isOWS(buf[p]) { p &+= 1 }
             let v = p
-            while CharClass.of(buf[p]) & CharClass.value != 0 { p &+= 1 }
+            p = spanValue(buf, p, len)
             if buf[p] != Byte.cr || buf[p + 1] != Byte.lf { return -400 } // control byte or bare CR in the value
             var ve = p
             while ve > v && isOWS(buf[ve - 1]) { ve -= 1 }
@@ -627,6 +653,7 @@ extension HTTP1Parser {
             flags.insert(.hasContentLength)
         }
         hi.versionMinor = minor
+        hi.headEnd = p &+ 2
         hi.headerCount = n
         hi.flags = flags
         hi.contentLength = haveCL ? Int64(cl) : -1
@@ -688,6 +715,10 @@ private enum Byte {
     static let equals: UInt8 = 0x3D
     static let quote: UInt8 = 0x22
     static let backslash: UInt8 = 0x5C
+    /// Words whose bytes in memory are "\r\n\r\n", "GET ", "HTTP/1.1" (for native loads).
+    static let crlfcrlf = UInt32(littleEndian: 0x0A0D_0A0D)
+    static let getSpace = UInt32(littleEndian: 0x2054_4547)
+    static let http11 = UInt64(littleEndian: 0x312E_312F_5054_5448)
 }
 
 /// Unchecked byte reads from the caller's buffer (raw loads: valid whatever
@@ -696,6 +727,32 @@ private struct Bytes {
     let base: UnsafeRawPointer
     @inline(__always) init(_ base: UnsafeRawPointer) { self.base = base }
     @inline(__always) subscript(_ i: Int) -> UInt8 { base.load(fromByteOffset: i, as: UInt8.self) }
+    @inline(__always) func load32(_ i: Int) -> UInt32 { base.loadUnaligned(fromByteOffset: i, as: UInt32.self) }
+    @inline(__always) func load64(_ i: Int) -> UInt64 { base.loadUnaligned(fromByteOffset: i, as: UInt64.self) }
+}
+
+/// The first byte at or after p that is not a field-value byte (HTAB,
+/// SP...'~', 0x80...0xFF), 8 bytes a step while they lie before len: a step
+/// goes on only when none of its bytes is below 0x20 or 0x7F; else the
+/// lowest flagged byte is the first such byte (the flags of higher ones may
+/// be wrong, never the lowest's), which ends the span unless it is an HTAB
+/// (the byte loop takes it). The same as http1.c's span_value.
+@inline(__always)
+private func spanValue(_ buf: Bytes, _ start: Int, _ len: Int) -> Int {
+    var p = start
+    let ones: UInt64 = 0x0101_0101_0101_0101, high: UInt64 = 0x8080_8080_8080_8080
+    while len &- p >= 8 {
+        let x = UInt64(littleEndian: buf.load64(p)), y = x ^ (0x7F &* ones)
+        let hit = ((x &- 0x20 &* ones) & ~x & high) | ((y &- ones) & ~y & high)
+        if hit != 0 {
+            p &+= hit.trailingZeroBitCount >> 3
+            if buf[p] != Byte.tab { return p }
+            break
+        }
+        p &+= 8
+    }
+    while CharClass.of(buf[p]) & CharClass.value != 0 { p &+= 1 }
+    return p
 }
 
 /// Character classes, the same table as http1.c.
@@ -737,6 +794,8 @@ private struct HeadInfo {
     var methodStart = 0, methodLength = 0
     var targetStart = 0, targetLength = 0
     var versionMinor = 0
+    var requestLineLF = 0 // offset of the request line's LF
+    var headEnd = 0       // the head's length (through its empty line)
     var headerCount = 0
     var flags: HTTP1RequestFlags = []
     var contentLength: Int64 = -1

@@ -6,11 +6,11 @@
 import Glibc
 import PeregrineCore
 
-public enum ProxyHeader {
+package enum ProxyHeader {
     /// A v1 header is at most this long, CRLF included (PRG_PROXY_V1_MAX_BYTES).
-    public static let v1MaxBytes = 107
+    package static let v1MaxBytes = 107
     /// A longer v2 header is refused (PRG_PROXY_MAX_BYTES): it fits one receive block.
-    public static let maxBytes = 16384
+    package static let maxBytes = 16384
 
     static let v2Signature: [UInt8] = [0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A]
     static let v1Prefix: [UInt8] = Array("PROXY ".utf8)
@@ -19,7 +19,7 @@ public enum ProxyHeader {
     /// `used > 0`: complete, `source` is the client (nil: the real peer
     /// address stands: v1 UNKNOWN, v2 LOCAL, UNSPEC or UNIX); `0`: more
     /// bytes are needed; `-1`: not a valid PROXY header.
-    public static func parse(_ buf: UnsafeRawBufferPointer) -> (used: Int, source: SocketAddress?) {
+    package static func parse(_ buf: UnsafeRawBufferPointer) -> (used: Int, source: SocketAddress?) {
         let len = buf.count
         if len == 0 { return (0, nil) }
         if buf[0] == v1Prefix[0] {

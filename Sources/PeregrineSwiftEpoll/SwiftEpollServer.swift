@@ -95,7 +95,8 @@ public final class SwiftEpollServer: @unchecked Sendable {
         do {
             for i in 0..<c.threads {
                 let fd = inherited.isEmpty
-                    ? try Self.openListener(&addr, addrLen, reusePort: c.threads > 1, noDelay: c.noDelay, backlog: effective)
+                    ? try Self.openListener(&addr, addrLen, reusePort: c.threads > 1, noDelay: c.noDelay,
+                                           deferAccept: !app.isRaw, backlog: effective)
                     : try Self.adoptListener(inherited[i % inherited.count])
                 if i == 0 {
                     // Port 0: the others bind the port the kernel picked.
@@ -184,7 +185,7 @@ public final class SwiftEpollServer: @unchecked Sendable {
     /// Any thread, returns at once: every loop stops now (the threads are
     /// joined by `stop()` or a `shutdown` in progress). A no-op once they
     /// were released.
-    public func interrupt() {
+    package func interrupt() {
         wakeable.withLock { loops in
             for loop in loops { loop.wake() }
         }
@@ -193,7 +194,7 @@ public final class SwiftEpollServer: @unchecked Sendable {
     /// The loops' listening sockets (one per loop; loops sharing an inherited
     /// socket list it under different numbers). Valid while running and
     /// before a shutdown.
-    public var listenerDescriptors: [Int32] {
+    package var listenerDescriptors: [Int32] {
         loops.map { $0.state.pointee.listenFd }
     }
 
@@ -250,7 +251,7 @@ public final class SwiftEpollServer: @unchecked Sendable {
     }
 
     static func openListener(_ addr: inout sockaddr_storage, _ len: socklen_t, reusePort: Bool, noDelay: Bool,
-                             backlog: Int) throws -> Int32 {
+                             deferAccept: Bool, backlog: Int) throws -> Int32 {
         let fd = socket(Int32(addr.ss_family), Int32(SOCK_STREAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), 0)
         if fd < 0 { throw SwiftEngineError(operation: "socket", code: errno) }
         var one: Int32 = 1
@@ -264,6 +265,12 @@ public final class SwiftEpollServer: @unchecked Sendable {
         if reusePort && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, size) != 0 { throw fail("setsockopt SO_REUSEPORT") }
         // Copied to every accepted socket (Linux): connections cost no setsockopt for it.
         if noDelay && setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, size) != 0 { throw fail("setsockopt TCP_NODELAY") }
+        // HTTP clients speak first: the kernel hands over a connection once its
+        // first bytes are in (or after a second without any), so the loop reads
+        // the request right after accept (LoopState.readOnAccept), as in C.
+        if deferAccept && setsockopt(fd, Int32(IPPROTO_TCP), TCP_DEFER_ACCEPT, &one, size) != 0 {
+            throw fail("setsockopt TCP_DEFER_ACCEPT")
+        }
         let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
         if rc != 0 { throw fail("bind") }
         if listen(fd, Int32(clamping: backlog)) != 0 { throw fail("listen") }

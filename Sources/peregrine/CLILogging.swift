@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// Access-log events (`event: access`, from `--log`) go to stdout as their
-/// message alone, `ADDR METHOD TARGET STATUS DURATIONms`, one line each (the
+/// message alone, `ADDR METHOD TARGET STATUS BYTES DURATIONms`, one line each (the
 /// first token the client's address: scripts/cluster_test.py and
 /// ProxyProtocolTests parse it). Everything else goes to stderr as
 /// `peregrine: MESSAGE`, with `LEVEL: ` before it from warning up.

@@ -371,11 +371,11 @@ final class ProxyProtocolTests: XCTestCase {
                 if data.isEmpty { break }
                 log += String(decoding: data, as: UTF8.self)
             }
-            // ADDR METHOD TARGET STATUS DURATIONms: the duration varies.
+            // ADDR METHOD TARGET STATUS BYTES DURATIONms: the duration varies.
             let lines = log.split(separator: "\n").map { $0.split(separator: " ") }
             XCTAssertEqual(lines.map { $0.prefix(4).joined(separator: " ") },
                            ["192.0.2.1 GET /logged?x=1 200", "127.0.0.1 GET /local 200"], "[\(mode)] \(log)")
-            XCTAssertTrue(lines.allSatisfy { $0.count == 5 && $0[4].hasSuffix("ms") && Double($0[4].dropLast(2)) != nil },
+            XCTAssertTrue(lines.allSatisfy { $0.count == 6 && $0[4] == "-" && $0[5].hasSuffix("ms") && Double($0[5].dropLast(2)) != nil },
                           "[\(mode)] \(log)")
         }
     }

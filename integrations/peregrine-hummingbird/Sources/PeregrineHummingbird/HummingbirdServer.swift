@@ -10,7 +10,8 @@
 //    only when the handler asks for the next one (Peregrine's backpressure),
 //    and copied once into a `ByteBuffer`;
 //  - the context is made from a `PeregrineRequestContextSource` (a logger
-//    carrying `hb.request.id`, as Hummingbird's own server does);
+//    carrying `hb.request.id`, as Hummingbird's own server does, and the
+//    client's address);
 //  - the `Response`'s head goes to Peregrine's `ResponseWriter`, its body
 //    through a `ResponseBodyWriter` (`PeregrineBodyWriter`) whose writes
 //    suspend above Peregrine's high mark.
@@ -34,15 +35,19 @@ import UnixSignals
 @_exported import enum PeregrineCore.Trigger
 @_exported import class Peregrine.Server
 
-/// What Peregrine gives a Hummingbird request context: a logger. (Hummingbird's
-/// own `ApplicationRequestContextSource` carries a NIO `Channel`, which
-/// Peregrine has none of.)
+/// What Peregrine gives a Hummingbird request context: a logger and the
+/// client's address. (Hummingbird's own `ApplicationRequestContextSource`
+/// carries a NIO `Channel`, which Peregrine has none of.)
 public struct PeregrineRequestContextSource: RequestContextSource, Sendable {
     /// The request's logger: the server's, with `hb.request.id` set.
     public let logger: Logger
+    /// The client's address (with `Configuration.proxyProtocol`, the source the
+    /// proxy named); nil where the engine does not know it.
+    public let remoteAddress: PeregrineCore.SocketAddress?
 
-    public init(logger: Logger) {
+    public init(logger: Logger, remoteAddress: PeregrineCore.SocketAddress? = nil) {
         self.logger = logger
+        self.remoteAddress = remoteAddress
     }
 }
 
@@ -52,9 +57,12 @@ public struct PeregrineRequestContextSource: RequestContextSource, Sendable {
 public struct PeregrineRequestContext: RequestContext {
     public typealias Source = PeregrineRequestContextSource
     public var coreContext: CoreRequestContextStorage
+    /// The client's address (see `PeregrineRequestContextSource.remoteAddress`).
+    public let remoteAddress: PeregrineCore.SocketAddress?
 
     public init(source: Source) {
         self.coreContext = .init(source: source)
+        self.remoteAddress = source.remoteAddress
     }
 }
 
@@ -75,7 +83,8 @@ where Responder.Context: InitializableFromSource<PeregrineRequestContextSource> 
         var logger = self.logger
         logger[metadataKey: "hb.request.id"] = .stringConvertible(RequestID())
         let response = await withLogger(logger) { logger in
-            await Self.response(responder, HummingbirdCore.Request(head: head, body: Self.body(head, body)), logger)
+            await Self.response(responder, HummingbirdCore.Request(head: head, body: Self.body(head, body)),
+                                .init(logger: logger, remoteAddress: writer.remoteAddress))
         }
         try await writer.writeHead(response.head)
         try await response.body.write(PeregrineBodyWriter(writer: writer))
@@ -85,12 +94,12 @@ where Responder.Context: InitializableFromSource<PeregrineRequestContextSource> 
     /// `HTTPResponseError`s a Router turns into answers itself) is a `500`
     /// with an empty body, as on Hummingbird's own server.
     private static func response(_ responder: Responder, _ request: HummingbirdCore.Request,
-                                 _ logger: Logger) async -> HummingbirdCore.Response {
-        let context = Responder.Context(source: .init(logger: logger))
+                                 _ source: PeregrineRequestContextSource) async -> HummingbirdCore.Response {
+        let context = Responder.Context(source: source)
         do {
             return try await responder.respond(to: request, context: context)
         } catch {
-            logger.debug("Unrecognised Error", metadata: ["error.type": "\(error)"])
+            source.logger.debug("Unrecognised Error", metadata: ["error.type": "\(error)"])
             return HummingbirdCore.Response(status: .internalServerError, body: .init())
         }
     }

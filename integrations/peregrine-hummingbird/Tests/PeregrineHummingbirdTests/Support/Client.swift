@@ -83,6 +83,16 @@ final class TestConnection: @unchecked Sendable {
 
     deinit { close() }
 
+    /// This end's port.
+    var localPort: Int {
+        var addr = sockaddr_in()
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+        }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
     func close() {
         if !isClosed { isClosed = true; Glibc.close(fd) }
     }

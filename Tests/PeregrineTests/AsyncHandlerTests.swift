@@ -1,0 +1,271 @@
+// Async handlers (`Application.async`): swift-http-types heads, the body as
+// an AsyncSequence, the ResponseWriter, on every engine.
+import Foundation
+import HTTPTypes
+import Logging
+import Peregrine
+import Synchronization
+import XCTest
+
+final class AsyncHandlerTests: XCTestCase {
+    private func loops(_ mode: EngineMode) -> Bool { mode.engine == .epoll || mode.engine == .libev || mode.engine == .swift }
+
+    /// The head arrives as an HTTPRequest: method, path, Host as the
+    /// authority, the other fields in order; an answer given without
+    /// suspending gets its Content-Length.
+    func testRequestHeadIsAnHTTPRequestAndAnInlineAnswerHasItsLength() throws {
+        let app: Application = .async { request, _, writer in
+            var fields = HTTPFields()
+            fields[.contentType] = "text/plain"
+            fields[HTTPField.Name("X-Method")!] = request.method.rawValue
+            fields[HTTPField.Name("X-Authority")!] = request.authority ?? "none"
+            fields[HTTPField.Name("X-Scheme")!] = request.scheme ?? "none"
+            let names = request.headerFields.map { $0.name.rawName }.joined(separator: ",")
+            fields[HTTPField.Name("X-Fields")!] = names
+            try await writer.respond(HTTPResponse(status: .created, headerFields: fields), body: request.path ?? "")
+        }
+        try forEachEngine { mode in
+            try withServer(mode, app) { server in
+                let r = try fetch(port: server.port,
+                                  "PUT /a/b?c=d HTTP/1.1\r\nHost: example.test:8080\r\nX-One: 1\r\nAccept: */*\r\nConnection: close\r\n\r\n")
+                XCTAssertEqual(r.status, 201, "[\(mode)] \(r)")
+                XCTAssertEqual(r.bodyString, "/a/b?c=d", "[\(mode)]")
+                XCTAssertEqual(r.header("Content-Length"), "8", "[\(mode)]")
+                XCTAssertEqual(r.header("X-Method"), "PUT", "[\(mode)]")
+                XCTAssertEqual(r.header("X-Authority"), "example.test:8080", "[\(mode)]")
+                XCTAssertEqual(r.header("X-Scheme"), "http", "[\(mode)]")
+                XCTAssertEqual(r.header("X-Fields"), "X-One,Accept,Connection", "[\(mode)]")
+            }
+        }
+    }
+
+    /// A handler that awaits other work is answered later, in request order
+    /// with the requests pipelined behind it, on a kept-alive connection.
+    func testSuspendedHandlersAnswerInRequestOrder() throws {
+        let app: Application = .async { request, _, writer in
+            let path = request.path ?? ""
+            if path == "/slow" { try await Task.sleep(for: .milliseconds(150)) }
+            try await writer.respond(HTTPResponse(status: .ok), body: "answer \(path)")
+        }
+        try forEachEngine { mode in
+            guard mode.keepsAlive else { return }
+            try withServer(mode, app) { server in
+                let s = try TestSocket(port: server.port)
+                try s.send("GET /slow HTTP/1.1\r\nHost: t\r\n\r\nGET /fast HTTP/1.1\r\nHost: t\r\n\r\n")
+                let first = try s.readResponse()
+                let second = try s.readResponse()
+                XCTAssertEqual(first.bodyString, "answer /slow", "[\(mode)]")
+                XCTAssertEqual(first.header("Content-Length"), "12", "[\(mode)] a one-shot answer after a pause keeps its length")
+                XCTAssertEqual(second.bodyString, "answer /fast", "[\(mode)]")
+                try s.send("GET /again HTTP/1.1\r\nHost: t\r\n\r\n")
+                XCTAssertEqual(try s.readResponse().bodyString, "answer /again", "[\(mode)] keep-alive after a deferred answer")
+            }
+        }
+    }
+
+    /// On the engines with loops a handler runs on the loop thread and
+    /// resumes there after an await: no thread hop.
+    func testHandlerResumesOnTheLoopThread() throws {
+        let threads = LockedList<String>()
+        let app: Application = .async { _, _, writer in
+            let before = pthread_self()
+            try await Task.sleep(for: .milliseconds(5))
+            let after = pthread_self()
+            threads.append(pthread_equal(before, after) != 0 ? "same" : "moved")
+            try await writer.respond(HTTPResponse(status: .ok), body: "ok")
+        }
+        try forEachEngine { mode in
+            guard loops(mode) else { return }
+            try withServer(mode, app) { server in
+                for _ in 0..<5 {
+                    let r = try fetch(port: server.port, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                    XCTAssertEqual(r.bodyString, "ok", "[\(mode)]")
+                }
+            }
+        }
+        XCTAssertFalse(threads.all.isEmpty)
+        XCTAssertEqual(threads.all.filter { $0 != "same" }.count, 0, "a handler resumed on another thread")
+    }
+
+    /// Thrown before the head: 500. Thrown after it: the connection closes
+    /// after what was written (the client sees a truncated chunked body).
+    /// Returning without an answer: 500.
+    func testThrownErrorsAndMissingAnswers() throws {
+        struct Boom: Error {}
+        let app: Application = .async { request, _, writer in
+            switch request.path {
+            case "/throw": throw Boom()
+            case "/throw-later":
+                try await Task.sleep(for: .milliseconds(5))
+                throw Boom()
+            case "/nothing": return
+            case "/after-head":
+                try await writer.writeHead(HTTPResponse(status: .ok))
+                try await writer.write(Array("partial".utf8))
+                try await Task.sleep(for: .milliseconds(5))
+                throw Boom()
+            default:
+                try await writer.respond(HTTPResponse(status: .ok), body: "fine")
+            }
+        }
+        try forEachEngine { mode in
+            try withServer(mode, app) { server in
+                for path in ["/throw", "/throw-later", "/nothing"] {
+                    let r = try fetch(port: server.port, "GET \(path) HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                    XCTAssertEqual(r.status, 500, "[\(mode)] \(path)")
+                }
+                XCTAssertEqual(try fetch(port: server.port, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").bodyString, "fine")
+                guard loops(mode) else { return }   // the others answer whole: 500 there too
+                let s = try TestSocket(port: server.port)
+                try s.send("GET /after-head HTTP/1.1\r\nHost: t\r\n\r\n")
+                let raw = String(decoding: try s.readUntilEOF(), as: UTF8.self)
+                XCTAssertTrue(raw.hasPrefix("HTTP/1.1 200"), "[\(mode)] \(raw)")
+                XCTAssertTrue(raw.contains("partial"), "[\(mode)] \(raw)")
+                XCTAssertFalse(raw.hasSuffix("0\r\n\r\n"), "[\(mode)] a truncated body must not look complete: \(raw)")
+            }
+        }
+    }
+
+    /// A streamed answer: many writes, chunked, with trailers.
+    func testStreamedAnswerWithTrailers() throws {
+        let app: Application = .async { _, _, writer in
+            try await writer.writeHead(HTTPResponse(status: .ok, headerFields: [.contentType: "text/plain"]))
+            for i in 0..<20 {
+                try await writer.write("part \(i)\n")
+                if i % 5 == 0 { await Task.yield() }
+            }
+            var trailers = HTTPFields()
+            trailers[HTTPField.Name("X-Checksum")!] = "20"
+            try await writer.finish(trailers: trailers)
+        }
+        let expected = (0..<20).map { "part \($0)\n" }.joined()
+        try forEachEngine { mode in
+            try withServer(mode, app) { server in
+                let r = try fetch(port: server.port, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                XCTAssertEqual(r.status, 200, "[\(mode)]")
+                XCTAssertEqual(r.bodyString, expected, "[\(mode)]")
+                if loops(mode) {
+                    XCTAssertEqual(r.header("Transfer-Encoding"), "chunked", "[\(mode)]")
+                }
+            }
+        }
+    }
+
+    /// The writer suspends above the stream's high mark: with a client that
+    /// reads nothing, the handler stops far short of the whole body; it all
+    /// arrives once the client reads.
+    func testWriterSuspendsAtTheHighWatermark() throws {
+        let total = 32 << 20
+        let chunk = [UInt8](repeating: UInt8(ascii: "x"), count: 64 << 10)
+        let written = Atomic<Int>(0)
+        let app: Application = .async { _, _, writer in
+            try await writer.writeHead(HTTPResponse(status: .ok, headerFields: [.contentLength: String(total)]))
+            while written.load(ordering: .relaxed) < total {
+                try await writer.write(chunk)
+                written.add(chunk.count, ordering: .relaxed)
+            }
+            try await writer.finish()
+        }
+        try forEachEngine { mode in
+            guard loops(mode) else { return }
+            written.store(0, ordering: .relaxed)
+            try withServer(mode, app) { server in
+                let s = try TestSocket(port: server.port)
+                try s.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                // Wait until the handler stops making progress (it is suspended).
+                var last = -1
+                XCTAssertTrue(waitUntil(timeout: .seconds(10)) {
+                    let now = written.load(ordering: .relaxed)
+                    defer { last = now }
+                    if now == last && now > 0 { usleep(100_000); return written.load(ordering: .relaxed) == now }
+                    return false
+                }, "[\(mode)] the writer never settled")
+                let stalled = written.load(ordering: .relaxed)
+                XCTAssertLessThan(stalled, 16 << 20, "[\(mode)] the writer did not wait for the client")
+                let r = try s.readResponse()
+                XCTAssertEqual(r.body.count, total, "[\(mode)]")
+            }
+        }
+    }
+
+    /// The client leaving cancels the handler's task.
+    func testClientLeavingCancelsTheTask() throws {
+        let cancelled = DispatchSemaphore(value: 0)
+        let started = DispatchSemaphore(value: 0)
+        let app: Application = .async { _, _, writer in
+            started.signal()
+            do {
+                try await Task.sleep(for: .seconds(30))
+            } catch is CancellationError {
+                cancelled.signal()
+                throw CancellationError()
+            }
+            try await writer.respond(HTTPResponse(status: .ok), body: "late")
+        }
+        try forEachEngine { mode in
+            guard loops(mode) else { return }
+            try withServer(mode, app) { server in
+                for reset in [false, true] {   // a close (FIN) and a reset (RST)
+                    let s = try TestSocket(port: server.port)
+                    try s.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                    XCTAssertEqual(started.wait(timeout: .now() + 5), .success, "[\(mode)] handler did not start")
+                    if reset { s.reset() } else { s.close() }
+                    XCTAssertEqual(cancelled.wait(timeout: .now() + 5), .success, "[\(mode)] reset \(reset): the task was not cancelled")
+                }
+            }
+        }
+    }
+
+    /// A body within --max-body is read through the AsyncSequence and echoed.
+    func testBodyIsReadAsAnAsyncSequence() throws {
+        let app: Application = .async { request, body, writer in
+            let bytes = try await body.collect(upTo: 4 << 20)
+            try await writer.respond(HTTPResponse(status: .ok), body: Array("\(request.method) \(bytes.count) ".utf8) + bytes.prefix(16))
+        }
+        let payload = (0..<(512 << 10)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        try forEachEngine { mode in
+            try withServer(mode, app, configure: { $0.limits.maxBody = 1 << 20 }) { server in
+                let s = try TestSocket(port: server.port)
+                try s.send("POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: \(payload.count)\r\nConnection: close\r\n\r\n")
+                try s.send(payload)
+                let r = try s.readResponse()
+                XCTAssertEqual(r.status, 200, "[\(mode)] \(r)")
+                XCTAssertEqual(Array(r.body), Array("POST \(payload.count) ".utf8) + payload.prefix(16), "[\(mode)]")
+            }
+        }
+    }
+
+    /// At most `asyncLimit` handlers in flight per loop; `--app hello-async`
+    /// answers through the same path.
+    func testHelloAsyncBuiltinApp() throws {
+        try forEachEngine { mode in
+            try withServer(mode, BuiltinApp.helloAsync.application) { server in
+                let r = try fetch(port: server.port, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                XCTAssertEqual(r.status, 200, "[\(mode)]")
+                XCTAssertEqual(r.bodyString, "Hello, World!", "[\(mode)]")
+                XCTAssertEqual(r.header("Content-Type"), "text/plain", "[\(mode)]")
+            }
+        }
+    }
+
+    /// --log: an async handler's line carries the client, the status and
+    /// the body bytes it wrote.
+    func testAccessLogCountsAnAsyncHandlersBytes() throws {
+        let app: Application = .async { _, _, writer in
+            try await Task.sleep(for: .milliseconds(2))
+            try await writer.respond(HTTPResponse(status: .accepted), body: "twelve bytes")
+        }
+        try forEachEngine { mode in
+            let log = CollectingLogHandler()
+            try withServer(mode, app, configure: { $0.logger = log.logger; $0.logRequests = true }) { server in
+                XCTAssertEqual(try fetch(port: server.port, "GET /q?a=1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").status, 202)
+                XCTAssertTrue(waitUntil { log.events.all.contains { $0.metadata["event"] == "access" } }, "[\(mode)] no access line")
+                guard let access = log.events.all.first(where: { $0.metadata["event"] == "access" }) else { return }
+                XCTAssertEqual(access.metadata["client"], "127.0.0.1", "[\(mode)]")
+                XCTAssertEqual(access.metadata["target"], "/q?a=1", "[\(mode)]")
+                XCTAssertEqual(access.metadata["status"], "202", "[\(mode)]")
+                XCTAssertEqual(access.metadata["bytes"], "12", "[\(mode)]")
+            }
+        }
+    }
+}
