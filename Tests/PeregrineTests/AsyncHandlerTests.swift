@@ -268,4 +268,71 @@ final class AsyncHandlerTests: XCTestCase {
             }
         }
     }
+
+    /// A body streams to the handler as it arrives and is echoed as it is
+    /// read (both directions under backpressure): 8 MiB, beyond --max-body,
+    /// on the engines with loops; the others buffer it (--max-body raised).
+    func testStreamedBodyIsEchoedAsItArrives() throws {
+        let app: Application = .async { _, body, writer in
+            try await writer.writeHead(HTTPResponse(status: .ok, headerFields: [.contentType: "application/octet-stream"]))
+            for try await chunk in body { try await writer.write(chunk) }
+            try await writer.finish()
+        }
+        let payload = (0..<(8 << 20)).map { UInt8(truncatingIfNeeded: ($0 &* 2654435761) >> 13) }
+        try forEachEngine { mode in
+            try withServer(mode, app, configure: { c in
+                if !self.loops(mode) { c.limits.maxBody = 16 << 20 } else { c.limits.maxBody = 1 << 20 }
+            }) { server in
+                let s = try TestSocket(port: server.port)
+                try s.send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: \(payload.count)\r\nConnection: close\r\n\r\n")
+                let sent = DispatchSemaphore(value: 0)
+                let failure = LockedList<String>()
+                let sender = Thread {
+                    do { try s.send(payload) } catch { failure.append("\(error)") }
+                    sent.signal()
+                }
+                sender.start()
+                let r = try s.readResponse()
+                XCTAssertEqual(sent.wait(timeout: .now() + 30), .success, "[\(mode)] the upload did not finish")
+                XCTAssertEqual(failure.all, [], "[\(mode)]")
+                XCTAssertEqual(r.status, 200, "[\(mode)]")
+                XCTAssertEqual(r.body.count, payload.count, "[\(mode)]")
+                XCTAssertTrue(r.body == payload, "[\(mode)] the echo differs")
+            }
+        }
+    }
+
+    /// A client that leaves mid-upload ends the body with an error the
+    /// handler sees, and its task is cancelled.
+    func testClientLeavingMidUploadFailsTheBodyAndCancels() throws {
+        let outcome = LockedList<String>()
+        let reading = DispatchSemaphore(value: 0)
+        let app: Application = .async { _, body, writer in
+            var got = 0
+            do {
+                for try await chunk in body {
+                    got += chunk.count
+                    if got > 0 { reading.signal() }
+                }
+                outcome.append("complete")
+            } catch let error as RequestBodyError {
+                outcome.append("\(error)")
+                throw error
+            }
+            try await writer.respond(HTTPResponse(status: .ok), body: "got \(got)")
+        }
+        try forEachEngine { mode in
+            guard loops(mode) else { return }
+            outcome.clear()
+            try withServer(mode, app) { server in
+                let s = try TestSocket(port: server.port)
+                try s.send("POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n")
+                try s.send([UInt8](repeating: 7, count: 5000))
+                XCTAssertEqual(reading.wait(timeout: .now() + 5), .success, "[\(mode)] the handler read nothing")
+                s.reset()
+                XCTAssertTrue(waitUntil { !outcome.all.isEmpty }, "[\(mode)] the body never ended")
+                XCTAssertEqual(outcome.all.first, "request body ended early: client gone", "[\(mode)]")
+            }
+        }
+    }
 }
