@@ -646,20 +646,12 @@ package final class AsyncDispatcher: Sendable {
             // starts when a running one ends (LoopExecutor.runJobs).
             executor.park(limit: limit) { writer.task = writer.launch(on: executor) }
         }
-        guard let channel else {
-            Self.deferAnswer(writer, response, head, failures)
-            return true
-        }
-        // A body: the answer can be deferred once the engine began the stream.
-        channel.onFailure = { writer.task?.cancel() }
-        channel.consumer?.onAttach = { consumer in
-            channel.attached(consumer)
-            guard let response = consumer.response else { return }
-            if writer.bufferedAnswerReady {
-                writer.writeInline(response)
-            } else {
-                Self.deferAnswer(writer, response, head, failures)
-            }
+        // Owed from now on; with a body, the engine streams it while the
+        // answer is owed (deferring first is an order every engine takes).
+        Self.deferAnswer(writer, response, head, failures)
+        if let channel {
+            channel.onFailure = { writer.task?.cancel() }
+            channel.consumer?.onAttach = { consumer in channel.attached(consumer) }
         }
         return true
     }
