@@ -134,10 +134,10 @@ restart-test: build
 	./scripts/install-deps.sh wrk
 	python3 scripts/restart-test.py
 
-# Hummingbird applications on Peregrine (integrations/peregrine-hummingbird, a
+# Hummingbird applications on Peregrine (integrations/hummingbird/peregrine-hummingbird, a
 # package of its own: the root package stays free of SwiftNIO and Hummingbird).
 # The first build takes 3-5 minutes on 2 cores (Hummingbird and SwiftNIO).
-HB_PKG = integrations/peregrine-hummingbird
+HB_PKG = integrations/hummingbird/peregrine-hummingbird
 test-hummingbird: deps
 	swift build --build-tests --package-path $(HB_PKG)
 	swift test --skip-build --package-path $(HB_PKG) --disable-swift-testing

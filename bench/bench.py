@@ -35,8 +35,8 @@ HZ = procstat.HZ
 BENCH = os.path.join(ROOT, "bench")
 PEREGRINE = os.path.join(ROOT, ".build", "release", "peregrine")
 NIO_HELLO = os.path.join(BENCH, "swift", ".build", "release", "nio-hello")
-# Hummingbird's hello router on its own NIO server and on Peregrine (integrations/peregrine-hummingbird).
-HB_PKG = os.path.join(ROOT, "integrations", "peregrine-hummingbird")
+# Hummingbird's hello router on its own NIO server and on Peregrine (integrations/hummingbird/peregrine-hummingbird).
+HB_PKG = os.path.join(ROOT, "integrations", "hummingbird", "peregrine-hummingbird")
 HB_NIO_HELLO = os.path.join(HB_PKG, ".build", "release", "hb-nio-hello")
 HB_PEREGRINE_HELLO = os.path.join(HB_PKG, ".build", "release", "hb-peregrine-hello")
 # The allocation counter, shared with the XCTest suite (built here as an LD_PRELOAD library).
@@ -187,7 +187,7 @@ class Suite:
             self.have_hb = r.returncode == 0 and os.path.exists(HB_NIO_HELLO) and os.path.exists(HB_PEREGRINE_HELLO)
             if not self.have_hb:
                 log("bench: the Hummingbird contenders (hummingbird, hb-peregrine) are skipped: "
-                    f"integrations/peregrine-hummingbird did not build:\n{r.stderr[-3000:]}")
+                    f"integrations/hummingbird/peregrine-hummingbird did not build:\n{r.stderr[-3000:]}")
         self.have_nginx = shutil.which("nginx") is not None or os.path.exists("/usr/sbin/nginx")
 
     # -- contender tables
@@ -456,7 +456,7 @@ class Suite:
                 self.verdicts.append((f"C engine's instructions per request no more than the Swift engine's ({trigger})",
                                       f"{c:,.0f} vs {sw:,.0f}", c <= sw))
 
-    # -- Hummingbird 2's hello router (integrations/peregrine-hummingbird/Sources/HelloShared), the same
+    # -- Hummingbird 2's hello router (integrations/hummingbird/peregrine-hummingbird/Sources/HelloShared), the same
     # router on its own SwiftNIO server (one event loop) and on Peregrine through the adapter (one loop).
     def hummingbird_contenders(self, binary=lambda path: path):
         if not self.have_hb:
@@ -471,7 +471,7 @@ class Suite:
         """Hummingbird on NIO vs on Peregrine: CPU, instructions and allocations per keep-alive hello request."""
         title = "1d. Hummingbird 2's hello router: on its own SwiftNIO server and on Peregrine"
         if not self.have_hb:
-            self.sections.append((title, "not measured: integrations/peregrine-hummingbird did not build "
+            self.sections.append((title, "not measured: integrations/hummingbird/peregrine-hummingbird did not build "
                                          "(or `--no-hummingbird`); see the log"))
             self.verdicts.append(("Hummingbird on Peregrine ≤ 0.5× Hummingbird on NIO, CPU per request",
                                   "not built", None))
@@ -1283,7 +1283,7 @@ def main():
     ap.add_argument("--out", default=os.path.join(BENCH, "results"))
     ap.add_argument("--no-nio", action="store_true", help="skip building the SwiftNIO contender")
     ap.add_argument("--no-hummingbird", action="store_true",
-                    help="skip building the Hummingbird contenders (integrations/peregrine-hummingbird)")
+                    help="skip building the Hummingbird contenders (integrations/hummingbird/peregrine-hummingbird)")
     ap.add_argument("--upload-mib", type=int, default=256, help="upload scenario: MiB each of the 16 clients sends")
     ap.add_argument("--download-mib", type=int, default=1024, help="download scenario: size of the file in MiB")
     ap.add_argument("--contenders", default="", help="comma-separated name prefixes (e.g. peregrine-swift,nginx); "

@@ -5,7 +5,7 @@
 // named `hummingbird`: SwiftPM names a root package after its directory, and that
 // name would collide with the hummingbird dependency's identity.
 //
-//   swift build -c release --package-path integrations/peregrine-hummingbird
+//   swift build -c release --package-path integrations/hummingbird/peregrine-hummingbird
 //   make test-hummingbird
 import PackageDescription
 
@@ -19,7 +19,7 @@ let package = Package(
         .executable(name: "hb-peregrine-example", targets: ["hb-peregrine-example"]),
     ],
     dependencies: [
-        .package(name: "Peregrine", path: "../.."),
+        .package(name: "Peregrine", path: "../../.."),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
