@@ -58,7 +58,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "PeregrineTests", dependencies: [
-            "Peregrine", "CPeregrine",
+            "Peregrine", "CPeregrine", "PeregrineSwiftEpoll",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "MetricsTestKit", package: "swift-metrics"),

@@ -375,6 +375,7 @@ static void body_end_notify(prg_conn *c, int state) {
     c->flags &= ~(uint32_t)(CONN_STREAMING | CONN_BODY_HELD);
     c->body_stream = NULL;
     c->body_pending = 0;
+    if (c->defer_tail) (void)prg_offload_body_end(c, state, 0);   /* its deferred answer learns it first */
     const prg_callbacks *cb = &c->loop->server->cb;
     uint32_t in_cb = c->flags & CONN_IN_CALLBACK;
     c->flags |= CONN_IN_CALLBACK;
@@ -503,7 +504,11 @@ static bool can_hold_body(const prg_conn *c) {
 
 void prg_body_fail(prg_conn *c, int state, int status) {
     if (c->flags & CONN_CLOSED) return;
-    if (c->resp_state == RESP_NONE) send_error_ordered(c, status);
+    /* A deferred answer gets the error in its place, or is cut short. */
+    if (c->defer_tail && prg_offload_body_end(c, state, status)) {
+    } else if (c->resp_state == RESP_NONE) {
+        send_error_ordered(c, status);
+    }
     /* else: an answer was started; it cannot be replaced, only cut short */
     c->close_reason = PRG_CLOSE_BAD_REQUEST;
     c->flags |= CONN_CLOSE_AFTER;
@@ -529,9 +534,14 @@ static int stream_body(prg_conn *c) {
         if (c->flags & (CONN_CLOSED | CONN_CLOSE_AFTER)) return -1;
         if (c->flags & CONN_BODY_HELD) return 0;
         if (c->body_pending) {
+            /* Answers owed before this request's: what it writes waits behind them. */
+            prg_out_saved saved;
+            bool hold = c->defer_head != NULL;
+            if (hold) prg_offload_hold_begin(c, &saved);
             c->flags |= CONN_IN_CALLBACK;
             size_t took = s->cb.on_body(s->cb.ctx, c, c->body_stream, c->in, c->body_pending);
             c->flags &= ~(uint32_t)CONN_IN_CALLBACK;
+            if (hold) prg_offload_hold_end(c, &saved);
             if (!(c->flags & CONN_STREAMING)) return -1;   /* closed meanwhile */
             if (took > c->body_pending) took = c->body_pending;
             if (took) {
@@ -561,15 +571,21 @@ static int stream_body(prg_conn *c) {
         if (decoded) continue;
         if (done) break;
         /* Waiting for body bytes: now is when the client is asked for them. */
-        if ((c->parser.flags & PRG_REQ_EXPECT_CONTINUE) && !(c->flags & CONN_CONTINUE_SENT) && !c->defer_head) {
+        if ((c->parser.flags & PRG_REQ_EXPECT_CONTINUE) && !(c->flags & CONN_CONTINUE_SENT) &&
+            prg_offload_may_continue(c)) {
             prg_send_continue(c);
             c->flags |= CONN_CONTINUE_SENT;
         }
         return 0;
     }
-    /* Complete: the handler's last word, then the next request. */
+    /* Complete: the handler's last word (it may defer it now), then the
+     * next request. */
+    prg_out_saved saved;
+    bool hold = c->defer_head != NULL;
+    if (hold) prg_offload_hold_begin(c, &saved);
     body_end_notify(c, PRG_BODY_COMPLETE);
-    prg_response_finish_default(c);
+    prg_response_finish_default(c);   /* nothing for a deferred answer */
+    if (hold) prg_offload_hold_end(c, &saved);
     if (!c->req_keep_alive) c->flags |= CONN_CLOSE_AFTER;
     prg_http_parser_reset(&c->parser);
     prg_timer_remove(c);
@@ -620,6 +636,7 @@ static int head_decide(prg_conn *c, size_t used) {
         stream_begin(c, used);
         return HEAD_STREAM;
     }
+    if (c->defer_tail) prg_offload_head_answered(c);   /* a deferral without a stream answers from the head */
     if (c->resp_state != RESP_NONE || (c->flags & (CONN_CLOSED | CONN_CLOSE_AFTER))) {
         prg_response_finish_default(c);   /* ends an answer left open */
         if (hold) prg_offload_hold_end(c, &saved);
@@ -862,7 +879,7 @@ int prg_conn_on_readable(prg_conn *c) {
             /* Half-close: answer what was asked, then close. A body still
              * streaming will never end. */
             c->flags |= CONN_READ_EOF;
-            if (c->flags & CONN_STREAMING) {
+            if (c->flags & CONN_STREAMING) {   /* a deferred answer is refused from here (offload.c) */
                 body_end_notify(c, PRG_BODY_CLIENT_GONE);
                 c->flags |= CONN_CLOSE_AFTER;
             }
@@ -936,16 +953,19 @@ void prg_conn_close(prg_conn *c) {
 }
 
 int prg_body_stream(prg_conn *c, void *stream) {
-    if (!(c->flags & CONN_IN_HEAD) || (c->flags & (CONN_STREAMING | CONN_CLOSED | CONN_CLOSE_AFTER)) ||
-        c->resp_state != RESP_NONE)
+    if (!(c->flags & CONN_IN_HEAD) || (c->flags & (CONN_STREAMING | CONN_CLOSED | CONN_CLOSE_AFTER)))
         return -1;
-    c->flags |= CONN_STREAMING;
-    c->body_stream = stream;
-    c->body_pending = 0;
     /* head_decide cleared it for an answer from the head; a streamed request
      * keeps the connection as it asked. */
     const prg_loop *loop = c->loop;
-    c->req_keep_alive = (c->parser.flags & PRG_REQ_KEEP_ALIVE) && !loop->one_request && !loop->draining;
+    uint8_t keep_alive = (c->parser.flags & PRG_REQ_KEEP_ALIVE) && !loop->one_request && !loop->draining;
+    /* Started an answer: refused. Deferred it in this on_head: the body
+     * streams while it is owed, as when prg_defer follows. */
+    if (c->resp_state != RESP_NONE && prg_offload_stream_deferred(c, keep_alive) != 0) return -1;
+    c->flags |= CONN_STREAMING;
+    c->body_stream = stream;
+    c->body_pending = 0;
+    c->req_keep_alive = keep_alive;
     return 0;
 }
 

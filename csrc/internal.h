@@ -346,6 +346,10 @@ void prg_offload_peer_finished(prg_conn *c);
 void prg_offload_output_sent(prg_conn *c);     /* after a flush: a front stream's level, its producer woken */
 void prg_offload_sweep(prg_loop *loop);        /* handler_timeout_s passed: 503 for the late answers */
 bool prg_offload_late_pending(const prg_loop *loop);   /* an owed answer has a handler-timeout deadline */
+bool prg_offload_may_continue(const prg_conn *c);    /* 100 Continue would not go ahead of an owed answer */
+int prg_offload_stream_deferred(prg_conn *c, uint8_t keep_alive);   /* prg_body_stream after prg_defer in on_head */
+void prg_offload_head_answered(prg_conn *c);         /* on_head deferred without streaming */
+bool prg_offload_body_end(prg_conn *c, int end, int status);   /* a streamed body ended: its deferred answer */
 /* Around a callback that may answer while earlier answers are owed: the
  * answer is captured and queued behind them instead of going out first. */
 typedef struct prg_out_saved { struct prg_chunk *head, *tail; size_t bytes; } prg_out_saved;

@@ -206,6 +206,9 @@ prg_conn *prg_loop_open_conn(prg_loop *loop, int fd, const struct sockaddr *peer
 void prg_loop_accept_ready(prg_loop *loop) {
     loop->listener_ready = false;
     if (loop->listener_paused) return;
+    /* A graceful shutdown was asked: nothing new is accepted, even in the
+     * batch before this loop's drain begins (it closes the listener). */
+    if (atomic_load_explicit(&loop->server->drain_deadline_ms, memory_order_acquire) != 0) return;
     for (int i = 0; i < PRG_ACCEPTS_PER_WAKEUP; i++) {
         struct sockaddr_storage peer;
         socklen_t peer_len = sizeof peer;
@@ -293,17 +296,30 @@ int prg_loop_wait_ms(const prg_loop *loop) {
 
 /* The application's work on this thread (on_tick); what it answered from
  * here is posted to the mailbox: written out now, not a wake-up later. */
-static void run_tick(prg_loop *loop, int phase) {
+static int run_tick(prg_loop *loop, int phase) {
     const prg_callbacks *cb = &loop->server->cb;
-    if (cb->on_tick(cb->ctx, loop->index, phase) > 0) prg_offload_drain(loop);
+    int work = cb->on_tick(cb->ctx, loop->index, phase);
+    if (work > 0) prg_offload_drain(loop);
+    return work;
 }
 
 void prg_loop_end_batch(prg_loop *loop) {
     if (loop->listener_ready) prg_loop_accept_ready(loop);
     if (loop->ready) serve_ready_list(loop);
     if (loop->server->cb.on_tick && loop->mailbox) {   /* epoll, libev: the loops that defer */
-        run_tick(loop, PRG_TICK_BATCH);
-        if (loop->ready) serve_ready_list(loop);   /* the work may have resumed a body stream */
+        /* The work may resume body streams (the ready list), whose bytes give
+         * it more work: go round until neither has any, within a bound (then
+         * the next batch comes at once). */
+        int rounds = 0;
+        for (;;) {
+            int work = run_tick(loop, PRG_TICK_BATCH);   /* its answers' drain may queue more */
+            if (loop->ready) serve_ready_list(loop);
+            else if (work == 0) break;
+            if (++rounds == 64) {
+                loop->engine->wake(loop);
+                break;
+            }
+        }
     }
     prg_timers_sweep(loop);
     free_dead(loop);
@@ -402,12 +418,12 @@ void prg_loop_drain(prg_loop *loop) {
 void *prg_loop_run(void *arg) {
     prg_loop *loop = arg;
     bool ticks = loop->server->cb.on_tick && loop->mailbox;   /* epoll, libev */
-    if (ticks) run_tick(loop, PRG_TICK_START);
+    if (ticks) (void)run_tick(loop, PRG_TICK_START);
     loop->engine->run(loop);
     /* Stopping: every connection is closed and freed. */
     while (loop->live) prg_conn_close_now(loop->live, PRG_CLOSE_SHUTDOWN);
     if (loop->ready) serve_ready_list(loop);
     free_dead(loop);
-    if (ticks) run_tick(loop, PRG_TICK_STOP);   /* the application's last work here (it hears of the closes) */
+    if (ticks) (void)run_tick(loop, PRG_TICK_STOP);   /* the application's last work here (it hears of the closes) */
     return NULL;
 }

@@ -20,9 +20,17 @@
  * loop runs the stream's on_writable callback (also run when the peer goes,
  * so a waiting producer learns it at its next write).
  *
- *  prg_defer            on the loop thread, inside on_request: the request
- *                       gets a handle (prg_deferred) and a place in the
- *                       connection's list of answers owed, in request order.
+ *  prg_defer            on the loop thread, inside on_request (or on_head
+ *                       after prg_body_stream, on_body, on_body_end): the
+ *                       request gets a handle (prg_deferred) and a place in
+ *                       the connection's list of answers owed, in request
+ *                       order. Deferred while its body streams (for_body),
+ *                       the body goes on; if the body fails first,
+ *                       prg_offload_body_end takes the answer from the
+ *                       producer (the error answer in its place, or the
+ *                       close). The connection's own writer state (the
+ *                       request still streaming in) is kept apart while
+ *                       the handle's ops are rendered.
  *  prg_deferred_send    any thread: the answer (status, headers, body) is
  *                       copied into the handle, which is posted to the
  *                       loop's mailbox (mutex + list); the first post into
@@ -115,6 +123,7 @@ struct prg_deferred {
     atomic_int state;             /* DEF_*: who completes the answer */
     atomic_uint refs;             /* loop side (its list) + producer side + the mailbox while posted */
     bool ready;                   /* loop thread: its bytes are in out_* */
+    bool for_body;                /* loop thread: deferred while its request body streams (on_head) */
     uint8_t req_minor;
     uint8_t keep_alive;
     uint8_t no_body;              /* HEAD request */
@@ -397,6 +406,30 @@ void prg_offload_conn_closed(prg_conn *c) {
     }
 }
 
+/* The streamed request's own deferred answer, while its body streams. */
+static prg_deferred *body_handle(const prg_conn *c) {
+    prg_deferred *d = c->defer_tail;   /* nothing is appended behind it while its body streams */
+    return d && d->for_body ? d : NULL;
+}
+
+int prg_offload_stream_deferred(prg_conn *c, uint8_t keep_alive) {
+    prg_deferred *d = body_handle(c);
+    if (!d) return -1;
+    d->keep_alive = keep_alive;   /* deferred while an answer from the head would have closed */
+    return 0;
+}
+
+void prg_offload_head_answered(prg_conn *c) {
+    prg_deferred *d = body_handle(c);
+    if (d) d->for_body = false;   /* deferred in on_head, no stream: an answer from the head */
+}
+
+bool prg_offload_may_continue(const prg_conn *c) {
+    const prg_deferred *d = c->defer_head;
+    /* Owed: only this request's own answer, and not a byte of it written. */
+    return !d || (d == body_handle(c) && !d->ready && d->w_state == RESP_NONE && !d->out_head);
+}
+
 /* ------------------------------------------------------------- deferring */
 
 prg_deferred *prg_defer(prg_conn *c) {
@@ -423,6 +456,9 @@ prg_deferred *prg_defer(prg_conn *c) {
     d->req_minor = c->req_minor;
     d->keep_alive = (uint8_t)c->req_keep_alive;
     d->no_body = (c->resp_flags & RESP_NO_BODY) != 0;   /* only HEAD sets it before an answer */
+    /* From on_head (before or after prg_body_stream) or on_body: the body
+     * goes on streaming while the answer is owed (prg_offload_body_end). */
+    d->for_body = (c->flags & (CONN_STREAMING | CONN_IN_HEAD)) != 0;
     d->status = 500;
     list_append(c, d);
     late_append(c->loop, d);
@@ -448,7 +484,7 @@ static int pairs_add(char **buf, size_t *len, size_t *cap, const char *name, siz
         return -EINVAL;
     size_t need = *len + name_len + value_len + 2;
     if (need > *cap) {
-        size_t c = *cap ? *cap : 256;
+        size_t c = *cap ? *cap : 64;   /* most answers add a header or two: an open stream holds little */
         while (c < need) c *= 2;
         char *bigger = realloc(*buf, c);
         if (!bigger) return -ENOMEM;
@@ -536,6 +572,15 @@ static int post_ops(prg_deferred *d, int expect, int next, stream_op *first, str
     return result;
 }
 
+/* Once the head is posted its op holds a copy of the headers, and no header
+ * may be added after it: an open stream keeps none (producer's thread,
+ * the only one that touches them). */
+static void headers_drop(prg_deferred *d) {
+    free(d->headers);
+    d->headers = NULL;
+    d->headers_len = d->headers_cap = 0;
+}
+
 /* The head op: status and the headers added so far (producer's thread). */
 static stream_op *head_op(prg_deferred *d, int status) {
     stream_op *op = op_new(OP_HEAD, d->headers, d->headers_len);
@@ -572,7 +617,9 @@ int prg_stream_head(prg_deferred *d, int status) {
     stream_op *op = head_op(d, status);
     if (!op) return -ENOMEM;
     d->declared_left = (status == 204 || status == 304 || d->no_body) ? -1 : declared_length(d);
-    return post_ops(d, DEF_OPEN, DEF_HEADED, op, op);
+    int rc = post_ops(d, DEF_OPEN, DEF_HEADED, op, op);
+    if (rc == 0) headers_drop(d);
+    return rc;
 }
 
 int prg_stream_write(prg_deferred *d, const void *data, size_t n) {
@@ -673,6 +720,7 @@ int prg_deferred_send(prg_deferred *d, int status, const void *body, size_t n) {
     head->next = bodyop ? bodyop : end;
     if (bodyop) bodyop->next = end;
     int rc = post_ops(d, DEF_OPEN, DEF_SENT, head, end);
+    if (rc == 0) headers_drop(d);
     return rc == 0 && failed ? -ENOMEM : rc;
 }
 
@@ -703,12 +751,23 @@ void prg_deferred_release(prg_deferred *d) {
 typedef struct conn_writer_saved {
     prg_out_saved out;
     uint32_t close_after;
+    /* The connection's own writer state: the request being streamed in, or
+     * being parsed, is not this answer's (its body may still arrive). */
+    uint8_t resp_state, resp_flags, req_minor, req_keep_alive;
+    uint16_t resp_status;
+    int64_t resp_length_left;
 } conn_writer_saved;
 
 static void writer_enter(prg_conn *c, prg_deferred *d, conn_writer_saved *saved) {
     prg_offload_hold_begin(c, &saved->out);
     saved->close_after = c->flags & CONN_CLOSE_AFTER;   /* a later request's, not this one's */
     c->flags = (c->flags & ~(uint32_t)CONN_CLOSE_AFTER) | d->close_after;
+    saved->resp_state = c->resp_state;
+    saved->resp_flags = c->resp_flags;
+    saved->req_minor = c->req_minor;
+    saved->req_keep_alive = c->req_keep_alive;
+    saved->resp_status = c->resp_status;
+    saved->resp_length_left = c->resp_length_left;
     c->resp_state = d->w_state;
     c->resp_status = d->w_status;
     c->resp_length_left = d->w_length_left;
@@ -725,6 +784,16 @@ static void writer_leave(prg_conn *c, prg_deferred *d, conn_writer_saved *saved)
     d->keep_alive = (uint8_t)c->req_keep_alive;
     d->close_after = c->flags & CONN_CLOSE_AFTER;
     c->flags = (c->flags & ~(uint32_t)CONN_CLOSE_AFTER) | saved->close_after;
+    c->resp_state = saved->resp_state;
+    c->resp_flags = saved->resp_flags;
+    c->req_minor = saved->req_minor;
+    c->resp_status = saved->resp_status;
+    c->resp_length_left = saved->resp_length_left;
+    /* The answer to a body still streaming may decide to close: the writer
+     * then clears req_keep_alive (response.c), and conn.c closes once the
+     * body was read to its end. */
+    c->req_keep_alive = d->for_body && (c->flags & CONN_STREAMING) ? (uint8_t)(saved->req_keep_alive && c->req_keep_alive)
+                                                                   : saved->req_keep_alive;
     hold_take(c, &saved->out, d);
 }
 
@@ -865,4 +934,35 @@ void prg_offload_sweep(prg_loop *loop) {
         if (!atomic_compare_exchange_strong(&d->state, &open, DEF_TIMED_OUT)) continue;
         render_timeout(d->conn, d);
     }
+}
+
+/* A streamed body ended while its answer is deferred (conn.c, before
+ * on_body_end). Complete: nothing changes. Failed: the answer is taken from
+ * the producer (its later operations are refused: -ETIMEDOUT after a body
+ * timeout, else -ECONNRESET) and the error answer goes in its place, or,
+ * once its head was written, the connection closes after what was written.
+ * Returns true when the request's answer is settled here (the caller sends
+ * no error answer of its own). */
+bool prg_offload_body_end(prg_conn *c, int end, int status) {
+    prg_deferred *d = body_handle(c);
+    if (!d) return false;
+    d->for_body = false;
+    if (end == PRG_BODY_COMPLETE) return false;
+    if (d->ready) return true;   /* its answer is whole: it goes out, then the close */
+    int state = atomic_load(&d->state);
+    int to = end == PRG_BODY_TIMED_OUT ? DEF_TIMED_OUT : DEF_ORPHAN;
+    while ((state == DEF_OPEN || state == DEF_HEADED) && !atomic_compare_exchange_weak(&d->state, &state, to)) {}
+    if (state != DEF_OPEN && state != DEF_HEADED) return true;   /* ended by the producer: it goes out */
+    /* Taken from the producer: its later operations are refused, and what
+     * it posted but the loop has not rendered is dropped (ready). */
+    late_remove(c->loop, d);
+    wake_writer(d);
+    conn_writer_saved saved;
+    writer_enter(c, d, &saved);
+    if (status > 0 && c->resp_state == RESP_NONE) (void)prg_send_error(c, status);   /* in its place */
+    else if (c->resp_state != RESP_DONE) break_off(c);   /* cut short: the close tells the client */
+    writer_leave(c, d, &saved);
+    d->ready = true;
+    if (c->defer_head == d) release_ready(c);
+    return true;
 }

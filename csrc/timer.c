@@ -60,6 +60,9 @@ static int timer_wanted(const prg_conn *c) {
      * idle timer while output waits on its reading. Never the head timer:
      * its 408 would go out ahead of the owed answers and pair with the
      * wrong request. */
+    /* A streamed body being read waits on the client, whatever is owed
+     * (its own answer may be deferred): a stalled body gets its 408. */
+    if ((c->flags & (CONN_STREAMING | CONN_BODY_HELD | CONN_CLOSE_AFTER)) == CONN_STREAMING) return TIMER_IDLE;
     if (c->defer_head) return c->out_bytes ? TIMER_IDLE : TIMER_NONE;
     /* Paused connections hold complete requests the parser has not looked
      * at yet: waiting on the client's reading, not on its head. */

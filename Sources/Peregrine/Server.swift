@@ -217,6 +217,9 @@ public final class Server: Sendable {
         case .async:
             callbacks.on_tick = onTick
             bridge.executors?.make(count: configuration.threads)
+            callbacks.on_head = onHead
+            callbacks.on_body = onBody
+            callbacks.on_body_end = onBodyEnd
         case .streaming:
             callbacks.on_head = onHead
             callbacks.on_body = onBody
@@ -491,8 +494,8 @@ final class Bridge: Sendable {
         self.logger = logger
         self.metrics = metrics
         self.failures = FailureLog(logger: logger)
-        if case .streaming(let head, _) = application { streamHead = head } else { streamHead = { _, _ in nil } }
         if case .async = application { executors = LoopExecutors() } else { executors = nil }
+        var head: StreamingHeadHandler = { _, _ in nil }
         switch application {
         case .http(let h): httpHandler = h; dataHandler = { _, _ in 0 }; pool = nil
         case .raw(let h): httpHandler = { _, response in response.send(status: 500, body: "raw server") }; dataHandler = h; pool = nil
@@ -502,11 +505,15 @@ final class Bridge: Sendable {
             httpHandler = dispatcher.handle; dataHandler = { _, _ in 0 }
             pool = dispatcher.pool
         case .async(let handler):
+            // Bodies stream to the handler (on_head); requests without one come whole.
             let dispatcher = AsyncDispatcher(handler: handler, limit: asyncLimit, logger: logger)
             httpHandler = dispatcher.handle; dataHandler = { _, _ in 0 }; pool = nil
-        case .streaming(_, let request):
+            head = dispatcher.handleHead
+        case .streaming(let streaming, let request):
             httpHandler = request; dataHandler = { _, _ in 0 }; pool = nil
+            head = streaming
         }
+        streamHead = head
     }
 }
 

@@ -36,13 +36,50 @@ struct StreamAppRequest: Equatable {
 }
 
 /// Runs jobs at their times (CLOCK_MONOTONIC) on one thread, started when a
-/// job is scheduled and ended when none is left.
+/// job is scheduled and ended when none is left. The jobs are a binary heap
+/// (earliest first; equal times in scheduling order), so scheduling and
+/// taking one are O(log n) under the lock: with 10,000 streams, a linear
+/// scan per job held the lock long enough to stall the offload workers
+/// that schedule, their queue filled and new streams got 503.
 final class Ticker: @unchecked Sendable {
-    // @unchecked: jobs and running are guarded by mutex.
+    // @unchecked: jobs, seq and running are guarded by mutex.
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private var jobs: [(at: UInt64, run: @Sendable () -> Void)] = []
+    private var jobs: [(at: UInt64, seq: UInt64, run: @Sendable () -> Void)] = []
+    private var seq: UInt64 = 0
     private var running = false
+
+    private func earlier(_ i: Int, _ j: Int) -> Bool {
+        jobs[i].at < jobs[j].at || (jobs[i].at == jobs[j].at && jobs[i].seq < jobs[j].seq)
+    }
+
+    private func push(_ at: UInt64, _ run: @escaping @Sendable () -> Void) {
+        seq &+= 1
+        jobs.append((at, seq, run))
+        var i = jobs.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            if !earlier(i, parent) { break }
+            jobs.swapAt(i, parent)
+            i = parent
+        }
+    }
+
+    private func popFirst() -> @Sendable () -> Void {
+        jobs.swapAt(0, jobs.count - 1)
+        let run = jobs.removeLast().run
+        var i = 0
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var m = i
+            if l < jobs.count && earlier(l, m) { m = l }
+            if r < jobs.count && earlier(r, m) { m = r }
+            if m == i { break }
+            jobs.swapAt(i, m)
+            i = m
+        }
+        return run
+    }
 
     init() {
         // With these attributes glibc's inits cannot fail; a libc where they
@@ -66,16 +103,14 @@ final class Ticker: @unchecked Sendable {
     func schedule(at: UInt64, _ job: @escaping @Sendable () -> Void) -> Bool {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
-        jobs.append((at, job))
         if running {
+            push(at, job)
             pthread_cond_signal(cond)
             return true
         }
         var t = pthread_t()
-        if startThread(&t, { self.work() }) != 0 {
-            jobs.removeLast()
-            return false
-        }
+        if startThread(&t, { self.work() }) != 0 { return false }
+        push(at, job)   // the thread waits for the lock held here
         pthread_detach(t)
         running = true
         return true
@@ -83,14 +118,13 @@ final class Ticker: @unchecked Sendable {
 
     private func work() {
         pthread_mutex_lock(mutex)
-        while let first = jobs.indices.min(by: { jobs[$0].at < jobs[$1].at }) {
-            let at = jobs[first].at
+        while let at = jobs.first?.at {
             if at > monotonicNanoseconds() {
                 var ts = timespec(tv_sec: Int(at / 1_000_000_000), tv_nsec: Int(at % 1_000_000_000))
                 pthread_cond_timedwait(cond, mutex, &ts)
                 continue   // a job may have come meanwhile: pick again
             }
-            let job = jobs.remove(at: first).run
+            let job = popFirst()
             pthread_mutex_unlock(mutex)
             job()
             pthread_mutex_lock(mutex)

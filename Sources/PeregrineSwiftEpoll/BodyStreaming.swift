@@ -44,6 +44,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         pointee.flags &= ~(CF.streaming | CF.bodyHeld)
         pointee.bodyStream = nil
         pointee.bodyPending = 0
+        if pointee.deferTail != nil { _ = offloadBodyEnd(how, 0) }   // its deferred answer learns it first
         let consumer = Unmanaged<BodyConsumer>.fromOpaque(stream).takeRetainedValue()
         let inCallback = pointee.flags & CF.inCallback
         pointee.flags |= CF.inCallback
@@ -55,7 +56,11 @@ extension UnsafeMutablePointer where Pointee == ConnState {
     /// after, then the consumer's end (prg_body_fail).
     func bodyFail(_ how: BodyEnd, _ status: Int32) {
         if pointee.flags & CF.closed != 0 { return }
-        if pointee.respState == RespState.none { sendErrorOrdered(status) }
+        // A deferred answer gets the error in its place, or is cut short.
+        if pointee.deferTail != nil && offloadBodyEnd(how, status) {
+        } else if pointee.respState == RespState.none {
+            sendErrorOrdered(status)
+        }
         pointee.closeReason = CloseReason.badRequest
         pointee.flags |= CF.closeAfter
         bodyEndNotify(how)
@@ -88,12 +93,22 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         let response = Response(sink: OpaquePointer(self), functions: loop.pointee.responseFunctions)
         let consumer = loop.pointee.app._withUnsafeGuaranteedRef { $0.streamHead(req.request(remoteAddress: pointee.remote), response) }
         pointee.flags &= ~(CF.inCallback | CF.inHead)
+        // Deferred in the head handler (ConnPtr.deferAnswer): with a consumer
+        // the body streams while the answer is owed; without, it is an
+        // answer from the head.
+        let deferred = bodyHandle
+        deferred?.forBody = false
         if let consumer {
-            if pointee.respState == RespState.none && pointee.flags & (CF.closed | CF.closeAfter) == 0 {
+            if pointee.flags & (CF.closed | CF.closeAfter) == 0
+                && (pointee.respState == RespState.none || deferred != nil) {
                 pointee.flags |= CF.streaming
                 pointee.bodyStream = Unmanaged.passRetained(consumer).toOpaque()
                 pointee.bodyPending = 0
                 pointee.reqKeepAlive = keepAlive
+                if let deferred {
+                    deferred.forBody = true
+                    deferred.keepAlive = keepAlive   // it was deferred while an answer from the head would close
+                }
                 consumer.attach(OpaquePointer(self), functions: loop.pointee.bodyFunctions,
                                 response: loop.pointee.responseFunctions)
                 if hold { holdEnd(saved) }
@@ -139,9 +154,13 @@ extension UnsafeMutablePointer where Pointee == ConnState {
             if pointee.flags & CF.bodyHeld != 0 { return 0 }
             if pointee.bodyPending > 0 {
                 let consumer = Unmanaged<BodyConsumer>.fromOpaque(pointee.bodyStream.unsafelyUnwrapped).takeUnretainedValue()
+                // Answers owed before this request's: what it writes waits behind them.
+                let hold = pointee.deferHead != nil
+                let saved = hold ? holdBegin() : SavedOutput(head: nil, tail: nil, bytes: 0)
                 pointee.flags |= CF.inCallback
                 let took = consumer.deliver(UnsafeRawBufferPointer(start: pointee.inBuf, count: pointee.bodyPending))
                 pointee.flags &= ~CF.inCallback
+                if hold { holdEnd(saved) }
                 if pointee.flags & CF.streaming == 0 { return -1 } // closed meanwhile
                 if took > 0 {
                     let b = pointee.inBuf.unsafelyUnwrapped
@@ -171,15 +190,19 @@ extension UnsafeMutablePointer where Pointee == ConnState {
             if decoded > 0 { continue }
             if done { break }
             // Waiting for body bytes: now is when the client is asked for them.
-            if pointee.parser.expectContinue && pointee.flags & CF.continueSent == 0 && pointee.deferHead == nil {
+            if pointee.parser.expectContinue && pointee.flags & CF.continueSent == 0 && mayContinue {
                 _ = sendContinue()
                 pointee.flags |= CF.continueSent
             }
             return 0
         }
-        // Complete: the consumer's last word, then the next request.
+        // Complete: the consumer's last word (it may defer it now), then the
+        // next request.
+        let hold = pointee.deferHead != nil
+        let saved = hold ? holdBegin() : SavedOutput(head: nil, tail: nil, bytes: 0)
         bodyEndNotify(.complete)
-        _ = finishDefault()
+        _ = finishDefault()   // nothing for a deferred answer
+        if hold { holdEnd(saved) }
         if !pointee.reqKeepAlive { pointee.flags |= CF.closeAfter }
         pointee.parser.reset()
         timerRemove()

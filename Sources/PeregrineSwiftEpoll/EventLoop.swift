@@ -40,8 +40,15 @@ final class AppHandlers: Sendable {
          logger: Logger = Logger(label: "peregrine"), metrics: ServerMetrics? = nil) {
         self.logger = logger
         self.metrics = metrics
+        var dispatcher: AsyncDispatcher? = nil
+        if case .async(let handler) = application {
+            dispatcher = AsyncDispatcher(handler: handler, limit: asyncLimit, logger: logger)
+        }
         if case .streaming(let head, _) = application {
             streamHead = head
+            streams = true
+        } else if let dispatcher {
+            streamHead = dispatcher.handleHead   // bodies stream to the handler
             streams = true
         } else {
             streamHead = { _, _ in nil }
@@ -72,8 +79,8 @@ final class AppHandlers: Sendable {
             data = { _, _ in 0 }
             isRaw = false
             isAsync = false
-        case .async(let handler):
-            http = AsyncDispatcher(handler: handler, limit: asyncLimit, logger: logger).handle
+        case .async:
+            http = dispatcher!.handle
             data = { _, _ in 0 }
             isRaw = false
             isAsync = true
@@ -388,6 +395,9 @@ extension UnsafeMutablePointer where Pointee == LoopState {
     func acceptReady() {
         pointee.listenerReady = false
         if pointee.listenerPaused { return }
+        // A graceful shutdown was asked: nothing new is accepted, even in the
+        // batch before this loop's drain begins (it closes the listener).
+        if pointee.drainSignal.takeUnretainedValue().deadline.load(ordering: .acquiring) != 0 { return }
         var i = 0
         while i < Tuning.acceptsPerWakeup {
             i += 1
@@ -662,9 +672,17 @@ final class SwiftLoop: @unchecked Sendable {
             }
             loop.endBatch()
             if let executor {
-                // What the handlers' tasks answered goes out in this batch.
-                if executor.runJobs() > 0 { loop.drainMailbox() }
-                if loop.pointee.ready != nil { loop.serveReadyList() }   // a body stream resumed
+                // What the handlers' tasks answered goes out in this batch;
+                // the work may resume body streams (the ready list), whose
+                // bytes give it more: round until neither has any (bounded).
+                var rounds = 0
+                while true {
+                    let work = executor.runJobs()
+                    if work > 0 { loop.drainMailbox() }
+                    if loop.pointee.ready != nil { loop.serveReadyList() } else if work == 0 { break }
+                    rounds += 1
+                    if rounds == 64 { poke(); break }
+                }
             }
             let deadline = drain.deadline.load(ordering: .acquiring)
             if deadline != 0 {

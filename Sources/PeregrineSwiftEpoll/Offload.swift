@@ -34,7 +34,9 @@ enum DeferState {
 
 /// One producer operation on a stream, copied, waiting for the loop.
 enum StreamOp {
-    case head(status: Int, headers: [(name: String, value: String)])
+    /// `length`: the one-shot answer's body length, sent as Content-Length
+    /// unless a header gave one (nil for a stream).
+    case head(status: Int, headers: [(name: String, value: String)], length: Int?)
     case body([UInt8])
     case end(trailers: [(name: String, value: String)])
     /// Released after the head without an end: close after what was written.
@@ -100,12 +102,18 @@ final class Mailbox: @unchecked Sendable {
     /// after an end) returns 0 to queue `op`, or the refusal. -ECONNRESET
     /// when the loop has ended.
     func submit(_ d: DeferredAnswer, _ check: (DeferredAnswer) -> Int32, _ op: () -> StreamOp) -> Int32 {
+        submitAll(d, check, { [op()] })
+    }
+
+    /// As `submit`, several operations in one step (the one-shot answer:
+    /// head, body and end, so nothing can come between them).
+    func submitAll(_ d: DeferredAnswer, _ check: (DeferredAnswer) -> Int32, _ ops: () -> [StreamOp]) -> Int32 {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         if closed { return -ECONNRESET }
         let rc = check(d)
         if rc != 0 { return rc }
-        d.ops.append(op())
+        d.ops.append(contentsOf: ops())
         return postLocked(d) ? 0 : -ECONNRESET
     }
 
@@ -144,8 +152,7 @@ final class Mailbox: @unchecked Sendable {
 /// waits behind one.
 final class DeferredAnswer: @unchecked Sendable {
     // @unchecked: the loop-thread fields are touched by the loop thread only;
-    // `answer` is written by the completing thread before `post`, whose lock
-    // hands it to the loop thread.
+    // the producer's are guarded by the mailbox lock.
     var conn: ConnPtr?                     // loop thread; nil once the connection closed
     var next: Unmanaged<DeferredAnswer>?   // the connection's list (loop thread)
     var ready = false                      // loop thread: its bytes are in out*
@@ -154,10 +161,12 @@ final class DeferredAnswer: @unchecked Sendable {
     var outTail: ChunkPtr? = nil
     var outBytes = 0
     let reqMinor: UInt8
-    let keepAlive: Bool
+    var keepAlive: Bool
     let noBody: Bool
+    /// Loop thread: deferred while its request body streams (in the head
+    /// handler of a stream, or in the consumer's callbacks).
+    var forBody = false
     let mailbox: Mailbox?
-    var answer: OffloadAnswer?
     let state: Atomic<UInt8>
     // The loop's handler-timeout list (loop thread; unretained: the
     // connection's list holds it while it is on this one).
@@ -202,14 +211,24 @@ final class DeferredAnswer: @unchecked Sendable {
         self.state = Atomic(state)
     }
 
-    /// Any thread: the answer goes to the connection's loop. `false` when it
-    /// was refused: already completed, timed out (the client got 503), or
-    /// the connection or the loop is gone.
+    /// Any thread: the answer goes to the connection's loop, as a stream's
+    /// head (with its Content-Length), one write and an end, posted in one
+    /// step (the C core's prg_deferred_send). `false` when it was refused:
+    /// already completed or headed, timed out (the client got 503), or the
+    /// connection or the loop is gone.
     func complete(_ a: OffloadAnswer) -> Bool {
-        guard state.compareExchange(expected: DeferState.open, desired: DeferState.sent,
-                                    ordering: .acquiringAndReleasing).exchanged else { return false }
-        answer = a
-        return mailbox?.post(self) ?? false
+        guard let mb = mailbox else { return false }
+        let rc = mb.submitAll(self, { d in
+            d.state.compareExchange(expected: DeferState.open, desired: DeferState.sent,
+                                    ordering: .acquiringAndReleasing).exchanged ? 0 : -EALREADY
+        }, {
+            var ops: [StreamOp] = [.head(status: a.status, headers: a.headers, length: a.body.count)]
+            if !a.body.isEmpty { ops.append(.body(a.body)) }
+            ops.append(.end(trailers: []))
+            return ops
+        })
+        if rc == 0 { postedTotal.add(a.body.count, ordering: .sequentiallyConsistent) }   // the level counts it as written
+        return rc == 0
     }
 
     /// The loop thread: the loop decides the answer itself (timeout, or the
@@ -217,6 +236,16 @@ final class DeferredAnswer: @unchecked Sendable {
     func claim(_ outcome: UInt8) -> Bool {
         state.compareExchange(expected: DeferState.open, desired: outcome, ordering: .acquiringAndReleasing).exchanged
     }
+}
+
+/// The connection's writer state set aside while an owed answer is rendered.
+struct SavedWriter {
+    var respState: UInt8
+    var respFlags: UInt8
+    var respStatus: Int32
+    var respLengthLeft: Int64
+    var reqMinor: UInt8
+    var reqKeepAlive: Bool
 }
 
 /// The send queue set aside while an answer is captured.
@@ -300,10 +329,86 @@ extension UnsafeMutablePointer where Pointee == ConnState {
               pointee.respState == RespState.none else { return nil }
         let d = DeferredAnswer(conn: self, mailbox: mb.takeUnretainedValue(), reqMinor: pointee.reqMinor,
                                keepAlive: pointee.reqKeepAlive, noBody: pointee.respFlags & RespFlag.noBody != 0)
+        // From the head handler of a stream (headDecide begins it) or while
+        // the body streams: the body goes on while the answer is owed.
+        d.forBody = pointee.flags & (CF.inHead | CF.streaming) != 0
         deferAppend(d)
         pointee.loop.lateAppend(d)
         pointee.respState = RespState.done   // the inline writer refuses from here on
         return d
+    }
+
+    /// The streamed request's own deferred answer, while its body streams
+    /// (nothing is appended behind it meanwhile).
+    var bodyHandle: DeferredAnswer? {
+        guard let d = pointee.deferTail?.takeUnretainedValue(), d.forBody else { return nil }
+        return d
+    }
+
+    /// 100 Continue would not go out ahead of an owed answer: none is owed
+    /// but this request's own, and not a byte of it was written.
+    var mayContinue: Bool {
+        guard let u = pointee.deferHead else { return true }
+        let d = u.takeUnretainedValue()
+        return d === bodyHandle && !d.ready && !d.isStream && d.outHead == nil
+    }
+
+    /// A streamed body ended while its answer is deferred (before the
+    /// consumer hears it; offload.c's prg_offload_body_end). Complete:
+    /// nothing changes. Failed: the answer is taken from the producer (its
+    /// later operations are refused: timedOut after a body timeout, else
+    /// orphan) and the error answer goes in its place, or, once its head was
+    /// written, the connection closes after what was written. true: the
+    /// request's answer is settled here (no error answer of the caller's).
+    func offloadBodyEnd(_ how: BodyEnd, _ status: Int32) -> Bool {
+        guard let d = bodyHandle else { return false }
+        d.forBody = false
+        if how == .complete { return false }
+        if d.ready { return true }   // whole: it goes out, then the close
+        let to = how == .timedOut ? DeferState.timedOut : DeferState.orphan
+        guard d.claim(to) || d.state.compareExchange(expected: DeferState.headed, desired: to,
+                                                     ordering: .acquiringAndReleasing).exchanged else {
+            return true   // ended by the producer: it goes out
+        }
+        // What it posted and the loop has not rendered is dropped (ended).
+        pointee.loop.lateRemove(d)
+        d.runWritable()
+        if status > 0 && !d.isStream && d.outHead == nil {
+            let saved = holdBegin()
+            let writer = saveWriter()
+            let closeAfter = pointee.flags & CF.closeAfter
+            _ = sendError(status)   // in its place
+            d.closeAfter |= pointee.flags & CF.closeAfter
+            pointee.flags = (pointee.flags & ~CF.closeAfter) | closeAfter
+            restoreWriter(writer, for: d)
+            holdAppend(saved, into: d)
+        } else {
+            d.closeAfter |= CF.closeAfter   // cut short: the close tells the client
+        }
+        d.ended = true
+        d.ready = true
+        if pointee.deferHead?.takeUnretainedValue() === d { releaseReady() }
+        return true
+    }
+
+    /// The connection's own writer state (the request being streamed in or
+    /// parsed), kept apart while an owed answer is rendered.
+    func saveWriter() -> SavedWriter {
+        SavedWriter(respState: pointee.respState, respFlags: pointee.respFlags, respStatus: pointee.respStatus,
+                    respLengthLeft: pointee.respLengthLeft, reqMinor: pointee.reqMinor, reqKeepAlive: pointee.reqKeepAlive)
+    }
+
+    /// Puts it back. The answer to a body still streaming may decide to
+    /// close: the writer then cleared reqKeepAlive (ResponseWriter), and the
+    /// connection closes once the body was read to its end.
+    func restoreWriter(_ w: SavedWriter, for d: DeferredAnswer) {
+        let keepAlive = d.forBody && pointee.flags & CF.streaming != 0 ? w.reqKeepAlive && pointee.reqKeepAlive : w.reqKeepAlive
+        pointee.respState = w.respState
+        pointee.respFlags = w.respFlags
+        pointee.respStatus = w.respStatus
+        pointee.respLengthLeft = w.respLengthLeft
+        pointee.reqMinor = w.reqMinor
+        pointee.reqKeepAlive = keepAlive
     }
 
     /// Answers at the front of the list that are ready go to the send queue.
@@ -376,10 +481,10 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         }
     }
 
-    /// Writes a posted answer with the ordinary writer, for its request
-    /// (timedOut: the loop's 503 instead).
-    func render(_ d: DeferredAnswer, timedOut: Bool = false) {
+    /// The loop's 503 in place of an answer that did not come in time.
+    func renderTimeout(_ d: DeferredAnswer) {
         let saved = holdBegin()
+        let writer = saveWriter()
         let closeAfter = pointee.flags & CF.closeAfter   // a later request's, not this one's
         pointee.flags &= ~CF.closeAfter
         pointee.respState = RespState.none
@@ -389,17 +494,14 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         pointee.reqKeepAlive = d.keepAlive
         pointee.respFlags = d.noBody ? RespFlag.noBody : 0
         let response = Response(sink: OpaquePointer(self), functions: pointee.loop.pointee.responseFunctions)
-        if timedOut {
-            response.send(status: 503, body: "Service Unavailable: handler timed out\n")
-        } else if let a = d.answer {
-            response.write(answer: a)
-        }
-        _ = finishDefault()   // a refused status: 500
+        response.send(status: 503, body: "Service Unavailable: handler timed out\n")
+        _ = finishDefault()
         d.closeAfter = pointee.flags & CF.closeAfter
         pointee.flags = (pointee.flags & ~CF.closeAfter) | closeAfter
+        restoreWriter(writer, for: d)
         holdTake(saved, into: d)
         d.ready = true
-        d.answer = nil
+        d.ended = true
     }
 }
 
@@ -409,12 +511,7 @@ extension UnsafeMutablePointer where Pointee == LoopState {
         guard let mb = pointee.mailbox else { return }
         for (d, ops) in mb.takeUnretainedValue().take() {
             guard let c = d.conn else { continue }   // its connection closed meanwhile
-            if let _ = d.answer {
-                lateRemove(d)
-                c.render(d)   // the one-shot answer (or a stream released before its head: 500)
-            } else if d.isStream || !ops.isEmpty {
-                c.renderOps(d, ops)
-            }
+            if !ops.isEmpty { c.renderOps(d, ops) }   // a stream's ops (the one-shot answer is one too)
             c.rendered(d)
         }
     }
@@ -448,7 +545,7 @@ extension UnsafeMutablePointer where Pointee == LoopState {
             let d = u.takeUnretainedValue()
             lateRemove(d)
             guard d.claim(DeferState.timedOut), let c = d.conn else { continue }
-            c.render(d, timedOut: true)
+            c.renderTimeout(d)
             c.rendered(d)
         }
     }

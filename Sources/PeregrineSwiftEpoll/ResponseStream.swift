@@ -33,10 +33,8 @@ final class SwiftResponseStream: DeferredAnswerEngine {
 
     deinit {
         d.onWritable.withLock { $0 = nil }
-        if d.state.compareExchange(expected: DeferState.open, desired: DeferState.sent,
-                                   ordering: .acquiringAndReleasing).exchanged {
-            d.answer = OffloadAnswer(status: 500, body: "handler did not respond\n")
-            _ = d.mailbox?.post(d)
+        if d.complete(OffloadAnswer(status: 500, body: "handler did not respond\n")) {
+            // released before its head: 500
         } else if let mb = d.mailbox {
             _ = mb.submit(d, { d in
                 d.state.compareExchange(expected: DeferState.headed, desired: DeferState.sent,
@@ -87,7 +85,7 @@ final class SwiftResponseStream: DeferredAnswerEngine {
             headers = d.pendingHeaders
             d.pendingHeaders = []
             return 0
-        }, { .head(status: status, headers: headers) })
+        }, { .head(status: status, headers: headers, length: nil) })
     }
 
     func streamWrite(_ bytes: UnsafeRawBufferPointer) -> Int32 {
@@ -154,6 +152,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
     func renderOps(_ d: DeferredAnswer, _ ops: [StreamOp]) {
         if ops.isEmpty || d.ended { return }
         let saved = holdBegin()
+        let writer = saveWriter()
         let closeAfter = pointee.flags & CF.closeAfter   // a later request's, not this one's
         pointee.flags &= ~CF.closeAfter
         if d.isStream {
@@ -172,12 +171,19 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         pointee.reqMinor = d.reqMinor
         for op in ops {
             switch op {
-            case .head(let status, let headers):
+            case .head(let status, let headers, let length):
                 pointee.loop.lateRemove(d)   // the handler timeout applies until the head
                 d.isStream = true
                 let response = Response(sink: OpaquePointer(self), functions: pointee.loop.pointee.responseFunctions)
                 if response.begin(status: status) {
-                    for (name, value) in headers { response.header(name, value) }
+                    var hasLength = false
+                    for (name, value) in headers {
+                        if name.lowercased() == "content-length" { hasLength = true }
+                        response.header(name, value)
+                    }
+                    if let length, !hasLength && status != 204 && status != 304 {
+                        response.header("Content-Length", String(length))
+                    }
                     _ = writeBody(nil, 0)   // the head goes out now
                 } else {
                     response.send(status: 500, body: "Internal Server Error\n")
@@ -214,6 +220,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         d.wKeepAlive = pointee.reqKeepAlive
         d.closeAfter |= pointee.flags & CF.closeAfter
         pointee.flags = (pointee.flags & ~CF.closeAfter) | closeAfter
+        restoreWriter(writer, for: d)
         holdAppend(saved, into: d)
         if d.ended { d.ready = true }
     }

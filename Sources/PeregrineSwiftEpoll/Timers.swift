@@ -65,6 +65,9 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         // Answers owed by the server: no timeout while nothing waits on the
         // client, the idle timer while output waits on its reading. Never the
         // head timer: its 408 would overtake the owed answers (timer.c).
+        // A streamed body being read waits on the client, whatever is owed
+        // (its own answer may be deferred): a stalled body gets its 408.
+        if f & (CF.streaming | CF.bodyHeld | CF.closeAfter) == CF.streaming { return TimerKind.idle }
         if pointee.deferHead != nil { return pointee.outBytes != 0 ? TimerKind.idle : TimerKind.none }
         // Paused connections hold complete requests the parser has not looked
         // at yet: waiting on the client's reading, not on its head.

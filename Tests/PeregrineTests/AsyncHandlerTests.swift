@@ -4,6 +4,7 @@ import Foundation
 import HTTPTypes
 import Logging
 import Peregrine
+import ServiceLifecycle
 import Synchronization
 import XCTest
 
@@ -266,6 +267,111 @@ final class AsyncHandlerTests: XCTestCase {
                 XCTAssertEqual(access.metadata["status"], "202", "[\(mode)]")
                 XCTAssertEqual(access.metadata["bytes"], "12", "[\(mode)]")
             }
+        }
+    }
+
+    /// A body streams to the handler as it arrives and is echoed as it is
+    /// read (both directions under backpressure): 8 MiB, beyond --max-body,
+    /// on the engines with loops; the others buffer it (--max-body raised).
+    func testStreamedBodyIsEchoedAsItArrives() throws {
+        let app: Application = .async { _, body, writer in
+            try await writer.writeHead(HTTPResponse(status: .ok, headerFields: [.contentType: "application/octet-stream"]))
+            for try await chunk in body { try await writer.write(chunk) }
+            try await writer.finish()
+        }
+        let payload = (0..<(8 << 20)).map { UInt8(truncatingIfNeeded: ($0 &* 2654435761) >> 13) }
+        try forEachEngine { mode in
+            try withServer(mode, app, configure: { c in
+                if !self.loops(mode) { c.limits.maxBody = 16 << 20 } else { c.limits.maxBody = 1 << 20 }
+            }) { server in
+                let s = try TestSocket(port: server.port)
+                try s.send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: \(payload.count)\r\nConnection: close\r\n\r\n")
+                let sent = DispatchSemaphore(value: 0)
+                let failure = LockedList<String>()
+                let sender = Thread {
+                    do { try s.send(payload) } catch { failure.append("\(error)") }
+                    sent.signal()
+                }
+                sender.start()
+                let r = try s.readResponse()
+                XCTAssertEqual(sent.wait(timeout: .now() + 30), .success, "[\(mode)] the upload did not finish")
+                XCTAssertEqual(failure.all, [], "[\(mode)]")
+                XCTAssertEqual(r.status, 200, "[\(mode)]")
+                XCTAssertEqual(r.body.count, payload.count, "[\(mode)]")
+                XCTAssertTrue(r.body == payload, "[\(mode)] the echo differs")
+            }
+        }
+    }
+
+    /// A client that leaves mid-upload ends the body with an error the
+    /// handler sees, and its task is cancelled.
+    func testClientLeavingMidUploadFailsTheBodyAndCancels() throws {
+        let outcome = LockedList<String>()
+        let reading = DispatchSemaphore(value: 0)
+        let app: Application = .async { _, body, writer in
+            var got = 0
+            do {
+                for try await chunk in body {
+                    got += chunk.count
+                    if got > 0 { reading.signal() }
+                }
+                outcome.append("complete")
+            } catch let error as RequestBodyError {
+                outcome.append("\(error)")
+                throw error
+            }
+            try await writer.respond(HTTPResponse(status: .ok), body: "got \(got)")
+        }
+        try forEachEngine { mode in
+            guard loops(mode) else { return }
+            outcome.clear()
+            try withServer(mode, app) { server in
+                let s = try TestSocket(port: server.port)
+                try s.send("POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n")
+                try s.send([UInt8](repeating: 7, count: 5000))
+                XCTAssertEqual(reading.wait(timeout: .now() + 5), .success, "[\(mode)] the handler read nothing")
+                s.reset()
+                XCTAssertTrue(waitUntil { !outcome.all.isEmpty }, "[\(mode)] the body never ended")
+                XCTAssertEqual(outcome.all.first, "request body ended early: client gone", "[\(mode)]")
+            }
+        }
+    }
+
+    /// Run by a ServiceGroup: a graceful shutdown with an async handler
+    /// suspended in flight answers it, then run() returns and the port closes.
+    func testServiceGroupShutdownAnswersAnAsyncHandlerInFlight() async throws {
+        for mode in EngineMode.all {
+            let entered = Atomic<Bool>(false)
+            let release = Atomic<Bool>(false)
+            let app: Application = .async { _, _, writer in
+                entered.store(true, ordering: .releasing)
+                while !release.load(ordering: .acquiring) { try await Task.sleep(for: .milliseconds(2)) }
+                try await writer.respond(HTTPResponse(status: .ok), body: "finished")
+            }
+            var c = Configuration()
+            c.host = "127.0.0.1"
+            c.port = 0
+            c.shutdownDeadline = .seconds(30)
+            mode.apply(to: &c)
+            let log = CollectingLogHandler()
+            c.logger = log.logger
+            let server = Server(configuration: c, application: app)
+            let group = ServiceGroup(services: [server], logger: log.logger)
+            let running = Task { try await group.run() }
+            XCTAssertTrue(waitUntil(timeout: .seconds(30)) { server.port > 0 }, "[\(mode)] the server did not start")
+            let port = server.port
+            let client = try TestSocket(port: port)
+            try client.send("GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+            XCTAssertTrue(waitUntil(timeout: .seconds(30)) { entered.load(ordering: .acquiring) }, "[\(mode)] the handler never ran")
+            await group.triggerGracefulShutdown()
+            XCTAssertTrue(waitUntil(timeout: .seconds(30)) { log.events.all.contains { $0.message.hasPrefix("shutting down") } },
+                          "[\(mode)] graceful shutdown did not reach the server")
+            release.store(true, ordering: .releasing)
+            let response = try client.readResponse()
+            XCTAssertEqual(response.status, 200, "[\(mode)]")
+            XCTAssertEqual(response.bodyString, "finished", "[\(mode)]")
+            try await running.value
+            XCTAssertThrowsError(try TestSocket(port: port), "[\(mode)] still accepting after run() returned")
         }
     }
 }

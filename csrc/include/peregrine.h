@@ -247,7 +247,18 @@ typedef struct prg_callbacks {
      * answer is already queued (or, if the handler had started one, the
      * connection closes after it). The response may be written at any time
      * from prg_body_stream on; the body is still read to its end (then the
-     * connection closes if that answer said Connection: close). */
+     * connection closes if that answer said Connection: close). It may also
+     * be deferred (prg_defer) in on_head (before or after prg_body_stream:
+     * prg_body_stream accepts a request deferred in this on_head), in on_body,
+     * or in on_body_end(COMPLETE) when nothing was answered: the body goes
+     * on streaming while the answer is owed, and the answer may be given
+     * (head, writes, end) from any thread before, during or after the
+     * body's end (no 500 at COMPLETE). A failed body settles a deferred
+     * answer first: its error answer (408, 413, 400) goes in the handle's
+     * place if none of the answer was written yet, else the connection
+     * closes after what was written; a client that left gets nothing; the
+     * handle's later operations are refused (-ETIMEDOUT after a body
+     * timeout, else -ECONNRESET). */
     void (*on_head)(void *ctx, prg_conn *c, const prg_request *req);
     size_t (*on_body)(void *ctx, prg_conn *c, void *stream, const uint8_t *p, size_t n);
     void (*on_body_end)(void *ctx, prg_conn *c, void *stream, int end);
@@ -470,9 +481,11 @@ void prg_conn_set_userdata(prg_conn *c, void *userdata);
 /* A request whose answer comes later, from any thread. */
 typedef struct prg_deferred prg_deferred;
 
-/* From on_request, before anything is written: this request will be
- * answered later through the returned handle, and the callback may return
- * at once. The loop goes on serving (this connection's later pipelined
+/* From on_request (or, for a streamed body, from on_head, on_body, or
+ * on_body_end(COMPLETE): see on_head; in on_head without prg_body_stream it
+ * is an answer from the head), before
+ * anything is written: this request will be answered later through the
+ * returned handle, and the callback may return at once. The loop goes on serving (this connection's later pipelined
  * requests too: their answers wait behind this one, so answers leave in
  * request order). Returns NULL when the engine cannot defer (blocking and
  * threaded engines: answer inline, blocking is allowed there), when an

@@ -26,6 +26,7 @@ final class LockedList<T: Sendable>: @unchecked Sendable {
     private var items: [T] = []
     func append(_ t: T) { lock.lock(); items.append(t); lock.unlock() }
     var all: [T] { lock.lock(); defer { lock.unlock() }; return items }
+    func clear() { lock.lock(); items.removeAll(); lock.unlock() }
 }
 
 enum TestApps {
