@@ -198,14 +198,29 @@ package final class OffloadDispatcher: Sendable {
 /// A fixed set of worker threads and a bounded queue of jobs. `submit`
 /// never blocks: with the queue full it returns `false` (the server then
 /// answers `503 Service Unavailable`).
+///
+/// Wakes are economical: a job queued while some worker is already awake and
+/// looking for work (or woken and not yet running) wakes nobody; a worker
+/// that takes a job and leaves others queued wakes the next sleeper itself if
+/// no other worker is looking. So a burst of short jobs costs one or two
+/// wakes instead of one per job, and jobs that block still spread over the
+/// workers (each taken job hands the queue on). The lock is taken with a
+/// short try-lock spin first: its holders keep it for a few instructions.
 package final class OffloadPool: @unchecked Sendable {
-    // @unchecked: jobs, head, stopping and threads are guarded by mutex.
+    // @unchecked: jobs, head, stopping, running, sleeping, looking and
+    // threads are guarded by mutex.
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private var jobs: [@Sendable () -> Void] = []
     private var head = 0
     private var stopping = false
     private var running = 0
+    /// Workers in `pthread_cond_wait`.
+    private var sleeping = 0
+    /// Signals sent and not yet taken by a worker returning from its wait.
+    private var signals = 0
+    /// Workers awake and not running a job (about to take one).
+    private var looking = 0
     private var threads: [pthread_t] = []
     package let threadCount: Int
     /// Jobs waiting for a worker at most, beyond one running on each worker.
@@ -236,16 +251,26 @@ package final class OffloadPool: @unchecked Sendable {
         cond.deallocate()
     }
 
+    /// Held for a few instructions at a time: a short try-lock spin first
+    /// saves the futex sleep and wake of a contended `pthread_mutex_lock`.
+    @inline(__always)
+    private func lock() {
+        for _ in 0..<64 where pthread_mutex_trylock(mutex) == 0 { return }
+        pthread_mutex_lock(mutex)
+    }
+
     /// Starts the workers. Returns 0 or an errno.
     package func start() -> Int32 {
         if initFailure != 0 { return initFailure }
-        pthread_mutex_lock(mutex)
+        lock()
         defer { pthread_mutex_unlock(mutex) }
         stopping = false   // a server may be started again after stop
+        if threads.isEmpty { sleeping = 0; signals = 0; looking = 0; running = 0 }
         for _ in 0..<threadCount {
             var t = pthread_t()
+            looking += 1   // until its first wait
             let rc = startThread(&t) { self.work() }   // workers take no signals
-            if rc != 0 { return rc }
+            if rc != 0 { looking -= 1; return rc }
             threads.append(t)
         }
         return 0
@@ -254,14 +279,27 @@ package final class OffloadPool: @unchecked Sendable {
     /// Queues a job. `false` when the queue is full or the pool stopped.
     package func submit(_ job: @escaping @Sendable () -> Void) -> Bool {
         if initFailure != 0 { return false }
-        pthread_mutex_lock(mutex)
+        lock()
         guard !stopping, running + jobs.count - head < threadCount + queueLimit else {
             pthread_mutex_unlock(mutex)
             return false
         }
         jobs.append(job)
-        pthread_cond_signal(cond)
+        let wake = wakeNeeded()
         pthread_mutex_unlock(mutex)
+        if wake { pthread_cond_signal(cond) }
+        return true
+    }
+
+    /// Under the lock: jobs are queued; whether to wake a sleeper (none is
+    /// woken while some worker is looking: it takes one and hands the rest
+    /// on). The caller signals after unlocking, so the woken worker does not
+    /// find the lock still held (the sleeper counted here waits already:
+    /// the signal reaches it).
+    @inline(__always)
+    private func wakeNeeded() -> Bool {
+        guard looking == 0 && signals == 0 && sleeping > 0 else { return false }
+        signals += 1
         return true
     }
 
@@ -269,7 +307,7 @@ package final class OffloadPool: @unchecked Sendable {
     /// stopped server drops), waits for the running ones, ends the workers.
     package func shutdown() {
         if initFailure != 0 { return }
-        pthread_mutex_lock(mutex)
+        lock()
         stopping = true
         let dropped = jobs
         jobs = []
@@ -283,10 +321,20 @@ package final class OffloadPool: @unchecked Sendable {
     }
 
     private func work() {
-        pthread_mutex_lock(mutex)
+        lock()
         while true {
-            while jobs.count == head && !stopping { pthread_cond_wait(cond, mutex) }
-            if stopping { break }
+            // Here this worker counts in `looking`.
+            while jobs.count == head && !stopping {
+                looking -= 1
+                sleeping += 1
+                pthread_cond_wait(cond, mutex)
+                // Whichever waiter returns takes a pending signal (a spurious
+                // wake may take another's: the count only says someone is up).
+                sleeping -= 1
+                looking += 1
+                if signals > 0 { signals -= 1 }
+            }
+            if stopping { looking -= 1; break }
             let job = jobs[head]
             head += 1
             if head == jobs.count {
@@ -296,11 +344,15 @@ package final class OffloadPool: @unchecked Sendable {
                 jobs.removeFirst(head)
                 head = 0
             }
+            looking -= 1
             running += 1
+            let wake = jobs.count > head && wakeNeeded()   // hand the rest on
             pthread_mutex_unlock(mutex)
+            if wake { pthread_cond_signal(cond) }
             job()
-            pthread_mutex_lock(mutex)
+            lock()
             running -= 1
+            looking += 1
         }
         pthread_mutex_unlock(mutex)
     }
