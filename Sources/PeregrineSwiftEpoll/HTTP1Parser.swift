@@ -142,10 +142,7 @@ public struct HTTP1Parser: Sendable {
     /// Content-Length of the request, -1 when absent (known once `headComplete`).
     public private(set) var contentLength: Int64
     /// Known once `headComplete`; empty before.
-    public private(set) var flags: HTTP1RequestFlags {
-        @inlinable get { HTTP1RequestFlags(rawValue: UInt32(flags8)) }
-        set { flags8 = UInt8(truncatingIfNeeded: newValue.rawValue) }   // four flags
-    }
+    @inlinable public var flags: HTTP1RequestFlags { HTTP1RequestFlags(rawValue: UInt32(flags8)) }
     /// Offset of the request line (after skipped empty lines).
     var lineStart: Int
     /// Raw bytes consumed after the head.
@@ -224,7 +221,7 @@ public struct HTTP1Parser: Sendable {
                 if rc < 0 { return settle(rc) }
             }
             haveHead = true
-            flags = hi.flags
+            flags8 = UInt8(truncatingIfNeeded: hi.flags.rawValue)   // four flags: stored narrow
             contentLength = hi.contentLength
             chunkLeft = 0
             chunkPhase = Chunk.size
