@@ -9,7 +9,7 @@ CWARN = -std=c11 -Wall -Wextra -Werror -pedantic -Wshadow -Wconversion -Wno-sign
 SAN = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fuse-ld=lld
 BUILD_TMP ?= .build/ctests
 
-.PHONY: deps build serve test check check-swift api api-check test-c cwarn swift-test test-asan test-tsan measure bench fuzz fuzz-body fuzz-diff clean soak soak-quick check-libev cluster-test cluster-test-quick restart-test
+.PHONY: deps build serve test check check-swift api api-check test-c cwarn swift-test test-asan test-tsan measure bench fuzz fuzz-body fuzz-diff clean soak soak-quick check-libev cluster-test cluster-test-quick restart-test test-hummingbird hb-hello
 
 deps:
 	@./scripts/install-deps.sh
@@ -28,7 +28,7 @@ serve: build
 # (about a minute; the full `make soak`, 2-3 minutes, is not in it), and the
 # black-box libev checks (past select's FD_SETSIZE, the Date tick), and the
 # cluster test with 6-second phases. Any finding fails the run.
-test: deps cwarn api-check test-c fuzz fuzz-diff swift-test test-asan test-tsan soak-quick check-libev cluster-test-quick
+test: deps cwarn api-check test-c fuzz fuzz-diff swift-test test-asan test-tsan soak-quick check-libev cluster-test-quick test-hummingbird
 
 # The quick loop: strict C warnings, the C tests under ASan/UBSan, and the
 # XCTest suites on the default engine (epoll, level) only. About 3 minutes
@@ -134,8 +134,22 @@ restart-test: build
 	./scripts/install-deps.sh wrk
 	python3 scripts/restart-test.py
 
+# Hummingbird applications on Peregrine (integrations/hummingbird/peregrine-hummingbird, a
+# package of its own: the root package stays free of SwiftNIO and Hummingbird).
+# The first build takes 3-5 minutes on 2 cores (Hummingbird and SwiftNIO).
+HB_PKG = integrations/hummingbird/peregrine-hummingbird
+test-hummingbird: deps
+	swift build --build-tests --package-path $(HB_PKG)
+	swift test --skip-build --package-path $(HB_PKG) --disable-swift-testing
+
+# A Hummingbird router answering Hello, World! served by Peregrine on :$(PORT)
+# (ARGS="--engine swift --threads 2" passes flags through).
+hb-hello: deps
+	swift build -c release --package-path $(HB_PKG) --product hb-peregrine-hello
+	$(HB_PKG)/.build/release/hb-peregrine-hello $(PORT) $(ARGS)
+
 clean:
-	rm -rf .build .build-asan .build-tsan bench/swift/.build
+	rm -rf .build .build-asan .build-tsan bench/swift/.build $(HB_PKG)/.build
 
 # Bounded libFuzzer session on the C parser (clang from the Swift toolchain).
 FUZZ_SECONDS ?= 60

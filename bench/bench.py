@@ -35,6 +35,10 @@ HZ = procstat.HZ
 BENCH = os.path.join(ROOT, "bench")
 PEREGRINE = os.path.join(ROOT, ".build", "release", "peregrine")
 NIO_HELLO = os.path.join(BENCH, "swift", ".build", "release", "nio-hello")
+# Hummingbird's hello router on its own NIO server and on Peregrine (integrations/hummingbird/peregrine-hummingbird).
+HB_PKG = os.path.join(ROOT, "integrations", "hummingbird", "peregrine-hummingbird")
+HB_NIO_HELLO = os.path.join(HB_PKG, ".build", "release", "hb-nio-hello")
+HB_PEREGRINE_HELLO = os.path.join(HB_PKG, ".build", "release", "hb-peregrine-hello")
 # The allocation counter, shared with the XCTest suite (built here as an LD_PRELOAD library).
 ALLOC_COUNTER_C = os.path.join(ROOT, "Tests", "CTestSupport", "alloc_counter.c")
 SERVER_CORE, LOAD_CORE = "0", "1"
@@ -173,6 +177,17 @@ class Suite:
             self.have_nio = r.returncode == 0 and os.path.exists(NIO_HELLO)
             if not self.have_nio:
                 log("bench: nio-hello did not build:\n" + r.stderr[-3000:])
+        self.have_hb = False
+        if not self.args.no_hummingbird:
+            for product in ("hb-nio-hello", "hb-peregrine-hello"):
+                r = run(["swift", "build", "-c", "release", "--package-path", HB_PKG, "--product", product],
+                        timeout=3600, check=False)
+                if r.returncode != 0:
+                    break
+            self.have_hb = r.returncode == 0 and os.path.exists(HB_NIO_HELLO) and os.path.exists(HB_PEREGRINE_HELLO)
+            if not self.have_hb:
+                log("bench: the Hummingbird contenders (hummingbird, hb-peregrine) are skipped: "
+                    f"integrations/hummingbird/peregrine-hummingbird did not build:\n{r.stderr[-3000:]}")
         self.have_nginx = shutil.which("nginx") is not None or os.path.exists("/usr/sbin/nginx")
 
     # -- contender tables
@@ -187,6 +202,7 @@ class Suite:
                                           tempfile.mkdtemp(prefix="nginx-", dir=self.scratch)]))
         if self.have_nio:
             c.append(("swiftnio", lambda p: [NIO_HELLO, "--host", "127.0.0.1", "--port", str(p)]))
+        c += self.hummingbird_contenders()
         c.append(("python-epoll", lambda p: [sys.executable, os.path.join(BENCH, "python", "epoll_server.py"),
                                              "--host", "127.0.0.1", "--port", str(p)]))
         return c
@@ -440,6 +456,83 @@ class Suite:
                 self.verdicts.append((f"C engine's instructions per request no more than the Swift engine's ({trigger})",
                                       f"{c:,.0f} vs {sw:,.0f}", c <= sw))
 
+    # -- Hummingbird 2's hello router (integrations/hummingbird/peregrine-hummingbird/Sources/HelloShared), the same
+    # router on its own SwiftNIO server (one event loop) and on Peregrine through the adapter (one loop).
+    def hummingbird_contenders(self, binary=lambda path: path):
+        if not self.have_hb:
+            return []
+        nio, prg = binary(HB_NIO_HELLO), binary(HB_PEREGRINE_HELLO)
+        return [("hummingbird", lambda p: [nio, str(p), "--host", "127.0.0.1", "--threads", "1"]),
+                ("hb-peregrine", lambda p: [prg, str(p), "--host", "127.0.0.1", "--threads", "1"]),
+                ("hb-peregrine-swift", lambda p: [prg, str(p), "--host", "127.0.0.1", "--threads", "1",
+                                                  "--engine", "swift"])]
+
+    def scenario_hummingbird(self):
+        """Hummingbird on NIO vs on Peregrine: CPU, instructions and allocations per keep-alive hello request."""
+        title = "1d. Hummingbird 2's hello router: on its own SwiftNIO server and on Peregrine"
+        if not self.have_hb:
+            self.sections.append((title, "not measured: integrations/hummingbird/peregrine-hummingbird did not build "
+                                         "(or `--no-hummingbird`); see the log"))
+            self.verdicts.append(("Hummingbird on Peregrine ≤ 0.5× Hummingbird on NIO, CPU per request",
+                                  "not built", None))
+            return
+        c = [("floor", lambda p: [os.path.join(self.scratch, "floor"), str(p)])] + self.hummingbird_contenders()
+        res = self.measure(c, lambda s: self.wrk(s.port, 100), warm=lambda s: self.wrk(s.port, 100, seconds=1))
+        md, rows = self.table(res, self.WRK_COLUMNS, "floor")
+        cpu = {name: v for name, v, _, _ in rows}
+        nio = cpu.get("hummingbird", float("nan"))
+        lines = [md, "", "| on Peregrine | CPU per request vs Hummingbird on NIO |", "|---|---:|"]
+        for name in ("hb-peregrine", "hb-peregrine-swift"):
+            if name in cpu and nio == nio and nio > 0:
+                ratio = cpu[name] / nio
+                lines.append(f"| {name} | {ratio:.2f}× |")
+                self.verdicts.append((f"Hummingbird on Peregrine ({name}) ≤ 0.5× Hummingbird on NIO, CPU per request",
+                                      f"{ratio:.2f}×", ratio <= 0.5))
+        # Allocations per request, whole process (the LD_PRELOAD counter).
+        lines += ["", "| server | malloc calls | requests | per request |", "|---|---:|---:|---:|"]
+        for name, argv in self.hummingbird_contenders():
+            if not self.wanted(name):
+                continue
+            got = self.allocations_per_request(name, [], argv=argv)
+            if not got:
+                lines.append(f"| {name} | – | – | – |")
+                continue
+            calls, n = got
+            lines.append(f"| {name} | {calls:,} | {n:,} | **{calls / n:.2f}** |")
+        # User-space instructions (callgrind), which do not move with the machine's load.
+        if shutil.which("valgrind"):
+            stripped = {}
+            for path in (HB_NIO_HELLO, HB_PEREGRINE_HELLO):
+                stripped[path] = os.path.join(self.scratch, os.path.basename(path) + "-stripped")
+                run(["strip", "-o", stripped[path], path])
+            lines += ["", "| server | instructions / request | requests counted |", "|---|---:|---:|"]
+            instr = {}
+            for name, argv in self.hummingbird_contenders(binary=lambda path: stripped[path]):
+                if not self.wanted(name):
+                    continue
+                try:
+                    per_req, n = self.instructions_per_request(name, argv)
+                except RuntimeError as e:
+                    # valgrind 3.19 stops with an internal SIGSEGV on these binaries here (seen 2026-12-02).
+                    log(f"bench: {name} under callgrind: {e}")
+                    lines.append(f"| {name} | not measured: the server did not run under callgrind ({e}) | – |")
+                    continue
+                instr[name] = per_req
+                lines.append(f"| {name} | {per_req:,.0f} | {n:,} |")
+            if instr.get("hummingbird"):
+                for name in ("hb-peregrine", "hb-peregrine-swift"):
+                    if name in instr:
+                        self.verdicts.append((f"Hummingbird on Peregrine ({name}): user-space instructions per request "
+                                              "vs Hummingbird on NIO", f"{instr[name] / instr['hummingbird']:.2f}×", None))
+        note = ("The same router (`makeHelloRouter`, `GET /` and `GET /**`: `Hello, World!`) and the same Hummingbird "
+                "2.28.1 build: `hb-nio-hello` runs it on Hummingbird's own server (SwiftNIO, one event loop), "
+                "`hb-peregrine-hello` on Peregrine through `PeregrineHummingbird` (C epoll engine, or the Swift engine, "
+                "one loop). Allocations: malloc-family calls per request over a `wrk -t1 -c100` window, whole process. "
+                "Instructions: callgrind as in 1c, one run each. The machine is shared with other builds while this runs: "
+                "the CPU figures move with its load, the instruction counts do not.")
+        self.sections.append((title, "\n".join(lines) + "\n\n" + note))
+        self.data["hummingbird"] = rows
+
     def scenario_pipelined(self):
         script = os.path.join(BENCH, "wrk", "pipeline.lua")
         extra = [("peregrine-level-cork", ["--cork", "--no-nodelay"]), ("peregrine-edge-cork", ["--trigger", "edge", "--cork", "--no-nodelay"])]
@@ -621,11 +714,12 @@ class Suite:
                               "19,000, not 50,000.", "\n".join(lines)))
         self.data["readiness"] = [(n, m, results[(n, m)]) for n in counts for m in mechanisms if (n, m) in results]
 
-    def allocations_per_request(self, name, flags):
-        """malloc-family calls per keep-alive request, whole process (LD_PRELOAD counter)."""
+    def allocations_per_request(self, name, flags, argv=None):
+        """malloc-family calls per keep-alive request, whole process (LD_PRELOAD counter). `argv(port)`
+        runs another server than `peregrine serve` + flags."""
         p = self.port()
-        env_argv = ["env", f"LD_PRELOAD={os.path.join(self.scratch, 'alloccount.so')}", PEREGRINE, "serve",
-                    "--host", "127.0.0.1", "--port", str(p)] + flags
+        cmd = argv(p) if argv else [PEREGRINE, "serve", "--host", "127.0.0.1", "--port", str(p)] + flags
+        env_argv = ["env", f"LD_PRELOAD={os.path.join(self.scratch, 'alloccount.so')}"] + cmd
         log_name = f"alloccount-{name}"
         s = Server(log_name, env_argv, p, self.scratch)
         try:
@@ -1176,8 +1270,8 @@ def parse_benchmark_tables(text):
     return rows
 
 
-SCENARIOS = ["keepalive", "engines", "instructions", "pipelined", "connection_per_request", "echo", "idle", "backlog",
-             "readiness", "allocations", "micro", "upload", "download", "streams", "api"]
+SCENARIOS = ["keepalive", "engines", "instructions", "hummingbird", "pipelined", "connection_per_request", "echo", "idle",
+             "backlog", "readiness", "allocations", "micro", "upload", "download", "streams", "api"]
 
 
 def main():
@@ -1188,6 +1282,8 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated scenarios: " + ",".join(SCENARIOS))
     ap.add_argument("--out", default=os.path.join(BENCH, "results"))
     ap.add_argument("--no-nio", action="store_true", help="skip building the SwiftNIO contender")
+    ap.add_argument("--no-hummingbird", action="store_true",
+                    help="skip building the Hummingbird contenders (integrations/hummingbird/peregrine-hummingbird)")
     ap.add_argument("--upload-mib", type=int, default=256, help="upload scenario: MiB each of the 16 clients sends")
     ap.add_argument("--download-mib", type=int, default=1024, help="download scenario: size of the file in MiB")
     ap.add_argument("--contenders", default="", help="comma-separated name prefixes (e.g. peregrine-swift,nginx); "

@@ -206,6 +206,9 @@ prg_conn *prg_loop_open_conn(prg_loop *loop, int fd, const struct sockaddr *peer
 void prg_loop_accept_ready(prg_loop *loop) {
     loop->listener_ready = false;
     if (loop->listener_paused) return;
+    /* A graceful shutdown was asked: nothing new is accepted, even in the
+     * batch before this loop's drain begins (it closes the listener). */
+    if (atomic_load_explicit(&loop->server->drain_deadline_ms, memory_order_acquire) != 0) return;
     for (int i = 0; i < PRG_ACCEPTS_PER_WAKEUP; i++) {
         struct sockaddr_storage peer;
         socklen_t peer_len = sizeof peer;

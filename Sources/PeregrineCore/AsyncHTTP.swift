@@ -331,8 +331,10 @@ public final class ResponseWriter: @unchecked Sendable {
     }
 
     /// The status of the head written (nil before `writeHead`).
-    public var status: Int? { headWritten ? head?.status.code ?? sentStatus : nil }
-    private var sentStatus: Int? = nil
+    public var status: Int? { headWritten ? sentStatus : nil }
+    /// The head's status code, read once (HTTPResponse parses it from its
+    /// pseudo-header field on every read).
+    private var sentStatus = 0
     /// Body bytes accepted so far.
     public private(set) var bytesWritten = 0
 
@@ -427,7 +429,7 @@ public final class ResponseWriter: @unchecked Sendable {
         defer { release() }
         var headers: [(name: String, value: String)] = []
         for field in response.headerFields { headers.append((field.name.rawName, field.value)) }
-        if !d.complete(OffloadAnswer(status: response.status.code, headers: headers, body: body)) {
+        if !d.complete(OffloadAnswer(status: sentStatus, headers: headers, body: body)) {
             throw ResponseWriterError.clientGone
         }
     }
@@ -446,13 +448,13 @@ public final class ResponseWriter: @unchecked Sendable {
             response.send(status: 500, contentType: "text/plain", body: "Internal Server Error\n")
             return
         }
-        guard response.begin(status: head.status.code) else { return }   // the engine answers 500
+        let code = sentStatus
+        guard response.begin(status: code) else { return }   // the engine answers 500
         var hasLength = false
         for field in head.headerFields {
             if field.name == .contentLength { hasLength = true }
             _ = response.header(field.name.rawName, field.value)
         }
-        let code = head.status.code
         if !hasLength && code != 204 && code != 304 && !(100..<200).contains(code) {
             _ = response.header("Content-Length", String(body.count))
         }
@@ -490,7 +492,7 @@ public final class ResponseWriter: @unchecked Sendable {
         guard let head, !headSent else { return }
         headSent = true
         for field in head.headerFields { _ = d.streamHeader(name: field.name.rawName, value: field.value) }
-        try check(d.streamHead(status: head.status.code))
+        try check(d.streamHead(status: sentStatus))
     }
 
     private func endDeferred(_ d: any DeferredAnswerEngine) throws {
@@ -500,7 +502,7 @@ public final class ResponseWriter: @unchecked Sendable {
             headSent = true
             var headers: [(name: String, value: String)] = []
             for field in head.headerFields { headers.append((field.name.rawName, field.value)) }
-            if !d.complete(OffloadAnswer(status: head.status.code, headers: headers, body: [])) {
+            if !d.complete(OffloadAnswer(status: sentStatus, headers: headers, body: [])) {
                 throw ResponseWriterError.clientGone
             }
             return

@@ -395,6 +395,9 @@ extension UnsafeMutablePointer where Pointee == LoopState {
     func acceptReady() {
         pointee.listenerReady = false
         if pointee.listenerPaused { return }
+        // A graceful shutdown was asked: nothing new is accepted, even in the
+        // batch before this loop's drain begins (it closes the listener).
+        if pointee.drainSignal.takeUnretainedValue().deadline.load(ordering: .acquiring) != 0 { return }
         var i = 0
         while i < Tuning.acceptsPerWakeup {
             i += 1

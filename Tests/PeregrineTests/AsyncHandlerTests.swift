@@ -4,6 +4,7 @@ import Foundation
 import HTTPTypes
 import Logging
 import Peregrine
+import ServiceLifecycle
 import Synchronization
 import XCTest
 
@@ -333,6 +334,44 @@ final class AsyncHandlerTests: XCTestCase {
                 XCTAssertTrue(waitUntil { !outcome.all.isEmpty }, "[\(mode)] the body never ended")
                 XCTAssertEqual(outcome.all.first, "request body ended early: client gone", "[\(mode)]")
             }
+        }
+    }
+
+    /// Run by a ServiceGroup: a graceful shutdown with an async handler
+    /// suspended in flight answers it, then run() returns and the port closes.
+    func testServiceGroupShutdownAnswersAnAsyncHandlerInFlight() async throws {
+        for mode in EngineMode.all {
+            let entered = Atomic<Bool>(false)
+            let release = Atomic<Bool>(false)
+            let app: Application = .async { _, _, writer in
+                entered.store(true, ordering: .releasing)
+                while !release.load(ordering: .acquiring) { try await Task.sleep(for: .milliseconds(2)) }
+                try await writer.respond(HTTPResponse(status: .ok), body: "finished")
+            }
+            var c = Configuration()
+            c.host = "127.0.0.1"
+            c.port = 0
+            c.shutdownDeadline = .seconds(30)
+            mode.apply(to: &c)
+            let log = CollectingLogHandler()
+            c.logger = log.logger
+            let server = Server(configuration: c, application: app)
+            let group = ServiceGroup(services: [server], logger: log.logger)
+            let running = Task { try await group.run() }
+            XCTAssertTrue(waitUntil(timeout: .seconds(30)) { server.port > 0 }, "[\(mode)] the server did not start")
+            let port = server.port
+            let client = try TestSocket(port: port)
+            try client.send("GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+            XCTAssertTrue(waitUntil(timeout: .seconds(30)) { entered.load(ordering: .acquiring) }, "[\(mode)] the handler never ran")
+            await group.triggerGracefulShutdown()
+            XCTAssertTrue(waitUntil(timeout: .seconds(30)) { log.events.all.contains { $0.message.hasPrefix("shutting down") } },
+                          "[\(mode)] graceful shutdown did not reach the server")
+            release.store(true, ordering: .releasing)
+            let response = try client.readResponse()
+            XCTAssertEqual(response.status, 200, "[\(mode)]")
+            XCTAssertEqual(response.bodyString, "finished", "[\(mode)]")
+            try await running.value
+            XCTAssertThrowsError(try TestSocket(port: port), "[\(mode)] still accepting after run() returned")
         }
     }
 }
