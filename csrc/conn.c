@@ -371,16 +371,17 @@ int prg_conn_flush(prg_conn *c) {
 /* Ends the stream and runs on_body_end once with `state`. */
 static void body_end_notify(prg_conn *c, int state) {
     if (!(c->flags & CONN_STREAMING)) return;
-    void *stream = c->body_stream;
+    void *stream = c->busy->body_stream;   /* streaming: prg_body_stream made the record */
     c->flags &= ~(uint32_t)(CONN_STREAMING | CONN_BODY_HELD);
-    c->body_stream = NULL;
-    c->body_pending = 0;
-    if (c->defer_tail) (void)prg_offload_body_end(c, state, 0);   /* its deferred answer learns it first */
+    c->busy->body_stream = NULL;
+    c->busy->body_pending = 0;
+    if (c->defer_head) (void)prg_offload_body_end(c, state, 0);   /* its deferred answer learns it first */
     const prg_callbacks *cb = &c->loop->server->cb;
     uint32_t in_cb = c->flags & CONN_IN_CALLBACK;
     c->flags |= CONN_IN_CALLBACK;
     cb->on_body_end(cb->ctx, c, stream, state);
     c->flags = (c->flags & ~(uint32_t)CONN_IN_CALLBACK) | in_cb;
+    prg_conn_busy_trim(c);
 }
 
 /* ------------------------------------------------------------- lifecycle */
@@ -439,8 +440,22 @@ void prg_conn_close_now(prg_conn *c, int reason) {
     }
 }
 
+prg_conn_busy *prg_conn_busy_get(prg_conn *c) {
+    if (!c->busy) c->busy = calloc(1, sizeof *c->busy);
+    return c->busy;
+}
+
+void prg_conn_busy_trim(prg_conn *c) {
+    prg_conn_busy *b = c->busy;
+    if (!b || (c->flags & CONN_STREAMING) || c->defer_head || b->userdata) return;
+    c->busy = NULL;
+    free(b);
+}
+
 void prg_conn_free(prg_conn *c) {
     prg_loop *loop = c->loop;
+    free(c->busy);   /* what it held has let go of the connection by now */
+    c->busy = NULL;
     in_release(c);
     out_release_all(c);
     c->ready_next = loop->free_conns;
@@ -505,7 +520,7 @@ static bool can_hold_body(const prg_conn *c) {
 void prg_body_fail(prg_conn *c, int state, int status) {
     if (c->flags & CONN_CLOSED) return;
     /* A deferred answer gets the error in its place, or is cut short. */
-    if (c->defer_tail && prg_offload_body_end(c, state, status)) {
+    if (c->defer_head && prg_offload_body_end(c, state, status)) {
     } else if (c->resp_state == RESP_NONE) {
         send_error_ordered(c, status);
     }
@@ -520,7 +535,7 @@ void prg_body_fail(prg_conn *c, int state, int status) {
  * the head alone, see process_http). */
 static void stream_begin(prg_conn *c, size_t used) {
     in_consume(c, used + c->parser.head_len);
-    c->body_pending = 0;
+    if (c->busy) c->busy->body_pending = 0;   /* NULL: closed by then, the record trimmed */
 }
 
 /* Delivers the body: pending bytes to on_body, then decodes the next span,
@@ -533,25 +548,26 @@ static int stream_body(prg_conn *c) {
     for (;;) {
         if (c->flags & (CONN_CLOSED | CONN_CLOSE_AFTER)) return -1;
         if (c->flags & CONN_BODY_HELD) return 0;
-        if (c->body_pending) {
+        prg_conn_busy *b = c->busy;   /* streaming: prg_body_stream made it */
+        if (b->body_pending) {
             /* Answers owed before this request's: what it writes waits behind them. */
             prg_out_saved saved;
             bool hold = c->defer_head != NULL;
             if (hold) prg_offload_hold_begin(c, &saved);
             c->flags |= CONN_IN_CALLBACK;
-            size_t took = s->cb.on_body(s->cb.ctx, c, c->body_stream, c->in, c->body_pending);
+            size_t took = s->cb.on_body(s->cb.ctx, c, b->body_stream, c->in, b->body_pending);
             c->flags &= ~(uint32_t)CONN_IN_CALLBACK;
             if (hold) prg_offload_hold_end(c, &saved);
             if (!(c->flags & CONN_STREAMING)) return -1;   /* closed meanwhile */
-            if (took > c->body_pending) took = c->body_pending;
+            if (took > b->body_pending) took = b->body_pending;
             if (took) {
                 memmove(c->in, c->in + took, c->in_len - took);
                 c->in_len -= (uint32_t)took;
-                c->body_pending -= (uint32_t)took;
+                b->body_pending -= (uint32_t)took;
                 if (c->in_len == 0) in_release(c);
             }
             /* Took less: hold the rest (the blocking engines offer it again). */
-            if (c->body_pending && can_hold_body(c)) c->flags |= CONN_BODY_HELD;
+            if (b->body_pending && can_hold_body(c)) c->flags |= CONN_BODY_HELD;
             continue;
         }
         size_t decoded = 0;
@@ -567,7 +583,7 @@ static int stream_body(prg_conn *c) {
             c->in_len -= (uint32_t)((size_t)used - decoded);
             if (c->in_len == 0) in_release(c);
         }
-        c->body_pending = (uint32_t)decoded;
+        b->body_pending = (uint32_t)decoded;
         if (decoded) continue;
         if (done) break;
         /* Waiting for body bytes: now is when the client is asked for them. */
@@ -636,7 +652,7 @@ static int head_decide(prg_conn *c, size_t used) {
         stream_begin(c, used);
         return HEAD_STREAM;
     }
-    if (c->defer_tail) prg_offload_head_answered(c);   /* a deferral without a stream answers from the head */
+    if (c->defer_head) prg_offload_head_answered(c);   /* a deferral without a stream answers from the head */
     if (c->resp_state != RESP_NONE || (c->flags & (CONN_CLOSED | CONN_CLOSE_AFTER))) {
         prg_response_finish_default(c);   /* ends an answer left open */
         if (hold) prg_offload_hold_end(c, &saved);
@@ -962,9 +978,11 @@ int prg_body_stream(prg_conn *c, void *stream) {
     /* Started an answer: refused. Deferred it in this on_head: the body
      * streams while it is owed, as when prg_defer follows. */
     if (c->resp_state != RESP_NONE && prg_offload_stream_deferred(c, keep_alive) != 0) return -1;
+    prg_conn_busy *b = prg_conn_busy_get(c);
+    if (!b) return -1;
     c->flags |= CONN_STREAMING;
-    c->body_stream = stream;
-    c->body_pending = 0;
+    b->body_stream = stream;
+    b->body_pending = 0;
     c->req_keep_alive = keep_alive;
     return 0;
 }
@@ -989,5 +1007,12 @@ size_t prg_conn_receive_capacity(const prg_conn *c) { return c->in ? c->in_cap :
 
 uint64_t prg_conn_id(const prg_conn *c) { return c->id; }
 size_t prg_conn_pending_output(const prg_conn *c) { return c->out_bytes; }
-void *prg_conn_userdata(const prg_conn *c) { return c->userdata; }
-void prg_conn_set_userdata(prg_conn *c, void *userdata) { c->userdata = userdata; }
+void *prg_conn_userdata(const prg_conn *c) { return c->busy ? c->busy->userdata : NULL; }
+int prg_conn_set_userdata(prg_conn *c, void *userdata) {
+    if (!userdata && !c->busy) return 0;   /* nothing to clear: no record made */
+    prg_conn_busy *b = prg_conn_busy_get(c);
+    if (!b) return -1;
+    b->userdata = userdata;
+    prg_conn_busy_trim(c);
+    return 0;
+}

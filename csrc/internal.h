@@ -198,15 +198,14 @@ struct prg_conn {
     uint32_t lingered;          /* bytes discarded while lingering */
 
     prg_http_parser parser;
-    /* Streaming a body: in[0, body_pending) is decoded body not yet taken by
-     * on_body, in[body_pending, in_len) raw input not yet decoded. */
-    void *body_stream;
-    uint32_t body_pending;
     /* Answers still owed, in request order (offload.c): a deferred
-     * request, or an answer that waits behind one. Empty on the hot path. */
-    uint32_t defer_count;
-    struct prg_deferred *defer_head, *defer_tail;
-    void *userdata;
+     * request, or an answer that waits behind one. NULL on the hot path,
+     * which tests only this; the rest of the list is in busy. */
+    struct prg_deferred *defer_head;
+    /* What only a busy connection uses (a streamed body, deferred answers,
+     * userdata), allocated on first use and freed once none is left, so
+     * that an idle connection does not carry it. NULL when idle. */
+    struct prg_conn_busy *busy;
     prg_address remote;         /* the client: accept's peer, or the PROXY header's source */
     /* The engine's per-connection watcher, engine->conn_slot_bytes long
      * (libev: its ev_io, 48 bytes; loop_libev.c checks the size). The
@@ -214,8 +213,24 @@ struct prg_conn {
     void *engine_slot[];
 };
 /* The idle struct without an engine tail (LP64). Growing it grows every
- * idle connection: move what only a busy connection needs elsewhere first. */
-_Static_assert(sizeof(void *) != 8 || sizeof(struct prg_conn) <= 272, "struct prg_conn grew past 272 bytes");
+ * idle connection: move what only a busy connection needs elsewhere first
+ * (prg_conn_busy). 248 bytes is one 256-byte malloc chunk. */
+_Static_assert(sizeof(void *) != 8 || sizeof(struct prg_conn) <= 248, "struct prg_conn grew past 248 bytes");
+
+/* A connection's busy-only state (conn.c: prg_conn_busy_get, _trim). */
+typedef struct prg_conn_busy {
+    /* Streaming a body: in[0, body_pending) is decoded body not yet taken by
+     * on_body, in[body_pending, in_len) raw input not yet decoded. */
+    void *body_stream;
+    uint32_t body_pending;
+    uint32_t defer_count;
+    struct prg_deferred *defer_tail;
+    void *userdata;
+} prg_conn_busy;
+/* The connection's busy record, allocated if it has none; NULL: out of memory. */
+prg_conn_busy *prg_conn_busy_get(prg_conn *c);
+/* Frees the busy record once nothing in it is in use (idle again). */
+void prg_conn_busy_trim(prg_conn *c);
 
 enum {
     TIMER_NONE = 0,
@@ -355,7 +370,7 @@ bool prg_offload_body_end(prg_conn *c, int end, int status);   /* a streamed bod
 typedef struct prg_out_saved { struct prg_chunk *head, *tail; size_t bytes; } prg_out_saved;
 void prg_offload_hold_begin(prg_conn *c, prg_out_saved *saved);
 void prg_offload_hold_end(prg_conn *c, prg_out_saved *saved);
-static inline bool prg_offload_full(const prg_conn *c) { return c->defer_count >= PRG_DEFER_MAX_DEPTH; }
+static inline bool prg_offload_full(const prg_conn *c) { return c->busy && c->busy->defer_count >= PRG_DEFER_MAX_DEPTH; }
 
 /* response.c */
 void prg_date_refresh(prg_date_cache *d, time_t now);

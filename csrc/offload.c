@@ -256,12 +256,14 @@ void prg_offload_loop_close(prg_loop *loop) {
 
 /* ------------------------------------------------------- connection list */
 
+/* The caller has the busy record (prg_conn_busy_get succeeded). */
 static void list_append(prg_conn *c, prg_deferred *d) {
+    prg_conn_busy *b = c->busy;
     d->next = NULL;
-    if (c->defer_tail) c->defer_tail->next = d;
+    if (b->defer_tail) b->defer_tail->next = d;
     else c->defer_head = d;
-    c->defer_tail = d;
-    c->defer_count++;
+    b->defer_tail = d;
+    b->defer_count++;
 }
 
 void prg_offload_hold_begin(prg_conn *c, prg_out_saved *saved) {
@@ -296,7 +298,7 @@ void prg_offload_hold_end(prg_conn *c, prg_out_saved *saved) {
         if (k) prg_chunks_release(c->loop, k);
         return;
     }
-    prg_deferred *d = calloc(1, sizeof *d);
+    prg_deferred *d = prg_conn_busy_get(c) ? calloc(1, sizeof *d) : NULL;
     if (!d) {
         /* No memory to keep the order: the connection cannot go on. */
         prg_chunk *k = c->out_head;
@@ -356,11 +358,14 @@ static void release_ready(prg_conn *c) {
             return;
         }
         c->defer_head = d->next;
-        if (!c->defer_head) c->defer_tail = NULL;
-        c->defer_count--;
+        c->busy->defer_count--;
         c->flags |= d->close_after;
         d->conn = NULL;   /* done with it: ops posted after its end are dropped */
         loop_let_go(c->loop, d);
+        if (!c->defer_head) {
+            c->busy->defer_tail = NULL;
+            prg_conn_busy_trim(c);   /* idle again: no record kept */
+        }
     }
 }
 
@@ -387,8 +392,12 @@ void prg_offload_peer_finished(prg_conn *c) {
 
 void prg_offload_conn_closed(prg_conn *c) {
     prg_deferred *d = c->defer_head;
-    c->defer_head = c->defer_tail = NULL;
-    c->defer_count = 0;
+    c->defer_head = NULL;
+    if (c->busy) {
+        c->busy->defer_tail = NULL;
+        c->busy->defer_count = 0;
+        prg_conn_busy_trim(c);
+    }
     while (d) {
         prg_deferred *next = d->next;
         late_remove(c->loop, d);
@@ -408,7 +417,7 @@ void prg_offload_conn_closed(prg_conn *c) {
 
 /* The streamed request's own deferred answer, while its body streams. */
 static prg_deferred *body_handle(const prg_conn *c) {
-    prg_deferred *d = c->defer_tail;   /* nothing is appended behind it while its body streams */
+    prg_deferred *d = c->busy ? c->busy->defer_tail : NULL;   /* nothing is appended behind it while its body streams */
     return d && d->for_body ? d : NULL;
 }
 
@@ -436,6 +445,7 @@ prg_deferred *prg_defer(prg_conn *c) {
     prg_mailbox *mb = c->loop->mailbox;
     if (!mb || !(c->flags & CONN_IN_CALLBACK) || (c->flags & CONN_CLOSED) || c->resp_state != RESP_NONE)
         return NULL;
+    if (!prg_conn_busy_get(c)) return NULL;   /* freed again with the connection or the next trim */
     prg_deferred *d = calloc(1, sizeof *d);
     if (!d) return NULL;
     if (pthread_mutex_init(&d->cb_lock, NULL) != 0) {

@@ -132,7 +132,12 @@ extension UnsafeMutablePointer where Pointee == OutChunk {
 }
 
 /// One connection (prg_conn). Trivial: no references, copied and
-/// initialised as plain memory.
+/// initialised as plain memory. Every idle connection holds one (and no
+/// buffer), so its stride is the engine's memory per idle connection:
+/// fields are ordered so that no padding is left (Swift packs a field into
+/// the tail of the one before it), narrow ones are stored narrow behind
+/// computed properties, and what only a busy connection uses is in `busy`.
+/// 248 bytes is one 256-byte malloc chunk (ConnLayoutTests pins it).
 struct ConnState {
     var fd: Int32 = -1
     var flags: UInt32 = 0
@@ -142,10 +147,19 @@ struct ConnState {
     var next: ConnPtr? = nil
     var readyNext: ConnPtr? = nil      // edge ready list, the dead list, the free list
 
-    // Receive buffer: [0, inLen) holds bytes; the current request starts at 0.
+    // Receive buffer: [0, inLen) holds bytes; the current request starts at 0
+    // (32-bit, as in C: the buffer limits keep it so).
     var inBuf: UnsafeMutableRawPointer? = nil
-    var inLen = 0
-    var inCap = 0
+    var inLen32: UInt32 = 0
+    var inCap32: UInt32 = 0
+    @inline(__always) var inLen: Int {
+        get { Int(inLen32) }
+        set { inLen32 = UInt32(truncatingIfNeeded: newValue) }
+    }
+    @inline(__always) var inCap: Int {
+        get { Int(inCap32) }
+        set { inCap32 = UInt32(truncatingIfNeeded: newValue) }
+    }
 
     // Send queue. outBytes counts what is still to send, file ranges
     // included (a queued file pauses reading like queued bytes do).
@@ -153,19 +167,14 @@ struct ConnState {
     var outTail: ChunkPtr? = nil
     var outBytes = 0
 
-    // Every idle connection holds one ConnState (and no buffer): fields of
-    // less than 8 bytes are grouped so that no padding is left between them
-    // (as prg_conn in C).
     var registered: UInt32 = 0         // epoll events registered (level mode)
     var closeReason: UInt8 = CloseReason.normal
     var reqMinor: UInt8 = 1            // HTTP minor version of the request being answered
     var respState: UInt8 = RespState.none
     var respFlags: UInt8 = 0
-    var respStatus: Int32 = 0
     // Where the response began in the send queue (RespFlag.marked): nothing
     // is flushed during a handler, so `replace` can cut back to here.
     var respMarkEnd: UInt32 = 0
-    var reqKeepAlive = false
     var deadline: UInt32 = 0           // timeouts: see timerList
     var respMarkChunk: ChunkPtr? = nil
     var respLengthLeft: Int64 = 0      // declared Content-Length minus body written
@@ -173,25 +182,112 @@ struct ConnState {
     // Timeouts: on at most one of the loop's FIFO lists.
     var timerPrev: ConnPtr? = nil
     var timerNext: ConnPtr? = nil
-    var timerList = TimerKind.none
-    var lingered = 0
 
-    var parser = HTTP1Parser()
+    /// The client: accept's peer, or the PROXY header's source.
+    var remote: SocketAddress? = nil
+    var respStatus16: UInt16 = 0       // three digits: the writer checked it
+    var lingered32: UInt32 = 0         // bytes discarded while lingering (< lingerMaxBytes)
+    @inline(__always) var respStatus: Int32 {
+        get { Int32(respStatus16) }
+        set { respStatus16 = UInt16(truncatingIfNeeded: newValue) }
+    }
+    @inline(__always) var lingered: Int {
+        get { Int(lingered32) }
+        set { lingered32 = UInt32(truncatingIfNeeded: newValue) }
+    }
+
+    var parser = HTTP1Parser()         // its last bytes are free: the next two fit there
+    var reqKeepAlive = false
+    var timerList8: UInt8 = 0
+    @inline(__always) var timerList: Int {
+        get { Int(timerList8) }
+        set { timerList8 = UInt8(truncatingIfNeeded: newValue) }
+    }
+
+    /// A streamed body, answers owed: allocated on first use, freed once
+    /// nothing in it is in use (idle again) and with the connection.
+    var busy: UnsafeMutablePointer<ConnBusy>? = nil
+
     /// Streaming a body: inBuf[0..<bodyPending] is decoded body the consumer
     /// has not taken, the rest raw input; bodyStream is the retained consumer.
+    @inline(__always) var bodyStream: UnsafeMutableRawPointer? {
+        get { busy?.pointee.bodyStream }
+        set {
+            if newValue == nil && busy == nil { return }
+            busyRecord().pointee.bodyStream = newValue
+            busyTrim()
+        }
+    }
+    @inline(__always) var bodyPending: Int {
+        get { busy?.pointee.bodyPending ?? 0 }
+        set {
+            if newValue == 0 && busy == nil { return }
+            busyRecord().pointee.bodyPending = newValue
+            busyTrim()
+        }
+    }
+    // Answers still owed, in request order (Offload.swift); each holds a
+    // reference. Empty (no record) on the hot path.
+    @inline(__always) var deferHead: Unmanaged<DeferredAnswer>? {
+        get { busy?.pointee.deferHead }
+        set {
+            if newValue == nil && busy == nil { return }
+            busyRecord().pointee.deferHead = newValue
+            busyTrim()
+        }
+    }
+    @inline(__always) var deferTail: Unmanaged<DeferredAnswer>? {
+        get { busy?.pointee.deferTail }
+        set {
+            if newValue == nil && busy == nil { return }
+            busyRecord().pointee.deferTail = newValue
+            busyTrim()
+        }
+    }
+    @inline(__always) var deferCount: Int {
+        get { busy?.pointee.deferCount ?? 0 }
+        set {
+            if newValue == 0 && busy == nil { return }
+            busyRecord().pointee.deferCount = newValue
+            busyTrim()
+        }
+    }
+
+    init(loop: LoopPtr) { self.loop = loop }
+
+    private mutating func busyRecord() -> UnsafeMutablePointer<ConnBusy> {
+        if let b = busy { return b }
+        let b = UnsafeMutablePointer<ConnBusy>.allocate(capacity: 1)
+        b.initialize(to: ConnBusy())
+        busy = b
+        return b
+    }
+
+    /// Frees the record once every field is back at rest.
+    private mutating func busyTrim() {
+        guard let b = busy, b.pointee.isEmpty else { return }
+        busy = nil
+        b.deallocate()
+    }
+
+    /// With the connection: what the record held has let go of it by now.
+    mutating func busyFree() {
+        busy?.deallocate()
+        busy = nil
+    }
+}
+
+/// A connection's busy-only state (prg_conn_busy in C). Trivial.
+struct ConnBusy {
     var bodyStream: UnsafeMutableRawPointer? = nil
     var bodyPending = 0
-
-    // Answers still owed, in request order (Offload.swift); each holds a
-    // reference. Empty on the hot path.
     var deferHead: Unmanaged<DeferredAnswer>? = nil
     var deferTail: Unmanaged<DeferredAnswer>? = nil
     var deferCount = 0
-    /// The client: accept's peer, or the PROXY header's source (last: its
-    /// optional tag would leave padding anywhere else).
-    var remote: SocketAddress? = nil
 
-    init(loop: LoopPtr) { self.loop = loop }
+    var isEmpty: Bool {
+        bodyStream == nil && bodyPending == 0 && deferHead == nil && deferTail == nil && deferCount == 0
+    }
 }
 
 // MARK: - Receive buffer
@@ -554,6 +650,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         let loop = pointee.loop
         inRelease()
         outReleaseAll()
+        pointee.busyFree()
         pointee.readyNext = loop.pointee.freeConns
         loop.pointee.freeConns = self
     }

@@ -128,7 +128,12 @@ public struct ParsedRequest {
 /// - `< 0`: the request is malformed: -status (400, 413, 414, 417, 431, 501,
 ///   505). The error is sticky; the connection must close.
 public struct HTTP1Parser: Sendable {
-    @usableFromInline var state: Int
+    /// Phase, stored narrow (with chunkPhase, in the last bytes): a
+    /// connection record packs fields into what is left after it.
+    @inlinable var state: Int {
+        get { Int(state16) }
+        set { state16 = Int16(truncatingIfNeeded: newValue) }   // a phase, or -status (3 digits)
+    }
     /// Bytes of the head already searched for the blank line.
     public private(set) var scanned: Int
     /// Length of the head including the final CRLFCRLF (and any leading empty
@@ -137,7 +142,7 @@ public struct HTTP1Parser: Sendable {
     /// Content-Length of the request, -1 when absent (known once `headComplete`).
     public private(set) var contentLength: Int64
     /// Known once `headComplete`; empty before.
-    public private(set) var flags: HTTP1RequestFlags
+    @inlinable public var flags: HTTP1RequestFlags { HTTP1RequestFlags(rawValue: UInt32(flags8)) }
     /// Offset of the request line (after skipped empty lines).
     var lineStart: Int
     /// Raw bytes consumed after the head.
@@ -146,17 +151,19 @@ public struct HTTP1Parser: Sendable {
     var bodyDecoded: Int
     /// Bytes left in the current chunk; in the trailer section, trailer bytes so far.
     var chunkLeft: UInt64
-    /// Chunk decoder phase (`Chunk`).
-    var chunkPhase: UInt8
     /// Chunk decoder counter: size-line bytes, or trailer fields.
     var chunkCount: Int
+    /// Chunk decoder phase (`Chunk`).
+    var chunkPhase: UInt8
+    @usableFromInline var flags8: UInt8
+    @usableFromInline var state16: Int16
 
     public init() {
-        state = Phase.start
+        state16 = Int16(Phase.start)
+        flags8 = 0
         scanned = 0
         headLength = 0
         contentLength = -1
-        flags = []
         lineStart = 0
         bodyRead = 0
         bodyDecoded = 0
@@ -214,7 +221,7 @@ public struct HTTP1Parser: Sendable {
                 if rc < 0 { return settle(rc) }
             }
             haveHead = true
-            flags = hi.flags
+            flags8 = UInt8(truncatingIfNeeded: hi.flags.rawValue)   // four flags: stored narrow
             contentLength = hi.contentLength
             chunkLeft = 0
             chunkPhase = Chunk.size

@@ -470,9 +470,12 @@ int prg_body_resume(prg_conn *c);
 /* Bytes of the connection's receive buffer (0 when it holds none). */
 size_t prg_conn_receive_capacity(const prg_conn *c);
 
-/* Application data slot. */
+/* Application data slot. Kept outside the connection's idle memory:
+ * setting a non-NULL value allocates a small record on first use (freed when
+ * set back to NULL or on close). Returns 0, or -1 when out of memory (the
+ * old value stays). */
 void *prg_conn_userdata(const prg_conn *c);
-void prg_conn_set_userdata(prg_conn *c, void *userdata);
+int prg_conn_set_userdata(prg_conn *c, void *userdata);
 
 /* ------------------------------------------------------------------ */
 /* Answering later (offload.c): epoll and libev engines                 */
