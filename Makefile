@@ -174,7 +174,7 @@ fuzz:
 # backtracer would fight ASan over the crashed process).
 FUZZ_DIFF_TMP ?= .build/fuzz-diff
 SWIFTC ?= swiftc
-FUZZ_SWIFTC = $(SWIFTC) -swift-version 6 -O -g -parse-as-library -wmo
+FUZZ_SWIFTC = $(SWIFTC) -swift-version 6 -O -g -parse-as-library -wmo -package-name Peregrine
 # What the Swift parser needs of PeregrineCore, without the files that import
 # swift-log and swift-metrics (which swiftc alone cannot find here).
 FUZZ_CORE_SRC = Sources/PeregrineCore/Limits.swift Sources/PeregrineCore/Request.swift \
