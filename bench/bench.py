@@ -191,17 +191,27 @@ class Suite:
         self.have_nginx = shutil.which("nginx") is not None or os.path.exists("/usr/sbin/nginx")
 
     # -- contender tables
-    def http_contenders(self, extra_peregrine=()):
-        c = [("floor", lambda p: [os.path.join(self.scratch, "floor"), str(p)])]
-        for t in ("level", "edge", "oneshot"):
-            c.append((f"peregrine-{t}", lambda p, t=t: [PEREGRINE, "serve", "--host", "127.0.0.1", "--port", str(p), "--trigger", t]))
-        for name, flags in extra_peregrine:
-            c.append((name, lambda p, f=flags: [PEREGRINE, "serve", "--host", "127.0.0.1", "--port", str(p)] + f))
+    def floor_contender(self):
+        return ("floor", lambda p: [os.path.join(self.scratch, "floor"), str(p)])
+
+    def anchor_contenders(self, nio_binary=None):
+        """nginx and SwiftNIO's hello, where they are available (nio_binary: another copy of it)."""
+        c = []
         if self.have_nginx:
             c.append(("nginx", lambda p: [os.path.join(BENCH, "nginx", "run-nginx.sh"), str(p),
                                           tempfile.mkdtemp(prefix="nginx-", dir=self.scratch)]))
         if self.have_nio:
-            c.append(("swiftnio", lambda p: [NIO_HELLO, "--host", "127.0.0.1", "--port", str(p)]))
+            nio = nio_binary or NIO_HELLO
+            c.append(("swiftnio", lambda p: [nio, "--host", "127.0.0.1", "--port", str(p)]))
+        return c
+
+    def http_contenders(self, extra_peregrine=()):
+        c = [self.floor_contender()]
+        for t in ("level", "edge", "oneshot"):
+            c.append((f"peregrine-{t}", lambda p, t=t: [PEREGRINE, "serve", "--host", "127.0.0.1", "--port", str(p), "--trigger", t]))
+        for name, flags in extra_peregrine:
+            c.append((name, lambda p, f=flags: [PEREGRINE, "serve", "--host", "127.0.0.1", "--port", str(p)] + f))
+        c += self.anchor_contenders()
         c += self.hummingbird_contenders()
         c.append(("python-epoll", lambda p: [sys.executable, os.path.join(BENCH, "python", "epoll_server.py"),
                                              "--host", "127.0.0.1", "--port", str(p)]))
@@ -336,7 +346,7 @@ class Suite:
 
     def scenario_engines(self):
         """Every engine, same app, same load: the issue-4 comparison."""
-        c = [("floor", lambda p: [os.path.join(self.scratch, "floor"), str(p)])] + self.engine_contenders()
+        c = [self.floor_contender()] + self.engine_contenders()
         res = self.measure(c, lambda s: self.wrk(s.port, 100), warm=lambda s: self.wrk(s.port, 100, seconds=1))
         md, rows = self.table(res, self.WRK_COLUMNS, "floor")
         note = ("The blocking engine answers one request per connection (`Connection: close`) and serves one "
@@ -404,16 +414,14 @@ class Suite:
         # valgrind cannot read a Swift release binary's debug info; a stripped copy runs fine.
         stripped = os.path.join(self.scratch, "peregrine-stripped")
         run(["strip", "-o", stripped, PEREGRINE])
-        contenders = [("floor", lambda p: [os.path.join(self.scratch, "floor"), str(p)])]
+        contenders = [self.floor_contender()]
         for name, flags in self.ENGINE_MODES:
             contenders.append((name, lambda p, f=flags: [stripped, "serve", "--host", "127.0.0.1", "--port", str(p)] + f))
-        if self.have_nginx:
-            contenders.append(("nginx", lambda p: [os.path.join(BENCH, "nginx", "run-nginx.sh"), str(p),
-                                                   tempfile.mkdtemp(prefix="nginx-", dir=self.scratch)]))
+        nio_stripped = None
         if self.have_nio:
             nio_stripped = os.path.join(self.scratch, "nio-hello-stripped")
             run(["strip", "-o", nio_stripped, NIO_HELLO])
-            contenders.append(("swiftnio", lambda p: [nio_stripped, "--host", "127.0.0.1", "--port", str(p)]))
+        contenders += self.anchor_contenders(nio_stripped)
         repeats = 1 if self.quick else min(self.repeat, 3)
         results = {}
         for _ in range(repeats):                      # interleaved, like the CPU-time scenarios
@@ -476,7 +484,7 @@ class Suite:
             self.verdicts.append(("Hummingbird on Peregrine ≤ 0.5× Hummingbird on NIO, CPU per request",
                                   "not built", None))
             return
-        c = [("floor", lambda p: [os.path.join(self.scratch, "floor"), str(p)])] + self.hummingbird_contenders()
+        c = [self.floor_contender()] + self.hummingbird_contenders()
         res = self.measure(c, lambda s: self.wrk(s.port, 100), warm=lambda s: self.wrk(s.port, 100, seconds=1))
         md, rows = self.table(res, self.WRK_COLUMNS, "floor")
         cpu = {name: v for name, v, _, _ in rows}
@@ -797,15 +805,10 @@ class Suite:
         handler (`--app hello-async`), an offloaded handler (`--app sleep --sleep-ms 0`), on the C
         epoll engine and the Swift engine, beside the floor, nginx and SwiftNIO; then the async
         handler's instructions and allocations per request."""
-        c = [("floor", lambda p: [os.path.join(self.scratch, "floor"), str(p)])]
+        c = [self.floor_contender()]
         for name, flags in self.API_MODES:
             c.append((name, lambda p, f=flags: [PEREGRINE, "serve", "--host", "127.0.0.1", "--port", str(p)] + f))
-        if self.have_nginx:
-            c.append(("nginx", lambda p: [os.path.join(BENCH, "nginx", "run-nginx.sh"), str(p),
-                                          tempfile.mkdtemp(prefix="nginx-", dir=self.scratch)]))
-        if self.have_nio:
-            c.append(("swiftnio", lambda p: [NIO_HELLO, "--host", "127.0.0.1", "--port", str(p)]))
-        c += getattr(self, "hummingbird_contenders", lambda: [])()
+        c += self.anchor_contenders() + self.hummingbird_contenders()
         res = self.measure(c, lambda s: self.wrk(s.port, 100), warm=lambda s: self.wrk(s.port, 100, seconds=1))
         md, rows = self.table(res, self.WRK_COLUMNS, "floor")
         self.sections.append((f"11. The Swift API's answers, keep-alive hello, `wrk -t1 -c100 -d{self.duration}s`", md))
