@@ -6,7 +6,8 @@
 // engine's request callback):
 //  1. The head is converted (no allocation for a request with only a Host
 //     header and a short target) and the handler starts as a task on the
-//     loop's executor with `Task.immediate`: it runs at once, on this thread.
+//     loop's executor, and its first job is run at once, on this thread, as
+//     that executor (ResponseWriter.launch).
 //  2. Until it first suspends, the writer buffers what it is given. A
 //     handler that answers without suspending (a hello) is written inline,
 //     through the engine's ordinary response writer, as a closure handler's.
