@@ -4,8 +4,8 @@
 //
 // How a request runs (AsyncDispatcher.handle, on the loop thread, inside the
 // engine's request callback):
-//  1. The head is converted (no allocation for a request with only a Host
-//     header and a short target) and the handler starts as a task on the
+//  1. The head is converted (one allocation, the HTTPRequest's own storage,
+//     for a request with only a Host header) and the handler starts as a task on the
 //     loop's executor, and its first job is run at once, on this thread, as
 //     that executor (ResponseWriter.launch).
 //  2. Until it first suspends, the writer buffers what it is given. A
