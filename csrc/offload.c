@@ -582,9 +582,9 @@ static int post_ops(prg_deferred *d, int expect, int next, stream_op *first, str
     return result;
 }
 
-/* Once the head is posted its op holds a copy of the headers, and no header
- * may be added after it: an open stream keeps none (producer's thread,
- * the only one that touches them). */
+/* Once the head op is made it holds a copy of the headers, and no header
+ * may be added after the head: an open stream keeps none (producer's
+ * thread, the only one that touches them; dropped before the op is posted). */
 static void headers_drop(prg_deferred *d) {
     free(d->headers);
     d->headers = NULL;
@@ -627,9 +627,11 @@ int prg_stream_head(prg_deferred *d, int status) {
     stream_op *op = head_op(d, status);
     if (!op) return -ENOMEM;
     d->declared_left = (status == 204 || status == 304 || d->no_body) ? -1 : declared_length(d);
-    int rc = post_ops(d, DEF_OPEN, DEF_HEADED, op, op);
-    if (rc == 0) headers_drop(d);
-    return rc;
+    /* Before posting: once posted the loop may let go of the handle, and the
+     * mailbox lock is what orders this write before it. Refused, nothing
+     * more can be posted, so nothing needs the headers either. */
+    headers_drop(d);
+    return post_ops(d, DEF_OPEN, DEF_HEADED, op, op);
 }
 
 int prg_stream_write(prg_deferred *d, const void *data, size_t n) {
@@ -729,8 +731,8 @@ int prg_deferred_send(prg_deferred *d, int status, const void *body, size_t n) {
     }
     head->next = bodyop ? bodyop : end;
     if (bodyop) bodyop->next = end;
+    headers_drop(d);   /* before posting, as in prg_stream_head */
     int rc = post_ops(d, DEF_OPEN, DEF_SENT, head, end);
-    if (rc == 0) headers_drop(d);
     return rc == 0 && failed ? -ENOMEM : rc;
 }
 
