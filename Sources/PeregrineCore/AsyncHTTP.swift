@@ -636,7 +636,6 @@ package final class AsyncDispatcher: Sendable {
         }
         let writer = ResponseWriter(handler: handler, request: head, body: body, executor: executor,
                                     failures: failures, channel: channel, remoteAddress: client)
-        let failures = self.failures
         if !waits {
             let task = writer.launch(on: executor)
             if writer.bufferedAnswerReady {
@@ -651,7 +650,7 @@ package final class AsyncDispatcher: Sendable {
         }
         // Owed from now on; with a body, the engine streams it while the
         // answer is owed (deferring first is an order every engine takes).
-        Self.deferAnswer(writer, response, head, failures)
+        deferAnswer(writer, response, head)
         if let channel {
             channel.onFailure = { writer.task?.cancel() }
             channel.consumer?.onAttach = { consumer in channel.attached(consumer) }
@@ -659,8 +658,7 @@ package final class AsyncDispatcher: Sendable {
         return true
     }
 
-    private static func deferAnswer(_ writer: ResponseWriter, _ response: Response, _ head: HTTPRequest,
-                                    _ failures: FailureLog) {
+    private func deferAnswer(_ writer: ResponseWriter, _ response: Response, _ head: HTTPRequest) {
         guard let d = response.deferAnswer() else {
             failures.warning("async handler for \(head.method) \(head.path ?? ""): the engine cannot defer: 500")
             writer.task?.cancel()
