@@ -35,6 +35,9 @@ static struct {
     int waits, pauses, resumes;
     size_t max_level;
 } g_echo;
+/* Set once the producer was first told to wait: the client reads nothing
+ * until then, so the output backs up however fast either side runs. */
+static atomic_int g_echo_waited;
 
 static void echo_writable(void *ctx) {
     g_echo.resumes++;
@@ -90,6 +93,7 @@ static size_t on_body(void *ctx, prg_conn *c, void *stream, const uint8_t *p, si
         if (rc == PRG_STREAM_WAIT) {
             g_echo.waits++;
             if (prg_body_pause(c) == 0) g_echo.pauses++;
+            atomic_store(&g_echo_waited, 1);
         }
     }
     return n;
@@ -127,6 +131,7 @@ static prg_server *start(const th_engine *e, int idle_timeout_s, uint64_t max_st
     atomic_store(&g_end, -1);
     atomic_store(&g_body_bytes, 0);
     memset(&g_echo, 0, sizeof g_echo);
+    atomic_store(&g_echo_waited, 0);
     return th_start(&cfg, &cb);
 }
 
@@ -306,6 +311,11 @@ static void test_echo(const th_engine *e) {
     int ends = atomic_load(&g_ends);
     pthread_t sender;
     CHECK(pthread_create(&sender, NULL, send_body, c) == 0, "sender thread");
+    /* Nothing is read until the server's output has backed up to the high
+     * mark (4 MiB is far more than both socket buffers and the mark hold);
+     * a reader that kept pace with the sender would never make it wait. */
+    for (int64_t until = th_now_ms() + 10000; !atomic_load(&g_echo_waited) && th_now_ms() < until;) usleep(1000);
+    CHECK(atomic_load(&g_echo_waited), "the server's output backed up while the client read nothing");
     size_t got = read_echo(c);
     pthread_join(sender, NULL);
     CHECK(got == ECHO_BYTES, "every byte echoed in order: %zu of %d", got, ECHO_BYTES);

@@ -26,6 +26,10 @@ final class DeferBodyLog: @unchecked Sendable {
     func received(_ n: Int) { lock.lock(); bytes += n; lock.unlock() }
     var bodyBytes: Int { lock.lock(); defer { lock.unlock() }; return bytes }
     func ended(_ how: BodyEnd) { lock.lock(); endList.append(how); lock.unlock() }
+    private var waitedOnce = false
+    /// The echo's producer was told to wait (set from the loop thread).
+    func echoWaited() { lock.lock(); waitedOnce = true; lock.unlock() }
+    var echoHasWaited: Bool { lock.lock(); defer { lock.unlock() }; return waitedOnce }
     var ends: [BodyEnd] { lock.lock(); defer { lock.unlock() }; return endList }
 }
 
@@ -68,6 +72,7 @@ final class DeferredBodyTests: XCTestCase {
                     if rc == 1 {
                         log.echoWaits += 1
                         _ = consumer.pause()
+                        log.echoWaited()
                     }
                     return bytes.count
                 }, end: { how, _ in
@@ -171,6 +176,12 @@ final class DeferredBodyTests: XCTestCase {
                         at += block.count
                     }
                 }
+                // Nothing is read until the server's output has backed up to the
+                // high mark (4 MiB is far more than both socket buffers and the
+                // mark hold); a reader that kept pace would never make it wait.
+                let until = DispatchTime.now().uptimeNanoseconds + 10_000_000_000
+                while !log.echoHasWaited && DispatchTime.now().uptimeNanoseconds < until { usleep(1000) }
+                XCTAssertTrue(log.echoHasWaited, "[\(mode)] the server's output backed up while the client read nothing")
                 let got = try readEchoSlowly(s)
                 XCTAssertTrue(sender.join(), "[\(mode)] the body was sent")
                 XCTAssertEqual(got, Self.echoBytes, "[\(mode)] every byte echoed in order")
