@@ -31,6 +31,10 @@ public final class LoopExecutor: TaskExecutor, @unchecked Sendable {
 
     var parkedCount: Int { parked.count - parkedHead }
 
+    /// What async handlers reuse from one request to the next on this loop
+    /// (loop thread only): parked handler tasks, the last request head.
+    var handlerParts = HandlerParts()
+
     /// Runs `launch` once fewer than `limit` handler tasks run (at the end
     /// of a batch's jobs), after the handlers parked before it.
     func park(limit: Int, _ launch: @escaping () -> Void) {
@@ -140,6 +144,7 @@ public final class LoopExecutor: TaskExecutor, @unchecked Sendable {
     /// The loop thread, when the loop ends: what is queued (and whatever is
     /// enqueued later) runs on the global executor instead.
     package func close() {
+        handlerParts.retire()   // parked handler tasks end (in the runJobs below)
         _ = runJobs()   // the closes' cancellations run here, where their tasks live
         let left = remote.withLock { r -> [UnownedJob] in
             r.closed = true
