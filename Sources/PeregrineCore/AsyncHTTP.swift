@@ -59,10 +59,11 @@ extension Request {
                            path: String(decoding: target, as: UTF8.self), headerFields: fields)
     }
 
-    /// As `httpRequest()`, written over `head` (the loop's last one): a
-    /// part equal to the last request's is kept as it is (no new string, no
-    /// validation), and when nobody kept the last head its storage is
-    /// reused (no allocation). false where `httpRequest()` gives nil.
+    /// As `httpRequest()`, written over `head` (the loop's last one, whose
+    /// scheme is `http` already): a part equal to the last request's is
+    /// kept as it is (no new string, no validation), and when nobody kept
+    /// the last head its storage is reused (no allocation). false where
+    /// `httpRequest()` gives nil.
     func updateHTTPRequest(_ head: inout HTTPRequest) -> Bool {
         guard let method = httpMethod() else { return false }
         var fields = HTTPFields()
@@ -77,7 +78,6 @@ extension Request {
             fields.append(HTTPField(name: fieldName, lenientValue: headerValue(at: i)))
         }
         if head.method != method { head.method = method }
-        if head.scheme != "http" { head.scheme = "http" }
         if let host {
             if !sameText(head.authority, host) { head.authority = String(decoding: host, as: UTF8.self) }
         } else if head.authority != nil {
@@ -693,10 +693,7 @@ package final class AsyncDispatcher: Sendable {
     /// loop's last one (`Request.updateHTTPRequest`).
     private static func head(of request: Request, on executor: LoopExecutor?) -> HTTPRequest? {
         guard let executor else { return request.httpRequest() }
-        if executor.handlerParts.head == nil {
-            executor.handlerParts.head = HTTPRequest(method: .get, scheme: "http", authority: nil, path: "/")
-        }
-        return request.updateHTTPRequest(&executor.handlerParts.head!) ? executor.handlerParts.head : nil
+        return request.updateHTTPRequest(&executor.handlerParts.head) ? executor.handlerParts.head : nil
     }
 
     /// `.streaming`'s head callback for an `.async` application: the body
@@ -789,8 +786,9 @@ package final class AsyncDispatcher: Sendable {
 /// What async handlers reuse on one loop (`LoopExecutor.handlerParts`, loop
 /// thread only).
 struct HandlerParts {
-    /// The last request head handed out; the next is written over it.
-    var head: HTTPRequest? = nil
+    /// The last request head handed out; the next is written over it
+    /// (its scheme is always `http`).
+    var head = HTTPRequest(method: .get, scheme: "http", authority: nil, path: "/")
     /// Handler tasks parked for the next request, newest last.
     fileprivate var idle: [AsyncWorker] = []
     /// The loop ended: handler tasks end instead of parking.
