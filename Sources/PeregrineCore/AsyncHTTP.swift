@@ -65,7 +65,11 @@ extension Request {
     /// the last head its storage is reused (no allocation). false where
     /// `httpRequest()` gives nil.
     func updateHTTPRequest(_ head: inout HTTPRequest) -> Bool {
-        guard let method = httpMethod() else { return false }
+        var newMethod: HTTPRequest.Method? = nil
+        if !sameText(head.method.rawValue, method) {
+            guard let m = httpMethod() else { return false }
+            newMethod = m
+        }
         var fields = HTTPFields()
         var host: UnsafeRawBufferPointer? = nil
         for i in 0..<headerCount {
@@ -77,7 +81,7 @@ extension Request {
             guard let fieldName = HTTPField.Name(String(decoding: name, as: UTF8.self)) else { return false }
             fields.append(HTTPField(name: fieldName, lenientValue: headerValue(at: i)))
         }
-        if head.method != method { head.method = method }
+        if let newMethod { head.method = newMethod }
         if let host {
             if !sameText(head.authority, host) { head.authority = String(decoding: host, as: UTF8.self) }
         } else if head.authority != nil {
