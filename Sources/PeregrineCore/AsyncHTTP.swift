@@ -4,10 +4,11 @@
 //
 // How a request runs (AsyncDispatcher.handle, on the loop thread, inside the
 // engine's request callback):
-//  1. The head is converted (one allocation, the HTTPRequest's own storage,
-//     for a request with only a Host header) and the handler starts as a task on the
-//     loop's executor, and its first job is run at once, on this thread, as
-//     that executor (ResponseWriter.launch).
+//  1. The head is written over the loop's last one (no allocation when no
+//     handler kept that one) and the handler starts on the loop's executor,
+//     on a handler task parked there by an earlier request (AsyncWorker) or
+//     a new one; its job is run at once, on this thread, as that executor
+//     (ResponseWriter.launch). The writer is the one allocation.
 //  2. Until it first suspends, the writer buffers what it is given. A
 //     handler that answers without suspending (a hello) is written inline,
 //     through the engine's ordinary response writer, as a closure handler's.
