@@ -513,7 +513,13 @@ static int parse_head(const uint8_t *buf, size_t start, size_t len,
     while (!(p[0] == '\r' && p[1] == '\n')) {
         const uint8_t *name = p, *v, *ve;
         size_t nlen;
-        p = span_to(p, C_TCHAR);
+        /* "Host:" (the field every HTTP/1.1 request has), a word compare;
+         * else the tchar run. At least 5 bytes are left: this line is not
+         * the empty one, and the empty line follows. */
+        if ((load32(p) | 0x20202020u) == load32((const uint8_t *)"host") && p[4] == ':')
+            p += 4;
+        else
+            p = span_to(p, C_TCHAR);
         if (p == name || *p != ':')
             return -400; /* obs-fold, empty name, space before colon... */
         nlen = (size_t)(p - name);
