@@ -866,10 +866,26 @@ private func hexValue(_ c: UInt8) -> UInt8 {
 @inline(__always)
 private func ieq(_ buf: Bytes, _ at: Int, _ n: Int, _ lit: StaticString) -> Bool {
     if n != lit.utf8CodeUnitCount { return false }
-    let l = lit.utf8Start
+    let l = UnsafeRawPointer(lit.utf8Start)
+    // The same |0x20 compare, a word at a time (the last word may overlap
+    // the one before it), as http1.c's ieq.
+    if n >= 8 {
+        let fold: UInt64 = 0x2020_2020_2020_2020
+        var i = 0
+        while i &+ 8 <= n {
+            if buf.load64(at &+ i) | fold != l.loadUnaligned(fromByteOffset: i, as: UInt64.self) { return false }
+            i &+= 8
+        }
+        return i == n || buf.load64(at &+ n &- 8) | fold == l.loadUnaligned(fromByteOffset: n &- 8, as: UInt64.self)
+    }
+    if n >= 4 {
+        let fold: UInt32 = 0x2020_2020
+        return buf.load32(at) | fold == l.loadUnaligned(as: UInt32.self)
+            && buf.load32(at &+ n &- 4) | fold == l.loadUnaligned(fromByteOffset: n &- 4, as: UInt32.self)
+    }
     var i = 0
     while i < n {
-        if buf[at &+ i] | 0x20 != l[i] { return false }
+        if buf[at &+ i] | 0x20 != l.load(fromByteOffset: i, as: UInt8.self) { return false }
         i &+= 1
     }
     return true
