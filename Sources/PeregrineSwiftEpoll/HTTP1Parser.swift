@@ -551,7 +551,7 @@ extension HTTP1Parser {
         hi.methodLength = p - m
         p += 1
         let t = p
-        while CharClass.of(buf[p]) & CharClass.target != 0 { p &+= 1 }
+        p = spanTo(buf, p, CharClass.target)
         if p == t || buf[p] != Byte.space { return -400 }
         hi.targetStart = t
         hi.targetLength = p - t
@@ -576,7 +576,14 @@ extension HTTP1Parser {
 
         while !(buf[p] == Byte.cr && buf[p &+ 1] == Byte.lf) {
             let name = p
-            while CharClass.of(buf[p]) & CharClass.tchar != 0 { p &+= 1 }
+            // "Host:" (the field every HTTP/1.1 request has), a word compare;
+            // else the tchar run. At least 5 bytes are left: this line is not
+            // the empty one, and the empty line follows. (As http1.c.)
+            if buf.load32(p) | 0x2020_2020 == Byte.hostLower && buf[p &+ 4] == Byte.colon {
+                p &+= 4
+            } else {
+                p = spanTo(buf, p, CharClass.tchar)
+            }
             if p == name || buf[p] != Byte.colon { return -400 } // obs-fold, empty name, space before colon...
             let nlen = p - name
             p += 1
@@ -726,6 +733,7 @@ private enum Byte {
     static let crlfcrlf = UInt32(littleEndian: 0x0A0D_0A0D)
     static let getSpace = UInt32(littleEndian: 0x2054_4547)
     static let http11 = UInt64(littleEndian: 0x312E_312F_5054_5448)
+    static let hostLower = UInt32(littleEndian: 0x7473_6F68) // "host"
 }
 
 /// Unchecked byte reads from the caller's buffer (raw loads: valid whatever
@@ -759,6 +767,27 @@ private func spanValue(_ buf: Bytes, _ start: Int, _ len: Int) -> Int {
         p &+= 8
     }
     while CharClass.of(buf[p]) & CharClass.value != 0 { p &+= 1 }
+    return p
+}
+
+/// The first byte at or after p without the class bit. The caller knows such
+/// a byte exists within the buffer (a CR), so the two-byte steps stay inside
+/// it: each reads its second byte only when the first is in the class. (As
+/// http1.c's span_to.)
+@inline(__always)
+private func spanTo(_ buf: Bytes, _ start: Int, _ bit: UInt8) -> Int {
+    var p = start
+    while CharClass.of(buf[p]) & bit != 0 && CharClass.of(buf[p &+ 1]) & bit != 0 { p &+= 2 }
+    if CharClass.of(buf[p]) & bit != 0 { p &+= 1 }
+    return p
+}
+
+/// The same within [start, e) (http1.c's span_in).
+@inline(__always)
+private func spanIn(_ buf: Bytes, _ start: Int, _ e: Int, _ bit: UInt8) -> Int {
+    var p = start
+    while e &- p >= 2 && CharClass.of(buf[p]) & bit != 0 && CharClass.of(buf[p &+ 1]) & bit != 0 { p &+= 2 }
+    if p < e && CharClass.of(buf[p]) & bit != 0 { p &+= 1 }
     return p
 }
 
@@ -941,11 +970,10 @@ private func hostValid(_ buf: Bytes, _ start: Int, _ e: Int) -> Bool {
         s = q &+ 1
     } else {
         while s < e {
-            let c = buf[s]
-            if CharClass.of(c) & CharClass.regName != 0 {
-                s &+= 1
-            } else if c == 0x25 /* % */ && e &- s >= 3 && CharClass.of(buf[s &+ 1]) & CharClass.hex != 0
-                        && CharClass.of(buf[s &+ 2]) & CharClass.hex != 0 {
+            s = spanIn(buf, s, e, CharClass.regName)
+            if s == e { break }
+            if buf[s] == 0x25 /* % */ && e &- s >= 3 && CharClass.of(buf[s &+ 1]) & CharClass.hex != 0
+                && CharClass.of(buf[s &+ 2]) & CharClass.hex != 0 {
                 s &+= 3
             } else {
                 break
