@@ -579,8 +579,10 @@ extension HTTP1Parser {
             // "Host:" (the field every HTTP/1.1 request has), a word compare;
             // else the tchar run. At least 5 bytes are left: this line is not
             // the empty one, and the empty line follows. (As http1.c.)
+            var hostName = false, hostOK = false
             if buf.load32(p) | 0x2020_2020 == Byte.hostLower && buf[p &+ 4] == Byte.colon {
                 p &+= 4
+                hostName = true
             } else {
                 p = spanTo(buf, p, CharClass.tchar)
             }
@@ -589,10 +591,33 @@ extension HTTP1Parser {
             p += 1
             while isOWS(buf[p]) { p &+= 1 }
             let v = p
-            p = spanValue(buf, p, len)
-            if buf[p] != Byte.cr || buf[p + 1] != Byte.lf { return -400 } // control byte or bare CR in the value
             var ve = p
-            while ve > v && isOWS(buf[ve - 1]) { ve -= 1 }
+            if hostName {
+                // The usual Host value, reg-name [":" port] then OWS CRLF, is
+                // checked in the pass that finds its end: every byte of it is
+                // a field-value byte and hostValid would accept it. Anything
+                // else (an IP literal, a pct-encoding, a byte hostValid
+                // refuses) goes the general way below. The runs stop at the CR
+                // at the latest (in neither class). (As http1.c.)
+                var q = spanTo(buf, p, CharClass.regName)
+                if buf[q] == Byte.colon {
+                    q &+= 1
+                    while buf[q] &- Byte.zero <= 9 { q &+= 1 }
+                }
+                var r = q
+                while isOWS(buf[r]) { r &+= 1 }
+                if buf[r] == Byte.cr && buf[r &+ 1] == Byte.lf {
+                    ve = q
+                    p = r
+                    hostOK = true
+                }
+            }
+            if !hostOK {
+                p = spanValue(buf, p, len)
+                if buf[p] != Byte.cr || buf[p + 1] != Byte.lf { return -400 } // control byte or bare CR in the value
+                ve = p
+                while ve > v && isOWS(buf[ve - 1]) { ve -= 1 }
+            }
             p += 2
             if n >= maxHeaders { return -431 }
             // The C prg_header layout (PeregrineCore.Request.headerRecordSize).
@@ -605,8 +630,8 @@ extension HTTP1Parser {
 
             switch nlen {
             case 4:
-                if ieq(buf, name, nlen, "host") {
-                    if !hostValid(buf, v, ve) { return -400 } // RFC 9112 3.2
+                if hostOK || ieq(buf, name, nlen, "host") {
+                    if !hostOK && !hostValid(buf, v, ve) { return -400 } // RFC 9112 3.2
                     host += 1
                 }
             case 6:
