@@ -1,12 +1,13 @@
 // The built-in `stream` app (BuiltinApp.stream, `peregrine serve --app
-// stream`): `/?n=N&size=S&ms=T` answers N chunks of S bytes, one every T ms,
-// through a ResponseStream. The chunks are written by one timer thread per
-// app (Ticker), so no pool worker sleeps and a client that reads slowly
-// parks its stream (onWritable) instead of growing its queue.
+// stream`): `/?n=N&size=S&ms=T` answers N chunks of S bytes, one every T ms.
+// An async handler: it writes each chunk itself after a `Task.sleep`, on
+// the loop that owns the connection (no pool, no timer thread); a client
+// that reads slowly makes its write suspend at the high mark, and a client
+// that leaves cancels the sleep.
 #if canImport(Glibc)
 import Glibc
 #endif
-import Synchronization
+import HTTPTypes
 
 /// What `/?n=N&size=S&ms=T` asks for; nil when a value is missing its
 /// number, out of bounds, or the key is unknown.
@@ -35,187 +36,64 @@ struct StreamAppRequest: Equatable {
     }
 }
 
-/// Runs jobs at their times (CLOCK_MONOTONIC) on one thread, started when a
-/// job is scheduled and ended when none is left. The jobs are a binary heap
-/// (earliest first; equal times in scheduling order), so scheduling and
-/// taking one are O(log n) under the lock: with 10,000 streams, a linear
-/// scan per job held the lock long enough to stall the offload workers
-/// that schedule, their queue filled and new streams got 503.
-final class Ticker: @unchecked Sendable {
-    // @unchecked: jobs, seq and running are guarded by mutex.
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private var jobs: [(at: UInt64, seq: UInt64, run: @Sendable () -> Void)] = []
-    private var seq: UInt64 = 0
-    private var running = false
+/// The bytes every answer's chunks are cut from: 65,535 `x` and a newline,
+/// made once; a chunk of S bytes is the last S (no copy per stream).
+private final class StreamAppBytes: @unchecked Sendable {
+    // @unchecked: written once in init, only read afterwards.
+    static let shared = StreamAppBytes()
+    let bytes: UnsafeRawBufferPointer
 
-    private func earlier(_ i: Int, _ j: Int) -> Bool {
-        jobs[i].at < jobs[j].at || (jobs[i].at == jobs[j].at && jobs[i].seq < jobs[j].seq)
+    private init() {
+        let count = StreamAppRequest.chunkSize.upperBound
+        let b = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 1)
+        b.initializeMemory(as: UInt8.self, repeating: UInt8(ascii: "x"))
+        b[count - 1] = UInt8(ascii: "\n")
+        bytes = UnsafeRawBufferPointer(b)   // kept for the process's life
     }
 
-    private func push(_ at: UInt64, _ run: @escaping @Sendable () -> Void) {
-        seq &+= 1
-        jobs.append((at, seq, run))
-        var i = jobs.count - 1
-        while i > 0 {
-            let parent = (i - 1) / 2
-            if !earlier(i, parent) { break }
-            jobs.swapAt(i, parent)
-            i = parent
-        }
-    }
-
-    private func popFirst() -> @Sendable () -> Void {
-        jobs.swapAt(0, jobs.count - 1)
-        let run = jobs.removeLast().run
-        var i = 0
-        while true {
-            let l = 2 * i + 1, r = l + 1
-            var m = i
-            if l < jobs.count && earlier(l, m) { m = l }
-            if r < jobs.count && earlier(r, m) { m = r }
-            if m == i { break }
-            jobs.swapAt(i, m)
-            i = m
-        }
-        return run
-    }
-
-    init() {
-        // With these attributes glibc's inits cannot fail; a libc where they
-        // do leaves no timer to use.
-        var attr = pthread_condattr_t()
-        precondition(pthread_condattr_init(&attr) == 0 && pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0,
-                     "pthread_condattr failed")
-        precondition(pthread_mutex_init(mutex, nil) == 0 && pthread_cond_init(cond, &attr) == 0, "pthread init failed")
-        pthread_condattr_destroy(&attr)
-    }
-
-    deinit {
-        pthread_cond_destroy(cond)
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
-        cond.deallocate()
-    }
-
-    /// Runs `job` on the timer thread at `at` (monotonic ns). `false` when
-    /// the thread could not be started (the job will not run).
-    func schedule(at: UInt64, _ job: @escaping @Sendable () -> Void) -> Bool {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        if running {
-            push(at, job)
-            pthread_cond_signal(cond)
-            return true
-        }
-        var t = pthread_t()
-        if startThread(&t, { self.work() }) != 0 { return false }
-        push(at, job)   // the thread waits for the lock held here
-        pthread_detach(t)
-        running = true
-        return true
-    }
-
-    private func work() {
-        pthread_mutex_lock(mutex)
-        while let at = jobs.first?.at {
-            if at > monotonicNanoseconds() {
-                var ts = timespec(tv_sec: Int(at / 1_000_000_000), tv_nsec: Int(at % 1_000_000_000))
-                pthread_cond_timedwait(cond, mutex, &ts)
-                continue   // a job may have come meanwhile: pick again
-            }
-            let job = popFirst()
-            pthread_mutex_unlock(mutex)
-            job()
-            pthread_mutex_lock(mutex)
-        }
-        running = false
-        pthread_mutex_unlock(mutex)
-    }
-}
-
-/// One answer of the stream app: writes its chunks at their times; parks
-/// on `.wouldBlock` until onWritable.
-final class StreamAppJob: Sendable {
-    private enum Park { static let running: UInt8 = 0, parked: UInt8 = 1, wokenWhileRunning: UInt8 = 2 }
-    private let stream: ResponseStream
-    private let ticker: Ticker
-    private let chunk: [UInt8]
-    private let interval: UInt64
-    private let total: Int
-    private let progress: Locked<(sent: Int, next: UInt64)>
-    private let park = Atomic<UInt8>(Park.running)
-
-    init(stream: ResponseStream, ticker: Ticker, request: StreamAppRequest) {
-        self.stream = stream
-        self.ticker = ticker
-        var chunk = [UInt8](repeating: UInt8(ascii: "x"), count: request.size)
-        chunk[chunk.count - 1] = UInt8(ascii: "\n")
-        self.chunk = chunk
-        interval = UInt64(request.ms) * 1_000_000
-        total = request.n
-        progress = Locked((0, monotonicNanoseconds()))
-    }
-
-    func start() {
-        stream.onWritable { [self] in
-            if park.compareExchange(expected: Park.parked, desired: Park.running, ordering: .acquiringAndReleasing).exchanged {
-                scheduleNext()
-            } else {
-                _ = park.compareExchange(expected: Park.running, desired: Park.wokenWhileRunning, ordering: .acquiringAndReleasing)
-            }
-        }
-        scheduleNext()
-    }
-
-    private func scheduleNext() {
-        let at = progress.withLock { $0.next }
-        if !ticker.schedule(at: at, { [self] in tick() }) { finish(end: true) }
-    }
-
-    /// The cycle stream -> onWritable -> self ends here.
-    private func finish(end: Bool) {
-        stream.onWritable(nil)
-        if end { stream.end() }
-    }
-
-    private func tick() {
-        let r = stream.write(chunk)
-        guard r.isAccepted else { return finish(end: false) }   // the client left, or the stream ended
-        let done = progress.withLock { p -> Bool in
-            p.sent += 1
-            p.next &+= interval
-            return p.sent == total
-        }
-        if done { return finish(end: true) }
-        if r == .wouldBlock {
-            if park.compareExchange(expected: Park.running, desired: Park.parked, ordering: .acquiringAndReleasing).exchanged {
-                return   // onWritable schedules the next chunk
-            }
-            park.store(Park.running, ordering: .releasing)   // woken already
-        }
-        scheduleNext()
+    /// `size` bytes: `size - 1` times `x`, then a newline.
+    func chunk(_ size: Int) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(rebasing: bytes[(bytes.count - size)...])
     }
 }
 
 extension BuiltinApp {
-    /// The `stream` app: one ticker per application.
+    /// The `stream` app: an async handler per answer. Chunk i is written at
+    /// i × T after the request started (absolute times: a late wake-up does
+    /// not delay the chunks after it).
     static func streamApplication() -> Application {
-        let ticker = Ticker()
-        return .offloaded { request, responder in
-            guard let asked = StreamAppRequest(query: request.query) else {
-                responder.send(status: 400, body: StreamAppRequest.bounds)
-                return
+        let ok = HTTPResponse(status: .ok, headerFields: [.contentType: "text/plain"])
+        let bad = HTTPResponse(status: .badRequest, headerFields: [.contentType: "text/plain"])
+        let bounds = Array(StreamAppRequest.bounds.utf8)
+        return .async { request, _, writer in
+            let path = request.path ?? ""
+            let query = path.firstIndex(of: "?").map { path[path.index(after: $0)...] }
+            guard let asked = StreamAppRequest(query: query) else {
+                return try await writer.respond(bad, body: bounds)
             }
-            let stream: ResponseStream
+            // The handler's first job runs on the loop thread of the engines
+            // that have one; the blocking and threaded engines run it on the
+            // global executor and buffer the whole answer: no stream there.
+            guard LoopExecutor.current != nil else {
+                return try await writer.respond(HTTPResponse(status: .notImplemented, headerFields: [.contentType: "text/plain"]),
+                                                body: "stream: this engine cannot stream a response (blocking, threaded)\n")
+            }
+            let chunk = StreamAppBytes.shared.chunk(asked.size)
+            let start = ContinuousClock.now
             do {
-                stream = try responder.stream()
-            } catch {
-                responder.send(status: 501, body: "stream: \(error)\n")
-                return
+                try await writer.writeHead(ok)
+                for i in 0..<asked.n {
+                    if i > 0 && asked.ms > 0 {
+                        try await Task.sleep(until: start + .milliseconds(i * asked.ms), clock: .continuous)
+                    }
+                    try await writer.write(chunk)
+                }
+                try await writer.finish()
+            } catch is CancellationError {
+                // The client left (or the server stops): the writer ends
+                // what was written; nothing to log.
+            } catch ResponseWriterError.clientGone {
             }
-            stream.head(status: 200, headers: [("Content-Type", "text/plain")])
-            StreamAppJob(stream: stream, ticker: ticker, request: asked).start()
         }
     }
 }
