@@ -1046,8 +1046,7 @@ class Suite:
             if name == "nginx" or not self.wanted(name):
                 continue
             p = self.port()
-            # Each open stream is one async handler task: allow them all on the one loop.
-            s = Server(name, argv(p) + ["--async-limit", str(count)], p, self.scratch)
+            s = Server(name, argv(p), p, self.scratch)
             try:
                 time.sleep(0.3)
                 base, fd0 = rss_kb(s.pid), len(procstat.fds(s.pid))

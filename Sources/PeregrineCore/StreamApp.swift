@@ -1,13 +1,14 @@
 // The built-in `stream` app (BuiltinApp.stream, `peregrine serve --app
-// stream`): `/?n=N&size=S&ms=T` answers N chunks of S bytes, one every T ms.
-// An async handler: it writes each chunk itself, on the loop that owns the
-// connection, after sleeping on the app's StreamTimer (no pool); a client
-// that reads slowly makes its write suspend at the high mark, and a client
-// that leaves cancels the sleep.
+// stream`): `/?n=N&size=S&ms=T` answers N chunks of S bytes, one every T ms,
+// through a ResponseStream. The handler takes the answer on the loop (no
+// pool thread, so no pool queue to overflow with 10,000 streams), and one
+// timer thread per app (Ticker) writes the chunks: an open stream costs its
+// stream and one small job, not a task. A client that reads slowly parks
+// its stream (onWritable) instead of growing its queue.
 #if canImport(Glibc)
 import Glibc
 #endif
-import HTTPTypes
+import Synchronization
 
 /// What `/?n=N&size=S&ms=T` asks for; nil when a value is missing its
 /// number, out of bounds, or the key is unknown.
@@ -36,37 +37,61 @@ struct StreamAppRequest: Equatable {
     }
 }
 
-/// Wakes sleeping handler tasks at their times (CLOCK_MONOTONIC), from one
-/// thread started when a task sleeps and ended when none is left. A sleep
-/// costs one heap entry (its time, its order and the task's continuation),
-/// where `Task.sleep` costs a libdispatch timer source per sleep (measured:
-/// +5.5 KB per open stream against +1 KiB targeted). The sleepers are a
-/// binary heap (earliest first, equal times in arrival order): O(log n)
-/// under the lock. A woken task is resumed on its own executor (the loop).
-final class StreamTimer: @unchecked Sendable {
-    // @unchecked: sleepers, nextID and running are guarded by mutex.
-    private struct Sleeper {
-        var at: UInt64
-        var id: UInt64
-        var task: UnsafeContinuation<Bool, Never>
-    }
+/// Runs jobs at their times (CLOCK_MONOTONIC) on one thread, started when a
+/// job is scheduled and ended when none is left. The jobs are a binary heap
+/// (earliest first; equal times in scheduling order), so scheduling and
+/// taking one are O(log n) under the lock: with 10,000 streams, a linear
+/// scan per job held the lock long enough to stall the offload workers
+/// that schedule, their queue filled and new streams got 503.
+package final class Ticker: @unchecked Sendable {
+    // @unchecked: jobs, seq and running are guarded by mutex.
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private var sleepers: [Sleeper] = []
-    private var nextID: UInt64 = 0
+    private var jobs: [(at: UInt64, seq: UInt64, run: @Sendable () -> Void)] = []
+    private var seq: UInt64 = 0
     private var running = false
+    private var jobRunning = false
 
-    /// nil when the lock or condition cannot be made.
-    init?() {
+    private func earlier(_ i: Int, _ j: Int) -> Bool {
+        jobs[i].at < jobs[j].at || (jobs[i].at == jobs[j].at && jobs[i].seq < jobs[j].seq)
+    }
+
+    private func push(_ at: UInt64, _ run: @escaping @Sendable () -> Void) {
+        seq &+= 1
+        jobs.append((at, seq, run))
+        var i = jobs.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            if !earlier(i, parent) { break }
+            jobs.swapAt(i, parent)
+            i = parent
+        }
+    }
+
+    private func popFirst() -> @Sendable () -> Void {
+        jobs.swapAt(0, jobs.count - 1)
+        let run = jobs.removeLast().run
+        var i = 0
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var m = i
+            if l < jobs.count && earlier(l, m) { m = l }
+            if r < jobs.count && earlier(r, m) { m = r }
+            if m == i { break }
+            jobs.swapAt(i, m)
+            i = m
+        }
+        return run
+    }
+
+    package init() {
+        // With these attributes glibc's inits cannot fail; a libc where they
+        // do leaves no timer to use.
         var attr = pthread_condattr_t()
-        guard pthread_condattr_init(&attr) == 0 else { return nil }
-        defer { pthread_condattr_destroy(&attr) }
-        guard pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0, pthread_mutex_init(mutex, nil) == 0 else {
-            mutex.deallocate(); cond.deallocate(); return nil
-        }
-        guard pthread_cond_init(cond, &attr) == 0 else {
-            pthread_mutex_destroy(mutex); mutex.deallocate(); cond.deallocate(); return nil
-        }
+        precondition(pthread_condattr_init(&attr) == 0 && pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0,
+                     "pthread_condattr failed")
+        precondition(pthread_mutex_init(mutex, nil) == 0 && pthread_cond_init(cond, &attr) == 0, "pthread init failed")
+        pthread_condattr_destroy(&attr)
     }
 
     deinit {
@@ -76,120 +101,112 @@ final class StreamTimer: @unchecked Sendable {
         cond.deallocate()
     }
 
-    /// Suspends until `at` (monotonic ns): `true` then; `false` at once when
-    /// the task is cancelled (before or during the sleep) or the timer's
-    /// thread cannot be started.
-    func sleep(until at: UInt64) async -> Bool {
-        pthread_mutex_lock(mutex)
-        nextID &+= 1
-        let id = nextID
-        pthread_mutex_unlock(mutex)
-        return await withTaskCancellationHandler {
-            await withUnsafeContinuation { (task: UnsafeContinuation<Bool, Never>) in
-                if !add(Sleeper(at: at, id: id, task: task)) { task.resume(returning: false) }
-            }
-        } onCancel: {
-            cancel(id)
-        }
-    }
-
-    /// false: cancelled already, or no thread. The cancellation flag is set
-    /// before `cancel` runs, and both hold the lock: a sleeper is either
-    /// added before `cancel` looks for it, or sees the flag here.
-    private func add(_ s: Sleeper) -> Bool {
+    /// Runs `job` on the timer thread at `at` (monotonic ns). `false` when
+    /// the thread could not be started (the job will not run).
+    func schedule(at: UInt64, _ job: @escaping @Sendable () -> Void) -> Bool {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
-        if Task.isCancelled { return false }
-        if !running {
-            var t = pthread_t()
-            if startThread(&t, { self.work() }) != 0 { return false }
-            pthread_detach(t)
-            running = true
+        if running {
+            push(at, job)
+            pthread_cond_signal(cond)
+            return true
         }
-        push(s)
-        pthread_cond_signal(cond)
+        var t = pthread_t()
+        if startThread(&t, { self.work() }) != 0 { return false }
+        push(at, job)   // the thread waits for the lock held here
+        pthread_detach(t)
+        running = true
         return true
     }
 
-    private func cancel(_ id: UInt64) {
+    /// The jobs scheduled or running now (a job that reschedules itself
+    /// from its run is counted once throughout): for tests.
+    package var liveJobs: Int {
         pthread_mutex_lock(mutex)
-        guard let i = sleepers.firstIndex(where: { $0.id == id }) else {
-            pthread_mutex_unlock(mutex)   // woken already, or not added yet (then `add` sees the flag)
-            return
-        }
-        let s = remove(at: i)
-        pthread_mutex_unlock(mutex)
-        s.task.resume(returning: false)
+        defer { pthread_mutex_unlock(mutex) }
+        return jobs.count + (jobRunning ? 1 : 0)
     }
 
     private func work() {
         pthread_mutex_lock(mutex)
-        var due: [UnsafeContinuation<Bool, Never>] = []
-        while let at = sleepers.first?.at {
-            let now = monotonicNanoseconds()
-            if at > now {
+        while let at = jobs.first?.at {
+            if at > monotonicNanoseconds() {
                 var ts = timespec(tv_sec: Int(at / 1_000_000_000), tv_nsec: Int(at % 1_000_000_000))
                 pthread_cond_timedwait(cond, mutex, &ts)
-                continue   // an earlier sleeper may have come meanwhile
+                continue   // a job may have come meanwhile: pick again
             }
-            while let first = sleepers.first, first.at <= now { due.append(remove(at: 0).task) }
+            let job = popFirst()
+            jobRunning = true
             pthread_mutex_unlock(mutex)
-            for task in due { task.resume(returning: true) }
-            due.removeAll(keepingCapacity: true)
+            job()
             pthread_mutex_lock(mutex)
+            jobRunning = false
         }
         running = false
         pthread_mutex_unlock(mutex)
     }
-
-    // MARK: The heap (under the lock)
-
-    private func earlier(_ i: Int, _ j: Int) -> Bool {
-        sleepers[i].at < sleepers[j].at || (sleepers[i].at == sleepers[j].at && sleepers[i].id < sleepers[j].id)
-    }
-
-    private func push(_ s: Sleeper) {
-        sleepers.append(s)
-        siftUp(sleepers.count - 1)
-    }
-
-    private func remove(at i: Int) -> Sleeper {
-        sleepers.swapAt(i, sleepers.count - 1)
-        let s = sleepers.removeLast()
-        if i < sleepers.count {
-            siftDown(i)
-            siftUp(i)
-        }
-        return s
-    }
-
-    private func siftUp(_ start: Int) {
-        var i = start
-        while i > 0 {
-            let parent = (i - 1) / 2
-            if !earlier(i, parent) { break }
-            sleepers.swapAt(i, parent)
-            i = parent
-        }
-    }
-
-    private func siftDown(_ start: Int) {
-        var i = start
-        while true {
-            let l = 2 * i + 1, r = l + 1
-            var m = i
-            if l < sleepers.count && earlier(l, m) { m = l }
-            if r < sleepers.count && earlier(r, m) { m = r }
-            if m == i { return }
-            sleepers.swapAt(i, m)
-            i = m
-        }
-    }
 }
 
-/// The stream app's timer had no thread to wake its sleepers.
-struct StreamTimerUnavailable: Error, CustomStringConvertible {
-    var description: String { "stream: the timer thread could not be started" }
+/// One answer of the stream app: writes its chunks at their times; parks
+/// on `.wouldBlock` until onWritable.
+final class StreamAppJob: Sendable {
+    private enum Park { static let running: UInt8 = 0, parked: UInt8 = 1, wokenWhileRunning: UInt8 = 2 }
+    private let stream: ResponseStream
+    private let ticker: Ticker
+    private let size: Int
+    private let interval: UInt64
+    private let total: Int
+    private let progress: Locked<(sent: Int, next: UInt64)>
+    private let park = Atomic<UInt8>(Park.running)
+
+    init(stream: ResponseStream, ticker: Ticker, request: StreamAppRequest) {
+        self.stream = stream
+        self.ticker = ticker
+        size = request.size
+        interval = UInt64(request.ms) * 1_000_000
+        total = request.n
+        progress = Locked((0, monotonicNanoseconds()))
+    }
+
+    func start() {
+        stream.onWritable { [self] in
+            if park.compareExchange(expected: Park.parked, desired: Park.running, ordering: .acquiringAndReleasing).exchanged {
+                scheduleNext()
+            } else {
+                _ = park.compareExchange(expected: Park.running, desired: Park.wokenWhileRunning, ordering: .acquiringAndReleasing)
+            }
+        }
+        scheduleNext()
+    }
+
+    private func scheduleNext() {
+        let at = progress.withLock { $0.next }
+        if !ticker.schedule(at: at, { [self] in tick() }) { finish(end: true) }
+    }
+
+    /// The cycle stream -> onWritable -> self ends here.
+    private func finish(end: Bool) {
+        stream.onWritable(nil)
+        if end { stream.end() }
+    }
+
+    private func tick() {
+        let r = stream.write(StreamAppBytes.shared.chunk(size))
+        guard r.isAccepted else { return finish(end: false) }   // the client left, or the stream ended
+        let done = progress.withLock { p -> Bool in
+            p.sent += 1
+            p.next &+= interval
+            return p.sent == total
+        }
+        if done { return finish(end: true) }
+        if r == .wouldBlock {
+            if park.compareExchange(expected: Park.running, desired: Park.parked, ordering: .acquiringAndReleasing).exchanged {
+                return   // onWritable schedules the next chunk
+            }
+            park.store(Park.running, ordering: .releasing)   // woken already
+        }
+        scheduleNext()
+    }
 }
 
 /// The bytes every answer's chunks are cut from: 65,535 `x` and a newline,
@@ -214,50 +231,26 @@ private final class StreamAppBytes: @unchecked Sendable {
 }
 
 extension BuiltinApp {
-    /// The `stream` app: an async handler per answer. Chunk i is written at
-    /// i × T after the request started (absolute times: a late wake-up does
-    /// not delay the chunks after it).
-    static func streamApplication() -> Application {
-        guard let timer = StreamTimer() else {
-            return .http { _, response in
-                response.send(status: 500, contentType: "text/plain", body: "stream: no timer (pthread init failed)\n")
-            }
-        }
-        let ok = HTTPResponse(status: .ok, headerFields: [.contentType: "text/plain"])
-        let bad = HTTPResponse(status: .badRequest, headerFields: [.contentType: "text/plain"])
-        let bounds = Array(StreamAppRequest.bounds.utf8)
-        return .async { request, _, writer in
-            let path = request.path ?? ""
-            let query = path.firstIndex(of: "?").map { path[path.index(after: $0)...] }
+    /// The `stream` app: one ticker per application. The answer is taken
+    /// inside the request callback (`deferAnswer`), on the loop: nothing
+    /// waits for a pool thread. The blocking and threaded engines answer
+    /// inline only (no deferred answers there): 501.
+    package static func streamApplication(ticker: Ticker = Ticker()) -> Application {
+        return .http { request, response in
+            let target = request.targetString
+            let query = target.firstIndex(of: "?").map { target[target.index(after: $0)...] }
             guard let asked = StreamAppRequest(query: query) else {
-                return try await writer.respond(bad, body: bounds)
+                response.send(status: 400, contentType: "text/plain", body: StreamAppRequest.bounds)
+                return
             }
-            // The handler's first job runs on the loop thread of the engines
-            // that have one; the blocking and threaded engines run it on the
-            // global executor and buffer the whole answer: no stream there.
-            guard LoopExecutor.current != nil else {
-                return try await writer.respond(HTTPResponse(status: .notImplemented, headerFields: [.contentType: "text/plain"]),
-                                                body: "stream: this engine cannot stream a response (blocking, threaded)\n")
+            guard let engine = response.deferAnswer() else {
+                response.send(status: 501, contentType: "text/plain",
+                              body: "stream: this engine cannot stream a response (blocking, threaded)\n")
+                return
             }
-            let chunk = StreamAppBytes.shared.chunk(asked.size)
-            let start = monotonicNanoseconds()
-            do {
-                try await writer.writeHead(ok)
-                for i in 0..<asked.n {
-                    if i > 0 && asked.ms > 0 {
-                        guard await timer.sleep(until: start + UInt64(i * asked.ms) * 1_000_000) else {
-                            if Task.isCancelled { return }   // the client left (or the server stops)
-                            throw StreamTimerUnavailable()
-                        }
-                    }
-                    try await writer.write(chunk)
-                }
-                try await writer.finish()
-            } catch is CancellationError {
-                // The client left (or the server stops): the writer ends
-                // what was written; nothing to log.
-            } catch ResponseWriterError.clientGone {
-            }
+            let stream = ResponseStream(engine: engine)
+            stream.head(status: 200, headers: [("Content-Type", "text/plain")])
+            StreamAppJob(stream: stream, ticker: ticker, request: asked).start()
         }
     }
 }

@@ -369,7 +369,7 @@ final class ResponseStreamTests: XCTestCase {
                 XCTAssertEqual(text, String(repeating: chunkLine, count: n) + "\n200", "[\(mode)]")
                 guard lineTimes.count >= n else { return XCTFail("[\(mode)] \(lineTimes.count) lines") }
                 let chunkTimes = Array(lineTimes.prefix(n))
-                // The handler keeps absolute times from the request's arrival
+                // The ticker keeps absolute times from the request's arrival
                 // (after `start`): chunk i is never written before i*T, and
                 // the last one arrives within (n-1)*T plus the scheduling of a
                 // loaded machine (3 s).

@@ -1,9 +1,9 @@
-// `--app stream` (BuiltinApp.stream) as an async handler: the chunks' count,
-// size and timing over the wire, its bounds, and a client that leaves
-// mid-stream (its handler is cancelled: the loop's one handler slot frees).
-// The blocking and threaded engines answer 501.
+// `--app stream` (BuiltinApp.stream): the chunks' count, size and timing
+// over the wire, its bounds, and a client that leaves mid-stream (its job
+// ends at its next chunk). The blocking and threaded engines answer 501.
 import Foundation
 import Peregrine
+import PeregrineCore
 import XCTest
 
 final class StreamAppTests: XCTestCase {
@@ -90,20 +90,17 @@ final class StreamAppTests: XCTestCase {
         }
     }
 
-    /// A client that leaves mid-stream ends its handler: with one loop and
-    /// one handler slot (`asyncLimit` 1), a stream whose next chunk is 30 s
-    /// away is left after its first chunk, and a second client's stream
-    /// then gets all its chunks within 10 s (it would wait for the slot,
-    /// the first handler's 30 s sleep, were that handler not cancelled).
-    func testClientLeavingMidStreamFreesItsHandler() throws {
+    /// A client that leaves mid-stream ends its job: the stream's next
+    /// write finds the peer gone and the job is not scheduled again (a job
+    /// that missed it would go on for 10,000 chunks, 100 ms apart). Another
+    /// client's stream is served meanwhile and after.
+    func testClientLeavingMidStreamEndsItsJob() throws {
         try forEachEngine { mode in
             guard streams(mode) else { return }
-            try withServer(mode, BuiltinApp.stream.application, configure: { c in
-                c.threads = 1
-                c.asyncLimit = 1
-            }) { server in
+            let ticker = Ticker()
+            try withServer(mode, BuiltinApp.streamApplication(ticker: ticker), configure: { c in c.threads = 1 }) { server in
                 let first = try TestSocket(port: server.port)
-                try first.send("GET /?n=3&size=8&ms=30000 HTTP/1.1\r\nHost: t\r\n\r\n")
+                try first.send("GET /?n=10000&size=8&ms=100 HTTP/1.1\r\nHost: t\r\n\r\n")
                 var got: [UInt8] = []
                 var tmp = [UInt8](repeating: 0, count: 4096)
                 while !String(decoding: got, as: UTF8.self).contains("xxxxxxx\n") {
@@ -111,17 +108,20 @@ final class StreamAppTests: XCTestCase {
                     guard n > 0 else { return XCTFail("[\(mode)] closed before the first chunk: \(got)") }
                     got += tmp[0..<n]
                 }
+                XCTAssertEqual(ticker.liveJobs, 1, "[\(mode)] the stream's job is scheduled")
                 first.close()
 
-                let start = DispatchTime.now()
                 let second = try TestSocket(port: server.port)
                 defer { second.close() }
                 try second.send("GET /?n=2&size=8&ms=100 HTTP/1.1\r\nHost: t\r\n\r\n")
-                let (head, chunks, _) = try readChunks(second, since: start)
-                let seconds = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
+                let (head, chunks, _) = try readChunks(second, since: DispatchTime.now())
                 XCTAssertTrue(head.hasPrefix("HTTP/1.1 200"), "[\(mode)] \(head)")
                 XCTAssertEqual(chunks.count, 2, "[\(mode)]")
-                XCTAssertLessThan(seconds, 10, "[\(mode)] the second stream waited for the first one's handler")
+
+                // Waits on the server: the left stream's job ends within a few of its ticks.
+                let until = DispatchTime.now().uptimeNanoseconds + 5_000_000_000
+                while ticker.liveJobs > 0 && DispatchTime.now().uptimeNanoseconds < until { usleep(10_000) }
+                XCTAssertEqual(ticker.liveJobs, 0, "[\(mode)] the job of the stream whose client left ended")
             }
         }
     }
