@@ -178,7 +178,7 @@ FUZZ_SWIFTC = $(SWIFTC) -swift-version 6 -O -g -parse-as-library -wmo -package-n
 # What the Swift parser needs of PeregrineCore, without the files that import
 # swift-log and swift-metrics (which swiftc alone cannot find here).
 FUZZ_CORE_SRC = Sources/PeregrineCore/Limits.swift Sources/PeregrineCore/Request.swift \
-  Sources/PeregrineCore/SocketAddress.swift
+  Sources/PeregrineCore/SocketAddress.swift Sources/PeregrineCore/Connection.swift
 FUZZ_DIFF_SRC = fuzz/fuzz_diff.swift Tests/ParserConformanceTests/Feeding.swift \
   Tests/ParserConformanceTests/ParserAdapters.swift Tests/ParserConformanceTests/ConformanceCases.swift
 # The streamed-body step (prg_http_body_next): whole, split and byte-wise feeds must agree.

@@ -473,11 +473,7 @@ final class Bridge: Sendable {
         })
     let connectionFunctions = ConnectionFunctions(
         write: prg_conn_write, close: prg_conn_close, id: prg_conn_id, pendingOutput: prg_conn_pending_output,
-        remoteAddress: { conn, out in
-            guard let address = remoteAddress(conn), let out else { return -1 }
-            out.initializeMemory(as: SocketAddress.self, to: address)
-            return 0
-        })
+        remoteAddress: lookupRemoteAddress)
     let bodyFunctions = BodyStreamFunctions(
         begin: prg_body_stream, pause: prg_body_pause, resume: prg_body_resume, receiveCapacity: prg_conn_receive_capacity)
     /// `.streaming`: decides from the head (the C engines call it only then).
@@ -613,7 +609,15 @@ private func remoteAddress(_ conn: OpaquePointer?) -> SocketAddress? {
     }
 }
 
-/// The zero-copy Swift view of the C parser's request (valid during the callback).
+/// `ConnectionFunctions.remoteAddress` for the C core's connections.
+private let lookupRemoteAddress: ConnectionFunctions.RemoteAddress = { conn, out in
+    guard let address = remoteAddress(conn), let out else { return -1 }
+    out.initializeMemory(as: SocketAddress.self, to: address)
+    return 0
+}
+
+/// The zero-copy Swift view of the C parser's request (valid during the
+/// callback). The client's address is looked up only when asked.
 @inline(__always)
 private func requestView(_ conn: OpaquePointer?, _ r: UnsafePointer<prg_request>) -> Request {
     Request(
@@ -624,7 +628,7 @@ private func requestView(_ conn: OpaquePointer?, _ r: UnsafePointer<prg_request>
         headerTable: UnsafeRawPointer(r.pointee.headers),
         headerCount: r.pointee.header_count,
         body: UnsafeRawBufferPointer(start: r.pointee.body.ptr, count: r.pointee.body.len),
-        remoteAddress: remoteAddress(conn))
+        connection: conn.unsafelyUnwrapped, remoteLookup: lookupRemoteAddress)
 }
 
 private let onRequest: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<prg_request>?) -> Void = { ctx, conn, req in

@@ -22,15 +22,51 @@ public struct Request {
     @usableFromInline let headerTable: UnsafeRawPointer?
     /// Number of header fields.
     public let headerCount: Int
+    /// Where `remoteAddress` comes from: a value, or the connection's record,
+    /// read only when asked (most handlers never ask).
+    @usableFromInline enum RemoteSource {
+        case value(SocketAddress?)
+        case lookup(OpaquePointer, ConnectionFunctions.RemoteAddress)
+    }
+    @usableFromInline let remote: RemoteSource
+
     /// The client: the peer address, or the source of the connection's
     /// PROXY header (`Configuration.proxyProtocol`); nil when the peer is
     /// not IP. A plain value: formatting it (`host`, `description`) allocates.
-    public let remoteAddress: SocketAddress?
+    public var remoteAddress: SocketAddress? {
+        switch remote {
+        case .value(let address):
+            return address
+        case .lookup(let handle, let lookup):
+            return withUnsafeTemporaryAllocation(of: SocketAddress.self, capacity: 1) { storage in
+                lookup(handle, UnsafeMutableRawPointer(storage.baseAddress)) == 0 ? storage.baseAddress!.move() : nil
+            }
+        }
+    }
 
     @inlinable
     package init(method: UnsafeRawBufferPointer, target: UnsafeRawBufferPointer, versionMinor: Int,
                 keepAlive: Bool, headerTable: UnsafeRawPointer?, headerCount: Int,
                 body: UnsafeRawBufferPointer, remoteAddress: SocketAddress? = nil) {
+        self.init(method: method, target: target, versionMinor: versionMinor, keepAlive: keepAlive,
+                  headerTable: headerTable, headerCount: headerCount, body: body, remote: .value(remoteAddress))
+    }
+
+    /// The client is looked up from the connection `handle` when asked
+    /// (`lookup` as `ConnectionFunctions.remoteAddress`).
+    @inlinable
+    package init(method: UnsafeRawBufferPointer, target: UnsafeRawBufferPointer, versionMinor: Int,
+                keepAlive: Bool, headerTable: UnsafeRawPointer?, headerCount: Int,
+                body: UnsafeRawBufferPointer, connection handle: OpaquePointer,
+                remoteLookup lookup: ConnectionFunctions.RemoteAddress) {
+        self.init(method: method, target: target, versionMinor: versionMinor, keepAlive: keepAlive,
+                  headerTable: headerTable, headerCount: headerCount, body: body, remote: .lookup(handle, lookup))
+    }
+
+    @inlinable
+    init(method: UnsafeRawBufferPointer, target: UnsafeRawBufferPointer, versionMinor: Int,
+         keepAlive: Bool, headerTable: UnsafeRawPointer?, headerCount: Int,
+         body: UnsafeRawBufferPointer, remote: RemoteSource) {
         self.method = method
         self.target = target
         self.versionMinor = versionMinor
@@ -38,7 +74,7 @@ public struct Request {
         self.headerTable = headerTable
         self.headerCount = headerCount
         self.body = body
-        self.remoteAddress = remoteAddress
+        self.remote = remote
     }
 
     /// Size of one header record in `headerTable`.

@@ -107,12 +107,14 @@ public struct Response {
         }
     }
 
-    /// One-shot answer with a `String` body. Disfavoured so that a literal
-    /// body (`send(body: "Hello")`) takes the StaticString overload above,
-    /// which passes the bytes straight through.
-    @_disfavoredOverload @discardableResult
-    public func send(status: Int = 200, contentType: String = "text/plain", body: String) -> Bool {
-        var contentType = contentType, body = body
+    /// One-shot answer with a `String` (or `Substring`) body. Generic and
+    /// disfavoured so that a literal body (`send(body: "Hello")`) takes the
+    /// StaticString overload above, which passes the bytes straight through:
+    /// a non-generic `String` overload wins over it for literals, even
+    /// disfavoured (Swift 6.3), and costs a String's copies per call.
+    @_disfavoredOverload @discardableResult @inlinable
+    public func send<Body: StringProtocol>(status: Int = 200, contentType: String = "text/plain", body: Body) -> Bool {
+        var contentType = contentType, body = String(body)
         return contentType.withUTF8 { ct in
             body.withUTF8 { b in
                 functions.send(sink, Int32(truncatingIfNeeded: status),

@@ -1,8 +1,10 @@
 // The built-in `stream` app (BuiltinApp.stream, `peregrine serve --app
 // stream`): `/?n=N&size=S&ms=T` answers N chunks of S bytes, one every T ms,
-// through a ResponseStream. The chunks are written by one timer thread per
-// app (Ticker), so no pool worker sleeps and a client that reads slowly
-// parks its stream (onWritable) instead of growing its queue.
+// through a ResponseStream. The handler takes the answer on the loop (no
+// pool thread, so no pool queue to overflow with 10,000 streams), and one
+// timer thread per app (Ticker) writes the chunks: an open stream costs its
+// stream and one small job, not a task. A client that reads slowly parks
+// its stream (onWritable) instead of growing its queue.
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -41,13 +43,14 @@ struct StreamAppRequest: Equatable {
 /// taking one are O(log n) under the lock: with 10,000 streams, a linear
 /// scan per job held the lock long enough to stall the offload workers
 /// that schedule, their queue filled and new streams got 503.
-final class Ticker: @unchecked Sendable {
+package final class Ticker: @unchecked Sendable {
     // @unchecked: jobs, seq and running are guarded by mutex.
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private var jobs: [(at: UInt64, seq: UInt64, run: @Sendable () -> Void)] = []
     private var seq: UInt64 = 0
     private var running = false
+    private var jobRunning = false
 
     private func earlier(_ i: Int, _ j: Int) -> Bool {
         jobs[i].at < jobs[j].at || (jobs[i].at == jobs[j].at && jobs[i].seq < jobs[j].seq)
@@ -81,7 +84,7 @@ final class Ticker: @unchecked Sendable {
         return run
     }
 
-    init() {
+    package init() {
         // With these attributes glibc's inits cannot fail; a libc where they
         // do leaves no timer to use.
         var attr = pthread_condattr_t()
@@ -116,6 +119,14 @@ final class Ticker: @unchecked Sendable {
         return true
     }
 
+    /// The jobs scheduled or running now (a job that reschedules itself
+    /// from its run is counted once throughout): for tests.
+    package var liveJobs: Int {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return jobs.count + (jobRunning ? 1 : 0)
+    }
+
     private func work() {
         pthread_mutex_lock(mutex)
         while let at = jobs.first?.at {
@@ -125,9 +136,11 @@ final class Ticker: @unchecked Sendable {
                 continue   // a job may have come meanwhile: pick again
             }
             let job = popFirst()
+            jobRunning = true
             pthread_mutex_unlock(mutex)
             job()
             pthread_mutex_lock(mutex)
+            jobRunning = false
         }
         running = false
         pthread_mutex_unlock(mutex)
@@ -140,7 +153,7 @@ final class StreamAppJob: Sendable {
     private enum Park { static let running: UInt8 = 0, parked: UInt8 = 1, wokenWhileRunning: UInt8 = 2 }
     private let stream: ResponseStream
     private let ticker: Ticker
-    private let chunk: [UInt8]
+    private let size: Int
     private let interval: UInt64
     private let total: Int
     private let progress: Locked<(sent: Int, next: UInt64)>
@@ -149,9 +162,7 @@ final class StreamAppJob: Sendable {
     init(stream: ResponseStream, ticker: Ticker, request: StreamAppRequest) {
         self.stream = stream
         self.ticker = ticker
-        var chunk = [UInt8](repeating: UInt8(ascii: "x"), count: request.size)
-        chunk[chunk.count - 1] = UInt8(ascii: "\n")
-        self.chunk = chunk
+        size = request.size
         interval = UInt64(request.ms) * 1_000_000
         total = request.n
         progress = Locked((0, monotonicNanoseconds()))
@@ -180,7 +191,7 @@ final class StreamAppJob: Sendable {
     }
 
     private func tick() {
-        let r = stream.write(chunk)
+        let r = stream.write(StreamAppBytes.shared.chunk(size))
         guard r.isAccepted else { return finish(end: false) }   // the client left, or the stream ended
         let done = progress.withLock { p -> Bool in
             p.sent += 1
@@ -198,22 +209,46 @@ final class StreamAppJob: Sendable {
     }
 }
 
+/// The bytes every answer's chunks are cut from: 65,535 `x` and a newline,
+/// made once; a chunk of S bytes is the last S (no copy per stream).
+private final class StreamAppBytes: @unchecked Sendable {
+    // @unchecked: written once in init, only read afterwards.
+    static let shared = StreamAppBytes()
+    let bytes: UnsafeRawBufferPointer
+
+    private init() {
+        let count = StreamAppRequest.chunkSize.upperBound
+        let b = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 1)
+        b.initializeMemory(as: UInt8.self, repeating: UInt8(ascii: "x"))
+        b[count - 1] = UInt8(ascii: "\n")
+        bytes = UnsafeRawBufferPointer(b)   // kept for the process's life
+    }
+
+    /// `size` bytes: `size - 1` times `x`, then a newline.
+    func chunk(_ size: Int) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(rebasing: bytes[(bytes.count - size)...])
+    }
+}
+
 extension BuiltinApp {
-    /// The `stream` app: one ticker per application.
-    static func streamApplication() -> Application {
-        let ticker = Ticker()
-        return .offloaded { request, responder in
-            guard let asked = StreamAppRequest(query: request.query) else {
-                responder.send(status: 400, body: StreamAppRequest.bounds)
+    /// The `stream` app: one ticker per application. The answer is taken
+    /// inside the request callback (`deferAnswer`), on the loop: nothing
+    /// waits for a pool thread. The blocking and threaded engines answer
+    /// inline only (no deferred answers there): 501.
+    package static func streamApplication(ticker: Ticker = Ticker()) -> Application {
+        return .http { request, response in
+            let target = request.targetString
+            let query = target.firstIndex(of: "?").map { target[target.index(after: $0)...] }
+            guard let asked = StreamAppRequest(query: query) else {
+                response.send(status: 400, contentType: "text/plain", body: StreamAppRequest.bounds)
                 return
             }
-            let stream: ResponseStream
-            do {
-                stream = try responder.stream()
-            } catch {
-                responder.send(status: 501, body: "stream: \(error)\n")
+            guard let engine = response.deferAnswer() else {
+                response.send(status: 501, contentType: "text/plain",
+                              body: "stream: this engine cannot stream a response (blocking, threaded)\n")
                 return
             }
+            let stream = ResponseStream(engine: engine)
             stream.head(status: 200, headers: [("Content-Type", "text/plain")])
             StreamAppJob(stream: stream, ticker: ticker, request: asked).start()
         }

@@ -795,7 +795,9 @@ extension UnsafeMutablePointer where Pointee == ConnState {
             // A draining server answers the request in flight and closes.
             if loop.pointee.draining { req.flags.remove(.keepAlive) }
             pointee.parser.reset()
-            timerRemove() // the next request's head gets its own deadline
+            // The next request's head gets its own deadline. An idle timer
+            // stays: finishIO keeps it (moved only when the second changed).
+            if pointee.timerList == TimerKind.head { timerRemove() }
             pointee.flags &= ~CF.continueSent
             responseReset(req)
             // Earlier answers still owed (Offload.swift): this one waits behind them.

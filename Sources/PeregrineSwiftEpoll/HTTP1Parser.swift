@@ -551,7 +551,7 @@ extension HTTP1Parser {
         hi.methodLength = p - m
         p += 1
         let t = p
-        while CharClass.of(buf[p]) & CharClass.target != 0 { p &+= 1 }
+        p = spanTo(buf, p, CharClass.target)
         if p == t || buf[p] != Byte.space { return -400 }
         hi.targetStart = t
         hi.targetLength = p - t
@@ -576,16 +576,48 @@ extension HTTP1Parser {
 
         while !(buf[p] == Byte.cr && buf[p &+ 1] == Byte.lf) {
             let name = p
-            while CharClass.of(buf[p]) & CharClass.tchar != 0 { p &+= 1 }
+            // "Host:" (the field every HTTP/1.1 request has), a word compare;
+            // else the tchar run. At least 5 bytes are left: this line is not
+            // the empty one, and the empty line follows. (As http1.c.)
+            var hostName = false, hostOK = false
+            if buf.load32(p) | 0x2020_2020 == Byte.hostLower && buf[p &+ 4] == Byte.colon {
+                p &+= 4
+                hostName = true
+            } else {
+                p = spanTo(buf, p, CharClass.tchar)
+            }
             if p == name || buf[p] != Byte.colon { return -400 } // obs-fold, empty name, space before colon...
             let nlen = p - name
             p += 1
             while isOWS(buf[p]) { p &+= 1 }
             let v = p
-            p = spanValue(buf, p, len)
-            if buf[p] != Byte.cr || buf[p + 1] != Byte.lf { return -400 } // control byte or bare CR in the value
             var ve = p
-            while ve > v && isOWS(buf[ve - 1]) { ve -= 1 }
+            if hostName {
+                // The usual Host value, reg-name [":" port] then OWS CRLF, is
+                // checked in the pass that finds its end: every byte of it is
+                // a field-value byte and hostValid would accept it. Anything
+                // else (an IP literal, a pct-encoding, a byte hostValid
+                // refuses) goes the general way below. The runs stop at the CR
+                // at the latest (in neither class). (As http1.c.)
+                var q = spanTo(buf, p, CharClass.regName)
+                if buf[q] == Byte.colon {
+                    q &+= 1
+                    while buf[q] &- Byte.zero <= 9 { q &+= 1 }
+                }
+                var r = q
+                while isOWS(buf[r]) { r &+= 1 }
+                if buf[r] == Byte.cr && buf[r &+ 1] == Byte.lf {
+                    ve = q
+                    p = r
+                    hostOK = true
+                }
+            }
+            if !hostOK {
+                p = spanValue(buf, p, len)
+                if buf[p] != Byte.cr || buf[p + 1] != Byte.lf { return -400 } // control byte or bare CR in the value
+                ve = p
+                while ve > v && isOWS(buf[ve - 1]) { ve -= 1 }
+            }
             p += 2
             if n >= maxHeaders { return -431 }
             // The C prg_header layout (PeregrineCore.Request.headerRecordSize).
@@ -598,8 +630,8 @@ extension HTTP1Parser {
 
             switch nlen {
             case 4:
-                if ieq(buf, name, nlen, "host") {
-                    if !hostValid(buf, v, ve) { return -400 } // RFC 9112 3.2
+                if hostOK || ieq(buf, name, nlen, "host") {
+                    if !hostOK && !hostValid(buf, v, ve) { return -400 } // RFC 9112 3.2
                     host += 1
                 }
             case 6:
@@ -726,6 +758,7 @@ private enum Byte {
     static let crlfcrlf = UInt32(littleEndian: 0x0A0D_0A0D)
     static let getSpace = UInt32(littleEndian: 0x2054_4547)
     static let http11 = UInt64(littleEndian: 0x312E_312F_5054_5448)
+    static let hostLower = UInt32(littleEndian: 0x7473_6F68) // "host"
 }
 
 /// Unchecked byte reads from the caller's buffer (raw loads: valid whatever
@@ -759,6 +792,27 @@ private func spanValue(_ buf: Bytes, _ start: Int, _ len: Int) -> Int {
         p &+= 8
     }
     while CharClass.of(buf[p]) & CharClass.value != 0 { p &+= 1 }
+    return p
+}
+
+/// The first byte at or after p without the class bit. The caller knows such
+/// a byte exists within the buffer (a CR), so the two-byte steps stay inside
+/// it: each reads its second byte only when the first is in the class. (As
+/// http1.c's span_to.)
+@inline(__always)
+private func spanTo(_ buf: Bytes, _ start: Int, _ bit: UInt8) -> Int {
+    var p = start
+    while CharClass.of(buf[p]) & bit != 0 && CharClass.of(buf[p &+ 1]) & bit != 0 { p &+= 2 }
+    if CharClass.of(buf[p]) & bit != 0 { p &+= 1 }
+    return p
+}
+
+/// The same within [start, e) (http1.c's span_in).
+@inline(__always)
+private func spanIn(_ buf: Bytes, _ start: Int, _ e: Int, _ bit: UInt8) -> Int {
+    var p = start
+    while e &- p >= 2 && CharClass.of(buf[p]) & bit != 0 && CharClass.of(buf[p &+ 1]) & bit != 0 { p &+= 2 }
+    if p < e && CharClass.of(buf[p]) & bit != 0 { p &+= 1 }
     return p
 }
 
@@ -866,10 +920,26 @@ private func hexValue(_ c: UInt8) -> UInt8 {
 @inline(__always)
 private func ieq(_ buf: Bytes, _ at: Int, _ n: Int, _ lit: StaticString) -> Bool {
     if n != lit.utf8CodeUnitCount { return false }
-    let l = lit.utf8Start
+    let l = UnsafeRawPointer(lit.utf8Start)
+    // The same |0x20 compare, a word at a time (the last word may overlap
+    // the one before it), as http1.c's ieq.
+    if n >= 8 {
+        let fold: UInt64 = 0x2020_2020_2020_2020
+        var i = 0
+        while i &+ 8 <= n {
+            if buf.load64(at &+ i) | fold != l.loadUnaligned(fromByteOffset: i, as: UInt64.self) { return false }
+            i &+= 8
+        }
+        return i == n || buf.load64(at &+ n &- 8) | fold == l.loadUnaligned(fromByteOffset: n &- 8, as: UInt64.self)
+    }
+    if n >= 4 {
+        let fold: UInt32 = 0x2020_2020
+        return buf.load32(at) | fold == l.loadUnaligned(as: UInt32.self)
+            && buf.load32(at &+ n &- 4) | fold == l.loadUnaligned(fromByteOffset: n &- 4, as: UInt32.self)
+    }
     var i = 0
     while i < n {
-        if buf[at &+ i] | 0x20 != l[i] { return false }
+        if buf[at &+ i] | 0x20 != l.load(fromByteOffset: i, as: UInt8.self) { return false }
         i &+= 1
     }
     return true
@@ -925,11 +995,10 @@ private func hostValid(_ buf: Bytes, _ start: Int, _ e: Int) -> Bool {
         s = q &+ 1
     } else {
         while s < e {
-            let c = buf[s]
-            if CharClass.of(c) & CharClass.regName != 0 {
-                s &+= 1
-            } else if c == 0x25 /* % */ && e &- s >= 3 && CharClass.of(buf[s &+ 1]) & CharClass.hex != 0
-                        && CharClass.of(buf[s &+ 2]) & CharClass.hex != 0 {
+            s = spanIn(buf, s, e, CharClass.regName)
+            if s == e { break }
+            if buf[s] == 0x25 /* % */ && e &- s >= 3 && CharClass.of(buf[s &+ 1]) & CharClass.hex != 0
+                && CharClass.of(buf[s &+ 2]) & CharClass.hex != 0 {
                 s &+= 3
             } else {
                 break

@@ -38,9 +38,44 @@ private func copyStatic(_ to: UnsafeMutableRawPointer, _ s: StaticString) -> Int
     return s.utf8CodeUnitCount
 }
 
+/// A body up to this size goes into the head's reservation (one copy, one
+/// reservation); a larger one is appended after it (PRG_SEND_INLINE_BODY).
+private let sendInlineBody = 1024
+
+/// memcpy for the short variable lengths of a response head (the Server and
+/// Date lines, a content type, a small body): word moves, no call.
+@inline(__always)
+private func copyShort(_ dst: UnsafeMutableRawPointer, _ src: UnsafeRawPointer, _ n: Int) {
+    if n > 64 {
+        memcpy(dst, src, n)
+    } else if n >= 8 {
+        var i = 0
+        while i &+ 8 < n {
+            dst.storeBytes(of: src.loadUnaligned(fromByteOffset: i, as: UInt64.self), toByteOffset: i, as: UInt64.self)
+            i &+= 8
+        }
+        dst.storeBytes(of: src.loadUnaligned(fromByteOffset: n &- 8, as: UInt64.self), toByteOffset: n &- 8, as: UInt64.self)
+    } else {
+        var i = 0
+        while i < n {
+            dst.storeBytes(of: src.load(fromByteOffset: i, as: UInt8.self), toByteOffset: i, as: UInt8.self)
+            i &+= 1
+        }
+    }
+}
+
 /// Decimal digits of v at `out`; returns how many.
 @inline(__always)
 private func putUInt(_ out: UnsafeMutableRawPointer, _ value: UInt64) -> Int {
+    if value < 100 {   // the usual small body: no loop
+        if value < 10 {
+            out.storeBytes(of: UInt8(truncatingIfNeeded: 48 &+ value), as: UInt8.self)
+            return 1
+        }
+        out.storeBytes(of: UInt8(truncatingIfNeeded: 48 &+ value / 10), as: UInt8.self)
+        out.storeBytes(of: UInt8(truncatingIfNeeded: 48 &+ value % 10), toByteOffset: 1, as: UInt8.self)
+        return 2
+    }
     var v = value
     var n = 0
     repeat { n += 1; v /= 10 } while v != 0
@@ -73,17 +108,38 @@ private func isToken(_ s: UnsafeRawPointer?, _ n: Int) -> Bool {
     return true
 }
 
-/// Header values and reason phrases: no CR, LF or NUL (response splitting).
-@inline(__always)
-private func isSafeText(_ s: UnsafeRawPointer?, _ n: Int) -> Bool {
-    guard let s else { return n == 0 }
+/// Whether any of the n bytes at s is a CR, LF or NUL.
+private func hasUnsafeByte(_ s: UnsafeRawPointer, _ n: Int) -> Bool {
     var i = 0
     while i < n {
         let c = s.load(fromByteOffset: i, as: UInt8.self)
-        if c == 13 || c == 10 || c == 0 { return false }
+        if c == 13 || c == 10 || c == 0 { return true }
         i &+= 1
     }
-    return true
+    return false
+}
+
+/// Whether any byte of the word at s is below 0x0E (CR, LF and NUL are).
+@inline(__always)
+private func below0E(_ s: UnsafeRawPointer) -> Bool {
+    let x = s.loadUnaligned(as: UInt64.self)
+    return (x &- 0x0E0E_0E0E_0E0E_0E0E) & ~x & 0x8080_8080_8080_8080 != 0
+}
+
+/// Header values and reason phrases: no CR, LF or NUL (response splitting).
+/// Eight bytes a step (the last step may overlap the one before) while none
+/// of them is below 0x0E; a flagged word is checked byte by byte (as
+/// response.c's is_safe_text).
+@inline(__always)
+private func isSafeText(_ s: UnsafeRawPointer?, _ n: Int) -> Bool {
+    guard let s else { return n == 0 }
+    if n < 8 { return !hasUnsafeByte(s, n) }
+    var i = 0
+    while i &+ 8 <= n {
+        if below0E(s + i) && hasUnsafeByte(s + i, 8) { return false }
+        i &+= 8
+    }
+    return i == n || !below0E(s + (n &- 8)) || !hasUnsafeByte(s + (n &- 8), 8)
 }
 
 /// ASCII case-insensitive equality with a lower-case literal.
@@ -218,47 +274,72 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         pointee.respFlags = isHead ? RespFlag.noBody : 0
     }
 
-    /// Status line plus the Server and Date lines, in one reservation.
+    /// Checks that a final answer may begin and marks where it begins (for
+    /// `replace`); returns the reason phrase and the room the status line,
+    /// Server and Date lines take (see putStatus), or nil when it may not
+    /// begin. A nil reason with status 200 is "OK".
     @inline(__always)
-    func writeStatus(_ status: Int32, _ reasonIn: UnsafeRawPointer?, _ reasonLenIn: Int) -> Int32 {
+    func beginStatus(_ status: Int32, _ reasonIn: UnsafeRawPointer?, _ reasonLenIn: Int)
+        -> (reason: UnsafeRawPointer?, reasonLen: Int, need: Int)? {
         // 1xx are interim answers: taking one as the final answer would pair
         // every later response on the connection with the wrong request.
-        if pointee.respState != RespState.none || status < 200 || status > 999 { return -1 }
+        if pointee.respState != RespState.none || status < 200 || status > 999 { return nil }
         var reason = reasonIn
         var reasonLen = reasonLenIn
         if reason == nil {
-            let s = statusReason(status)
-            reason = UnsafeRawPointer(s.utf8Start)
-            reasonLen = s.utf8CodeUnitCount
+            if status != 200 {
+                let s = statusReason(status)
+                reason = UnsafeRawPointer(s.utf8Start)
+                reasonLen = s.utf8CodeUnitCount
+            } else {
+                reasonLen = 2
+            }
         } else if reasonLen < 0 || !isSafeText(reason, reasonLen) {
-            return -1
+            return nil
         }
-        let loop = pointee.loop
         if pointee.flags & CF.inCallback != 0 {
             pointee.respMarkChunk = pointee.outTail
             pointee.respMarkEnd = pointee.outTail?.pointee.end ?? 0
             pointee.respFlags |= RespFlag.marked
         }
-        let serverLen = loop.pointee.serverLineLen
-        let dateLen = loop.pointee.dateLen
-        let need = 13 + reasonLen + 2 + serverLen + dateLen
-        guard let p = outReserve(need) else { return -1 }
-        _ = copyStatic(p, "HTTP/1.1 ")
-        p.storeBytes(of: UInt8(truncatingIfNeeded: 48 + status / 100), toByteOffset: 9, as: UInt8.self)
-        p.storeBytes(of: UInt8(truncatingIfNeeded: 48 + status / 10 % 10), toByteOffset: 10, as: UInt8.self)
-        p.storeBytes(of: UInt8(truncatingIfNeeded: 48 + status % 10), toByteOffset: 11, as: UInt8.self)
-        p.storeBytes(of: 32 as UInt8, toByteOffset: 12, as: UInt8.self)
-        memcpy(p + 13, reason.unsafelyUnwrapped, reasonLen)
-        var at = 13 + reasonLen
-        p.storeBytes(of: 0x0A0D as UInt16, toByteOffset: at, as: UInt16.self) // CRLF
-        at += 2
-        memcpy(p + at, loop.pointee.serverLine, serverLen)
-        at += serverLen
-        memcpy(p + at, loop.pointee.dateLine, dateLen)
-        outCommit(need)
+        let loop = pointee.loop
+        return (reason, reasonLen, 15 &+ reasonLen &+ loop.pointee.serverLineLen &+ loop.pointee.dateLen)
+    }
+
+    /// Writes what beginStatus sized at p; returns its length.
+    @inline(__always)
+    func putStatus(_ p: UnsafeMutableRawPointer, _ status: Int32, _ reason: UnsafeRawPointer?, _ reasonLen: Int) -> Int {
+        var at: Int
+        if let reason {
+            _ = copyStatic(p, "HTTP/1.1 ")
+            p.storeBytes(of: UInt8(truncatingIfNeeded: 48 + status / 100), toByteOffset: 9, as: UInt8.self)
+            p.storeBytes(of: UInt8(truncatingIfNeeded: 48 + status / 10 % 10), toByteOffset: 10, as: UInt8.self)
+            p.storeBytes(of: UInt8(truncatingIfNeeded: 48 + status % 10), toByteOffset: 11, as: UInt8.self)
+            p.storeBytes(of: 32 as UInt8, toByteOffset: 12, as: UInt8.self)
+            copyShort(p + 13, reason, reasonLen)
+            at = 13 &+ reasonLen
+            p.storeBytes(of: 0x0A0D as UInt16, toByteOffset: at, as: UInt16.self) // CRLF
+            at &+= 2
+        } else {
+            at = copyStatic(p, "HTTP/1.1 200 OK\r\n")   // constant length: word moves
+        }
+        let loop = pointee.loop
+        let serverLen = loop.pointee.serverLineLen, dateLen = loop.pointee.dateLen
+        copyShort(p + at, loop.pointee.serverLine, serverLen)
+        at &+= serverLen
+        copyShort(p + at, loop.pointee.dateLine, dateLen)
         pointee.respStatus = status
         pointee.respState = RespState.head
         if statusHasNoBody(status) { pointee.respFlags |= RespFlag.noBody }
+        return at &+ dateLen
+    }
+
+    /// Status line plus the Server and Date lines, in one reservation.
+    @inline(__always)
+    func writeStatus(_ status: Int32, _ reasonIn: UnsafeRawPointer?, _ reasonLenIn: Int) -> Int32 {
+        guard let head = beginStatus(status, reasonIn, reasonLenIn) else { return -1 }
+        guard let p = outReserve(head.need) else { return -1 }
+        outCommit(putStatus(p, status, head.reason, head.reasonLen))
         return 0
     }
 
@@ -417,38 +498,44 @@ extension UnsafeMutablePointer where Pointee == ConnState {
     }
 
     /// One call: status, Content-Type (may be nil), Content-Length, body, end.
+    /// The head and a small body go into one reservation.
     @inline(__always)
     func send(_ status: Int32, _ contentType: UnsafeRawPointer?, _ ctLen: Int,
               _ body: UnsafeRawPointer?, _ n: Int) -> Int32 {
-        if pointee.flags & CF.closed != 0 || n < 0 { return -1 }
+        if pointee.flags & CF.closed != 0 || n < 0 || (body == nil && n > 0) { return -1 }
         if contentType != nil && (ctLen < 0 || !isSafeText(contentType, ctLen)) { return -1 }
-        if writeStatus(status, nil, 0) != 0 { return -1 }
-        // Content-Type, Content-Length and Connection in one reservation.
-        let need = (contentType != nil ? 16 + ctLen : 0) + 16 + 20 + 2 + 24 + 2
-        guard let p = outReserve(need) else { return -1 }
-        var at = 0
-        if let ct = contentType {
-            at = copyStatic(p, "Content-Type: ")
-            memcpy(p + at, ct, ctLen)
-            at += ctLen
-            p.storeBytes(of: 0x0A0D as UInt16, toByteOffset: at, as: UInt16.self)
-            at += 2
-        }
+        guard let head = beginStatus(status, nil, 0) else { return -1 }
         let bodyAllowed = !statusHasNoBody(status)
-        if bodyAllowed {
-            at += copyStatic(p + at, "Content-Length: ")
-            at += putUInt(p + at, UInt64(n))
+        let bodySent = bodyAllowed && pointee.respFlags & RespFlag.noBody == 0 && n > 0
+        let inlineBody = bodySent && n <= sendInlineBody
+        // Status line, Server, Date, Content-Type, Content-Length, Connection
+        // (and a small body).
+        let need = head.need &+ (contentType != nil ? 16 &+ ctLen : 0) &+ 64 &+ (inlineBody ? n : 0)
+        guard let p = outReserve(need) else { return -1 }
+        var at = putStatus(p, status, head.reason, head.reasonLen)
+        if let ct = contentType {
+            at &+= copyStatic(p + at, "Content-Type: ")
+            copyShort(p + at, ct, ctLen)
+            at &+= ctLen
             p.storeBytes(of: 0x0A0D as UInt16, toByteOffset: at, as: UInt16.self)
-            at += 2
+            at &+= 2
         }
-        at += putConnection(p + at)
+        if bodyAllowed {
+            at &+= copyStatic(p + at, "Content-Length: ")
+            at &+= putUInt(p + at, UInt64(n))
+            p.storeBytes(of: 0x0A0D as UInt16, toByteOffset: at, as: UInt16.self)
+            at &+= 2
+        }
+        at &+= putConnection(p + at)
         p.storeBytes(of: 0x0A0D as UInt16, toByteOffset: at, as: UInt16.self)
-        at += 2
+        at &+= 2
+        if inlineBody {
+            copyShort(p + at, body.unsafelyUnwrapped, n)
+            at &+= n
+        }
         outCommit(at)
         pointee.respState = RespState.done
-        if bodyAllowed && pointee.respFlags & RespFlag.noBody == 0 && n > 0 {
-            return outAppend(body, n) ? 0 : -1
-        }
+        if bodySent && !inlineBody { return outAppend(body, n) ? 0 : -1 }
         return 0
     }
 
