@@ -4,10 +4,11 @@
 //
 // How a request runs (AsyncDispatcher.handle, on the loop thread, inside the
 // engine's request callback):
-//  1. The head is converted (one allocation, the HTTPRequest's own storage,
-//     for a request with only a Host header) and the handler starts as a task on the
-//     loop's executor, and its first job is run at once, on this thread, as
-//     that executor (ResponseWriter.launch).
+//  1. The head is written over the loop's last one (no allocation when no
+//     handler kept that one) and the handler starts on the loop's executor,
+//     on a handler task parked there by an earlier request (AsyncWorker) or
+//     a new one; its job is run at once, on this thread, as that executor
+//     (ResponseWriter.launch). The writer is the one allocation.
 //  2. Until it first suspends, the writer buffers what it is given. A
 //     handler that answers without suspending (a hello) is written inline,
 //     through the engine's ordinary response writer, as a closure handler's.
@@ -59,6 +60,39 @@ extension Request {
                            path: String(decoding: target, as: UTF8.self), headerFields: fields)
     }
 
+    /// As `httpRequest()`, written over `head` (the loop's last one, whose
+    /// scheme is `http` already): a part equal to the last request's is
+    /// kept as it is (no new string, no validation), and when nobody kept
+    /// the last head its storage is reused (no allocation). false where
+    /// `httpRequest()` gives nil.
+    func updateHTTPRequest(_ head: inout HTTPRequest) -> Bool {
+        var newMethod: HTTPRequest.Method? = nil
+        if !sameText(head.method.rawValue, method) {
+            guard let m = httpMethod() else { return false }
+            newMethod = m
+        }
+        var fields = HTTPFields()
+        var host: UnsafeRawBufferPointer? = nil
+        for i in 0..<headerCount {
+            let name = headerName(at: i)
+            if host == nil && asciiEqualsIgnoringCase(name, "host") {
+                host = headerValue(at: i)
+                continue
+            }
+            guard let fieldName = HTTPField.Name(String(decoding: name, as: UTF8.self)) else { return false }
+            fields.append(HTTPField(name: fieldName, lenientValue: headerValue(at: i)))
+        }
+        if let newMethod { head.method = newMethod }
+        if let host {
+            if !sameText(head.authority, host) { head.authority = String(decoding: host, as: UTF8.self) }
+        } else if head.authority != nil {
+            head.authority = nil
+        }
+        if !sameText(head.path, target) { head.path = String(decoding: target, as: UTF8.self) }
+        if !(fields.isEmpty && head.headerFields.isEmpty) { head.headerFields = fields }
+        return true
+    }
+
     private func httpMethod() -> HTTPRequest.Method? {
         if methodIs("GET") { return .get }
         if methodIs("POST") { return .post }
@@ -66,6 +100,16 @@ extension Request {
         if methodIs("PUT") { return .put }
         if methodIs("DELETE") { return .delete }
         return HTTPRequest.Method(String(decoding: method, as: UTF8.self))
+    }
+}
+
+/// `text`'s UTF-8 is `bytes` (a stored value equals what these bytes would
+/// give: stored values are valid and legal already).
+@inline(__always)
+private func sameText(_ text: String?, _ bytes: UnsafeRawBufferPointer) -> Bool {
+    guard var text else { return false }
+    return text.withUTF8 { have in
+        have.count == bytes.count && (bytes.isEmpty || memcmp(have.baseAddress!, bytes.baseAddress!, bytes.count) == 0)
     }
 }
 
@@ -264,20 +308,23 @@ public final class ResponseWriter: @unchecked Sendable {
         /// Finished or aborted: the handle is given back.
         case done
     }
-    private var phase = Phase.buffering
+    // @exclusivity(unchecked): one thread at a time touches the state (see
+    // above), and in ways that never overlap; the runtime's access checks
+    // cost about 80 instructions each, a dozen per request.
+    @exclusivity(unchecked) private var phase = Phase.buffering
     /// Given and not yet sent.
-    private var head: HTTPResponse? = nil
-    private var headWritten = false
-    private var headSent = false
-    private var body: [UInt8] = []
-    private var trailers: HTTPFields? = nil
-    private(set) var finished = false
+    @exclusivity(unchecked) private var head: HTTPResponse? = nil
+    @exclusivity(unchecked) private var headWritten = false
+    @exclusivity(unchecked) private var headSent = false
+    @exclusivity(unchecked) private var body: [UInt8] = []
+    @exclusivity(unchecked) private var trailers: HTTPFields? = nil
+    @exclusivity(unchecked) private(set) var finished = false
     /// The handler returned or threw.
-    private(set) var returned = false
+    @exclusivity(unchecked) private(set) var returned = false
     /// A write waiting for room, or (nil) nobody: then a peer-gone
     /// notification cancels the task instead.
-    private var waiter: CheckedContinuation<Void, Never>? = nil
-    var task: Task<Void, Never>? = nil
+    @exclusivity(unchecked) private var waiter: CheckedContinuation<Void, Never>? = nil
+    @exclusivity(unchecked) var task: Task<Void, Never>? = nil
 
     // The exchange this writer answers: everything the handler's task
     // needs, in this one object, so the task's closure captures only it
@@ -316,34 +363,38 @@ public final class ResponseWriter: @unchecked Sendable {
         handlerEnded(failure)
         channel?.discardRest()
         if let executor { executor.tasksInFlight -= 1 }
+        task = nil   // the task may serve other requests now (AsyncWorker): no cancelling it from here
     }
 
-    /// Starts the handler's task on `executor` (the loop thread): it runs
-    /// at once, here, until it first suspends. Its first job is run as the
-    /// loop's executor (not as `Task.immediate` would, from outside any
-    /// executor): every nonisolated await inside then stays put instead of
-    /// hopping onto the loop's queue.
-    func launch(on executor: LoopExecutor) -> Task<Void, Never> {
+    /// Starts the handler on `executor` (the loop thread), on a parked
+    /// handler task if one waits (AsyncWorker): it runs at once, here, until
+    /// it first suspends. `task` is its task while it runs.
+    func launch(on executor: LoopExecutor) {
         executor.tasksInFlight += 1
-        let mark = executor.queuedHere
-        let task = Task(executorPreference: executor) { [self] in await run() }
-        executor.runQueuedHere(from: mark)
-        return task
+        let running = AsyncWorker.launch(self, on: executor)
+        if !returned { task = running }
     }
 
     /// The status of the head written (nil before `writeHead`).
     public var status: Int? { headWritten ? sentStatus : nil }
     /// The head's status code, read once (HTTPResponse parses it from its
     /// pseudo-header field on every read).
-    private var sentStatus = 0
+    @exclusivity(unchecked) private var sentStatus = 0
     /// Body bytes accepted so far.
-    public private(set) var bytesWritten = 0
+    @exclusivity(unchecked) public private(set) var bytesWritten = 0
 
     /// The response head (status and fields). A `Content-Length` field fixes
     /// the body's length; without one the body is chunked (HTTP/1.1) — or,
     /// for an answer given whole before the handler first suspends, gets its
     /// length added.
     public func writeHead(_ response: HTTPResponse) async throws {
+        try takeHead(response)
+    }
+
+    // The operations' bodies are synchronous: an answer given whole before
+    // the first suspension (a hello) makes no async call beyond the one
+    // the handler makes (each costs a frame and an executor check).
+    private func takeHead(_ response: HTTPResponse) throws {
         if finished { throw ResponseWriterError.finished }
         if headWritten { throw ResponseWriterError.headAlreadyWritten }
         headWritten = true
@@ -353,16 +404,22 @@ public final class ResponseWriter: @unchecked Sendable {
 
     /// Copies `bytes` into the response body.
     public func write(_ bytes: UnsafeRawBufferPointer) async throws {
-        try await pause(accept(bytes))
+        let wait = try accept(bytes)
+        if wait != .none { await pause(wait) }
     }
 
     public func write(_ bytes: [UInt8]) async throws {
+        let wait = try put(bytes)
+        if wait != .none { await pause(wait) }
+    }
+
+    private func put(_ bytes: [UInt8]) throws -> Pause {
         if case .buffering = phase, headWritten, !finished {   // kept as it is: no copy
             bytesWritten += bytes.count
             if body.isEmpty { body = bytes } else { body += bytes }
-            return try await pause(body.count >= Int(highWaterMark) ? .yield : .none)
+            return body.count >= Int(highWaterMark) ? .yield : .none
         }
-        try await pause(bytes.withUnsafeBytes { try accept($0) })
+        return try bytes.withUnsafeBytes { try accept($0) }
     }
 
     /// What a write waits for after its bytes were taken.
@@ -405,6 +462,10 @@ public final class ResponseWriter: @unchecked Sendable {
     /// Ends the answer; `trailers` go after a chunked body (left out
     /// otherwise).
     public func finish(trailers: HTTPFields? = nil) async throws {
+        try finishNow(trailers: trailers)
+    }
+
+    private func finishNow(trailers: HTTPFields?) throws {
         if finished { throw ResponseWriterError.finished }
         guard headWritten else { throw ResponseWriterError.headNotWritten }
         finished = true
@@ -416,9 +477,12 @@ public final class ResponseWriter: @unchecked Sendable {
     /// unless the head says otherwise).
     public func respond(_ response: HTTPResponse, body: [UInt8] = []) async throws {
         guard case .deferred(let d) = phase else {
-            try await writeHead(response)
-            if !body.isEmpty { try await write(body) }
-            return try await finish()
+            try takeHead(response)
+            if !body.isEmpty {
+                let wait = try put(body)
+                if wait != .none { await pause(wait) }
+            }
+            return try finishNow(trailers: nil)
         }
         if finished { throw ResponseWriterError.finished }
         if headWritten { throw ResponseWriterError.headAlreadyWritten }
@@ -450,6 +514,7 @@ public final class ResponseWriter: @unchecked Sendable {
             return
         }
         let code = sentStatus
+        if sendsWhole(head, code, response) { return }
         guard response.begin(status: code) else { return }   // the engine answers 500
         var hasLength = false
         for field in head.headerFields {
@@ -462,6 +527,34 @@ public final class ResponseWriter: @unchecked Sendable {
         if !body.isEmpty { body.withUnsafeBytes { _ = response.write($0) } }
         _ = response.end()
         body = []
+    }
+
+    /// An answer whose only field is `Content-Type` (or none) and whose
+    /// status carries a body goes out in one engine call, as a closure
+    /// handler's `send`: the same bytes as begin, header, header, write and
+    /// end (the engine adds the length), in a quarter of the instructions.
+    private func sendsWhole(_ head: HTTPResponse, _ code: Int, _ response: Response) -> Bool {
+        guard code >= 200 && code != 204 && code != 304 && code <= 999 else { return false }
+        var fields = head.headerFields.makeIterator()
+        var contentType: String? = nil
+        if let field = fields.next() {
+            guard field.name.rawName == "Content-Type" && fields.next() == nil else { return false }
+            contentType = field.value
+        }
+        let status = Int32(truncatingIfNeeded: code)
+        body.withUnsafeBytes { b in
+            guard var contentType else {
+                _ = response.functions.send(response.sink, status, nil, 0, b.baseAddress, b.count)
+                return
+            }
+            contentType.withUTF8 { ct in
+                _ = response.functions.send(response.sink, status,
+                                            UnsafeRawPointer(ct.baseAddress)?.assumingMemoryBound(to: CChar.self),
+                                            ct.count, b.baseAddress, b.count)
+            }
+        }
+        body = []
+        return true
     }
 
     /// The dispatcher, on the loop thread, after the handler suspended: from
@@ -592,12 +685,20 @@ package final class AsyncDispatcher: Sendable {
 
     /// The engine's request callback (a request with its whole body).
     package func handle(_ request: Request, _ response: Response) {
-        guard let head = request.httpRequest() else {
+        let executor = LoopExecutor.current
+        guard let head = Self.head(of: request, on: executor) else {
             response.send(status: 400, contentType: "text/plain", body: "Bad Request\n")
             return
         }
         let body = RequestBody(request.body.isEmpty ? .empty : .buffered(Array(request.body)))
-        start(head, body, response, client: request.remoteAddress)
+        start(head, body, response, client: request.remoteAddress, executor: executor)
+    }
+
+    /// The request's head as an HTTPRequest: on a loop, written over the
+    /// loop's last one (`Request.updateHTTPRequest`).
+    private static func head(of request: Request, on executor: LoopExecutor?) -> HTTPRequest? {
+        guard let executor else { return request.httpRequest() }
+        return request.updateHTTPRequest(&executor.handlerParts.head) ? executor.handlerParts.head : nil
     }
 
     /// `.streaming`'s head callback for an `.async` application: the body
@@ -605,15 +706,15 @@ package final class AsyncDispatcher: Sendable {
     /// answered already, or on engines without a loop (the body is then
     /// buffered and `handle` runs).
     package func handleHead(_ request: Request, _ response: Response) -> BodyConsumer? {
-        guard LoopExecutor.current != nil else { return nil }
-        guard let head = request.httpRequest() else {
+        guard let executor = LoopExecutor.current else { return nil }
+        guard let head = Self.head(of: request, on: executor) else {
             response.send(status: 400, contentType: "text/plain", body: "Bad Request\n")
             return nil
         }
         let channel = BodyChannel()
         let consumer = channel.makeConsumer()
         return start(head, RequestBody(.streamed(channel)), response, client: request.remoteAddress,
-                     channel: channel) ? consumer : nil
+                     executor: executor, channel: channel) ? consumer : nil
     }
 
     /// Starts the handler (or parks it); `true` when the answer is owed
@@ -621,8 +722,8 @@ package final class AsyncDispatcher: Sendable {
     /// when it was answered here.
     @discardableResult
     private func start(_ head: HTTPRequest, _ body: RequestBody, _ response: Response, client: SocketAddress?,
-                       channel: BodyChannel? = nil) -> Bool {
-        guard let executor = LoopExecutor.current else {
+                       executor: LoopExecutor?, channel: BodyChannel? = nil) -> Bool {
+        guard let executor else {
             let writer = ResponseWriter(handler: handler, request: head, body: body, executor: nil,
                                         failures: failures, channel: nil, remoteAddress: client)
             runWaiting(writer, response)
@@ -637,16 +738,15 @@ package final class AsyncDispatcher: Sendable {
         let writer = ResponseWriter(handler: handler, request: head, body: body, executor: executor,
                                     failures: failures, channel: channel, remoteAddress: client)
         if !waits {
-            let task = writer.launch(on: executor)
+            writer.launch(on: executor)
             if writer.bufferedAnswerReady {
                 writer.writeInline(response)   // answered without suspending: as a closure handler
                 return false
             }
-            writer.task = task
         } else {
             // Over the limit: the answer is owed from now on, the handler
             // starts when a running one ends (LoopExecutor.runJobs).
-            executor.park(limit: limit) { writer.task = writer.launch(on: executor) }
+            executor.park(limit: limit) { writer.launch(on: executor) }
         }
         // Owed from now on; with a body, the engine streams it while the
         // answer is owed (deferring first is an order every engine takes).
@@ -682,5 +782,89 @@ package final class AsyncDispatcher: Sendable {
         }
         _ = latch.wait()
         writer.writeInline(response)
+    }
+}
+
+
+// MARK: - Handler tasks kept between requests
+
+/// What async handlers reuse on one loop (`LoopExecutor.handlerParts`, loop
+/// thread only).
+struct HandlerParts {
+    /// The last request head handed out; the next is written over it
+    /// (its scheme is always `http`).
+    var head = HTTPRequest(method: .get, scheme: "http", authority: nil, path: "/")
+    /// Handler tasks parked for the next request, newest last.
+    fileprivate var idle: [AsyncWorker] = []
+    /// The loop ended: handler tasks end instead of parking.
+    fileprivate var retired = false
+
+    /// The loop ends: the parked tasks end (their jobs are queued here).
+    mutating func retire() {
+        retired = true
+        let parked = idle
+        idle = []
+        for worker in parked { worker.resume(with: nil) }
+    }
+}
+
+/// At most this many handler tasks wait parked on one loop; beyond, a task
+/// whose handler returned ends.
+private let maxParkedWorkers = 64
+
+/// A task that runs async handlers one after another on its loop: when a
+/// handler returns, the task parks (a continuation) and the next request
+/// resumes it, instead of making a task per request (a task costs two
+/// allocations, its own and its first allocator slab, and its set-up and
+/// tear-down). A task whose handler was cancelled ends (cancelling cannot
+/// be undone), and so does one beyond `maxParkedWorkers`.
+final class AsyncWorker: @unchecked Sendable {
+    // @unchecked: touched on its loop thread only (its task runs there, and
+    // the dispatcher resumes it there).
+    @exclusivity(unchecked) private var parked: UnsafeContinuation<ResponseWriter?, Never>? = nil
+    @exclusivity(unchecked) private var first: ResponseWriter? = nil
+    @exclusivity(unchecked) private var task: Task<Void, Never>? = nil
+
+    /// Runs `writer`'s handler on `executor`, the loop thread: its first
+    /// job runs at once, here, as the loop's executor (every nonisolated
+    /// await inside stays put instead of hopping onto the loop's queue),
+    /// until the handler first suspends. Returns the task it runs on.
+    static func launch(_ writer: ResponseWriter, on executor: LoopExecutor) -> Task<Void, Never> {
+        let mark = executor.queuedHere
+        let task: Task<Void, Never>
+        if let worker = executor.handlerParts.idle.popLast(), let parkedTask = worker.task {
+            task = parkedTask
+            worker.resume(with: writer)   // its job is queued here, at `mark`
+        } else {
+            let worker = AsyncWorker()
+            worker.first = writer
+            task = Task(executorPreference: executor) { await worker.serve(on: executor) }
+            worker.task = task
+        }
+        executor.runQueuedHere(from: mark)
+        return task
+    }
+
+    fileprivate func resume(with writer: ResponseWriter?) {
+        guard let c = parked else { return }
+        parked = nil
+        c.resume(returning: writer)
+    }
+
+    private func serve(on executor: LoopExecutor) async {
+        var next = first.take()
+        while next != nil {
+            do {   // the writer is let go here, not kept while parked
+                let writer = next.take()!
+                await writer.run()
+            }
+            if Task.isCancelled || executor.handlerParts.retired
+                || executor.handlerParts.idle.count >= maxParkedWorkers { break }
+            next = await withUnsafeContinuation { c in
+                parked = c
+                executor.handlerParts.idle.append(self)
+            }
+        }
+        task = nil
     }
 }
