@@ -255,6 +255,9 @@ typedef struct prg_date_cache {
     char line[64];   /* "Date: Mon, 23 Nov 2026 12:57:34 GMT\r\n" */
 } prg_date_cache;
 
+/* The longest Content-Type prg_send keeps in the loop's send_head. */
+#define PRG_SEND_CT_MAX 64
+
 struct prg_loop {
     prg_server *server;
     const prg_engine_ops *engine;
@@ -306,6 +309,14 @@ struct prg_loop {
     char head_200[17 + 128 + 64];
     size_t head_200_len;
     time_t head_200_second;
+    /* head_200, "Content-Type: <send_ct>\r\n" and "Content-Length: " in one
+     * piece for prg_send (response.c): the last Content-Type it sent (already
+     * checked), rebuilt when head_200 or the type changes. */
+    char send_head[17 + 128 + 64 + 14 + PRG_SEND_CT_MAX + 2 + 16];
+    size_t send_head_len;
+    time_t send_head_second;
+    char send_ct[PRG_SEND_CT_MAX];
+    size_t send_ct_len;
 };
 
 struct prg_server {
