@@ -174,11 +174,6 @@ uint8_t *prg_out_reserve(prg_conn *c, size_t n) {
     return t ? t->data : NULL;
 }
 
-void prg_out_commit(prg_conn *c, size_t n) {
-    c->out_tail->end += (uint32_t)n;
-    c->out_bytes += n;
-}
-
 int prg_out_append(prg_conn *c, const void *p, size_t n) {
     const uint8_t *src = p;
     while (n > 0) {
@@ -761,7 +756,8 @@ static void process_http(prg_conn *c) {
         c->flags |= CONN_IN_CALLBACK;
         s->cb.on_request(s->cb.ctx, c, &req);
         c->flags &= ~CONN_IN_CALLBACK;
-        prg_response_finish_default(c);   /* nothing for a deferred request */
+        /* Answered in full (the usual case): nothing to finish, no call. */
+        if (c->resp_state != RESP_DONE) prg_response_finish_default(c);   /* nothing for a deferred request */
         if (!c->req_keep_alive) c->flags |= CONN_CLOSE_AFTER;
         if (hold) prg_offload_hold_end(c, &saved);
     }

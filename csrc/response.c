@@ -176,15 +176,6 @@ static bool status_has_no_body(int status) {
     return (status >= 100 && status < 200) || status == 204 || status == 304;
 }
 
-void prg_response_reset(prg_conn *c, const prg_request *req) {
-    c->resp_state = RESP_NONE;
-    c->resp_status = 0;
-    c->resp_length_left = 0;
-    c->req_minor = (uint8_t)req->version_minor;
-    c->req_keep_alive = (req->flags & PRG_REQ_KEEP_ALIVE) != 0;
-    c->resp_flags = (req->method.len == 4 && memcmp(req->method.ptr, "HEAD", 4) == 0) ? RESP_NO_BODY : 0;
-}
-
 /* The loop's "HTTP/1.1 200 OK" + Server + Date prefix, current. */
 static const char *head_200(prg_loop *loop) {
     if (loop->head_200_len == 0 || loop->head_200_second != loop->date.second) {
