@@ -74,7 +74,9 @@ static void in_release(prg_conn *c) {
 
 /* Makes room for at least `want` more bytes. Returns 0, or -1 when the
  * buffer may not grow (limit) or memory ran out. */
-static int in_reserve(prg_conn *c, size_t want, size_t limit) {
+static int in_grow(prg_conn *c, size_t want, size_t limit);
+
+static inline int in_reserve(prg_conn *c, size_t want, size_t limit) {
     if (!c->in) {
         c->in = prg_pool_get(&c->loop->pool);
         if (!c->in) return -1;
@@ -82,6 +84,11 @@ static int in_reserve(prg_conn *c, size_t want, size_t limit) {
         c->in_len = 0;
     }
     if (c->in_cap - c->in_len >= want) return 0;
+    return in_grow(c, want, limit);
+}
+
+/* Out of line: the usual read (room in the block) then saves no registers. */
+__attribute__((noinline)) static int in_grow(prg_conn *c, size_t want, size_t limit) {
     size_t need = (size_t)c->in_len + want;
     if (need > limit) return -1;
     size_t cap = c->in_cap;
