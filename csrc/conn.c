@@ -74,7 +74,9 @@ static void in_release(prg_conn *c) {
 
 /* Makes room for at least `want` more bytes. Returns 0, or -1 when the
  * buffer may not grow (limit) or memory ran out. */
-static int in_reserve(prg_conn *c, size_t want, size_t limit) {
+static int in_grow(prg_conn *c, size_t want, size_t limit);
+
+static inline int in_reserve(prg_conn *c, size_t want, size_t limit) {
     if (!c->in) {
         c->in = prg_pool_get(&c->loop->pool);
         if (!c->in) return -1;
@@ -82,6 +84,11 @@ static int in_reserve(prg_conn *c, size_t want, size_t limit) {
         c->in_len = 0;
     }
     if (c->in_cap - c->in_len >= want) return 0;
+    return in_grow(c, want, limit);
+}
+
+/* Out of line: the usual read (room in the block) then saves no registers. */
+__attribute__((noinline)) static int in_grow(prg_conn *c, size_t want, size_t limit) {
     size_t need = (size_t)c->in_len + want;
     if (need > limit) return -1;
     size_t cap = c->in_cap;
@@ -172,11 +179,6 @@ uint8_t *prg_out_reserve(prg_conn *c, size_t n) {
     if (t && t->cap - t->end >= n) return t->data + t->end;
     t = chunk_new(c, n);
     return t ? t->data : NULL;
-}
-
-void prg_out_commit(prg_conn *c, size_t n) {
-    c->out_tail->end += (uint32_t)n;
-    c->out_bytes += n;
 }
 
 int prg_out_append(prg_conn *c, const void *p, size_t n) {
@@ -761,7 +763,8 @@ static void process_http(prg_conn *c) {
         c->flags |= CONN_IN_CALLBACK;
         s->cb.on_request(s->cb.ctx, c, &req);
         c->flags &= ~CONN_IN_CALLBACK;
-        prg_response_finish_default(c);   /* nothing for a deferred request */
+        /* Answered in full (the usual case): nothing to finish, no call. */
+        if (c->resp_state != RESP_DONE) prg_response_finish_default(c);   /* nothing for a deferred request */
         if (!c->req_keep_alive) c->flags |= CONN_CLOSE_AFTER;
         if (hold) prg_offload_hold_end(c, &saved);
     }

@@ -21,6 +21,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <string.h>
 #include <time.h>
 
 /* Every buffer the hot path uses is one pooled block of this size: the
@@ -255,6 +256,9 @@ typedef struct prg_date_cache {
     char line[64];   /* "Date: Mon, 23 Nov 2026 12:57:34 GMT\r\n" */
 } prg_date_cache;
 
+/* The longest Content-Type prg_send keeps in the loop's send_head. */
+#define PRG_SEND_CT_MAX 64
+
 struct prg_loop {
     prg_server *server;
     const prg_engine_ops *engine;
@@ -306,6 +310,14 @@ struct prg_loop {
     char head_200[17 + 128 + 64];
     size_t head_200_len;
     time_t head_200_second;
+    /* head_200, "Content-Type: <send_ct>\r\n" and "Content-Length: " in one
+     * piece for prg_send (response.c): the last Content-Type it sent (already
+     * checked), rebuilt when head_200 or the type changes. */
+    char send_head[17 + 128 + 64 + 14 + PRG_SEND_CT_MAX + 2 + 16];
+    size_t send_head_len;
+    time_t send_head_second;
+    char send_ct[PRG_SEND_CT_MAX];
+    size_t send_ct_len;
 };
 
 struct prg_server {
@@ -334,7 +346,12 @@ void prg_conn_discard_urgent(prg_conn *c);     /* EPOLLPRI: read and drop out-of
 int prg_out_append(prg_conn *c, const void *p, size_t n);
 int prg_out_append_file(prg_conn *c, int fd, int64_t offset, int64_t length);   /* queue takes fd; 0 or -1 (fd closed) */
 uint8_t *prg_out_reserve(prg_conn *c, size_t n); /* contiguous space for n bytes, or NULL */
-void prg_out_commit(prg_conn *c, size_t n);
+/* Commits n bytes written at what prg_out_reserve returned. Inline: the
+ * response writer calls it once per answer. */
+static inline void prg_out_commit(prg_conn *c, size_t n) {
+    c->out_tail->end += (uint32_t)n;
+    c->out_bytes += n;
+}
 void prg_chunks_release(prg_loop *loop, prg_chunk *k);   /* a whole list of links */
 
 void prg_conn_update_timer(prg_conn *c);        /* put on the list its state calls for */
@@ -374,7 +391,15 @@ static inline bool prg_offload_full(const prg_conn *c) { return c->busy && c->bu
 
 /* response.c */
 void prg_date_refresh(prg_date_cache *d, time_t now);
-void prg_response_reset(prg_conn *c, const prg_request *req);
+/* Before each handler call. Inline: once per request, from conn.c. */
+static inline void prg_response_reset(prg_conn *c, const prg_request *req) {
+    c->resp_state = RESP_NONE;
+    c->resp_status = 0;
+    c->resp_length_left = 0;
+    c->req_minor = (uint8_t)req->version_minor;
+    c->req_keep_alive = (req->flags & PRG_REQ_KEEP_ALIVE) != 0;
+    c->resp_flags = (req->method.len == 4 && memcmp(req->method.ptr, "HEAD", 4) == 0) ? RESP_NO_BODY : 0;
+}
 int prg_response_finish_default(prg_conn *c);  /* after on_request: end or 500 */
 int prg_send_error(prg_conn *c, int status);   /* error answer with Connection: close */
 int prg_send_continue(prg_conn *c);

@@ -109,6 +109,25 @@ static inline void copy_short(uint8_t *dst, const void *src, size_t n) {
     }
 }
 
+/* a and b equal over n <= PRG_SEND_CT_MAX bytes: word compares, no call. */
+static inline bool eq_short(const void *a, const void *b, size_t n) {
+    const uint8_t *x = a, *y = b;
+    if (n < 8) {
+        for (size_t i = 0; i < n; i++)
+            if (x[i] != y[i]) return false;
+        return true;
+    }
+    uint64_t u, v;
+    for (size_t i = 0; i + 8 < n; i += 8) {
+        memcpy(&u, x + i, 8);
+        memcpy(&v, y + i, 8);
+        if (u != v) return false;
+    }
+    memcpy(&u, x + n - 8, 8);
+    memcpy(&v, y + n - 8, 8);
+    return u == v;
+}
+
 static bool ieq(const char *a, size_t an, const char *lit) {
     size_t ln = strlen(lit);
     if (an != ln) return false;
@@ -157,15 +176,6 @@ static bool status_has_no_body(int status) {
     return (status >= 100 && status < 200) || status == 204 || status == 304;
 }
 
-void prg_response_reset(prg_conn *c, const prg_request *req) {
-    c->resp_state = RESP_NONE;
-    c->resp_status = 0;
-    c->resp_length_left = 0;
-    c->req_minor = (uint8_t)req->version_minor;
-    c->req_keep_alive = (req->flags & PRG_REQ_KEEP_ALIVE) != 0;
-    c->resp_flags = (req->method.len == 4 && memcmp(req->method.ptr, "HEAD", 4) == 0) ? RESP_NO_BODY : 0;
-}
-
 /* The loop's "HTTP/1.1 200 OK" + Server + Date prefix, current. */
 static const char *head_200(prg_loop *loop) {
     if (loop->head_200_len == 0 || loop->head_200_second != loop->date.second) {
@@ -177,6 +187,26 @@ static const char *head_200(prg_loop *loop) {
         loop->head_200_second = loop->date.second;
     }
     return loop->head_200;
+}
+
+/* The loop's send_head for this (checked) Content-Type of at most
+ * PRG_SEND_CT_MAX bytes, after head_200 was made current (begin_status):
+ * rebuilt when the type or the Date changed. */
+static const char *send_head(prg_loop *loop, const char *ct, size_t ct_len, bool same_ct) {
+    if (same_ct && loop->send_head_len && loop->send_head_second == loop->head_200_second)
+        return loop->send_head;
+    char *p = loop->send_head;
+    memcpy(p, loop->head_200, loop->head_200_len);
+    size_t at = loop->head_200_len;
+    memcpy(p + at, "Content-Type: ", 14);
+    memcpy(p + at + 14, ct, ct_len);
+    at += 14 + ct_len;
+    memcpy(p + at, "\r\nContent-Length: ", 18);
+    loop->send_head_len = at + 18;
+    loop->send_head_second = loop->head_200_second;
+    memcpy(loop->send_ct, ct, ct_len);
+    loop->send_ct_len = ct_len;
+    return loop->send_head;
 }
 
 /* Checks that a final answer may begin, marks where it begins (for
@@ -409,7 +439,11 @@ int prg_end(prg_conn *c) {
 int prg_send(prg_conn *c, int status, const char *content_type, size_t content_type_len,
              const void *body, size_t n) {
     if (c->flags & CONN_CLOSED) return -1;
-    if (content_type && !is_safe_text(content_type, content_type_len)) return -1;
+    prg_loop *loop = c->loop;
+    /* The type the loop's send_head holds was checked when it was kept. */
+    bool same_ct = status == 200 && content_type && content_type_len == loop->send_ct_len &&
+                   eq_short(content_type, loop->send_ct, content_type_len);
+    if (content_type && !same_ct && !is_safe_text(content_type, content_type_len)) return -1;
     const char *reason = NULL;
     size_t reason_len = 0;
     size_t head = begin_status(c, status, &reason, &reason_len);
@@ -417,25 +451,43 @@ int prg_send(prg_conn *c, int status, const char *content_type, size_t content_t
     bool body_allowed = !status_has_no_body(status);
     bool body_sent = body_allowed && !(c->resp_flags & RESP_NO_BODY) && n > 0;
     bool inline_body = body_sent && n <= PRG_SEND_INLINE_BODY;
+    /* The usual answer (200, a short type) starts from the loop's prebuilt
+     * head, up to "Content-Length: ". */
+    const char *prebuilt = status == 200 && content_type && content_type_len <= PRG_SEND_CT_MAX
+                               ? send_head(loop, content_type, content_type_len, same_ct)
+                               : NULL;
     /* Status line, Server, Date, Content-Type, Content-Length, Connection
      * (and a small body) in one reservation. */
-    size_t need = head + (content_type ? 16 + content_type_len : 0) + 16 + 20 + 2 + 24 + 2 + (inline_body ? n : 0);
+    size_t need = prebuilt ? loop->send_head_len + 20 + 2 + 24 + 2 + (inline_body ? n : 0)
+                           : head + (content_type ? 16 + content_type_len : 0) + 16 + 20 + 2 + 24 + 2 +
+                                 (inline_body ? n : 0);
     uint8_t *p = prg_out_reserve(c, need);
     if (!p) return -1;
-    size_t at = put_status(c, p, status, reason, reason_len);
-    if (content_type) {
-        memcpy(p + at, "Content-Type: ", 14);
-        copy_short(p + at + 14, content_type, content_type_len);
-        at += 14 + content_type_len;
-        p[at++] = '\r';
-        p[at++] = '\n';
-    }
-    if (body_allowed) {
-        memcpy(p + at, "Content-Length: ", 16);
-        at += 16;
+    size_t at;
+    if (prebuilt) {
+        c->resp_status = 200;
+        c->resp_state = RESP_HEAD;
+        memcpy(p, prebuilt, loop->send_head_len);
+        at = loop->send_head_len;
         at += put_uint((char *)p + at, n);
         p[at++] = '\r';
         p[at++] = '\n';
+    } else {
+        at = put_status(c, p, status, reason, reason_len);
+        if (content_type) {
+            memcpy(p + at, "Content-Type: ", 14);
+            copy_short(p + at + 14, content_type, content_type_len);
+            at += 14 + content_type_len;
+            p[at++] = '\r';
+            p[at++] = '\n';
+        }
+        if (body_allowed) {
+            memcpy(p + at, "Content-Length: ", 16);
+            at += 16;
+            at += put_uint((char *)p + at, n);
+            p[at++] = '\r';
+            p[at++] = '\n';
+        }
     }
     at += put_connection(c, (char *)p + at);
     p[at++] = '\r';

@@ -77,6 +77,12 @@ static int timer_wanted(const prg_conn *c) {
     return TIMER_IDLE;
 }
 
+/* Out of line: the usual call (nothing to move) then saves no registers. */
+__attribute__((noinline)) static void timer_move(prg_conn *c, int want) {
+    prg_timer_remove(c);
+    if (want != TIMER_NONE) timer_append(c, want);
+}
+
 void prg_conn_update_timer(prg_conn *c) {
     prg_loop *loop = c->loop;
     int want = timer_wanted(c);
@@ -87,8 +93,7 @@ void prg_conn_update_timer(prg_conn *c) {
          * clock second. */
         if (want != TIMER_IDLE || c->deadline == deadline_for(loop, TIMER_IDLE)) return;
     }
-    prg_timer_remove(c);
-    if (want != TIMER_NONE) timer_append(c, want);
+    timer_move(c, want);
 }
 
 static bool expired(const prg_timer_list *l, uint32_t now) {

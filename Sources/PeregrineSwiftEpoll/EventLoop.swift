@@ -198,6 +198,15 @@ struct LoopState {
     let dateLine: UnsafeMutableRawPointer   // 64 bytes
     let serverLine: UnsafeMutableRawPointer // "Server: <name>\r\n"
     let serverLineLen: Int
+    /// "HTTP/1.1 200 OK", Server, Date, "Content-Type: <sendCT>\r\n" and
+    /// "Content-Length: " in one piece for `send` (ResponseWriter.swift): the
+    /// last Content-Type it sent (already checked), rebuilt when the type or
+    /// the Date changes (as conn.c's loop send_head).
+    let sendHead: UnsafeMutableRawPointer
+    var sendHeadLen = 0
+    var sendHeadSecond = -1
+    let sendCT: UnsafeMutableRawPointer     // sendCTMax bytes
+    var sendCTLen = 0                       // sendHeadLen 0: none kept yet
 
     init(configuration c: Configuration, loopCount: Int, index: Int, app: AppHandlers,
          drain: DrainSignal, serverLine: [UInt8], inheritedListener: Bool) {
@@ -240,6 +249,8 @@ struct LoopState {
         serverLine.withUnsafeBytes { line.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
         self.serverLine = line
         serverLineLen = serverLine.count
+        sendHead = .allocate(byteCount: 17 + serverLine.count + 64 + 14 + sendCTMax + 2 + 16, alignment: 8)
+        sendCT = .allocate(byteCount: sendCTMax, alignment: 8)
     }
 }
 
@@ -724,6 +735,8 @@ final class SwiftLoop: @unchecked Sendable {
         s.pointee.junk.deallocate()
         s.pointee.dateLine.deallocate()
         s.pointee.serverLine.deallocate()
+        s.pointee.sendHead.deallocate()
+        s.pointee.sendCT.deallocate()
         s.deinitialize(count: 1)
         s.deallocate()
     }

@@ -64,6 +64,61 @@ private func copyShort(_ dst: UnsafeMutableRawPointer, _ src: UnsafeRawPointer, 
     }
 }
 
+/// a and b equal over n <= sendCTMax bytes: word compares, no call.
+@inline(__always)
+private func equalShort(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ n: Int) -> Bool {
+    if n < 8 {
+        var i = 0
+        while i < n {
+            if a.load(fromByteOffset: i, as: UInt8.self) != b.load(fromByteOffset: i, as: UInt8.self) { return false }
+            i &+= 1
+        }
+        return true
+    }
+    var i = 0
+    while i &+ 8 < n {
+        if a.loadUnaligned(fromByteOffset: i, as: UInt64.self) != b.loadUnaligned(fromByteOffset: i, as: UInt64.self) {
+            return false
+        }
+        i &+= 8
+    }
+    return a.loadUnaligned(fromByteOffset: n &- 8, as: UInt64.self) == b.loadUnaligned(fromByteOffset: n &- 8, as: UInt64.self)
+}
+
+/// The longest Content-Type the loop's sendHead keeps (PRG_SEND_CT_MAX).
+let sendCTMax = 64
+
+extension UnsafeMutablePointer where Pointee == LoopState {
+    /// The length of the loop's sendHead for this (checked) Content-Type of
+    /// at most sendCTMax bytes; rebuilt when the type or the Date changed.
+    @inline(__always)
+    func sendHeadLength(_ ct: UnsafeRawPointer, _ ctLen: Int, sameType: Bool) -> Int {
+        if sameType && pointee.sendHeadLen != 0 && pointee.sendHeadSecond == pointee.dateSecond {
+            return pointee.sendHeadLen
+        }
+        return rebuildSendHead(ct, ctLen)
+    }
+
+    @inline(never)
+    func rebuildSendHead(_ ct: UnsafeRawPointer, _ ctLen: Int) -> Int {
+        let p = pointee.sendHead
+        var at = copyStatic(p, "HTTP/1.1 200 OK\r\n")
+        memcpy(p + at, pointee.serverLine, pointee.serverLineLen)
+        at &+= pointee.serverLineLen
+        memcpy(p + at, pointee.dateLine, pointee.dateLen)
+        at &+= pointee.dateLen
+        at &+= copyStatic(p + at, "Content-Type: ")
+        memcpy(p + at, ct, ctLen)
+        at &+= ctLen
+        at &+= copyStatic(p + at, "\r\nContent-Length: ")
+        pointee.sendHeadLen = at
+        pointee.sendHeadSecond = pointee.dateSecond
+        memcpy(pointee.sendCT, ct, ctLen)
+        pointee.sendCTLen = ctLen
+        return at
+    }
+}
+
 /// Decimal digits of v at `out`; returns how many.
 @inline(__always)
 private func putUInt(_ out: UnsafeMutableRawPointer, _ value: UInt64) -> Int {
@@ -297,13 +352,19 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         } else if reasonLen < 0 || !isSafeText(reason, reasonLen) {
             return nil
         }
+        markBegin()
+        let loop = pointee.loop
+        return (reason, reasonLen, 15 &+ reasonLen &+ loop.pointee.serverLineLen &+ loop.pointee.dateLen)
+    }
+
+    /// Marks where the answer begins, for `replace` (inside the handler).
+    @inline(__always)
+    func markBegin() {
         if pointee.flags & CF.inCallback != 0 {
             pointee.respMarkChunk = pointee.outTail
             pointee.respMarkEnd = pointee.outTail?.pointee.end ?? 0
             pointee.respFlags |= RespFlag.marked
         }
-        let loop = pointee.loop
-        return (reason, reasonLen, 15 &+ reasonLen &+ loop.pointee.serverLineLen &+ loop.pointee.dateLen)
     }
 
     /// Writes what beginStatus sized at p; returns its length.
@@ -503,28 +564,51 @@ extension UnsafeMutablePointer where Pointee == ConnState {
     func send(_ status: Int32, _ contentType: UnsafeRawPointer?, _ ctLen: Int,
               _ body: UnsafeRawPointer?, _ n: Int) -> Int32 {
         if pointee.flags & CF.closed != 0 || n < 0 || (body == nil && n > 0) { return -1 }
-        if contentType != nil && (ctLen < 0 || !isSafeText(contentType, ctLen)) { return -1 }
-        guard let head = beginStatus(status, nil, 0) else { return -1 }
+        let loop = pointee.loop
+        // The type the loop's sendHead holds was checked when it was kept.
+        let sameType = status == 200 && contentType != nil && ctLen == loop.pointee.sendCTLen &&
+            equalShort(contentType.unsafelyUnwrapped, loop.pointee.sendCT, ctLen)
+        if contentType != nil && !sameType && (ctLen < 0 || !isSafeText(contentType, ctLen)) { return -1 }
         let bodyAllowed = !statusHasNoBody(status)
         let bodySent = bodyAllowed && pointee.respFlags & RespFlag.noBody == 0 && n > 0
         let inlineBody = bodySent && n <= sendInlineBody
-        // Status line, Server, Date, Content-Type, Content-Length, Connection
-        // (and a small body).
-        let need = head.need &+ (contentType != nil ? 16 &+ ctLen : 0) &+ 64 &+ (inlineBody ? n : 0)
-        guard let p = outReserve(need) else { return -1 }
-        var at = putStatus(p, status, head.reason, head.reasonLen)
-        if let ct = contentType {
-            at &+= copyStatic(p + at, "Content-Type: ")
-            copyShort(p + at, ct, ctLen)
-            at &+= ctLen
+        var at: Int
+        let p: UnsafeMutableRawPointer
+        if status == 200, let ct = contentType, ctLen <= sendCTMax {
+            // The usual answer starts from the loop's prebuilt head, up to
+            // "Content-Length: " (beginStatus's checks for a 200: the state).
+            if pointee.respState != RespState.none { return -1 }
+            markBegin()
+            let prebuilt = loop.sendHeadLength(ct, ctLen, sameType: sameType)
+            guard let q = outReserve(prebuilt &+ 64 &+ (inlineBody ? n : 0)) else { return -1 }
+            p = q
+            pointee.respStatus = 200
+            pointee.respState = RespState.head
+            memcpy(p, loop.pointee.sendHead, prebuilt)
+            at = prebuilt &+ putUInt(p + prebuilt, UInt64(n))
             p.storeBytes(of: 0x0A0D as UInt16, toByteOffset: at, as: UInt16.self)
             at &+= 2
-        }
-        if bodyAllowed {
-            at &+= copyStatic(p + at, "Content-Length: ")
-            at &+= putUInt(p + at, UInt64(n))
-            p.storeBytes(of: 0x0A0D as UInt16, toByteOffset: at, as: UInt16.self)
-            at &+= 2
+        } else {
+            // Status line, Server, Date, Content-Type, Content-Length,
+            // Connection (and a small body).
+            guard let head = beginStatus(status, nil, 0) else { return -1 }
+            let need = head.need &+ (contentType != nil ? 16 &+ ctLen : 0) &+ 64 &+ (inlineBody ? n : 0)
+            guard let q = outReserve(need) else { return -1 }
+            p = q
+            at = putStatus(p, status, head.reason, head.reasonLen)
+            if let ct = contentType {
+                at &+= copyStatic(p + at, "Content-Type: ")
+                copyShort(p + at, ct, ctLen)
+                at &+= ctLen
+                p.storeBytes(of: 0x0A0D as UInt16, toByteOffset: at, as: UInt16.self)
+                at &+= 2
+            }
+            if bodyAllowed {
+                at &+= copyStatic(p + at, "Content-Length: ")
+                at &+= putUInt(p + at, UInt64(n))
+                p.storeBytes(of: 0x0A0D as UInt16, toByteOffset: at, as: UInt16.self)
+                at &+= 2
+            }
         }
         at &+= putConnection(p + at)
         p.storeBytes(of: 0x0A0D as UInt16, toByteOffset: at, as: UInt16.self)
