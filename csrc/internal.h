@@ -354,7 +354,7 @@ static inline void prg_out_commit(prg_conn *c, size_t n) {
 }
 void prg_chunks_release(prg_loop *loop, prg_chunk *k);   /* a whole list of links */
 
-void prg_conn_update_timer(prg_conn *c);        /* put on the list its state calls for */
+static inline void prg_conn_update_timer(prg_conn *c);   /* put on the list its state calls for (below) */
 void prg_timer_remove(prg_conn *c);
 void prg_timers_sweep(prg_loop *loop);           /* 408 late heads, close idle connections */
 void prg_conn_linger(prg_conn *c);               /* shut the write side, discard input until EOF */
@@ -420,7 +420,19 @@ int prg_loop_wait_ms(const prg_loop *loop);     /* how long the engine may block
 void prg_loop_refresh_clocks(prg_loop *loop);   /* Date cache and the timer clock (vDSO, no syscall) */
 void prg_loop_pause_listener(prg_loop *loop);   /* out of a resource: stop accepting for a second */
 void prg_loop_resume_listener(prg_loop *loop);  /* re-arm; if that fails, stays paused and retries a second later */
-void prg_conn_handle_event(prg_conn *c, unsigned events);   /* PRG_EV_* from the engine */
+void prg_conn_handle_events(prg_conn *c, unsigned events);  /* PRG_EV_*, any mix, from the engine */
+/* PRG_EV_* from the engine. Inline for the usual event, input alone (once
+ * per keep-alive request): what prg_conn_handle_events does for it, without
+ * its tests for the others or a call. */
+static inline void prg_conn_handle_event(prg_conn *c, unsigned events) {
+    if (events != PRG_EV_READ) {
+        prg_conn_handle_events(c, events);
+        return;
+    }
+    if (c->flags & CONN_CLOSED) return;   /* closed earlier in this batch */
+    prg_conn_on_readable(c);
+    prg_conn_finish_io(c);
+}
 
 /* Graceful shutdown (loop.c). */
 int64_t prg_monotonic_ms(void);
@@ -431,6 +443,25 @@ int prg_drain_idle_grace_left(const prg_server *s); /* ms idle connections are s
 bool prg_conn_drain_idle(const prg_conn *c);    /* nothing in flight: may be closed at once */
 void prg_loop_drain(prg_loop *loop);            /* event engines, after each batch: close the listener,
                                                    idle connections, all at the deadline; stop when none left */
+
+/* timer.c: prg_conn_update_timer for every case (timer_wanted). */
+void prg_conn_update_timer_slow(prg_conn *c);
+/* The usual call, once per request, inline: a keep-alive connection between
+ * requests, on the idle list with this second's deadline already. With none
+ * of these flags, no owed answer and nothing buffered, timer_wanted says
+ * TIMER_IDLE (raw mode: only while output is pending), so nothing moves.
+ * (On the idle list means its timeout is on: timeout_s is set once, at init;
+ * the deadline is timer.c's deadline_for.) */
+static inline void prg_conn_update_timer(prg_conn *c) {
+    const prg_loop *loop = c->loop;
+    if (c->timer_list == TIMER_IDLE && c->deadline == loop->now + loop->timers[TIMER_IDLE].timeout_s + 1 &&
+        c->in_len == 0 &&
+        !(c->flags & (CONN_CLOSED | CONN_LINGER | CONN_PROXY_PENDING | CONN_STREAMING | CONN_CLOSE_AFTER |
+                      CONN_PAUSED | CONN_BODY_HELD)) &&
+        !c->defer_head && (c->out_bytes || loop->server->cfg.mode == PRG_MODE_HTTP))
+        return;
+    prg_conn_update_timer_slow(c);
+}
 
 /* The first call registers the connection (see read_on_accept); a failed
  * registration closes it. */

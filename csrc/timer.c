@@ -83,9 +83,8 @@ __attribute__((noinline)) static void timer_move(prg_conn *c, int want) {
     if (want != TIMER_NONE) timer_append(c, want);
 }
 
-/* What timer_wanted and the checks below decide, for every call but the
- * usual one. */
-__attribute__((noinline)) static void timer_update(prg_conn *c) {
+/* Every case; the usual one is decided inline first (internal.h). */
+void prg_conn_update_timer_slow(prg_conn *c) {
     prg_loop *loop = c->loop;
     int want = timer_wanted(c);
     if (want != TIMER_NONE && loop->timers[want].timeout_s == 0) want = TIMER_NONE;
@@ -96,22 +95,6 @@ __attribute__((noinline)) static void timer_update(prg_conn *c) {
         if (want != TIMER_IDLE || c->deadline == deadline_for(loop, TIMER_IDLE)) return;
     }
     timer_move(c, want);
-}
-
-void prg_conn_update_timer(prg_conn *c) {
-    const prg_loop *loop = c->loop;
-    /* The usual call, once per request: a keep-alive connection between
-     * requests, on the idle list with this second's deadline already. With
-     * none of these flags, no owed answer and nothing buffered, timer_wanted
-     * says TIMER_IDLE (raw mode: only while output is pending), so nothing
-     * moves; this says so without its walk. (On the idle list means its
-     * timeout is on: timeout_s is set once, at init.) */
-    if (c->timer_list == TIMER_IDLE && c->deadline == deadline_for(loop, TIMER_IDLE) && c->in_len == 0 &&
-        !(c->flags & (CONN_CLOSED | CONN_LINGER | CONN_PROXY_PENDING | CONN_STREAMING | CONN_CLOSE_AFTER |
-                      CONN_PAUSED | CONN_BODY_HELD)) &&
-        !c->defer_head && (c->out_bytes || loop->server->cfg.mode == PRG_MODE_HTTP))
-        return;
-    timer_update(c);
 }
 
 static bool expired(const prg_timer_list *l, uint32_t now) {
