@@ -117,7 +117,7 @@ enum {
     RESP_CHUNKED    = 1u << 1, /* body framed with chunked encoding */
     RESP_NO_BODY    = 1u << 2, /* HEAD request or 1xx/204/304: body bytes not sent */
     RESP_CONN_HDR   = 1u << 3, /* application wrote its own Connection header */
-    RESP_MARKED     = 1u << 4, /* started inside the current callback: resp_mark_* say where */
+    RESP_MARKED     = 1u << 4, /* started inside the current callback: the loop's resp_mark_* say where */
 };
 
 typedef struct prg_loop prg_loop;
@@ -185,18 +185,12 @@ struct prg_conn {
     uint16_t resp_status;
     uint8_t req_keep_alive;     /* 1 = the request asked to keep the connection */
     uint8_t timer_list;         /* TIMER_* (see the timeouts below) */
-    /* Where the response being written began in the send queue (RESP_MARKED):
-     * nothing is flushed during a callback, so prg_response_replace can cut
-     * the queue back to here. NULL chunk: the queue was empty. */
-    uint32_t resp_mark_end;
-    prg_chunk *resp_mark_chunk;
+    uint32_t deadline;          /* loop clock seconds (the timeouts below) */
     int64_t resp_length_left;   /* declared Content-Length minus body written */
 
     /* Timeouts: the connection sits on at most one of the loop's deadline
      * lists (timer_list above), in deadline order. */
     struct prg_conn *timer_prev, *timer_next;
-    uint32_t deadline;          /* loop clock seconds */
-    uint32_t lingered;          /* bytes discarded while lingering */
 
     prg_http_parser parser;
     /* Answers still owed, in request order (offload.c): a deferred
@@ -208,6 +202,7 @@ struct prg_conn {
      * that an idle connection does not carry it. NULL when idle. */
     struct prg_conn_busy *busy;
     prg_address remote;         /* the client: accept's peer, or the PROXY header's source */
+    uint32_t lingered;          /* bytes discarded while lingering */
     /* The engine's per-connection watcher, engine->conn_slot_bytes long
      * (libev: its ev_io, 48 bytes; loop_libev.c checks the size). The
      * other engines add nothing. */
@@ -215,8 +210,10 @@ struct prg_conn {
 };
 /* The idle struct without an engine tail (LP64). Growing it grows every
  * idle connection: move what only a busy connection needs elsewhere first
- * (prg_conn_busy). 248 bytes is one 256-byte malloc chunk. */
-_Static_assert(sizeof(void *) != 8 || sizeof(struct prg_conn) <= 248, "struct prg_conn grew past 248 bytes");
+ * (prg_conn_busy), and what only a callback needs into the loop. 232 bytes
+ * is one 240-byte malloc chunk; with libev's 48-byte ev_io, 280 is one of
+ * 288. */
+_Static_assert(sizeof(void *) != 8 || sizeof(struct prg_conn) <= 232, "struct prg_conn grew past 232 bytes");
 
 /* A connection's busy-only state (conn.c: prg_conn_busy_get, _trim). */
 typedef struct prg_conn_busy {
@@ -318,6 +315,14 @@ struct prg_loop {
     time_t send_head_second;
     char send_ct[PRG_SEND_CT_MAX];
     size_t send_ct_len;
+    /* Where the response being written by resp_mark_conn began in its send
+     * queue (its RESP_MARKED): nothing is flushed during a callback, so
+     * prg_response_replace can cut the queue back to here. NULL chunk: the
+     * queue was empty. In the loop, not each connection: only the connection
+     * in a callback needs it (response.c). */
+    const prg_conn *resp_mark_conn;
+    prg_chunk *resp_mark_chunk;
+    uint32_t resp_mark_end;
 };
 
 struct prg_server {
