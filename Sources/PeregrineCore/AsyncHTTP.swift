@@ -399,7 +399,17 @@ public final class ResponseWriter: @unchecked Sendable {
         if headWritten { throw ResponseWriterError.headAlreadyWritten }
         headWritten = true
         head = response
-        sentStatus = response.status.code
+        sentStatus = statusCode(response)
+    }
+
+    /// `response.status.code` without the `Status` (its getter also copies
+    /// the reason phrase): the status field's three digits.
+    private func statusCode(_ response: HTTPResponse) -> Int {
+        var digits = response.pseudoHeaderFields.status.value
+        return digits.withUTF8 { d in
+            // Always three digits (HTTPResponse checks them when set).
+            d.count == 3 ? Int(d[0] &- 48) * 100 + Int(d[1] &- 48) * 10 + Int(d[2] &- 48) : response.status.code
+        }
     }
 
     /// Copies `bytes` into the response body.
@@ -489,7 +499,7 @@ public final class ResponseWriter: @unchecked Sendable {
         headWritten = true
         headSent = true
         finished = true
-        sentStatus = response.status.code
+        sentStatus = statusCode(response)
         bytesWritten += body.count
         defer { release() }
         var headers: [(name: String, value: String)] = []
@@ -535,11 +545,19 @@ public final class ResponseWriter: @unchecked Sendable {
     /// end (the engine adds the length), in a quarter of the instructions.
     private func sendsWhole(_ head: HTTPResponse, _ code: Int, _ response: Response) -> Bool {
         guard code >= 200 && code != 204 && code != 304 && code <= 999 else { return false }
-        var fields = head.headerFields.makeIterator()
+        // By count and index: an iterator copies the fields (and retains
+        // their storage) and its second `next()` copies again.
+        let fields = head.headerFields
         var contentType: String? = nil
-        if let field = fields.next() {
-            guard field.name.rawName == "Content-Type" && fields.next() == nil else { return false }
+        switch fields.count {
+        case 0:
+            break
+        case 1:
+            let field = fields[fields.startIndex]
+            guard field.name.rawName == "Content-Type" else { return false }
             contentType = field.value
+        default:
+            return false
         }
         let status = Int32(truncatingIfNeeded: code)
         body.withUnsafeBytes { b in
