@@ -909,7 +909,9 @@ final class AsyncWorker: @unchecked Sendable {
                 let writer = next.take()!
                 await writer.run()
             }
-            if Task.isCancelled || executor.handlerParts.retired
+            // Its own handle (set before its first job ran): no lookup of
+            // the current task.
+            if task?.isCancelled ?? true || executor.handlerParts.retired
                 || executor.handlerParts.idle.count >= maxParkedWorkers { break }
             next = await withUnsafeContinuation { c in
                 parked = c
