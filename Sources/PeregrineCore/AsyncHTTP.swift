@@ -60,14 +60,15 @@ extension Request {
                            path: String(decoding: target, as: UTF8.self), headerFields: fields)
     }
 
-    /// As `httpRequest()`, written over `head` (the loop's last one, whose
-    /// scheme is `http` already): a part equal to the last request's is
-    /// kept as it is (no new string, no validation), and when nobody kept
-    /// the last head its storage is reused (no allocation). false where
-    /// `httpRequest()` gives nil.
-    func updateHTTPRequest(_ head: inout HTTPRequest) -> Bool {
+    /// As `httpRequest()`, written over `parts.head` (the loop's last one,
+    /// whose scheme is `http` already): a part equal to the last request's
+    /// is kept as it is (no new string, no validation), and when nobody kept
+    /// the last head its storage is reused (no allocation). The last parts'
+    /// bytes are compared as `parts` keeps them (the head's getters copy
+    /// fields and strings). false where `httpRequest()` gives nil.
+    func updateHTTPRequest(_ parts: inout HandlerParts) -> Bool {
         var newMethod: HTTPRequest.Method? = nil
-        if !sameText(head.method.rawValue, method) {
+        if !parts.method.equals(method) {
             guard let m = httpMethod() else { return false }
             newMethod = m
         }
@@ -82,14 +83,28 @@ extension Request {
             guard let fieldName = HTTPField.Name(String(decoding: name, as: UTF8.self)) else { return false }
             fields.append(HTTPField(name: fieldName, lenientValue: headerValue(at: i)))
         }
-        if let newMethod { head.method = newMethod }
-        if let host {
-            if !sameText(head.authority, host) { head.authority = String(decoding: host, as: UTF8.self) }
-        } else if head.authority != nil {
-            head.authority = nil
+        if let newMethod {
+            parts.head.method = newMethod
+            parts.method.set(method)
         }
-        if !sameText(head.path, target) { head.path = String(decoding: target, as: UTF8.self) }
-        if !(fields.isEmpty && head.headerFields.isEmpty) { head.headerFields = fields }
+        if let host {
+            if !parts.hasAuthority || !parts.authority.equals(host) {
+                parts.head.authority = String(decoding: host, as: UTF8.self)
+                parts.authority.set(host)
+                parts.hasAuthority = true
+            }
+        } else if parts.hasAuthority {
+            parts.head.authority = nil
+            parts.hasAuthority = false
+        }
+        if !parts.path.equals(target) {
+            parts.head.path = String(decoding: target, as: UTF8.self)
+            parts.path.set(target)
+        }
+        if !(fields.isEmpty && !parts.hasFields) {
+            parts.hasFields = !fields.isEmpty
+            parts.head.headerFields = fields
+        }
         return true
     }
 
@@ -103,13 +118,24 @@ extension Request {
     }
 }
 
-/// `text`'s UTF-8 is `bytes` (a stored value equals what these bytes would
-/// give: stored values are valid and legal already).
-@inline(__always)
-private func sameText(_ text: String?, _ bytes: UnsafeRawBufferPointer) -> Bool {
-    guard var text else { return false }
-    return text.withUTF8 { have in
-        have.count == bytes.count && (bytes.isEmpty || memcmp(have.baseAddress!, bytes.baseAddress!, bytes.count) == 0)
+/// The bytes of a part of the loop's last request head (HandlerParts):
+/// what the next request's bytes are compared with.
+struct LastBytes {
+    private var bytes: [UInt8]
+
+    init(_ text: String) { bytes = Array(text.utf8) }
+
+    @inline(__always)
+    func equals(_ other: UnsafeRawBufferPointer) -> Bool {
+        bytes.withUnsafeBytes { have in
+            have.count == other.count && (other.isEmpty || memcmp(have.baseAddress!, other.baseAddress!, other.count) == 0)
+        }
+    }
+
+    /// Kept capacity: no allocation once the longest part was seen.
+    mutating func set(_ other: UnsafeRawBufferPointer) {
+        bytes.removeAll(keepingCapacity: true)
+        bytes.append(contentsOf: other)
     }
 }
 
@@ -399,7 +425,17 @@ public final class ResponseWriter: @unchecked Sendable {
         if headWritten { throw ResponseWriterError.headAlreadyWritten }
         headWritten = true
         head = response
-        sentStatus = response.status.code
+        sentStatus = statusCode(response)
+    }
+
+    /// `response.status.code` without the `Status` (its getter also copies
+    /// the reason phrase): the status field's three digits.
+    private func statusCode(_ response: HTTPResponse) -> Int {
+        var digits = response.pseudoHeaderFields.status.value
+        return digits.withUTF8 { d in
+            // Always three digits (HTTPResponse checks them when set).
+            d.count == 3 ? Int(d[0] &- 48) * 100 + Int(d[1] &- 48) * 10 + Int(d[2] &- 48) : response.status.code
+        }
     }
 
     /// Copies `bytes` into the response body.
@@ -489,7 +525,7 @@ public final class ResponseWriter: @unchecked Sendable {
         headWritten = true
         headSent = true
         finished = true
-        sentStatus = response.status.code
+        sentStatus = statusCode(response)
         bytesWritten += body.count
         defer { release() }
         var headers: [(name: String, value: String)] = []
@@ -535,11 +571,19 @@ public final class ResponseWriter: @unchecked Sendable {
     /// end (the engine adds the length), in a quarter of the instructions.
     private func sendsWhole(_ head: HTTPResponse, _ code: Int, _ response: Response) -> Bool {
         guard code >= 200 && code != 204 && code != 304 && code <= 999 else { return false }
-        var fields = head.headerFields.makeIterator()
+        // By count and index: an iterator copies the fields (and retains
+        // their storage) and its second `next()` copies again.
+        let fields = head.headerFields
         var contentType: String? = nil
-        if let field = fields.next() {
-            guard field.name.rawName == "Content-Type" && fields.next() == nil else { return false }
+        switch fields.count {
+        case 0:
+            break
+        case 1:
+            let field = fields[fields.startIndex]
+            guard field.name.rawName == "Content-Type" else { return false }
             contentType = field.value
+        default:
+            return false
         }
         let status = Int32(truncatingIfNeeded: code)
         body.withUnsafeBytes { b in
@@ -698,7 +742,7 @@ package final class AsyncDispatcher: Sendable {
     /// loop's last one (`Request.updateHTTPRequest`).
     private static func head(of request: Request, on executor: LoopExecutor?) -> HTTPRequest? {
         guard let executor else { return request.httpRequest() }
-        return request.updateHTTPRequest(&executor.handlerParts.head) ? executor.handlerParts.head : nil
+        return request.updateHTTPRequest(&executor.handlerParts) ? executor.handlerParts.head : nil
     }
 
     /// `.streaming`'s head callback for an `.async` application: the body
@@ -794,6 +838,13 @@ struct HandlerParts {
     /// The last request head handed out; the next is written over it
     /// (its scheme is always `http`).
     var head = HTTPRequest(method: .get, scheme: "http", authority: nil, path: "/")
+    /// `head`'s method, authority (when it has one), path as bytes, and
+    /// whether it has fields (`updateHTTPRequest`).
+    var method = LastBytes("GET")
+    var authority = LastBytes("")
+    var hasAuthority = false
+    var path = LastBytes("/")
+    var hasFields = false
     /// Handler tasks parked for the next request, newest last.
     fileprivate var idle: [AsyncWorker] = []
     /// The loop ended: handler tasks end instead of parking.
@@ -858,7 +909,9 @@ final class AsyncWorker: @unchecked Sendable {
                 let writer = next.take()!
                 await writer.run()
             }
-            if Task.isCancelled || executor.handlerParts.retired
+            // Its own handle (set before its first job ran): no lookup of
+            // the current task.
+            if task?.isCancelled ?? true || executor.handlerParts.retired
                 || executor.handlerParts.idle.count >= maxParkedWorkers { break }
             next = await withUnsafeContinuation { c in
                 parked = c

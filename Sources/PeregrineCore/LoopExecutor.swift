@@ -101,7 +101,8 @@ public final class LoopExecutor: TaskExecutor, @unchecked Sendable {
     /// there) now, as this executor; what it queues waits for the batch's end.
     func runQueuedHere(from mark: Int) {
         guard local.count > mark else { return }
-        let job = local.remove(at: mark)
+        // Usually the last one (removeLast moves nothing).
+        let job = mark == local.count - 1 ? local.removeLast() : local.remove(at: mark)
         job.runSynchronously(on: asUnownedTaskExecutor())
     }
 
