@@ -117,7 +117,7 @@ enum {
     RESP_CHUNKED    = 1u << 1, /* body framed with chunked encoding */
     RESP_NO_BODY    = 1u << 2, /* HEAD request or 1xx/204/304: body bytes not sent */
     RESP_CONN_HDR   = 1u << 3, /* application wrote its own Connection header */
-    RESP_MARKED     = 1u << 4, /* started inside the current callback: resp_mark_* say where */
+    RESP_MARKED     = 1u << 4, /* started inside the current callback: the loop's resp_mark_* say where */
 };
 
 typedef struct prg_loop prg_loop;
@@ -185,18 +185,12 @@ struct prg_conn {
     uint16_t resp_status;
     uint8_t req_keep_alive;     /* 1 = the request asked to keep the connection */
     uint8_t timer_list;         /* TIMER_* (see the timeouts below) */
-    /* Where the response being written began in the send queue (RESP_MARKED):
-     * nothing is flushed during a callback, so prg_response_replace can cut
-     * the queue back to here. NULL chunk: the queue was empty. */
-    uint32_t resp_mark_end;
-    prg_chunk *resp_mark_chunk;
+    uint32_t deadline;          /* loop clock seconds (the timeouts below) */
     int64_t resp_length_left;   /* declared Content-Length minus body written */
 
     /* Timeouts: the connection sits on at most one of the loop's deadline
      * lists (timer_list above), in deadline order. */
     struct prg_conn *timer_prev, *timer_next;
-    uint32_t deadline;          /* loop clock seconds */
-    uint32_t lingered;          /* bytes discarded while lingering */
 
     prg_http_parser parser;
     /* Answers still owed, in request order (offload.c): a deferred
@@ -208,6 +202,7 @@ struct prg_conn {
      * that an idle connection does not carry it. NULL when idle. */
     struct prg_conn_busy *busy;
     prg_address remote;         /* the client: accept's peer, or the PROXY header's source */
+    uint32_t lingered;          /* bytes discarded while lingering */
     /* The engine's per-connection watcher, engine->conn_slot_bytes long
      * (libev: its ev_io, 48 bytes; loop_libev.c checks the size). The
      * other engines add nothing. */
@@ -215,8 +210,10 @@ struct prg_conn {
 };
 /* The idle struct without an engine tail (LP64). Growing it grows every
  * idle connection: move what only a busy connection needs elsewhere first
- * (prg_conn_busy). 248 bytes is one 256-byte malloc chunk. */
-_Static_assert(sizeof(void *) != 8 || sizeof(struct prg_conn) <= 248, "struct prg_conn grew past 248 bytes");
+ * (prg_conn_busy), and what only a callback needs into the loop. 232 bytes
+ * is one 240-byte malloc chunk; with libev's 48-byte ev_io, 280 is one of
+ * 288. */
+_Static_assert(sizeof(void *) != 8 || sizeof(struct prg_conn) <= 232, "struct prg_conn grew past 232 bytes");
 
 /* A connection's busy-only state (conn.c: prg_conn_busy_get, _trim). */
 typedef struct prg_conn_busy {
@@ -318,6 +315,14 @@ struct prg_loop {
     time_t send_head_second;
     char send_ct[PRG_SEND_CT_MAX];
     size_t send_ct_len;
+    /* Where the response being written by resp_mark_conn began in its send
+     * queue (its RESP_MARKED): nothing is flushed during a callback, so
+     * prg_response_replace can cut the queue back to here. NULL chunk: the
+     * queue was empty. In the loop, not each connection: only the connection
+     * in a callback needs it (response.c). */
+    const prg_conn *resp_mark_conn;
+    prg_chunk *resp_mark_chunk;
+    uint32_t resp_mark_end;
 };
 
 struct prg_server {
@@ -354,7 +359,7 @@ static inline void prg_out_commit(prg_conn *c, size_t n) {
 }
 void prg_chunks_release(prg_loop *loop, prg_chunk *k);   /* a whole list of links */
 
-void prg_conn_update_timer(prg_conn *c);        /* put on the list its state calls for */
+static inline void prg_conn_update_timer(prg_conn *c);   /* put on the list its state calls for (below) */
 void prg_timer_remove(prg_conn *c);
 void prg_timers_sweep(prg_loop *loop);           /* 408 late heads, close idle connections */
 void prg_conn_linger(prg_conn *c);               /* shut the write side, discard input until EOF */
@@ -420,7 +425,19 @@ int prg_loop_wait_ms(const prg_loop *loop);     /* how long the engine may block
 void prg_loop_refresh_clocks(prg_loop *loop);   /* Date cache and the timer clock (vDSO, no syscall) */
 void prg_loop_pause_listener(prg_loop *loop);   /* out of a resource: stop accepting for a second */
 void prg_loop_resume_listener(prg_loop *loop);  /* re-arm; if that fails, stays paused and retries a second later */
-void prg_conn_handle_event(prg_conn *c, unsigned events);   /* PRG_EV_* from the engine */
+void prg_conn_handle_events(prg_conn *c, unsigned events);  /* PRG_EV_*, any mix, from the engine */
+/* PRG_EV_* from the engine. Inline for the usual event, input alone (once
+ * per keep-alive request): what prg_conn_handle_events does for it, without
+ * its tests for the others or a call. */
+static inline void prg_conn_handle_event(prg_conn *c, unsigned events) {
+    if (events != PRG_EV_READ) {
+        prg_conn_handle_events(c, events);
+        return;
+    }
+    if (c->flags & CONN_CLOSED) return;   /* closed earlier in this batch */
+    prg_conn_on_readable(c);
+    prg_conn_finish_io(c);
+}
 
 /* Graceful shutdown (loop.c). */
 int64_t prg_monotonic_ms(void);
@@ -431,6 +448,25 @@ int prg_drain_idle_grace_left(const prg_server *s); /* ms idle connections are s
 bool prg_conn_drain_idle(const prg_conn *c);    /* nothing in flight: may be closed at once */
 void prg_loop_drain(prg_loop *loop);            /* event engines, after each batch: close the listener,
                                                    idle connections, all at the deadline; stop when none left */
+
+/* timer.c: prg_conn_update_timer for every case (timer_wanted). */
+void prg_conn_update_timer_slow(prg_conn *c);
+/* The usual call, once per request, inline: a keep-alive connection between
+ * requests, on the idle list with this second's deadline already. With none
+ * of these flags, no owed answer and nothing buffered, timer_wanted says
+ * TIMER_IDLE (raw mode: only while output is pending), so nothing moves.
+ * (On the idle list means its timeout is on: timeout_s is set once, at init;
+ * the deadline is timer.c's deadline_for.) */
+static inline void prg_conn_update_timer(prg_conn *c) {
+    const prg_loop *loop = c->loop;
+    if (c->timer_list == TIMER_IDLE && c->deadline == loop->now + loop->timers[TIMER_IDLE].timeout_s + 1 &&
+        c->in_len == 0 &&
+        !(c->flags & (CONN_CLOSED | CONN_LINGER | CONN_PROXY_PENDING | CONN_STREAMING | CONN_CLOSE_AFTER |
+                      CONN_PAUSED | CONN_BODY_HELD)) &&
+        !c->defer_head && (c->out_bytes || loop->server->cfg.mode == PRG_MODE_HTTP))
+        return;
+    prg_conn_update_timer_slow(c);
+}
 
 /* The first call registers the connection (see read_on_accept); a failed
  * registration closes it. */

@@ -226,7 +226,7 @@ void prg_loop_accept_ready(prg_loop *loop) {
     loop->listener_ready = true;
 }
 
-void prg_conn_handle_event(prg_conn *c, unsigned ev) {
+void prg_conn_handle_events(prg_conn *c, unsigned ev) {
     if (c->flags & CONN_CLOSED) return;   /* closed earlier in this batch */
     if (ev & PRG_EV_ERROR) {
         prg_conn_close_now(c, PRG_CLOSE_ERROR);

@@ -3,12 +3,15 @@
  * select backend (prg_config.libev_backend), so each is a real mode that can
  * be measured. Level-triggered, like the epoll engine's level mode:
  *
- *  - one ev_loop per prg_loop, driven by our own while (!stop) loop with
- *    ev_run(EVRUN_ONCE), or EVRUN_NOWAIT while work is left over from the
- *    last batch (ready list, listener backlog: prg_loop_wait_ms() == 0);
- *  - an ev_check at the highest priority refreshes the clocks after libev
- *    has polled and before any I/O callback runs; prg_loop_end_batch runs
- *    after each ev_run returns;
+ *  - one ev_loop per prg_loop, run by ev_run(0) while nothing is left
+ *    over, or by ev_run(EVRUN_NOWAIT) while work is left over from the last
+ *    batch (ready list, listener backlog: prg_loop_wait_ms() == 0);
+ *  - libev's invoke-pending hook (on_invoke) is where a batch happens: after
+ *    each poll it refreshes the clocks, runs the I/O callbacks
+ *    (ev_invoke_pending), then prg_loop_end_batch and prg_loop_drain, and
+ *    arms the tick for the next poll. No ev_check or ev_prepare watcher and
+ *    no ev_run call per iteration: each of those is a feed, an invoke or a
+ *    call into libev per poll, for what this hook does in place;
  *  - a 1 s repeating ev_timer, running only while a timeout is pending, wakes
  *    the loop for the Date header and the timeout sweep (timer.c's lists);
  *  - an ev_io on our own eventfd is the thread-safe, async-signal-safe
@@ -77,8 +80,10 @@ typedef struct libev_state {
     ev_io listener;    /* the loop's own SO_REUSEPORT listener */
     ev_io wake;        /* loop->wake_fd (our eventfd): prg_server_stop, from any thread */
     ev_timer tick;     /* 1 s, while a timeout is pending */
-    ev_check clocks;   /* after polling, before the I/O callbacks */
+    unsigned polled;   /* ev_iteration() at the last batch (on_invoke) */
 } libev_state;
+
+static void on_invoke(struct ev_loop *ev);
 
 static ev_io *conn_watcher(prg_conn *c) { return (ev_io *)(void *)c->engine_slot; }
 
@@ -116,12 +121,6 @@ static void on_tick(struct ev_loop *ev, ev_timer *w, int revents) {
     (void)revents;
 }
 
-static void on_check(struct ev_loop *ev, ev_check *w, int revents) {
-    (void)ev;
-    (void)revents;
-    prg_loop_refresh_clocks(w->data);
-}
-
 static void on_conn(struct ev_loop *ev, ev_io *w, int revents) {
     (void)ev;
     unsigned events = 0;
@@ -141,7 +140,6 @@ static void libev_destroy(prg_loop *loop) {
         ev_io_stop(st->ev, &st->listener);
         ev_io_stop(st->ev, &st->wake);
         ev_timer_stop(st->ev, &st->tick);
-        ev_check_stop(st->ev, &st->clocks);
         ev_loop_destroy(st->ev);
     }
     if (loop->wake_fd >= 0) close(loop->wake_fd);
@@ -187,10 +185,9 @@ static int libev_init(prg_loop *loop) {
 
     ev_timer_init(&st->tick, on_tick, 1.0, 1.0);
 
-    ev_check_init(&st->clocks, on_check);
-    ev_set_priority(&st->clocks, EV_MAXPRI);   /* before any I/O callback of the iteration */
-    st->clocks.data = loop;
-    ev_check_start(st->ev, &st->clocks);
+    ev_set_userdata(st->ev, loop);
+    ev_set_invoke_pending_cb(st->ev, on_invoke);
+    st->polled = ev_iteration(st->ev);
     return 0;
 }
 
@@ -206,23 +203,52 @@ static void libev_wake(prg_loop *loop) {
     }
 }
 
+/* The tick runs only while a timeout is pending (as epoll_wait's 1000 ms
+ * timeout does): an idle server sleeps. */
+static void arm_tick(prg_loop *loop, libev_state *st, int wait_ms) {
+    if (wait_ms > 0 && loop->draining) {
+        /* Graceful shutdown: the deadline may come before the tick. */
+        ev_timer_stop(st->ev, &st->tick);
+        ev_timer_set(&st->tick, wait_ms < 1000 ? wait_ms / 1000.0 : 1.0, 1.0);
+        ev_timer_start(st->ev, &st->tick);
+    } else if (wait_ms > 0 && !ev_is_active(&st->tick)) ev_timer_start(st->ev, &st->tick);
+    else if (wait_ms < 0 && ev_is_active(&st->tick)) ev_timer_stop(st->ev, &st->tick);
+}
+
+/* libev calls this in place of ev_invoke_pending: once when ev_run starts
+ * (nothing polled yet: only what is pending, normally nothing) and once after
+ * every poll, which is one batch, as one epoll_wait is in the epoll engine. */
+static void on_invoke(struct ev_loop *ev) {
+    prg_loop *loop = ev_userdata(ev);
+    libev_state *st = loop->engine_state;
+    unsigned polled = ev_iteration(ev);   /* counts the polls */
+    if (polled == st->polled) {
+        ev_invoke_pending(ev);
+        return;
+    }
+    st->polled = polled;
+    prg_loop_refresh_clocks(loop);   /* after the poll, before any callback */
+    ev_invoke_pending(ev);
+    prg_loop_end_batch(loop);
+    prg_loop_drain(loop);
+    if (atomic_load_explicit(&loop->stop, memory_order_acquire)) {
+        ev_break(ev, EVBREAK_ALL);
+        return;
+    }
+    int wait_ms = prg_loop_wait_ms(loop);
+    /* Left-over work: back to libev_run, which polls without blocking. */
+    if (wait_ms == 0) ev_break(ev, EVBREAK_ONE);
+    else arm_tick(loop, st, wait_ms);
+}
+
 static void libev_run(prg_loop *loop) {
     libev_state *st = loop->engine_state;
     while (!atomic_load_explicit(&loop->stop, memory_order_acquire)) {
         int wait_ms = prg_loop_wait_ms(loop);
-        /* The tick runs only while a timeout is pending (as epoll_wait's
-         * 1000 ms timeout does): an idle server sleeps. */
-        if (wait_ms > 0 && loop->draining) {
-            /* Graceful shutdown: the deadline may come before the tick. */
-            ev_timer_stop(st->ev, &st->tick);
-            ev_timer_set(&st->tick, wait_ms < 1000 ? wait_ms / 1000.0 : 1.0, 1.0);
-            ev_timer_start(st->ev, &st->tick);
-        } else if (wait_ms > 0 && !ev_is_active(&st->tick)) ev_timer_start(st->ev, &st->tick);
-        else if (wait_ms < 0 && ev_is_active(&st->tick)) ev_timer_stop(st->ev, &st->tick);
-        /* Left-over work: poll without blocking, then do it in end_batch. */
-        ev_run(st->ev, wait_ms == 0 ? EVRUN_NOWAIT : EVRUN_ONCE);
-        prg_loop_end_batch(loop);
-        prg_loop_drain(loop);
+        arm_tick(loop, st, wait_ms);
+        /* Until on_invoke breaks out: stop, or left-over work (wait_ms 0),
+         * polled for once without blocking and done in that batch. */
+        ev_run(st->ev, wait_ms == 0 ? EVRUN_NOWAIT : 0);
     }
 }
 
@@ -246,13 +272,8 @@ static void libev_unwatch(prg_conn *c) {
     c->registered = 0;
 }
 
-static void libev_update_interest(prg_conn *c) {
-    int want = 0;
-    /* The same condition as the epoll engine's level mode. */
-    if ((c->flags & CONN_LINGER) || !(c->flags & (CONN_PAUSED | CONN_READ_EOF | CONN_CLOSE_AFTER | CONN_BODY_HELD)))
-        want |= EV_READ;
-    if (c->out_bytes) want |= EV_WRITE;
-    if ((uint32_t)want == c->registered) return;   /* steady state: no libev call */
+/* Out of line: the usual call (nothing changed) then saves no registers. */
+__attribute__((noinline)) static void libev_rearm(prg_conn *c, int want) {
     libev_state *st = c->loop->engine_state;
     ev_io *w = conn_watcher(c);
     /* libev changes a started watcher's events only by stop, set, start; the
@@ -263,6 +284,15 @@ static void libev_update_interest(prg_conn *c) {
         ev_io_start(st->ev, w);
     }
     c->registered = (uint32_t)want;
+}
+
+static void libev_update_interest(prg_conn *c) {
+    int want = 0;
+    /* The same condition as the epoll engine's level mode. */
+    if ((c->flags & CONN_LINGER) || !(c->flags & (CONN_PAUSED | CONN_READ_EOF | CONN_CLOSE_AFTER | CONN_BODY_HELD)))
+        want |= EV_READ;
+    if (c->out_bytes) want |= EV_WRITE;
+    if ((uint32_t)want != c->registered) libev_rearm(c, want);   /* steady state: no libev call */
 }
 
 /* Out of descriptors (loop.c pauses accepting for a second), then back. On

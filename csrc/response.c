@@ -229,8 +229,9 @@ static inline size_t begin_status(prg_conn *c, int status, const char **reason, 
         return 0;
     }
     if (c->flags & CONN_IN_CALLBACK) {
-        c->resp_mark_chunk = c->out_tail;
-        c->resp_mark_end = c->out_tail ? c->out_tail->end : 0;
+        loop->resp_mark_conn = c;
+        loop->resp_mark_chunk = c->out_tail;
+        loop->resp_mark_end = c->out_tail ? c->out_tail->end : 0;
         c->resp_flags |= RESP_MARKED;
     }
     if (!*reason) return loop->head_200_len;
@@ -505,16 +506,17 @@ int prg_send(prg_conn *c, int status, const char *content_type, size_t content_t
 int prg_response_status(const prg_conn *c) { return c->resp_status; }
 
 int prg_response_replace(prg_conn *c, int status) {
+    const prg_loop *loop = c->loop;
     if ((c->flags & (CONN_CLOSED | CONN_IN_CALLBACK)) != CONN_IN_CALLBACK || !(c->resp_flags & RESP_MARKED) ||
-        status < 400 || status > 599)
+        loop->resp_mark_conn != c || status < 400 || status > 599)
         return -1;
     /* Cut the send queue back to where the response began. */
-    prg_chunk *keep = c->resp_mark_chunk;
+    prg_chunk *keep = loop->resp_mark_chunk;
     prg_chunk *cut = keep ? keep->next : c->out_head;
     size_t removed = 0;
     if (keep) {
-        removed = keep->end - c->resp_mark_end;
-        keep->end = c->resp_mark_end;
+        removed = keep->end - loop->resp_mark_end;
+        keep->end = loop->resp_mark_end;
         keep->next = NULL;
         c->out_tail = keep;
     } else {

@@ -83,7 +83,8 @@ __attribute__((noinline)) static void timer_move(prg_conn *c, int want) {
     if (want != TIMER_NONE) timer_append(c, want);
 }
 
-void prg_conn_update_timer(prg_conn *c) {
+/* Every case; the usual one is decided inline first (internal.h). */
+void prg_conn_update_timer_slow(prg_conn *c) {
     prg_loop *loop = c->loop;
     int want = timer_wanted(c);
     if (want != TIMER_NONE && loop->timers[want].timeout_s == 0) want = TIMER_NONE;
