@@ -5,7 +5,7 @@
  * each check allows [timeout, timeout + 2.5 s) for scheduling under load.
  *
  *  - header timeout: partial heads get 408 in the order they began (a head
- *    begun 1.2 s later expires a sweep later), with Connection: close
+ *    begun 2.2 s later expires at a later sweep), with Connection: close
  *  - idle timeout: an idle keep-alive connection is closed quietly; a body
  *    that stopped arriving gets 408
  *  - a timeout of 0 is off: nothing fires
@@ -39,18 +39,22 @@ static int first_readable(th_client *a, th_client *b, int ms, int *both) {
 
 static void test_head_timeouts_in_order(const th_engine *e) {
     th_case = "head timeouts in order";
-    prg_server *s = start(e, 1, 0);
+    /* Deadlines are whole loop-clock seconds. Heads begun 1.2 s apart can
+     * get deadlines one second apart, and then a sweep a few ms late (a
+     * loaded machine) expires both at once. 2.2 s apart their deadlines are
+     * at least two seconds apart; a 3 s timeout keeps both on the list. */
+    prg_server *s = start(e, 3, 0);
     int port = prg_server_port(s);
     th_client *a = th_connect(port), *b = th_connect(port);
     int64_t t0 = th_now_ms();
     th_send(a, "GET /a HTTP/1.1\r\nHo");
-    usleep(1200 * 1000);
+    usleep(2200 * 1000);
     th_send(b, "GET /b HTTP/1.1\r\nHo");
     int both = 0;
     int first = first_readable(a, b, 5000, &both);
     int64_t took = th_now_ms() - t0;
     CHECK(first == 0 && !both, "a (begun first) expires alone first: first=%d both=%d", first, both);
-    CHECK(took >= 900 && took < 3500, "a's 408 after %lld ms (timeout 1 s)", (long long)took);
+    CHECK(took >= 2900 && took < 5500, "a's 408 after %lld ms (timeout 3 s)", (long long)took);
     th_response r;
     CHECK(th_read_response(a, &r) == 0 && r.status == 408, "a: 408, got %d", r.status);
     char v[32];
@@ -58,7 +62,7 @@ static void test_head_timeouts_in_order(const th_engine *e) {
     CHECK(th_closed(a), "a closed after its 408");
     CHECK(th_read_response(b, &r) == 0 && r.status == 408, "b: 408 later, got %d", r.status);
     took = th_now_ms() - t0;
-    CHECK(took >= 2000, "b's 408 only after its own timeout: %lld ms", (long long)took);
+    CHECK(took >= 5100, "b's 408 only after its own timeout: %lld ms", (long long)took);
     th_close(a);
     th_close(b);
     th_stop(s);
