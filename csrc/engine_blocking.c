@@ -53,6 +53,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -117,9 +118,68 @@ static unsigned prg_events(short revents) {
     return out;
 }
 
+/* ------------------------------------------------------- deferred answers
+ *
+ * Each context (the blocking engine's loop, each threaded worker) has a
+ * mailbox as the event loops do (offload.c): an eventfd the producers write,
+ * created with the context and reused by all its connections. While an
+ * answer is owed the thread waits in poll on its client and that eventfd
+ * together (and the tick: the handler timeout's sweep), and writes what was
+ * posted on its own thread with the ordinary writer. A connection that never
+ * defers never looks at it. */
+
+/* Returns 0 or -errno; on failure mailbox_close undoes what was done. */
+static int mailbox_open(prg_loop *loop) {
+    loop->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (loop->wake_fd < 0) return -errno;
+    return prg_offload_loop_init(loop);
+}
+
+static void mailbox_close(prg_loop *loop) {
+    prg_offload_loop_close(loop);   /* before the fd closes: late answers are refused */
+    if (loop->wake_fd >= 0) close(loop->wake_fd);
+    loop->wake_fd = -1;
+}
+
+/* Writes what producers posted (this thread). The eventfd's count is reset
+ * first, so a post that comes after wakes the next poll. */
+static void mailbox_drain(prg_loop *loop) {
+    uint64_t v;
+    /* EAGAIN: nothing counted (a post already drained). Drained regardless,
+     * so the result changes nothing. */
+    ssize_t r = read(loop->wake_fd, &v, sizeof v);
+    (void)r;
+    prg_offload_drain(loop);
+}
+
+/* One wait while answers are owed: the client (reading while the connection
+ * reads, as the event engines watch it; pipelined requests are answered
+ * behind the owed ones), output it has not taken, and the mailbox. */
+static void serve_owed(prg_conn *c) {
+    prg_loop *loop = c->loop;
+    bool reading = !(c->flags & (CONN_PAUSED | CONN_READ_EOF | CONN_CLOSE_AFTER | CONN_BODY_HELD));
+    struct pollfd p[2] = {
+        {.fd = c->fd, .events = (short)((reading ? POLLIN | POLLRDHUP : 0) | (c->out_bytes ? POLLOUT : 0)), .revents = 0},
+        {.fd = loop->wake_fd, .events = POLLIN, .revents = 0},
+    };
+    int n = poll(p, 2, TICK_SECONDS * 1000);
+    prg_loop_refresh_clocks(loop);
+    if (stopping(loop)) {
+        prg_conn_close_now(c, PRG_CLOSE_SHUTDOWN);   /* the producers hear PEER_GONE */
+        return;
+    }
+    if (n <= 0) return;   /* the tick (the sweep runs at the batch's end), or EINTR */
+    if (p[1].revents) mailbox_drain(loop);
+    if (p[0].revents) prg_conn_handle_event(c, prg_events(p[0].revents));   /* a no-op if the drain closed it */
+}
+
 /* One wait on the client and what comes of it. */
 static void serve_step(prg_conn *c) {
     prg_loop *loop = c->loop;
+    if (c->defer_head) {
+        serve_owed(c);
+        return;
+    }
     bool lingering = (c->flags & CONN_LINGER) != 0;
     bool reading = lingering || !(c->flags & (CONN_PAUSED | CONN_READ_EOF | CONN_CLOSE_AFTER));
     if (c->out_bytes == 0 && !lingering) {
@@ -156,15 +216,20 @@ static void serve_step(prg_conn *c) {
  * answered with Connection: close) until done or the deadline. Each wait
  * returns at least once a tick, so both are seen within a second. */
 static void serve_connection(prg_loop *loop) {
+    bool deferred = false;
     while (loop->live) {
         prg_conn *c = loop->live;
         if (!loop->draining && draining(loop)) loop->draining = true;
+        deferred |= c->defer_head != NULL;
         if (stopping(loop) ||
             (loop->draining && (prg_conn_drain_idle(c) || prg_drain_expired(loop->server))))
             prg_conn_close_now(c, PRG_CLOSE_SHUTDOWN);
         else serve_step(c);
         prg_loop_end_batch(loop);   /* ready list, timeouts, freeing */
     }
+    /* Ops posted before the close (refused from then on) are dropped now,
+     * not kept until the context's next deferral. */
+    if (deferred) mailbox_drain(loop);
 }
 
 /* ------------------------------------------------------------- blocking */
@@ -181,7 +246,8 @@ static int blocking_init(prg_loop *loop) {
     atomic_init(&st->waking, 0);
     loop->engine_state = st;
     loop->one_request = loop->server->cfg.mode == PRG_MODE_HTTP;
-    return listener_to_blocking(loop);
+    int rc = mailbox_open(loop);   /* undone by blocking_destroy on failure */
+    return rc != 0 ? rc : listener_to_blocking(loop);
 }
 
 static void blocking_run(prg_loop *loop) {
@@ -219,6 +285,7 @@ static void blocking_wake(prg_loop *loop) {
 }
 
 static void blocking_destroy(prg_loop *loop) {
+    mailbox_close(loop);
     free(loop->engine_state);
     loop->engine_state = NULL;
 }
@@ -304,7 +371,8 @@ static worker *worker_new(prg_loop *acceptor, threaded_state *st) {
     loop->listen_fd = loop->epfd = loop->wake_fd = loop->reserve_fd = -1;
     loop->nodelay_inherited = acceptor->nodelay_inherited;   /* its connections come from the acceptor's listener */
     atomic_init(&loop->stop, 0);   /* unused: workers watch the acceptor's */
-    if (prg_loop_init_context(loop) != 0) {
+    if (prg_loop_init_context(loop) != 0 || mailbox_open(loop) != 0) {
+        mailbox_close(loop);
         prg_loop_free_context(loop);
         free(w);
         return NULL;
@@ -315,6 +383,7 @@ static worker *worker_new(prg_loop *acceptor, threaded_state *st) {
 }
 
 static void worker_free(worker *w) {
+    mailbox_close(&w->loop);
     prg_loop_free_context(&w->loop);
     free(w);
 }
