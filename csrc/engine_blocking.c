@@ -164,8 +164,11 @@ static void serve_owed(prg_conn *c) {
     };
     int n = poll(p, 2, TICK_SECONDS * 1000);
     prg_loop_refresh_clocks(loop);
-    if (stopping(loop)) {
-        prg_conn_close_now(c, PRG_CLOSE_SHUTDOWN);   /* the producers hear PEER_GONE */
+    /* Stop, or the threaded acceptor's shutdown at the drain deadline: read
+     * as the shutdown it is, not as the client's EOF (the producers hear
+     * PEER_GONE once, from the close). */
+    if (stopping(loop) || (draining(loop) && prg_drain_expired(loop->server))) {
+        prg_conn_close_now(c, PRG_CLOSE_SHUTDOWN);
         return;
     }
     if (n <= 0) return;   /* the tick (the sweep runs at the batch's end), or EINTR */
