@@ -154,12 +154,19 @@ static void mailbox_drain(prg_loop *loop) {
 
 /* One wait while answers are owed: the client (reading while the connection
  * reads, as the event engines watch it; pipelined requests are answered
- * behind the owed ones), output it has not taken, and the mailbox. */
+ * behind the owed ones), output it has not taken, and the mailbox. A
+ * connection that reads no more (the blocking engine's every answer closes)
+ * still watches for the client's FIN: its producers hear of it as they would
+ * from an EOF read, so a handler is not left working for nobody. */
 static void serve_owed(prg_conn *c) {
     prg_loop *loop = c->loop;
     bool reading = !(c->flags & (CONN_PAUSED | CONN_READ_EOF | CONN_CLOSE_AFTER | CONN_BODY_HELD));
+    /* (Only once nothing more will be read: a paused connection's unread
+     * requests before the FIN are still to be served.) */
+    bool fin_only = (c->flags & (CONN_CLOSE_AFTER | CONN_READ_EOF)) == CONN_CLOSE_AFTER;
+    short watch = reading ? POLLIN | POLLRDHUP : fin_only ? POLLRDHUP : 0;
     struct pollfd p[2] = {
-        {.fd = c->fd, .events = (short)((reading ? POLLIN | POLLRDHUP : 0) | (c->out_bytes ? POLLOUT : 0)), .revents = 0},
+        {.fd = c->fd, .events = (short)(watch | (c->out_bytes ? POLLOUT : 0)), .revents = 0},
         {.fd = loop->wake_fd, .events = POLLIN, .revents = 0},
     };
     int n = poll(p, 2, TICK_SECONDS * 1000);
@@ -173,6 +180,12 @@ static void serve_owed(prg_conn *c) {
     }
     if (n <= 0) return;   /* the tick (the sweep runs at the batch's end), or EINTR */
     if (p[1].revents) mailbox_drain(loop);
+    /* (A reset or a full hang-up closes it below: that tells them.) */
+    if (fin_only && (p[0].revents & (POLLRDHUP | POLLHUP | POLLERR)) == POLLRDHUP && !(c->flags & CONN_CLOSED)) {
+        c->flags |= CONN_READ_EOF;   /* watched once: the next poll leaves it out */
+        prg_offload_peer_finished(c);
+        p[0].revents &= (short)~POLLRDHUP;
+    }
     if (p[0].revents) prg_conn_handle_event(c, prg_events(p[0].revents));   /* a no-op if the drain closed it */
 }
 

@@ -5,6 +5,9 @@
  *
  *  - the client resets mid-stream: on_writable runs once, the state is
  *    PEER_GONE, writes and the end are refused with -ECONNRESET
+ *  - the client half-closes mid-stream: on_writable runs once (also where
+ *    the connection reads no more, as the blocking engine's), the stream
+ *    goes on to its end, then the connection closes
  *  - graceful shutdown with a stream open that ends before the deadline:
  *    the client gets the whole stream, then the close; the server ends
  *  - graceful shutdown with a stream that never ends: at the deadline the
@@ -83,6 +86,30 @@ static void test_client_resets(const th_engine *e) {
     th_stop(s);
 }
 
+static void test_client_half_closes(const th_engine *e) {
+    th_case = "client half-closes mid-stream";
+    th_client *c;
+    prg_deferred *d;
+    prg_server *s = open_stream(e, &c, &d);
+    CHECK(shutdown(c->fd, SHUT_WR) == 0, "shutdown");
+    /* The producer hears it (it may stop working), but the client still
+     * reads: the stream goes on to its end, then the connection closes. */
+    int64_t until = th_now_ms() + 5000;
+    while (atomic_load(&g_woken) == 0 && th_now_ms() < until) usleep(1000);
+    CHECK(atomic_load(&g_woken) == 1, "on_writable ran once, ran %d times", atomic_load(&g_woken));
+    CHECK(prg_stream_state(d) == PRG_STREAM_HEADED, "still headed: %d", prg_stream_state(d));
+    CHECK(prg_stream_write(d, "second", 6) == 0, "a write after the half-close");
+    CHECK(prg_stream_end(d) == 0, "end");
+    prg_deferred_release(d);
+    CHECK(read_until(c, "6\r\nsecond\r\n0\r\n\r\n"), "the rest of the stream");
+    const char *end = memmem(c->buf, c->len, "0\r\n\r\n", 5);
+    CHECK(end && (size_t)(end + 5 - c->buf) == c->len, "nothing after the stream");
+    c->len = 0;
+    CHECK(th_closed(c), "then the close");
+    th_close(c);
+    th_stop(s);
+}
+
 static void test_shutdown_stream_ends(const th_engine *e) {
     th_case = "graceful shutdown, the stream ends";
     th_client *c;
@@ -145,6 +172,7 @@ int main(void) {
         const th_engine *e = &th_all_engines[i];
         fprintf(stderr, "stream_end: %s\n", e->name);
         test_client_resets(e);
+        test_client_half_closes(e);
         test_shutdown_stream_ends(e);
         test_shutdown_deadline(e);
         test_stop(e);
