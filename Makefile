@@ -95,7 +95,7 @@ test-asan:
 	ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 swift test --skip-build --sanitize=address \
 	  --scratch-path .build-asan --disable-swift-testing
 
-TSAN_TESTS = testTwoThreadsEightClients|testAcceptStormOf300Connections|testConnectionIdsAreUniqueAcrossLoops|testStopWithLiveConnections|testEchoEightMiBSlowReaderBoundedMemory|ShutdownTests|OffloadTests
+TSAN_TESTS = testTwoThreadsEightClients|testAcceptStormOf300Connections|testConnectionIdsAreUniqueAcrossLoops|testStopWithLiveConnections|testEchoEightMiBSlowReaderBoundedMemory|ShutdownTests|OffloadTests|StreamShutdownTests|ResponseStreamTests|testWriterSuspendsAtTheHighWatermark|testClientLeavingCancelsTheTask
 test-tsan:
 	swift build --build-tests --sanitize=thread --scratch-path .build-tsan
 	TSAN_OPTIONS=halt_on_error=1 swift test --skip-build --sanitize=thread --scratch-path .build-tsan \
