@@ -1,5 +1,7 @@
 /*
  * engine_blocking.c: the classic baseline engines, on blocking sockets.
+ * Both defer answers as the event engines do (offload.c): see "deferred
+ * answers" below.
  *
  *  blocking  One client at a time: a loop of blocking accepts, and each
  *            connection is served to its end before the next accept. HTTP:

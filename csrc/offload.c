@@ -1,6 +1,8 @@
 /*
- * offload.c: answers that come later, from another thread (the epoll and
- * libev engines), as one response-stream model.
+ * offload.c: answers that come later, from another thread (every engine:
+ * the epoll and libev loops, and each blocking or threaded context, whose
+ * thread polls its client and its mailbox while an answer is owed; see
+ * engine_blocking.c), as one response-stream model.
  *
  * Every deferred handle is a response stream: a state machine
  *     OPEN --head--> HEADED --write*--> HEADED --end--> ENDED
