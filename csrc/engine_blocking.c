@@ -124,17 +124,30 @@ static unsigned prg_events(short revents) {
  *
  * Each context (the blocking engine's loop, each threaded worker) has a
  * mailbox as the event loops do (offload.c): an eventfd the producers write,
- * created with the context and reused by all its connections. While an
+ * made at the context's first prg_defer and reused by all its connections
+ * after (a context that never defers holds no descriptor for it). While an
  * answer is owed the thread waits in poll on its client and that eventfd
  * together (and the tick: the handler timeout's sweep), and writes what was
  * posted on its own thread with the ordinary writer. A connection that never
  * defers never looks at it. */
 
-/* Returns 0 or -errno; on failure mailbox_close undoes what was done. */
+static const prg_engine_ops worker_ops;
+
+static void mailbox_close(prg_loop *loop);
+
+/* Returns 0 or -errno; on failure nothing is left open. */
 static int mailbox_open(prg_loop *loop) {
     loop->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (loop->wake_fd < 0) return -errno;
-    return prg_offload_loop_init(loop);
+    int rc = prg_offload_loop_init(loop);
+    if (rc != 0) mailbox_close(loop);
+    return rc;
+}
+
+struct prg_mailbox *prg_blocking_mailbox(prg_loop *loop) {
+    if (loop->engine != &prg_engine_blocking && loop->engine != &worker_ops) return NULL;
+    if (!loop->mailbox && mailbox_open(loop) != 0) return NULL;
+    return loop->mailbox;
 }
 
 static void mailbox_close(prg_loop *loop) {
@@ -146,6 +159,7 @@ static void mailbox_close(prg_loop *loop) {
 /* Writes what producers posted (this thread). The eventfd's count is reset
  * first, so a post that comes after wakes the next poll. */
 static void mailbox_drain(prg_loop *loop) {
+    if (loop->wake_fd < 0) return;   /* none made yet: nothing was posted */
     uint64_t v;
     /* EAGAIN: nothing counted (a post already drained). Drained regardless,
      * so the result changes nothing. */
@@ -264,8 +278,7 @@ static int blocking_init(prg_loop *loop) {
     atomic_init(&st->waking, 0);
     loop->engine_state = st;
     loop->one_request = loop->server->cfg.mode == PRG_MODE_HTTP;
-    int rc = mailbox_open(loop);   /* undone by blocking_destroy on failure */
-    return rc != 0 ? rc : listener_to_blocking(loop);
+    return listener_to_blocking(loop);
 }
 
 static void blocking_run(prg_loop *loop) {
@@ -357,8 +370,6 @@ struct threaded_state {
     int threads;                 /* started and not yet joined (acceptor only) */
 };
 
-static const prg_engine_ops worker_ops;
-
 static int threaded_init(prg_loop *loop) {
     threaded_state *st = calloc(1, sizeof *st);
     if (!st) return -ENOMEM;
@@ -389,8 +400,7 @@ static worker *worker_new(prg_loop *acceptor, threaded_state *st) {
     loop->listen_fd = loop->epfd = loop->wake_fd = loop->reserve_fd = -1;
     loop->nodelay_inherited = acceptor->nodelay_inherited;   /* its connections come from the acceptor's listener */
     atomic_init(&loop->stop, 0);   /* unused: workers watch the acceptor's */
-    if (prg_loop_init_context(loop) != 0 || mailbox_open(loop) != 0) {
-        mailbox_close(loop);
+    if (prg_loop_init_context(loop) != 0) {
         prg_loop_free_context(loop);
         free(w);
         return NULL;

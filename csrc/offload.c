@@ -445,6 +445,7 @@ bool prg_offload_may_continue(const prg_conn *c) {
 
 prg_deferred *prg_defer(prg_conn *c) {
     prg_mailbox *mb = c->loop->mailbox;
+    if (!mb) mb = prg_blocking_mailbox(c->loop);   /* a blocking context's first deferral (NULL: none, or no fd) */
     if (!mb || !(c->flags & CONN_IN_CALLBACK) || (c->flags & CONN_CLOSED) || c->resp_state != RESP_NONE)
         return NULL;
     if (!prg_conn_busy_get(c)) return NULL;   /* freed again with the connection or the next trim */
