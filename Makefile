@@ -66,7 +66,7 @@ cwarn:
 # the connection, response writer, offload and timer state machines against a
 # real server from the whole C core over loopback (Tests/CTests/harness.h),
 # under ASan (LSan on) and UBSan.
-C_STATE_TESTS = test_conn test_response test_send_head test_offload test_stream test_defer_body test_tick test_timer test_idle_restart
+C_STATE_TESTS = test_conn test_response test_send_head test_offload test_stream test_stream_end test_defer_body test_tick test_timer test_idle_restart
 test-c:
 	@mkdir -p $(BUILD_TMP)
 	$(CC_STRICT) $(CWARN) $(SAN) -Icsrc/include csrc/http1.c Tests/CTests/test_http1.c -o $(BUILD_TMP)/test_http1
@@ -95,7 +95,7 @@ test-asan:
 	ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 swift test --skip-build --sanitize=address \
 	  --scratch-path .build-asan --disable-swift-testing
 
-TSAN_TESTS = testTwoThreadsEightClients|testAcceptStormOf300Connections|testConnectionIdsAreUniqueAcrossLoops|testStopWithLiveConnections|testEchoEightMiBSlowReaderBoundedMemory|ShutdownTests|OffloadTests
+TSAN_TESTS = testTwoThreadsEightClients|testAcceptStormOf300Connections|testConnectionIdsAreUniqueAcrossLoops|testStopWithLiveConnections|testEchoEightMiBSlowReaderBoundedMemory|ShutdownTests|OffloadTests|StreamShutdownTests|ResponseStreamTests|testWriterSuspendsAtTheHighWatermark|testClientLeavingCancelsTheTask
 test-tsan:
 	swift build --build-tests --sanitize=thread --scratch-path .build-tsan
 	TSAN_OPTIONS=halt_on_error=1 swift test --skip-build --sanitize=thread --scratch-path .build-tsan \

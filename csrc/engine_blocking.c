@@ -1,5 +1,7 @@
 /*
  * engine_blocking.c: the classic baseline engines, on blocking sockets.
+ * Both defer answers as the event engines do (offload.c): see "deferred
+ * answers" below.
  *
  *  blocking  One client at a time: a loop of blocking accepts, and each
  *            connection is served to its end before the next accept. HTTP:
@@ -53,6 +55,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -117,9 +120,98 @@ static unsigned prg_events(short revents) {
     return out;
 }
 
+/* ------------------------------------------------------- deferred answers
+ *
+ * Each context (the blocking engine's loop, each threaded worker) has a
+ * mailbox as the event loops do (offload.c): an eventfd the producers write,
+ * made at the context's first prg_defer and reused by all its connections
+ * after (a context that never defers holds no descriptor for it). While an
+ * answer is owed the thread waits in poll on its client and that eventfd
+ * together (and the tick: the handler timeout's sweep), and writes what was
+ * posted on its own thread with the ordinary writer. A connection that never
+ * defers never looks at it. */
+
+static const prg_engine_ops worker_ops;
+
+static void mailbox_close(prg_loop *loop);
+
+/* Returns 0 or -errno; on failure nothing is left open. */
+static int mailbox_open(prg_loop *loop) {
+    loop->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (loop->wake_fd < 0) return -errno;
+    int rc = prg_offload_loop_init(loop);
+    if (rc != 0) mailbox_close(loop);
+    return rc;
+}
+
+struct prg_mailbox *prg_blocking_mailbox(prg_loop *loop) {
+    if (loop->engine != &prg_engine_blocking && loop->engine != &worker_ops) return NULL;
+    if (!loop->mailbox && mailbox_open(loop) != 0) return NULL;
+    return loop->mailbox;
+}
+
+static void mailbox_close(prg_loop *loop) {
+    prg_offload_loop_close(loop);   /* before the fd closes: late answers are refused */
+    if (loop->wake_fd >= 0) close(loop->wake_fd);
+    loop->wake_fd = -1;
+}
+
+/* Writes what producers posted (this thread). The eventfd's count is reset
+ * first, so a post that comes after wakes the next poll. */
+static void mailbox_drain(prg_loop *loop) {
+    if (loop->wake_fd < 0) return;   /* none made yet: nothing was posted */
+    uint64_t v;
+    /* EAGAIN: nothing counted (a post already drained). Drained regardless,
+     * so the result changes nothing. */
+    ssize_t r = read(loop->wake_fd, &v, sizeof v);
+    (void)r;
+    prg_offload_drain(loop);
+}
+
+/* One wait while answers are owed: the client (reading while the connection
+ * reads, as the event engines watch it; pipelined requests are answered
+ * behind the owed ones), output it has not taken, and the mailbox. A
+ * connection that reads no more (the blocking engine's every answer closes)
+ * still watches for the client's FIN: its producers hear of it as they would
+ * from an EOF read, so a handler is not left working for nobody. */
+static void serve_owed(prg_conn *c) {
+    prg_loop *loop = c->loop;
+    bool reading = !(c->flags & (CONN_PAUSED | CONN_READ_EOF | CONN_CLOSE_AFTER | CONN_BODY_HELD));
+    /* (Only once nothing more will be read: a paused connection's unread
+     * requests before the FIN are still to be served.) */
+    bool fin_only = (c->flags & (CONN_CLOSE_AFTER | CONN_READ_EOF)) == CONN_CLOSE_AFTER;
+    short watch = reading ? POLLIN | POLLRDHUP : fin_only ? POLLRDHUP : 0;
+    struct pollfd p[2] = {
+        {.fd = c->fd, .events = (short)(watch | (c->out_bytes ? POLLOUT : 0)), .revents = 0},
+        {.fd = loop->wake_fd, .events = POLLIN, .revents = 0},
+    };
+    int n = poll(p, 2, TICK_SECONDS * 1000);
+    prg_loop_refresh_clocks(loop);
+    /* Stop, or the threaded acceptor's shutdown at the drain deadline: read
+     * as the shutdown it is, not as the client's EOF (the producers hear
+     * PEER_GONE once, from the close). */
+    if (stopping(loop) || (draining(loop) && prg_drain_expired(loop->server))) {
+        prg_conn_close_now(c, PRG_CLOSE_SHUTDOWN);
+        return;
+    }
+    if (n <= 0) return;   /* the tick (the sweep runs at the batch's end), or EINTR */
+    if (p[1].revents) mailbox_drain(loop);
+    /* (A reset or a full hang-up closes it below: that tells them.) */
+    if (fin_only && (p[0].revents & (POLLRDHUP | POLLHUP | POLLERR)) == POLLRDHUP && !(c->flags & CONN_CLOSED)) {
+        c->flags |= CONN_READ_EOF;   /* watched once: the next poll leaves it out */
+        prg_offload_peer_finished(c);
+        p[0].revents &= (short)~POLLRDHUP;
+    }
+    if (p[0].revents) prg_conn_handle_event(c, prg_events(p[0].revents));   /* a no-op if the drain closed it */
+}
+
 /* One wait on the client and what comes of it. */
 static void serve_step(prg_conn *c) {
     prg_loop *loop = c->loop;
+    if (c->defer_head) {
+        serve_owed(c);
+        return;
+    }
     bool lingering = (c->flags & CONN_LINGER) != 0;
     bool reading = lingering || !(c->flags & (CONN_PAUSED | CONN_READ_EOF | CONN_CLOSE_AFTER));
     if (c->out_bytes == 0 && !lingering) {
@@ -156,15 +248,20 @@ static void serve_step(prg_conn *c) {
  * answered with Connection: close) until done or the deadline. Each wait
  * returns at least once a tick, so both are seen within a second. */
 static void serve_connection(prg_loop *loop) {
+    bool deferred = false;
     while (loop->live) {
         prg_conn *c = loop->live;
         if (!loop->draining && draining(loop)) loop->draining = true;
+        deferred |= c->defer_head != NULL;
         if (stopping(loop) ||
             (loop->draining && (prg_conn_drain_idle(c) || prg_drain_expired(loop->server))))
             prg_conn_close_now(c, PRG_CLOSE_SHUTDOWN);
         else serve_step(c);
         prg_loop_end_batch(loop);   /* ready list, timeouts, freeing */
     }
+    /* Ops posted before the close (refused from then on) are dropped now,
+     * not kept until the context's next deferral. */
+    if (deferred) mailbox_drain(loop);
 }
 
 /* ------------------------------------------------------------- blocking */
@@ -219,6 +316,7 @@ static void blocking_wake(prg_loop *loop) {
 }
 
 static void blocking_destroy(prg_loop *loop) {
+    mailbox_close(loop);
     free(loop->engine_state);
     loop->engine_state = NULL;
 }
@@ -272,8 +370,6 @@ struct threaded_state {
     int threads;                 /* started and not yet joined (acceptor only) */
 };
 
-static const prg_engine_ops worker_ops;
-
 static int threaded_init(prg_loop *loop) {
     threaded_state *st = calloc(1, sizeof *st);
     if (!st) return -ENOMEM;
@@ -315,6 +411,7 @@ static worker *worker_new(prg_loop *acceptor, threaded_state *st) {
 }
 
 static void worker_free(worker *w) {
+    mailbox_close(&w->loop);
     prg_loop_free_context(&w->loop);
     free(w);
 }

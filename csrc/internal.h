@@ -373,7 +373,8 @@ void prg_address_from_sockaddr(prg_address *out, const struct sockaddr *sa);   /
 
 /* offload.c: answers completed on other threads, written in request order */
 #define PRG_DEFER_MAX_DEPTH 64u        /* answers owed per connection before its reading pauses */
-int prg_offload_loop_init(prg_loop *loop);     /* epoll, libev: the mailbox; 0 or -errno */
+int prg_offload_loop_init(prg_loop *loop);     /* the mailbox (over loop->wake_fd); 0 or -errno */
+struct prg_mailbox *prg_blocking_mailbox(prg_loop *loop);   /* engine_blocking.c: made at need; NULL elsewhere or on failure */
 void prg_offload_loop_close(prg_loop *loop);   /* loop ended: later answers are dropped */
 void prg_offload_drain(prg_loop *loop);        /* loop thread, after its wake_fd fired */
 void prg_offload_conn_closed(prg_conn *c);     /* drops what the connection was owed */

@@ -294,6 +294,12 @@ int prg_loop_wait_ms(const prg_loop *loop) {
     return ms;
 }
 
+/* The loops that run on_tick (and can be woken for it). The blocking and
+ * threaded contexts have a mailbox too (deferred answers), but no ticks. */
+static bool event_loop(const prg_loop *loop) {
+    return loop->engine == &prg_engine_epoll || loop->engine == &prg_engine_libev;
+}
+
 /* The application's work on this thread (on_tick); what it answered from
  * here is posted to the mailbox: written out now, not a wake-up later. */
 static int run_tick(prg_loop *loop, int phase) {
@@ -306,7 +312,7 @@ static int run_tick(prg_loop *loop, int phase) {
 void prg_loop_end_batch(prg_loop *loop) {
     if (loop->listener_ready) prg_loop_accept_ready(loop);
     if (loop->ready) serve_ready_list(loop);
-    if (loop->server->cb.on_tick && loop->mailbox) {   /* epoll, libev: the loops that defer */
+    if (loop->server->cb.on_tick && event_loop(loop)) {   /* epoll, libev: the loops that run on_tick */
         /* The work may resume body streams (the ready list), whose bytes give
          * it more work: go round until neither has any, within a bound (then
          * the next batch comes at once). */
@@ -417,7 +423,7 @@ void prg_loop_drain(prg_loop *loop) {
 
 void *prg_loop_run(void *arg) {
     prg_loop *loop = arg;
-    bool ticks = loop->server->cb.on_tick && loop->mailbox;   /* epoll, libev */
+    bool ticks = loop->server->cb.on_tick && event_loop(loop);   /* epoll, libev */
     if (ticks) (void)run_tick(loop, PRG_TICK_START);
     loop->engine->run(loop);
     /* Stopping: every connection is closed and freed. */

@@ -1,6 +1,8 @@
 /*
- * offload.c: answers that come later, from another thread (the epoll and
- * libev engines), as one response-stream model.
+ * offload.c: answers that come later, from another thread (every engine:
+ * the epoll and libev loops, and each blocking or threaded context, whose
+ * thread polls its client and its mailbox while an answer is owed; see
+ * engine_blocking.c), as one response-stream model.
  *
  * Every deferred handle is a response stream: a state machine
  *     OPEN --head--> HEADED --write*--> HEADED --end--> ENDED
@@ -443,6 +445,7 @@ bool prg_offload_may_continue(const prg_conn *c) {
 
 prg_deferred *prg_defer(prg_conn *c) {
     prg_mailbox *mb = c->loop->mailbox;
+    if (!mb) mb = prg_blocking_mailbox(c->loop);   /* a blocking context's first deferral (NULL: none, or no fd) */
     if (!mb || !(c->flags & CONN_IN_CALLBACK) || (c->flags & CONN_CLOSED) || c->resp_state != RESP_NONE)
         return NULL;
     if (!prg_conn_busy_get(c)) return NULL;   /* freed again with the connection or the next trim */

@@ -261,8 +261,9 @@ public final class Server: Sendable {
             prg_server_destroy(created)
             throw ServerError(operation: "start loop threads", code: -rc)
         }
-        if let pool = bridge.pool, configuration.engine == .epoll || configuration.engine == .libev {
-            // The blocking and threaded engines run offloaded handlers inline.
+        if let pool = bridge.pool {
+            // Every C engine defers offloaded answers to the pool (the
+            // blocking ones too: the connection's thread serves the stream).
             let prc = pool.start()
             if prc != 0 {
                 prg_server_stop(created)

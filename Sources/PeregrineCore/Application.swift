@@ -74,8 +74,7 @@ package enum BuiltinApp: String, CaseIterable, Sendable {
     case staticFiles = "static"
     /// `/?n=N&size=S&ms=T`: N chunks of S bytes, one every T ms, chunked,
     /// through a `ResponseStream` (defaults 10, 64, 100; bounds n 1...10000,
-    /// size 1...65536, ms 0...60000, 400 beyond). The engines that cannot
-    /// stream (blocking, threaded) answer 501.
+    /// size 1...65536, ms 0...60000, 400 beyond). Every engine streams it.
     case stream
 
     /// The application (`staticFiles` has no root here: every request gets

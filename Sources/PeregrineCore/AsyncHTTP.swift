@@ -18,8 +18,9 @@
 //     write goes there, suspending above the stream's high mark. It resumes
 //     on the loop thread (the executor), so the writer is only ever touched
 //     there.
-// Engines with no loop (blocking, threaded) run the handler on the global
-// executor and wait for it; the answer is buffered whole and written inline.
+// Engines with no loop (blocking, threaded) defer every answer and run the
+// handler on the global executor, writing through the response stream (the
+// connection's thread serves it meanwhile); see runDeferred.
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -351,6 +352,10 @@ public final class ResponseWriter: @unchecked Sendable {
     /// notification cancels the task instead.
     @exclusivity(unchecked) private var waiter: CheckedContinuation<Void, Never>? = nil
     @exclusivity(unchecked) var task: Task<Void, Never>? = nil
+    /// Engines without a loop (runDeferred): the engine's on_writable runs on
+    /// the connection's thread, the task elsewhere; the wake-up goes through
+    /// this (set before the task starts, never changed after).
+    @exclusivity(unchecked) fileprivate var crossThread: CrossThreadWake? = nil
 
     // The exchange this writer answers: everything the handler's task
     // needs, in this one object, so the task's closure captures only it
@@ -474,7 +479,9 @@ public final class ResponseWriter: @unchecked Sendable {
             return body.count >= Int(highWaterMark) ? .yield : .none
         case .deferred(let d):
             try sendHeadIfHeld(d)
+            crossThread?.arm()   // a wake-up may come before this write returns
             let code = d.streamWrite(bytes)
+            if code != 1 { crossThread?.disarm() }
             try check(code)
             return code == 1 ? .writable : .none
         case .done:
@@ -487,6 +494,7 @@ public final class ResponseWriter: @unchecked Sendable {
         case .none: return
         case .yield: await Task.yield()
         case .writable:   // above the high mark: wait for the low one (or the client leaving)
+            if let crossThread { return await crossThread.wait() }
             await withCheckedContinuation { waiter = $0 }
         }
     }
@@ -618,6 +626,7 @@ public final class ResponseWriter: @unchecked Sendable {
 
     /// The loop thread: room again, or the client left.
     private func writable() {
+        if let crossThread { return crossThread.wake() }
         if let w = waiter {
             waiter = nil
             w.resume()
@@ -655,6 +664,7 @@ public final class ResponseWriter: @unchecked Sendable {
     /// written.
     func release() {
         if case .deferred(let d) = phase { d.streamOnWritable(nil) }
+        crossThread?.release()
         phase = .done
         if let w = waiter {
             waiter = nil
@@ -770,8 +780,7 @@ package final class AsyncDispatcher: Sendable {
         guard let executor else {
             let writer = ResponseWriter(handler: handler, request: head, body: body, executor: nil,
                                         failures: failures, channel: nil, remoteAddress: client)
-            runWaiting(writer, response)
-            return false
+            return runDeferred(writer, response)
         }
         let waits = executor.tasksInFlight >= limit
         if waits && executor.parkedCount >= limit {
@@ -813,8 +822,24 @@ package final class AsyncDispatcher: Sendable {
         do { try writer.attach(d) } catch { writer.task?.cancel() }
     }
 
-    /// Engines without a loop (blocking, threaded): run the handler on the
-    /// global executor and wait for it; the answer is written whole.
+    /// Engines without a loop (blocking, threaded): the answer is deferred
+    /// and the handler runs on the global executor, writing through the
+    /// engine's response stream (suspending above its high mark) while the
+    /// connection's thread serves the stream and the client. `true`: owed.
+    private func runDeferred(_ writer: ResponseWriter, _ response: Response) -> Bool {
+        guard let d = response.deferAnswer() else {
+            runWaiting(writer, response)   // no handle (out of memory): the answer whole, waited for
+            return false
+        }
+        let wake = CrossThreadWake()
+        writer.crossThread = wake
+        try? writer.attach(d)   // nothing buffered, not finished: cannot throw
+        wake.started(Task { await writer.run() })
+        return true
+    }
+
+    /// Runs the handler on the global executor and waits for it; the
+    /// answer is written whole (when the engine cannot defer).
     private func runWaiting(_ writer: ResponseWriter, _ response: Response) {
         guard let latch = AnswerLatch.make() else {
             response.send(status: 500, contentType: "text/plain", body: "no memory to wait for the handler\n")
@@ -829,6 +854,81 @@ package final class AsyncDispatcher: Sendable {
     }
 }
 
+
+/// A response writer's wake-ups on an engine without a loop: the engine's
+/// on_writable runs on the connection's thread while the handler's task runs
+/// on the global executor, so the hand-over is locked. A wake-up that comes
+/// while a write is under way (armed) is kept for the wait that follows it;
+/// one that comes while nobody writes is the client leaving: the task is
+/// cancelled, as on the loop engines.
+final class CrossThreadWake: Sendable {
+    private struct State {
+        var waiter: CheckedContinuation<Void, Never>? = nil
+        var armed = false
+        var woken = false
+        var done = false
+        var gone = false
+        var task: Task<Void, Never>? = nil
+    }
+    private let state = Mutex(State())
+
+    /// The task, before a write (it may answer "wait").
+    func arm() { state.withLock { $0.armed = true; $0.woken = false } }
+    func disarm() { state.withLock { $0.armed = false } }
+
+    /// The task, after a write answered "wait": until the wake-up (or the release).
+    func wait() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { s -> Bool in
+                s.armed = false
+                if s.woken || s.done {
+                    s.woken = false
+                    return true
+                }
+                s.waiter = c
+                return false
+            }
+            if now { c.resume() }
+        }
+    }
+
+    /// The connection's thread: room again, or the client left.
+    func wake() {
+        let (waiter, cancel) = state.withLock { s -> (CheckedContinuation<Void, Never>?, Task<Void, Never>?) in
+            if let w = s.waiter {
+                s.waiter = nil
+                return (w, nil)
+            }
+            if s.armed {
+                s.woken = true
+                return (nil, nil)
+            }
+            s.gone = true
+            return (nil, s.task)
+        }
+        waiter?.resume()
+        cancel?.cancel()
+    }
+
+    /// The handle was given back: a waiting write goes on (and fails).
+    func release() {
+        let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            s.done = true
+            defer { s.waiter = nil }
+            return s.waiter
+        }
+        waiter?.resume()
+    }
+
+    /// The handler's task, once made (a client gone before cancels it now).
+    func started(_ task: Task<Void, Never>) {
+        let gone = state.withLock { s -> Bool in
+            s.task = task
+            return s.gone
+        }
+        if gone { task.cancel() }
+    }
+}
 
 // MARK: - Handler tasks kept between requests
 

@@ -110,19 +110,18 @@ public struct Configuration: Sendable {
     /// `.offloaded` applications: requests waiting for a worker at most
     /// (beyond one running on each); beyond, `503` at once.
     public var offloadQueue = 256
-    /// `.offloaded` and `.async` applications on the engines that answer
-    /// later (epoll, libev, swift): seconds an answer may take. Past it the
-    /// client gets `503` in its place and the late answer is dropped
-    /// (`Responder.send` returns `false`). 0 turns it off. The blocking and
-    /// threaded engines run handlers inline on the connection's thread and
-    /// wait for them: nothing is owed there, and this does not apply.
+    /// `.offloaded` and `.async` applications (every engine answers them
+    /// later): seconds an answer may take. Past it the client gets `503` in
+    /// its place and the late answer is dropped (`Responder.send` returns
+    /// `false`). 0 turns it off.
     public var handlerTimeout = 60
     /// `.async` applications: handler tasks running at most per event loop.
     /// Beyond it a request waits for a slot (its answer owed, so its
     /// connection reads no further once 64 answers are owed), up to as many
     /// again per loop; beyond that it gets `503` with `Retry-After: 1` at
-    /// once. The blocking and threaded engines wait for each handler on the
-    /// connection's thread, so their threads bound the tasks already.
+    /// once. The blocking and threaded engines run the handlers on the
+    /// global executor: at most 64 answers owed per connection (and one
+    /// connection per thread) bound them instead.
     public var asyncLimit = 1024
     /// Listening sockets inherited instead of binding `host:port` (socket
     /// activation: `SocketActivation.listenDescriptors()`, or any listening

@@ -85,7 +85,7 @@ public final class Responder: Sendable {
     /// whether the client will get it: `false` when the engine dropped it
     /// (the handler timed out and the client got `503`, or the connection
     /// is gone). `openStream` turns the answer into a `ResponseStream`
-    /// (engines that can; nil: `stream()` throws `ResponseStreamUnsupported`).
+    /// (a deferred answer; nil: `stream()` throws `ResponseStreamUnsupported`).
     package init(deliverReporting deliver: @escaping @Sendable (OffloadAnswer) -> Bool,
                 openStream: (@Sendable () -> ResponseStream)? = nil) {
         self.deliver = deliver
@@ -94,10 +94,11 @@ public final class Responder: Sendable {
 
     /// Answers over time instead of once: the returned stream is the answer
     /// (`send` is refused from here on). Throws `ResponseStreamUnsupported`
-    /// where the engine cannot (the responder is then still unanswered), and
+    /// where the answer is waited for instead of deferred (the engine could
+    /// not defer it; the responder is then still unanswered), and
     /// `ResponseStreamUnavailable` when an answer was already given.
     public func stream() throws -> ResponseStream {
-        guard let openStream else { throw ResponseStreamUnsupported(engine: "inline (blocking, threaded)") }
+        guard let openStream else { throw ResponseStreamUnsupported(engine: "waiting (the answer was not deferred)") }
         // The stream is made only by the caller that takes the answer: a
         // stream made and dropped would be a release (500 before the head).
         guard done.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else {
@@ -152,13 +153,14 @@ public typealias OffloadedHandler = @Sendable (OwnedRequest, Responder) -> Void
 /// The one dispatch of `.offloaded` applications for every engine that
 /// defers (`Response.deferAnswer()`): the inline route first, then a copy
 /// of the request to the pool, whose handler answers through a `Responder`
-/// over the deferred handle. Engines that cannot defer run it inline and wait.
+/// over the deferred handle (every engine defers; when it cannot, out of
+/// memory, the handler runs inline and is waited for).
 package final class OffloadDispatcher: Sendable {
     let handler: OffloadedHandler
     let inline: InlineRoute?
     package let pool: OffloadPool
     let failures: FailureLog
-    /// Blocking, threaded: the handler inline, waited for.
+    /// No deferred handle (out of memory): the handler inline, waited for.
     let waiting: HTTPHandler
 
     package init(handler: @escaping OffloadedHandler, inline: InlineRoute?, threads: Int, queueLimit: Int, logger: Logger) {
@@ -182,7 +184,7 @@ package final class OffloadDispatcher: Sendable {
             }
         }
         guard let d = response.deferAnswer() else {
-            waiting(request, response)   // this engine cannot defer: inline
+            waiting(request, response)   // the engine could not defer: inline
             return
         }
         let responder = Responder(deliverReporting: { d.complete($0) }, openStream: { ResponseStream(engine: d) })

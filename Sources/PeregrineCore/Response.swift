@@ -29,8 +29,8 @@ import Glibc
     /// `prg_response_replace`: nil for a writer that cannot take back a response.
     @usableFromInline package var replace: Replace?
     /// Answer later: returns an `Unmanaged` `DeferredAnswerEngine`, retained
-    /// once for the caller, or nil when the engine cannot defer (blocking,
-    /// threaded) or an answer already began. nil: no engine defers.
+    /// once for the caller, or nil when an answer already began (or no
+    /// memory for the handle). nil: the writer cannot defer.
     @usableFromInline package typealias DeferAnswer = @convention(c) (OpaquePointer?) -> UnsafeMutableRawPointer?
     @usableFromInline package var deferAnswer: DeferAnswer?
 
@@ -202,8 +202,8 @@ public struct Response {
 
     /// This request will be answered later, from any thread, through the
     /// returned handle (the handler may return at once; later pipelined
-    /// answers wait behind it). nil when the engine answers inline only
-    /// (blocking, threaded) or an answer already began.
+    /// answers wait behind it). nil when an answer already began (or the
+    /// engine is out of memory for the handle).
     package func deferAnswer() -> (any DeferredAnswerEngine)? {
         guard let make = functions.deferAnswer, let p = make(sink) else { return nil }
         return Unmanaged<AnyObject>.fromOpaque(p).takeRetainedValue() as? any DeferredAnswerEngine

@@ -84,12 +84,13 @@ public enum StreamWriteResult: Sendable, Equatable {
     public var isAccepted: Bool { self == .ok || self == .wouldBlock }
 }
 
-/// `Responder.stream()` on an engine that cannot answer later.
+/// `Responder.stream()` on a responder whose answer is waited for, not
+/// deferred (the engine could not defer it, or a wrapper answers once).
 public struct ResponseStreamUnsupported: Error, Sendable, Equatable, CustomStringConvertible {
     public let engine: String
     public init(engine: String) { self.engine = engine }
     public var description: String {
-        "response streams need an event-loop engine (epoll, libev, swift); the \(engine) engine answers once (Responder.send)"
+        "this responder answers once (Responder.send), it cannot stream: \(engine)"
     }
 }
 

@@ -232,9 +232,9 @@ private final class StreamAppBytes: @unchecked Sendable {
 
 extension BuiltinApp {
     /// The `stream` app: one ticker per application. The answer is taken
-    /// inside the request callback (`deferAnswer`), on the loop: nothing
-    /// waits for a pool thread. The blocking and threaded engines answer
-    /// inline only (no deferred answers there): 501.
+    /// inside the request callback (`deferAnswer`), on the loop (or the
+    /// connection's thread): nothing waits for a pool thread. Every engine
+    /// streams; a request the engine cannot defer (out of memory) gets 503.
     package static func streamApplication(ticker: Ticker = Ticker()) -> Application {
         return .http { request, response in
             let target = request.targetString
@@ -244,8 +244,7 @@ extension BuiltinApp {
                 return
             }
             guard let engine = response.deferAnswer() else {
-                response.send(status: 501, contentType: "text/plain",
-                              body: "stream: this engine cannot stream a response (blocking, threaded)\n")
+                response.send(status: 503, contentType: "text/plain", body: "stream: the answer could not be deferred\n")
                 return
             }
             let stream = ResponseStream(engine: engine)

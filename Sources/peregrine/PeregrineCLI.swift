@@ -79,7 +79,7 @@ struct Serve: ParsableCommand {
     @Option(help: "Offloaded apps: requests waiting for a worker at most; beyond, 503.")
     var offloadQueue = Configuration().offloadQueue
 
-    @Option(help: "Offloaded and async apps (epoll, libev, swift engines): seconds an answer may take; beyond, 503 and the late answer is dropped (0 = off). Blocking and threaded engines wait for handlers inline: not applied.")
+    @Option(help: "Offloaded and async apps (every engine): seconds an answer may take; beyond, 503 and the late answer is dropped (0 = off).")
     var handlerTimeout = Configuration().handlerTimeout
 
     @Option(help: "Async apps: handler tasks running at most; beyond, 503 + Retry-After at once.")

@@ -63,6 +63,21 @@ static const th_engine th_event_engines[] = {
 };
 #define TH_EVENT_ENGINES (sizeof th_event_engines / sizeof th_event_engines[0])
 
+/* Every engine: the event engines, then the blocking ones (a thread per
+ * connection; one connection at a time, each answered once and closed). */
+static const th_engine th_all_engines[] = {
+    {"epoll/level", PRG_ENGINE_EPOLL, PRG_TRIGGER_LEVEL},
+    {"epoll/edge", PRG_ENGINE_EPOLL, PRG_TRIGGER_EDGE},
+    {"epoll/oneshot", PRG_ENGINE_EPOLL, PRG_TRIGGER_ONESHOT},
+    {"libev", PRG_ENGINE_LIBEV, PRG_TRIGGER_LEVEL},
+    {"threaded", PRG_ENGINE_THREADED, PRG_TRIGGER_LEVEL},
+    {"blocking", PRG_ENGINE_BLOCKING, PRG_TRIGGER_LEVEL},
+};
+#define TH_ALL_ENGINES (sizeof th_all_engines / sizeof th_all_engines[0])
+
+/* The blocking engine answers one request per connection (Connection: close). */
+static inline int th_keeps_alive(const th_engine *e) { return e->engine != PRG_ENGINE_BLOCKING; }
+
 static inline void th_config(prg_config *cfg, const th_engine *e) {
     prg_config_default(cfg);
     cfg->host = "127.0.0.1";

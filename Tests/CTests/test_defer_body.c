@@ -1,7 +1,8 @@
 /*
  * test_defer_body.c: a deferred answer while the request body streams
  * (prg_defer in on_head after prg_body_stream, or in on_body_end), on every
- * event engine, over loopback sockets, under ASan, UBSan and LSan.
+ * engine (the echo on the event engines only: it pauses the body), over
+ * loopback sockets, under ASan, UBSan and LSan.
  *
  *  - deferred in on_head (after prg_body_stream, or before it), answered
  *    after the body completed: 100 Continue still goes out, no 500 at the
@@ -155,7 +156,14 @@ static bool nothing_arrives(th_client *c, int ms) {
     return c->len == 0 && poll(&p, 1, ms) == 0;
 }
 
+static const th_engine *g_engine;   /* the engine under test */
+
+/* Keep-alive after the answer; the blocking engine closes instead. */
 static void keep_alive_check(th_client *c) {
+    if (!th_keeps_alive(g_engine)) {
+        CHECK(th_fill(c) == 0, "the blocking engine closes after the answer");
+        return;
+    }
     th_send(c, "GET /now HTTP/1.1\r\nHost: t\r\n\r\n");
     th_response r;
     CHECK(th_read_response(c, &r) == 0 && r.status == 200 && r.body_len == 3, "keep-alive: next answer, got %d",
@@ -183,7 +191,7 @@ static void test_answer_after_body(const th_engine *e, const char *target) {
     th_response r;
     CHECK(th_read_response(c, &r) == 0 && r.status == 200 && r.body_len == 6 && memcmp(r.body, "got 10", 6) == 0,
           "the answer, got %d", r.status);
-    CHECK(!strstr(r.head, "Connection: close"), "keeps the connection: %s", r.head);
+    CHECK(!th_keeps_alive(e) || !strstr(r.head, "Connection: close"), "keeps the connection: %s", r.head);
     keep_alive_check(c);
     th_close(c);
     th_stop(s);
@@ -488,16 +496,21 @@ static void test_defer_in_body_end(const th_engine *e) {
 }
 
 int main(void) {
-    for (size_t i = 0; i < TH_EVENT_ENGINES; i++) {
-        const th_engine *e = &th_event_engines[i];
+    for (size_t i = 0; i < TH_ALL_ENGINES; i++) {
+        const th_engine *e = &th_all_engines[i];
+        g_engine = e;
+        fprintf(stderr, "defer_body: %s\n", e->name);
         test_answer_after_body(e, "/hold");
         test_answer_after_body(e, "/first");
         test_answer_before_body(e);
-        test_echo(e);
+        /* The echo pauses the body when its stream is full: prg_body_pause is
+         * an event-engine feature (a blocking engine's handler blocks in
+         * on_body instead, which cannot wait for its own thread's writes). */
+        if (e->engine != PRG_ENGINE_THREADED && e->engine != PRG_ENGINE_BLOCKING) test_echo(e);
         test_client_gone(e);
         test_too_large(e);
         test_body_timeout(e);
-        test_pipelined(e);
+        if (th_keeps_alive(e)) test_pipelined(e);
         test_defer_in_body_end(e);
     }
     return th_report("test_defer_body");

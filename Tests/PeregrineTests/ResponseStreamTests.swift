@@ -1,15 +1,12 @@
 // Response streams (ResponseStream, Responder.stream()) on every engine mode.
-// The epoll and libev engines stream (the C core's prg_stream_* model), the
-// Swift engine its port of it; the blocking and threaded engines throw
-// ResponseStreamUnsupported and leave the responder unanswered, which is
-// what they are held to here.
+// The C engines stream through the C core's prg_stream_* model (the blocking
+// and threaded ones too: the connection's thread serves the stream), the
+// Swift engine through its port of it; all are held to the same results.
 import Foundation
 import Peregrine
 import XCTest
 
 final class ResponseStreamTests: XCTestCase {
-    private func streams(_ mode: EngineMode) -> Bool { mode.engine == .epoll || mode.engine == .libev || mode.engine == .swift }
-
     /// Waits (bounded, 10 s) until `list` holds `count` entries.
     private func waitFor(_ count: Int, in list: LockedList<String>) {
         let deadline = Date().addingTimeInterval(10)
@@ -25,8 +22,7 @@ final class ResponseStreamTests: XCTestCase {
 
     /// Chunked writes and a trailer reach a raw client byte for byte; the
     /// refusals come from the state (write before head, end twice, write
-    /// after end). Engines that cannot stream throw and the one-shot answer
-    /// still works.
+    /// after end).
     func testChunkedWritesAndTrailersReachARawClient() throws {
         try forEachEngine { mode in
             let results = LockedList<String>()
@@ -55,20 +51,15 @@ final class ResponseStreamTests: XCTestCase {
                 let socket = try TestSocket(port: server.port)
                 try socket.send("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
                 let raw = try socket.readUntilEOF()
-                if streams(mode) {
-                    // The handler records end's result after the client may have read it all.
-                    waitFor(9, in: results)
-                    XCTAssertTrue(String(decoding: raw, as: UTF8.self).hasPrefix("HTTP/1.1 200"), "[\(mode)]")
-                    XCTAssertTrue(String(decoding: raw, as: UTF8.self).lowercased().contains("transfer-encoding: chunked"), "[\(mode)]")
-                    XCTAssertEqual(bodyBytes(raw), "5\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 11\r\n\r\n", "[\(mode)]")
-                    XCTAssertEqual(results.all, [
-                        "early write refused(PeregrineCore.StreamRefusal.notHeaded)", "head ok", "head again ended",
-                        "write ok", "write ok", "trailer ok", "end ok", "end again ended", "write after end ended",
-                    ], "[\(mode)]")
-                } else {
-                    XCTAssertEqual(bodyBytes(raw), "unsupported: inline (blocking, threaded)", "[\(mode)]")
-                    XCTAssertEqual(results.all, [], "[\(mode)]")
-                }
+                // The handler records end's result after the client may have read it all.
+                waitFor(9, in: results)
+                XCTAssertTrue(String(decoding: raw, as: UTF8.self).hasPrefix("HTTP/1.1 200"), "[\(mode)]")
+                XCTAssertTrue(String(decoding: raw, as: UTF8.self).lowercased().contains("transfer-encoding: chunked"), "[\(mode)]")
+                XCTAssertEqual(bodyBytes(raw), "5\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 11\r\n\r\n", "[\(mode)]")
+                XCTAssertEqual(results.all, [
+                    "early write refused(PeregrineCore.StreamRefusal.notHeaded)", "head ok", "head again ended",
+                    "write ok", "write ok", "trailer ok", "end ok", "end again ended", "write after end ended",
+                ], "[\(mode)]")
             }
         }
     }
@@ -78,7 +69,6 @@ final class ResponseStreamTests: XCTestCase {
     /// not disturbed.
     func testStreamTakesTheAnswerOnce() throws {
         try forEachEngine { mode in
-            guard streams(mode) else { return }
             let results = LockedList<String>()
             let app = Application.offloaded { _, responder in
                 guard let s = try? responder.stream() else { return }
@@ -105,7 +95,6 @@ final class ResponseStreamTests: XCTestCase {
     /// the length is refused with nothing queued, the connection is kept.
     func testContentLengthStream() throws {
         try forEachEngine { mode in
-            guard streams(mode) else { return }
             let results = LockedList<String>()
             let app = Application.offloaded { _, responder in
                 guard let s = try? responder.stream() else { return }
@@ -135,7 +124,6 @@ final class ResponseStreamTests: XCTestCase {
     /// .peerGone (within a bound), and the server keeps serving others.
     func testWriteAfterTheClientLeftIsPeerGone() throws {
         try forEachEngine { mode in
-            guard streams(mode) else { return }
             let headed = DispatchSemaphore(value: 0)
             let outcome = LockedList<String>()
             let app = Application.offloaded { request, responder in
@@ -174,7 +162,6 @@ final class ResponseStreamTests: XCTestCase {
     /// client reads; every byte arrives.
     func testWatermarkWaitAndWakeWithASlowReader() throws {
         try forEachEngine { mode in
-            guard streams(mode) else { return }
             let total = 16 << 20
             let chunkSize = 64 << 10
             let firstWait = DispatchSemaphore(value: 0)
@@ -217,7 +204,7 @@ final class ResponseStreamTests: XCTestCase {
     /// Pipelined: a stream and then an inline answer leave in request order.
     func testPipelinedStreamThenInlineKeepOrder() throws {
         try forEachEngine { mode in
-            guard streams(mode) else { return }
+            guard mode.keepsAlive else { return }   // the blocking engine answers one request per connection
             let app = Application.offloaded({ _, responder in
                 guard let s = try? responder.stream() else { return }
                 s.head(status: 200)
@@ -245,7 +232,6 @@ final class ResponseStreamTests: XCTestCase {
     /// was written (chunked: no last chunk, so the client sees the cut).
     func testReleasedWithoutEnd() throws {
         try forEachEngine { mode in
-            guard streams(mode) else { return }
             let app = Application.offloaded { request, responder in
                 guard let s = try? responder.stream() else { return }
                 if request.path == "/midbody" {
@@ -271,7 +257,6 @@ final class ResponseStreamTests: XCTestCase {
     /// that outlives the timeout is not cut.
     func testHandlerTimeoutAppliesUntilTheHead() throws {
         try forEachEngine { mode in
-            guard streams(mode) else { return }
             let late = DispatchSemaphore(value: 0)
             let results = LockedList<String>()
             let app = Application.offloaded { request, responder in
@@ -308,7 +293,6 @@ final class ResponseStreamTests: XCTestCase {
     /// HTTP/1.0 without a Content-Length: the body ends with the connection.
     func testHTTP10StreamEndsWithTheConnection() throws {
         try forEachEngine { mode in
-            guard streams(mode) else { return }
             let app = Application.offloaded { _, responder in
                 guard let s = try? responder.stream() else { return }
                 s.head(status: 200)
@@ -327,8 +311,7 @@ final class ResponseStreamTests: XCTestCase {
     }
 
     /// `--app stream` (BuiltinApp.stream) with `curl -N`: N chunks of S
-    /// bytes arrive about T ms apart; values out of bounds get 400. Engines
-    /// that cannot stream answer 501.
+    /// bytes arrive about T ms apart; values out of bounds get 400.
     func testStreamAppWithCurl() throws {
         let curl = "/usr/bin/curl"
         guard FileManager.default.isExecutableFile(atPath: curl) else { throw XCTSkip("\(curl) is not installed") }
@@ -360,10 +343,6 @@ final class ResponseStreamTests: XCTestCase {
                 }
                 p.waitUntilExit()
                 let text = String(decoding: received, as: UTF8.self)
-                guard streams(mode) else {
-                    XCTAssertTrue(text.hasSuffix("\n501"), "[\(mode)] \(text.suffix(200))")
-                    return
-                }
                 XCTAssertEqual(p.terminationStatus, 0, "[\(mode)] curl exit")
                 let chunkLine = String(repeating: "x", count: size - 1) + "\n"
                 XCTAssertEqual(text, String(repeating: chunkLine, count: n) + "\n200", "[\(mode)]")

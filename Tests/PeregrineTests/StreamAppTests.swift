@@ -1,14 +1,12 @@
 // `--app stream` (BuiltinApp.stream): the chunks' count, size and timing
 // over the wire, its bounds, and a client that leaves mid-stream (its job
-// ends at its next chunk). The blocking and threaded engines answer 501.
+// ends at its next chunk). Every engine streams it.
 import Foundation
 import Peregrine
 import PeregrineCore
 import XCTest
 
 final class StreamAppTests: XCTestCase {
-    private func streams(_ mode: EngineMode) -> Bool { mode.engine == .epoll || mode.engine == .libev || mode.engine == .swift }
-
     /// Reads a chunked answer from `socket` after its head, returning each
     /// chunk's payload and the seconds from `start` to its arrival (the
     /// time its last byte was read). Bounded by the socket's 5 s timeouts.
@@ -52,16 +50,11 @@ final class StreamAppTests: XCTestCase {
     /// chunks of 16 bytes (15 `x` and a newline), chunk i not before
     /// i × 150 ms after the request was sent and the last within its
     /// schedule plus 3 s (a loaded machine); the connection then serves
-    /// its next request. The bounds' edges: n=1 with size=65536 and
+    /// its next request (the blocking engine: a new connection). The bounds' edges: n=1 with size=65536 and
     /// ms=60000 is one chunk at once; one past any bound is 400 naming them.
     func testChunkCountSizeTimingAndBounds() throws {
         try forEachEngine { mode in
             try withServer(mode, BuiltinApp.stream.application) { server in
-                guard streams(mode) else {
-                    let r = try fetch(port: server.port, "GET /?n=2&ms=10 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-                    XCTAssertEqual(r.status, 501, "[\(mode)] \(r)")
-                    return
-                }
                 let (n, size, ms) = (4, 16, 150)
                 let socket = try TestSocket(port: server.port)
                 defer { socket.close() }
@@ -77,13 +70,19 @@ final class StreamAppTests: XCTestCase {
                 }
                 XCTAssertLessThanOrEqual(times.last ?? 99, Double((n - 1) * ms) / 1000 + 3, "[\(mode)] \(times)")
 
-                // The same connection: the bounds' edges, then one past.
-                try socket.send("GET /?n=1&size=65536&ms=60000 HTTP/1.1\r\nHost: t\r\n\r\n")
-                let one = try socket.readResponse()
+                // The same connection (the blocking engine closes it: a new
+                // one each): the bounds' edges, then one past.
+                if !mode.keepsAlive { XCTAssertEqual(try socket.expectClose(), [], "[\(mode)] one request per connection") }
+                func exchange(_ request: String) throws -> TestResponse {
+                    let s = mode.keepsAlive ? socket : try TestSocket(port: server.port)
+                    defer { if !mode.keepsAlive { s.close() } }
+                    try s.send(request)
+                    return try s.readResponse()
+                }
+                let one = try exchange("GET /?n=1&size=65536&ms=60000 HTTP/1.1\r\nHost: t\r\n\r\n")
                 XCTAssertEqual(one.status, 200, "[\(mode)]")
                 XCTAssertEqual(one.body, [UInt8](repeating: UInt8(ascii: "x"), count: 65535) + [UInt8(ascii: "\n")], "[\(mode)]")
-                try socket.send("GET /?n=10000&size=65537 HTTP/1.1\r\nHost: t\r\n\r\n")
-                let bad = try socket.readResponse()
+                let bad = try exchange("GET /?n=10000&size=65537 HTTP/1.1\r\nHost: t\r\n\r\n")
                 XCTAssertEqual(bad.status, 400, "[\(mode)]")
                 XCTAssertEqual(bad.bodyString, "stream: /?n=N&size=S&ms=T with n 1...10000, size 1...65536, ms 0...60000\n", "[\(mode)]")
             }
@@ -96,7 +95,6 @@ final class StreamAppTests: XCTestCase {
     /// client's stream is served meanwhile and after.
     func testClientLeavingMidStreamEndsItsJob() throws {
         try forEachEngine { mode in
-            guard streams(mode) else { return }
             let ticker = Ticker()
             try withServer(mode, BuiltinApp.streamApplication(ticker: ticker), configure: { c in c.threads = 1 }) { server in
                 let first = try TestSocket(port: server.port)

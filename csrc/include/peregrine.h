@@ -314,8 +314,7 @@ typedef struct prg_config {
                                   missing or malformed: closed without an answer (default 0) */
     int handler_timeout_s;     /* a deferred answer (prg_defer) not sent within this gets 503 and the late
                                   prg_deferred_send is refused with -ETIMEDOUT (default 60; 0 = off).
-                                  Epoll and libev only: the blocking and threaded engines run handlers
-                                  inline, where no answer is owed to time out */
+                                  Every engine (swept once a second) */
     /* Listening sockets inherited (socket activation, a handoff) instead of
      * binding host:port: each must be a listening TCP socket. The server
      * serves dup()s of them (the caller keeps and closes its own); loop i
@@ -490,9 +489,10 @@ typedef struct prg_deferred prg_deferred;
  * anything is written: this request will be answered later through the
  * returned handle, and the callback may return at once. The loop goes on serving (this connection's later pipelined
  * requests too: their answers wait behind this one, so answers leave in
- * request order). Returns NULL when the engine cannot defer (blocking and
- * threaded engines: answer inline, blocking is allowed there), when an
- * answer was already started, or when memory ran out.
+ * request order). Every engine defers (blocking, threaded: the connection's
+ * thread serves its client and the answers posted to it together, until the
+ * owed ones are written). Returns NULL when an answer was already started,
+ * or when memory ran out.
  *
  * Contract, enforced by the core: the answer is completed at most once
  * (prg_deferred_send), from any thread, and the handle is given back
