@@ -69,53 +69,48 @@ final class WrappedStreamTests: XCTestCase {
         }
     }
 
-    private func accessLines(_ log: CollectingLogHandler) -> [CollectingLogHandler.Event] {
-        log.events.all.filter { $0.metadata["event"] == "access" }
-    }
-
-    /// Polls (bounded) until `condition` holds.
-    private func eventually(_ seconds: Double, _ condition: () -> Bool) -> Bool {
-        let end = Date().addingTimeInterval(seconds)
-        while Date() < end {
-            if condition() { return true }
-            usleep(2_000)
+    /// Serves `kind` in `mode` under the access log and a test metrics
+    /// backend, runs `client`, waits (bounded) until the handler dropped its
+    /// stream and a line was logged, stops the server (nothing more can be
+    /// reported), then checks: one access line with status 200, one
+    /// request counted and one duration sample (GET, 200). Returns the line.
+    private func observeOnce(_ kind: String, _ mode: EngineMode, headed: DispatchSemaphore = DispatchSemaphore(value: 0),
+                             _ client: (Server) throws -> Void) throws -> CollectingLogHandler.Event? {
+        let log = CollectingLogHandler()
+        let metrics = TestMetrics()
+        let released = LockedList<String>()
+        func accessLines() -> [CollectingLogHandler.Event] { log.events.all.filter { $0.metadata["event"] == "access" } }
+        try withServer(mode, Self.application(kind, headed: headed, released: released), configure: { c in
+            c.logRequests = true
+            c.logger = log.logger
+            c.metricsFactory = metrics
+        }) { server in
+            try client(server)
+            XCTAssertTrue(waitUntil(timeout: .seconds(15)) { !released.all.isEmpty && !accessLines().isEmpty },
+                          "[\(kind) \(mode)] handler released: \(released.all), access lines: \(accessLines().map(\.message))")
         }
-        return condition()
+        let lines = accessLines()
+        XCTAssertEqual(lines.count, 1, "[\(kind) \(mode)] \(lines.map(\.message))")
+        XCTAssertEqual(lines.first?.metadata["status"], "200", "[\(kind) \(mode)] \(lines.map(\.message))")
+        XCTAssertEqual(metrics.counterTotal(label: ServerMetrics.requestsLabel), 1, "[\(kind) \(mode)] requests counted")
+        XCTAssertEqual(metrics.counterTotal(label: ServerMetrics.requestsLabel, dimensions: [("status", "200")]), 1,
+                       "[\(kind) \(mode)]")
+        XCTAssertEqual(try metrics.expectTimer(ServerMetrics.durationLabel, [("method", "GET"), ("status", "200")]).values.count, 1,
+                       "[\(kind) \(mode)]")
+        XCTAssertEqual(try metrics.expectMeter(ServerMetrics.activeRequestsLabel).lastValue, 0, "[\(kind) \(mode)] active requests")
+        return lines.first
     }
 
-    /// The client gets the three chunks; one access-log line (200, the
-    /// body's bytes) and one duration sample (GET, 200) per answer.
+    /// The client gets the three chunks; the line has the body's bytes.
     private func checkWholeStream(_ kind: String) throws {
         for mode in EngineMode.all {
-            let log = CollectingLogHandler()
-            let metrics = TestMetrics()
-            let released = LockedList<String>()
-            let app = Self.application(kind, headed: DispatchSemaphore(value: 0), released: released)
-            try withServer(mode, app, configure: { c in
-                c.logRequests = true
-                c.logger = log.logger
-                c.metricsFactory = metrics
-            }) { server in
+            let line = try observeOnce(kind, mode) { server in
                 let r = try fetch(port: server.port, "GET /three HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
                 XCTAssertEqual(r.status, 200, "[\(kind) \(mode)]")
                 XCTAssertEqual(r.bodyString, Self.body, "[\(kind) \(mode)]")
-                XCTAssertTrue(eventually(10) { !released.all.isEmpty && !accessLines(log).isEmpty },
-                              "[\(kind) \(mode)] handler released: \(released.all), access lines: \(accessLines(log).map(\.message))")
             }
-            // Stopped: nothing more can be reported.
-            let lines = accessLines(log)
-            XCTAssertEqual(lines.count, 1, "[\(kind) \(mode)] \(lines.map(\.message))")
-            if let line = lines.first {
-                XCTAssertEqual(line.metadata["status"], "200", "[\(kind) \(mode)] \(line.message)")
-                XCTAssertEqual(line.metadata["bytes"], String(Self.body.utf8.count), "[\(kind) \(mode)] \(line.message)")
-                XCTAssertEqual(line.metadata["target"], "/three", "[\(kind) \(mode)] \(line.message)")
-            }
-            XCTAssertEqual(metrics.counterTotal(label: ServerMetrics.requestsLabel), 1, "[\(kind) \(mode)] requests counted")
-            XCTAssertEqual(metrics.counterTotal(label: ServerMetrics.requestsLabel, dimensions: [("status", "200")]), 1,
-                           "[\(kind) \(mode)]")
-            XCTAssertEqual(try metrics.expectTimer(ServerMetrics.durationLabel, [("method", "GET"), ("status", "200")]).values.count, 1,
-                           "[\(kind) \(mode)]")
-            XCTAssertEqual(try metrics.expectMeter(ServerMetrics.activeRequestsLabel).lastValue, 0, "[\(kind) \(mode)] active requests")
+            XCTAssertEqual(line?.metadata["bytes"], String(Self.body.utf8.count), "[\(kind) \(mode)] \(line?.message ?? "no line")")
+            XCTAssertEqual(line?.metadata["target"], "/three", "[\(kind) \(mode)] \(line?.message ?? "no line")")
         }
     }
 
@@ -125,37 +120,18 @@ final class WrappedStreamTests: XCTestCase {
 
     func testAsyncStreamIsLoggedAndMeasuredOnceWhenItEnds() throws { try checkWholeStream("async") }
 
-    /// The client resets the connection mid-stream: one line and one
-    /// sample, with the 200 that was sent and at least the bytes before
-    /// the reset; the server goes on serving.
+    /// The client resets the connection mid-stream: recorded once, with
+    /// the 200 that was sent and at least the bytes before the reset.
     private func checkClientLeaving(_ kind: String) throws {
         for mode in EngineMode.all {
-            let log = CollectingLogHandler()
-            let metrics = TestMetrics()
-            let released = LockedList<String>()
             let headed = DispatchSemaphore(value: 0)
-            let app = Self.application(kind, headed: headed, released: released)
-            try withServer(mode, app, configure: { c in
-                c.logRequests = true
-                c.logger = log.logger
-                c.metricsFactory = metrics
-            }) { server in
+            let line = try observeOnce(kind, mode, headed: headed) { server in
                 let socket = try TestSocket(port: server.port)
                 try socket.send("GET /leave HTTP/1.1\r\nHost: t\r\n\r\n")
                 XCTAssertEqual(headed.wait(timeout: .now() + 10), .success, "[\(kind) \(mode)] never headed")
                 socket.reset()
-                XCTAssertTrue(eventually(15) { !released.all.isEmpty && !accessLines(log).isEmpty },
-                              "[\(kind) \(mode)] handler released: \(released.all), access lines: \(accessLines(log).map(\.message))")
             }
-            let lines = accessLines(log)
-            XCTAssertEqual(lines.count, 1, "[\(kind) \(mode)] \(lines.map(\.message))")
-            if let line = lines.first {
-                XCTAssertEqual(line.metadata["status"], "200", "[\(kind) \(mode)] \(line.message)")
-                XCTAssertGreaterThanOrEqual(Int(line.metadata["bytes"] ?? "") ?? -1, 5, "[\(kind) \(mode)] \(line.message)")
-            }
-            XCTAssertEqual(try metrics.expectTimer(ServerMetrics.durationLabel, [("method", "GET"), ("status", "200")]).values.count, 1,
-                           "[\(kind) \(mode)]")
-            XCTAssertEqual(metrics.counterTotal(label: ServerMetrics.requestsLabel), 1, "[\(kind) \(mode)] requests counted")
+            XCTAssertGreaterThanOrEqual(Int(line?.metadata["bytes"] ?? "") ?? -1, 5, "[\(kind) \(mode)] \(line?.message ?? "no line")")
         }
     }
 
