@@ -792,11 +792,19 @@ func logLine(_ logger: Logger, _ client: SocketAddress?, _ method: String, _ tar
 /// (`AnswerWatch`: the stream app).
 func logAnswer(_ logger: Logger, _ request: Request, _ response: Response, _ handler: HTTPHandler) {
     let started = monotonicNanoseconds()
-    let deferred = AnswerWatch.watching(prepare: {
-        let client = request.remoteAddress, method = request.methodString, target = request.targetString
-        return { status, bytes in logLine(logger, client, method, target, status, bytes: bytes, startedAt: started) }
-    }) { handler(request, response) }
+    let deferred = AnswerWatch.watching(AccessLine(logger: logger, request: request, started: started)) {
+        handler(request, response)
+    }
     if !deferred { logRequest(logger, request, response, startedAt: started) }
+}
+
+/// A deferred `.http` answer's access line, written when it is complete.
+private struct AccessLine: AnswerWatcher {
+    let logger: Logger, request: Request, started: UInt64
+    func report() -> AnswerReport {
+        let client = request.remoteAddress, method = request.methodString, target = request.targetString
+        return { [logger, started] status, bytes in logLine(logger, client, method, target, status, bytes: bytes, startedAt: started) }
+    }
 }
 
 /// `--log`: one line per request.

@@ -222,10 +222,18 @@ extension Application {
         return { request, response in
             let started = metrics.requestStarted()
             let method = ServerMetrics.methodIndex(request.method)
-            let deferred = AnswerWatch.watching(prepare: {
-                { status, _ in metrics.requestFinished(methodIndex: method, status: status, startedAt: started) }
-            }) { handler(request, response) }
+            let deferred = AnswerWatch.watching(Measure(metrics: metrics, method: method, started: started)) {
+                handler(request, response)
+            }
             if !deferred { metrics.requestFinished(methodIndex: method, status: response.status, startedAt: started) }
+        }
+    }
+
+    /// A deferred `.http` answer counted when complete.
+    private struct Measure: AnswerWatcher {
+        let metrics: ServerMetrics, method: Int, started: UInt64
+        func report() -> AnswerReport {
+            { [metrics, method, started] status, _ in metrics.requestFinished(methodIndex: method, status: status, startedAt: started) }
         }
     }
 }

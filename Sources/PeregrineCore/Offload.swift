@@ -234,47 +234,73 @@ package final class ReportingAnswer: DeferredAnswerEngine {
     package func streamOnWritable(_ callback: (@Sendable () -> Void)?) { inner.streamOnWritable(callback) }
 }
 
+/// A wrapper watching an `.http` handler call (`AnswerWatch`): what it
+/// reports when the answer the handler deferred is complete. `report()` is
+/// called during the handler call (its request is still readable).
+package protocol AnswerWatcher {
+    func report() -> AnswerReport
+}
+
+extension AnswerWatcher {
+    fileprivate static func report(at watcher: UnsafeRawPointer) -> AnswerReport {
+        watcher.assumingMemoryBound(to: Self.self).pointee.report()
+    }
+}
+
 /// `.http` handlers under the access log or metrics: an answer the handler
 /// defers (`Response.deferAnswer()`, the stream app) is complete only
 /// after the handler returns. The wrappers watch the handler call; a
 /// deferral during it is wrapped in a `ReportingAnswer` that reports to
-/// each of them when the answer is complete.
-package final class AnswerWatch: @unchecked Sendable {
-    // @unchecked: `deferred` is touched only on the handler's thread, during
-    // the call and after it returned.
-    @TaskLocal private static var current: AnswerWatch?
-    /// Set by the first watch: until then `deferAnswer` reads no task-local.
-    private static let enabled = Atomic<Bool>(false)
-    /// Called during the handler call (its request is still readable).
-    private let prepare: () -> AnswerReport
-    private let outer: AnswerWatch?
-    private var deferred = false
-
-    private init(prepare: @escaping () -> AnswerReport, outer: AnswerWatch?) {
-        self.prepare = prepare
-        self.outer = outer
+/// each of them when the answer is complete. A watch costs no allocation
+/// (its frame and watcher are on the stack, found through a thread-specific
+/// slot): the metrics wrapper counts a request allocation-free.
+package enum AnswerWatch {
+    /// A watch in progress; `outer`: the enclosing one on this thread.
+    private struct Frame {
+        let watcher: UnsafeRawPointer
+        let type: any AnswerWatcher.Type
+        let outer: UnsafeMutableRawPointer?
+        var deferred = false
     }
 
-    /// Runs `handler`; `true` when it deferred its answer: `prepare`'s
+    /// The innermost frame of this thread's watched handler call; nil
+    /// when the key could not be made (nothing is watched then).
+    private static let key: pthread_key_t? = {
+        var key = pthread_key_t()
+        return pthread_key_create(&key, nil) == 0 ? key : nil
+    }()
+    /// Set by the first watch: until then `deferAnswer` looks for none.
+    private static let enabled = Atomic<Bool>(false)
+
+    /// Runs `handler`; `true` when it deferred its answer: `watcher`'s
     /// report then runs once when the answer is complete. `false`: the
     /// caller reports the answer now.
-    package static func watching(prepare: @escaping () -> AnswerReport, _ handler: () -> Void) -> Bool {
+    package static func watching<W: AnswerWatcher>(_ watcher: W, _ handler: () -> Void) -> Bool {
+        guard let key else { handler(); return false }
         enabled.store(true, ordering: .relaxed)
-        let watch = AnswerWatch(prepare: prepare, outer: current)
-        $current.withValue(watch, operation: handler)
-        return watch.deferred
+        return withUnsafePointer(to: watcher) { w in
+            var frame = Frame(watcher: UnsafeRawPointer(w), type: W.self, outer: pthread_getspecific(key))
+            return withUnsafeMutablePointer(to: &frame) { p in
+                // Setting a key made here fails only for a bad key: then no watch, reported now.
+                guard pthread_setspecific(key, p) == 0 else { handler(); return false }
+                handler()
+                _ = pthread_setspecific(key, p.pointee.outer)   // the value it held: cannot fail
+                return p.pointee.deferred
+            }
+        }
     }
 
     /// An answer deferred now, reporting to the watches of this thread's
     /// handler call; as it is when none watches.
     package static func wrap(_ engine: any DeferredAnswerEngine) -> any DeferredAnswerEngine {
-        guard enabled.load(ordering: .relaxed), let watch = current else { return engine }
+        guard enabled.load(ordering: .relaxed), let key, var next = pthread_getspecific(key) else { return engine }
         var reports: [AnswerReport] = []
-        var next: AnswerWatch? = watch
-        while let w = next {
-            w.deferred = true
-            reports.append(w.prepare())
-            next = w.outer
+        while true {
+            let frame = next.assumingMemoryBound(to: Frame.self)
+            frame.pointee.deferred = true
+            reports.append(frame.pointee.type.report(at: frame.pointee.watcher))
+            guard let outer = frame.pointee.outer else { break }
+            next = outer
         }
         let each = reports
         return ReportingAnswer(engine, report: { status, bytes in for report in each { report(status, bytes) } })
