@@ -264,7 +264,8 @@ struct prg_loop {
     int epfd;
     int listen_fd;
     int wake_fd;               /* eventfd: prg_server_stop writes it, and deferred answers (offload.c) */
-    struct prg_mailbox *mailbox;   /* deferred answers posted from other threads (epoll, libev) */
+    struct prg_mailbox *mailbox;   /* deferred answers posted from other threads (epoll, libev: made at start;
+                                    * blocking, threaded: each context's, made at its first prg_defer) */
     struct prg_deferred *late_head, *late_tail;   /* owed answers by handler-timeout deadline (offload.c) */
     int reserve_fd;            /* spare descriptor released to shed connections on EMFILE */
     /* Accepted sockets have TCP_NODELAY from the listener (ours: set at

@@ -639,9 +639,7 @@ private let onRequest: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?,
         let request = requestView(conn, req.unsafelyUnwrapped)
         let response = Response(sink: conn.unsafelyUnwrapped, functions: bridge.responseFunctions)
         if bridge.logRequests {
-            let started = monotonicNanoseconds()
-            bridge.httpHandler(request, response)
-            logRequest(bridge.logger, request, response, startedAt: started)
+            logAnswer(bridge.logger, request, response, bridge.httpHandler)
         } else {
             bridge.httpHandler(request, response)
         }
@@ -758,10 +756,9 @@ extension Application {
             }
             return .offloaded({ request, responder in
                 let started = monotonicNanoseconds()
-                handler(request, Responder(deliverReporting: { answer in
-                    logLine(logger, request.remoteAddress, request.method, request.target, answer.status, startedAt: started)
-                    return responder.send(answer)
-                }))
+                handler(request, responder.reporting { status, bytes in
+                    logLine(logger, request.remoteAddress, request.method, request.target, status, bytes: bytes, startedAt: started)
+                })
             }, inline: loggedInline)
         case .async(let handler):
             return .async { request, body, writer in
@@ -788,6 +785,26 @@ func logLine(_ logger: Logger, _ client: SocketAddress?, _ method: String, _ tar
         "event": "access", "client": "\(host)", "method": "\(method)", "target": "\(target)",
         "status": "\(status)", "bytes": "\(size)", "duration_ms": "\(ms)",
     ])
+}
+
+/// `--log` for an `.http` handler (and `.streaming`'s buffered requests):
+/// one line after the handler, or when the answer it deferred is complete
+/// (`AnswerWatch`: the stream app).
+func logAnswer(_ logger: Logger, _ request: Request, _ response: Response, _ handler: HTTPHandler) {
+    let started = monotonicNanoseconds()
+    let deferred = AnswerWatch.watching(AccessLine(logger: logger, request: request, started: started)) {
+        handler(request, response)
+    }
+    if !deferred { logRequest(logger, request, response, startedAt: started) }
+}
+
+/// A deferred `.http` answer's access line, written when it is complete.
+private struct AccessLine: AnswerWatcher {
+    let logger: Logger, request: Request, started: UInt64
+    func report() -> AnswerReport {
+        let client = request.remoteAddress, method = request.methodString, target = request.targetString
+        return { [logger, started] status, bytes in logLine(logger, client, method, target, status, bytes: bytes, startedAt: started) }
+    }
 }
 
 /// `--log`: one line per request.

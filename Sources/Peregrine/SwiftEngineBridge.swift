@@ -14,17 +14,11 @@ extension Server {
             // Only when asked for: one line per request, after the handler
             // (a handler that did not answer is logged as the 500 it gets).
             let logger = configuration.logger
-            application = .http { request, response in
-                let started = monotonicNanoseconds()
-                handler(request, response)
-                logRequest(logger, request, response, startedAt: started)
-            }
+            application = .http { request, response in logAnswer(logger, request, response, handler) }
         } else if configuration.logRequests, case .streaming(let head, let handler) = application {
             let logger = configuration.logger
             application = .streaming(head: head, request: { request, response in   // the buffered ones
-                let started = monotonicNanoseconds()
-                handler(request, response)
-                logRequest(logger, request, response, startedAt: started)
+                logAnswer(logger, request, response, handler)
             })
         }
         let server = SwiftEpollServer(configuration: configuration, application: application)

@@ -156,12 +156,7 @@ extension Application {
         case .raw:
             return self
         case .http(let handler):
-            return .http { request, response in
-                let started = metrics.requestStarted()
-                handler(request, response)
-                metrics.requestFinished(methodIndex: ServerMetrics.methodIndex(request.method),
-                                        status: response.status, startedAt: started)
-            }
+            return .http(Self.measured(handler, metrics))
         case .streaming(let head, let buffered):
             return .streaming(head: { req, response in
                 let started = metrics.requestStarted()
@@ -182,12 +177,7 @@ extension Application {
                                             status: how == .complete && status == 0 ? 500 : status, startedAt: started)
                 }
                 return consumer
-            }, request: { request, response in
-                let started = metrics.requestStarted()
-                buffered(request, response)
-                metrics.requestFinished(methodIndex: ServerMetrics.methodIndex(request.method),
-                                        status: response.status, startedAt: started)
-            })
+            }, request: Self.measured(buffered, metrics))
         case .offloaded(let handler, let inline):
             var measuredInline: InlineRoute? = nil
             if let route = inline {
@@ -206,10 +196,9 @@ extension Application {
             return .offloaded({ request, responder in
                 let started = metrics.requestStarted()
                 let method = ServerMetrics.methodIndex(request.method)
-                handler(request, Responder(deliverReporting: { answer in
-                    metrics.requestFinished(methodIndex: method, status: answer.status, startedAt: started)
-                    return responder.send(answer)
-                }))
+                handler(request, responder.reporting { status, _ in
+                    metrics.requestFinished(methodIndex: method, status: status, startedAt: started)
+                })
             }, inline: measuredInline)
         case .async(let handler):
             return .async { request, body, writer in
@@ -224,6 +213,27 @@ extension Application {
                 }
                 metrics.requestFinished(methodIndex: index, status: writer.status ?? 500, startedAt: started)
             }
+        }
+    }
+
+    /// An `.http` handler counted when it returns, or when the answer it
+    /// deferred is complete (`AnswerWatch`).
+    private static func measured(_ handler: @escaping HTTPHandler, _ metrics: ServerMetrics) -> HTTPHandler {
+        return { request, response in
+            let started = metrics.requestStarted()
+            let method = ServerMetrics.methodIndex(request.method)
+            let deferred = AnswerWatch.watching(Measure(metrics: metrics, method: method, started: started)) {
+                handler(request, response)
+            }
+            if !deferred { metrics.requestFinished(methodIndex: method, status: response.status, startedAt: started) }
+        }
+    }
+
+    /// A deferred `.http` answer counted when complete.
+    private struct Measure: AnswerWatcher {
+        let metrics: ServerMetrics, method: Int, started: UInt64
+        func report() -> AnswerReport {
+            { [metrics, method, started] status, _ in metrics.requestFinished(methodIndex: method, status: status, startedAt: started) }
         }
     }
 }

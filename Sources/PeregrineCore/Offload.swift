@@ -79,15 +79,16 @@ public struct OffloadAnswer: Sendable {
 public final class Responder: Sendable {
     private let done = Atomic<Bool>(false)
     private let deliver: @Sendable (OffloadAnswer) -> Bool
-    private let openStream: (@Sendable () -> ResponseStream)?
+    private let openStream: (@Sendable () -> (any DeferredAnswerEngine)?)?
 
     /// `deliver` receives the one answer (engines provide it) and says
     /// whether the client will get it: `false` when the engine dropped it
     /// (the handler timed out and the client got `503`, or the connection
-    /// is gone). `openStream` turns the answer into a `ResponseStream`
-    /// (a deferred answer; nil: `stream()` throws `ResponseStreamUnsupported`).
+    /// is gone). `openStream` gives the deferred answer to stream through
+    /// (nil: `stream()` throws `ResponseStreamUnsupported`; it returning
+    /// nil: `ResponseStreamUnavailable`).
     package init(deliverReporting deliver: @escaping @Sendable (OffloadAnswer) -> Bool,
-                openStream: (@Sendable () -> ResponseStream)? = nil) {
+                openStream: (@Sendable () -> (any DeferredAnswerEngine)?)? = nil) {
         self.deliver = deliver
         self.openStream = openStream
     }
@@ -98,13 +99,38 @@ public final class Responder: Sendable {
     /// not defer it; the responder is then still unanswered), and
     /// `ResponseStreamUnavailable` when an answer was already given.
     public func stream() throws -> ResponseStream {
-        guard let openStream else { throw ResponseStreamUnsupported(engine: "waiting (the answer was not deferred)") }
+        guard openStream != nil else { throw ResponseStreamUnsupported(engine: "waiting (the answer was not deferred)") }
+        guard let engine = takeStream() else { throw ResponseStreamUnavailable() }
+        return ResponseStream(engine: engine)
+    }
+
+    /// The deferred answer, taken as this responder's answer; nil when it
+    /// cannot stream or answered already.
+    private func takeStream() -> (any DeferredAnswerEngine)? {
+        guard let openStream else { return nil }
         // The stream is made only by the caller that takes the answer: a
         // stream made and dropped would be a release (500 before the head).
         guard done.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else {
-            throw ResponseStreamUnavailable()
+            return nil
         }
         return openStream()
+    }
+
+    /// A responder for the handler that answers through this one and tells
+    /// `report` once how the answer ended (the access log, metrics): a
+    /// `send` when given, a stream when it ends or is dropped. It streams
+    /// where this one streams.
+    package func reporting(_ report: @escaping AnswerReport) -> Responder {
+        let deliver: @Sendable (OffloadAnswer) -> Bool = { answer in
+            let delivered = self.send(answer)
+            report(answer.status, answer.body.count)   // once: the new responder delivers once
+            return delivered
+        }
+        guard openStream != nil else { return Responder(deliverReporting: deliver) }
+        return Responder(deliverReporting: deliver, openStream: {
+            // Only the new responder reaches this one: it is unanswered here.
+            self.takeStream().map { ReportingAnswer($0, report: report) }
+        })
     }
 
     /// `deliver` that always takes the answer.
@@ -142,6 +168,142 @@ public final class Responder: Sendable {
         if !done.load(ordering: .acquiring) {
             _ = deliver(OffloadAnswer(status: 500, body: "handler did not respond\n"))
         }
+    }
+}
+
+/// How an answer ended, for the access log and metrics: the status the
+/// client got (as far as known: 500 for an answer released unbegun) and
+/// the body bytes taken for it.
+package typealias AnswerReport = @Sendable (_ status: Int, _ bytes: Int) -> Void
+
+/// A deferred answer that tells `report` once how it ended: when the one
+/// answer is given, when the stream ends, or when it is released (the
+/// client left, the handler dropped it). The one place where wrappers
+/// learn that an answer given over time is complete.
+package final class ReportingAnswer: DeferredAnswerEngine {
+    private let inner: any DeferredAnswerEngine
+    private let report: AnswerReport
+    private let status = Atomic<Int>(0)
+    private let bytes = Atomic<Int>(0)
+    private let reported = Atomic<Bool>(false)
+
+    package init(_ inner: any DeferredAnswerEngine, report: @escaping AnswerReport) {
+        self.inner = inner
+        self.report = report
+    }
+
+    deinit { finish() }
+
+    private func finish() {
+        guard !reported.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        let s = status.load(ordering: .acquiring)
+        report(s == 0 ? 500 : s, bytes.load(ordering: .acquiring))   // released unbegun: the engine answers 500
+    }
+
+    package func complete(_ answer: OffloadAnswer) -> Bool {
+        let delivered = inner.complete(answer)
+        status.store(answer.status, ordering: .releasing)
+        bytes.store(answer.body.count, ordering: .releasing)
+        finish()
+        return delivered
+    }
+
+    package func streamHeader(name: String, value: String) -> Int32 { inner.streamHeader(name: name, value: value) }
+
+    package func streamHead(status s: Int) -> Int32 {
+        let code = inner.streamHead(status: s)
+        if code >= 0 { status.store(s, ordering: .releasing) }
+        else if code == -ETIMEDOUT { status.store(503, ordering: .releasing) }   // the client got 503
+        return code
+    }
+
+    package func streamWrite(_ b: UnsafeRawBufferPointer) -> Int32 {
+        let code = inner.streamWrite(b)
+        if code >= 0 { bytes.add(b.count, ordering: .relaxed) }
+        return code
+    }
+
+    package func streamTrailer(name: String, value: String) -> Int32 { inner.streamTrailer(name: name, value: value) }
+
+    package func streamEnd() -> Int32 {
+        let code = inner.streamEnd()
+        if code != -EPROTO { finish() }   // not headed: the stream goes on
+        return code
+    }
+
+    package func streamOnWritable(_ callback: (@Sendable () -> Void)?) { inner.streamOnWritable(callback) }
+}
+
+/// A wrapper watching an `.http` handler call (`AnswerWatch`): what it
+/// reports when the answer the handler deferred is complete. `report()` is
+/// called during the handler call (its request is still readable).
+package protocol AnswerWatcher {
+    func report() -> AnswerReport
+}
+
+extension AnswerWatcher {
+    fileprivate static func report(at watcher: UnsafeRawPointer) -> AnswerReport {
+        watcher.assumingMemoryBound(to: Self.self).pointee.report()
+    }
+}
+
+/// `.http` handlers under the access log or metrics: an answer the handler
+/// defers (`Response.deferAnswer()`, the stream app) is complete only
+/// after the handler returns. The wrappers watch the handler call; a
+/// deferral during it is wrapped in a `ReportingAnswer` that reports to
+/// each of them when the answer is complete. A watch costs no allocation
+/// (its frame and watcher are on the stack, found through a thread-specific
+/// slot): the metrics wrapper counts a request allocation-free.
+package enum AnswerWatch {
+    /// A watch in progress; `outer`: the enclosing one on this thread.
+    private struct Frame {
+        let watcher: UnsafeRawPointer
+        let type: any AnswerWatcher.Type
+        let outer: UnsafeMutableRawPointer?
+        var deferred = false
+    }
+
+    /// The innermost frame of this thread's watched handler call; nil
+    /// when the key could not be made (nothing is watched then).
+    private static let key: pthread_key_t? = {
+        var key = pthread_key_t()
+        return pthread_key_create(&key, nil) == 0 ? key : nil
+    }()
+    /// Set by the first watch: until then `deferAnswer` looks for none.
+    private static let enabled = Atomic<Bool>(false)
+
+    /// Runs `handler`; `true` when it deferred its answer: `watcher`'s
+    /// report then runs once when the answer is complete. `false`: the
+    /// caller reports the answer now.
+    package static func watching<W: AnswerWatcher>(_ watcher: W, _ handler: () -> Void) -> Bool {
+        guard let key else { handler(); return false }
+        enabled.store(true, ordering: .relaxed)
+        return withUnsafePointer(to: watcher) { w in
+            var frame = Frame(watcher: UnsafeRawPointer(w), type: W.self, outer: pthread_getspecific(key))
+            return withUnsafeMutablePointer(to: &frame) { p in
+                // Setting a key made here fails only for a bad key: then no watch, reported now.
+                guard pthread_setspecific(key, p) == 0 else { handler(); return false }
+                handler()
+                _ = pthread_setspecific(key, p.pointee.outer)   // the value it held: cannot fail
+                return p.pointee.deferred
+            }
+        }
+    }
+
+    /// An answer deferred now, reporting to the watches of this thread's
+    /// handler call; as it is when none watches.
+    package static func wrap(_ engine: any DeferredAnswerEngine) -> any DeferredAnswerEngine {
+        guard enabled.load(ordering: .relaxed), let key, var next = pthread_getspecific(key) else { return engine }
+        var reports: [AnswerReport] = []
+        while true {
+            let frame = next.assumingMemoryBound(to: Frame.self)
+            frame.pointee.deferred = true
+            reports.append(frame.pointee.type.report(at: frame.pointee.watcher))
+            guard let outer = frame.pointee.outer else { break }
+            next = outer
+        }
+        let each = reports
+        return ReportingAnswer(engine, report: { status, bytes in for report in each { report(status, bytes) } })
     }
 }
 
@@ -187,7 +349,7 @@ package final class OffloadDispatcher: Sendable {
             waiting(request, response)   // the engine could not defer: inline
             return
         }
-        let responder = Responder(deliverReporting: { d.complete($0) }, openStream: { ResponseStream(engine: d) })
+        let responder = Responder(deliverReporting: { d.complete($0) }, openStream: { d })
         let owned = OwnedRequest(request)
         let handler = self.handler
         if !pool.submit({ handler(owned, responder) }) {

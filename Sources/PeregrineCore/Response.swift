@@ -205,8 +205,9 @@ public struct Response {
     /// answers wait behind it). nil when an answer already began (or the
     /// engine is out of memory for the handle).
     package func deferAnswer() -> (any DeferredAnswerEngine)? {
-        guard let make = functions.deferAnswer, let p = make(sink) else { return nil }
-        return Unmanaged<AnyObject>.fromOpaque(p).takeRetainedValue() as? any DeferredAnswerEngine
+        guard let make = functions.deferAnswer, let p = make(sink),
+              let engine = Unmanaged<AnyObject>.fromOpaque(p).takeRetainedValue() as? any DeferredAnswerEngine else { return nil }
+        return AnswerWatch.wrap(engine)   // under the access log or metrics: reported when complete
     }
 
     /// The status written so far (0 before `begin`/`send`).

@@ -75,8 +75,10 @@ final class AsyncHandlerTests: XCTestCase {
             threads.append(pthread_equal(before, after) != 0 ? "same" : "moved")
             try await writer.respond(HTTPResponse(status: .ok), body: "ok")
         }
-        try forEachEngine { mode in
-            guard loops(mode) else { return }
+        let modes = EngineMode.all.filter(loops)
+        // Blocking and threaded run a handler on its connection's thread, no loop to resume on.
+        if modes.isEmpty { throw XCTSkip("no event-loop engine (epoll, libev, swift) in PEREGRINE_TEST_ENGINES") }
+        for mode in modes {
             try withServer(mode, app) { server in
                 for _ in 0..<5 {
                     let r = try fetch(port: server.port, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
