@@ -73,7 +73,11 @@ final class ShutdownTests: XCTestCase {
             XCTAssertTrue(bytes.isEmpty, "[\(mode)] a connection made during shutdown was answered", file: file, line: line)
             if !allowBacklog { XCTFail("[\(mode)] connect succeeded during shutdown", file: file, line: line) }
         } catch ClientError.system(_, let e) {
-            XCTAssertEqual(e, ECONNREFUSED, "[\(mode)]", file: file, line: line)
+            // Several SO_REUSEPORT listeners closing one after another: a SYN
+            // caught in a closing listener's queue is reset (connect says
+            // ECONNRESET), which refuses it as surely. Seen once with 3 loops.
+            let refused = e == ECONNREFUSED || (allowBacklog && e == ECONNRESET)
+            XCTAssertTrue(refused, "[\(mode)] connect failed with errno \(e), not ECONNREFUSED", file: file, line: line)
         } catch {
             XCTFail("[\(mode)] \(error)", file: file, line: line)
         }
