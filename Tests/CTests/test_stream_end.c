@@ -73,6 +73,16 @@ static void check_gone(prg_deferred *d) {
     CHECK(prg_stream_end(d) == -ECONNRESET, "the end after the close");
 }
 
+/* The client reads up to the stream's last chunk (ending with tail), then
+ * nothing more but the close. */
+static void check_ends_with_close(th_client *c, const char *tail) {
+    CHECK(read_until(c, tail), "the stream's rest, up to its last chunk");
+    const char *end = memmem(c->buf, c->len, "0\r\n\r\n", 5);
+    CHECK(end && (size_t)(end + 5 - c->buf) == c->len, "nothing after the stream");
+    c->len = 0;
+    CHECK(th_closed(c), "then the close");
+}
+
 static void test_client_resets(const th_engine *e) {
     th_case = "client resets mid-stream";
     th_client *c;
@@ -101,11 +111,7 @@ static void test_client_half_closes(const th_engine *e) {
     CHECK(prg_stream_write(d, "second", 6) == 0, "a write after the half-close");
     CHECK(prg_stream_end(d) == 0, "end");
     prg_deferred_release(d);
-    CHECK(read_until(c, "6\r\nsecond\r\n0\r\n\r\n"), "the rest of the stream");
-    const char *end = memmem(c->buf, c->len, "0\r\n\r\n", 5);
-    CHECK(end && (size_t)(end + 5 - c->buf) == c->len, "nothing after the stream");
-    c->len = 0;
-    CHECK(th_closed(c), "then the close");
+    check_ends_with_close(c, "6\r\nsecond\r\n0\r\n\r\n");
     th_close(c);
     th_stop(s);
 }
@@ -121,11 +127,7 @@ static void test_shutdown_stream_ends(const th_engine *e) {
     CHECK(read_until(c, "6\r\nsecond\r\n"), "arrives");
     CHECK(prg_stream_end(d) == 0, "end");
     prg_deferred_release(d);
-    CHECK(read_until(c, "0\r\n\r\n"), "the last chunk");
-    const char *end = memmem(c->buf, c->len, "0\r\n\r\n", 5);
-    CHECK(end && (size_t)(end + 5 - c->buf) == c->len, "nothing after the stream");
-    c->len = 0;
-    CHECK(th_closed(c), "then the close");
+    check_ends_with_close(c, "0\r\n\r\n");
     int64_t t0 = th_now_ms();
     CHECK(prg_server_wait(s) == 0, "wait");
     CHECK(th_now_ms() - t0 < 3000, "the server ended once the stream did (%lld ms)", (long long)(th_now_ms() - t0));
