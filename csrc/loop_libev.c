@@ -148,6 +148,26 @@ static void libev_destroy(prg_loop *loop) {
     loop->engine_state = NULL;
 }
 
+static void on_primer(struct ev_loop *ev, ev_timer *w, int revents) {
+    (void)ev;
+    (void)w;
+    (void)revents;
+}
+
+/* libev grows its timer heap when a timer first starts, and the array it
+ * feeds expired timers through when one first expires: with the 1 s tick,
+ * that was one allocation a second after the first connection, in the
+ * middle of serving. A timer that expires at once, in one poll that waits
+ * for nothing (no watcher is started yet), makes both now. libev's
+ * allocator aborts rather than fail, so there is nothing to check. */
+static void prime_timer_arrays(struct ev_loop *ev) {
+    ev_timer primer;
+    ev_timer_init(&primer, on_primer, 0., 0.);
+    ev_timer_start(ev, &primer);
+    ev_run(ev, EVRUN_NOWAIT);
+    ev_timer_stop(ev, &primer);   /* expired already: a no-op then */
+}
+
 /* 0, or -EOPNOTSUPP when libev cannot give the requested backend, -ENOMEM,
  * or the errno the setup failed with (epoll_create1, eventfd: EMFILE...). */
 static int libev_init(prg_loop *loop) {
@@ -169,6 +189,8 @@ static int libev_init(prg_loop *loop) {
         fprintf(stderr, "peregrine: libev gave backend 0x%x, not 0x%x\n", ev_backend(st->ev), want);
         return -EOPNOTSUPP;
     }
+
+    prime_timer_arrays(st->ev);
 
     ev_io_init(&st->listener, on_listener, loop->listen_fd, EV_READ);
     st->listener.data = loop;
