@@ -6,16 +6,17 @@ import XCTest
 /// The hot-path budget: a hello-world request costs no heap allocation on the
 /// thread that serves it (engine and Swift handler together), in steady state,
 /// on every engine that keeps connections alive.
-final class AllocationTests: XCTestCase {
-    /// Hello, with the loop thread marked for counting (a thread-local store).
-    private static let countedHello: Application = {
-        guard case .http(let hello) = BuiltinApp.hello.application else { fatalError("hello is HTTP") }
-        return .http { request, response in
-            alloc_counter_track_current_thread()
-            hello(request, response)
-        }
-    }()
+/// Hello, with the loop thread marked for counting (a thread-local store):
+/// the application every allocation test serves.
+let countedHello: Application = {
+    guard case .http(let hello) = BuiltinApp.hello.application else { fatalError("hello is HTTP") }
+    return .http { request, response in
+        alloc_counter_track_current_thread()
+        hello(request, response)
+    }
+}()
 
+final class AllocationTests: XCTestCase {
     /// Every engine that keeps connections alive, in every mode. The blocking
     /// engine is not here: it answers one request per connection, so each
     /// request pays for accepting and setting up a connection by design.
@@ -33,7 +34,7 @@ final class AllocationTests: XCTestCase {
         config.host = "127.0.0.1"
         config.port = 0
         configure(&config)
-        let server = Server(configuration: config, application: Self.countedHello)
+        let server = Server(configuration: config, application: countedHello)
         try server.start()
         defer { server.stop() }
         let client = try BlockingClient(port: server.port)

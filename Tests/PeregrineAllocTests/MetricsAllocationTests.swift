@@ -50,14 +50,6 @@ private final class AtomicMetrics: MetricsFactory, Sendable {
 }
 
 final class MetricsAllocationTests: XCTestCase {
-    private static let countedHello: Application = {
-        guard case .http(let hello) = BuiltinApp.hello.application else { fatalError("hello is HTTP") }
-        return .http { request, response in
-            alloc_counter_track_current_thread()
-            hello(request, response)
-        }
-    }()
-
     func testCountingARequestAllocatesNothing() throws {
         try XCTSkipUnless(alloc_counter_available() == 1, "allocation counting is off under sanitizers (they own malloc)")
         let engines: [(String, Engine, Trigger)] = [("epoll/level", .epoll, .level), ("swift/edge", .swift, .edge), ("libev", .libev, .level)]
@@ -69,7 +61,7 @@ final class MetricsAllocationTests: XCTestCase {
             config.engine = engine
             config.trigger = trigger
             config.metricsFactory = metrics
-            let server = Server(configuration: config, application: Self.countedHello)
+            let server = Server(configuration: config, application: countedHello)
             try server.start()
             defer { server.stop() }
             let client = try BlockingClient(port: server.port)

@@ -9,14 +9,6 @@ import XCTest
 /// AllocationTests (a few hundred ms of requests) only saw when the machine
 /// was slow enough to stretch it past that second.
 final class TickAllocationTests: XCTestCase {
-    private static let countedHello: Application = {
-        guard case .http(let hello) = BuiltinApp.hello.application else { fatalError("hello is HTTP") }
-        return .http { request, response in
-            alloc_counter_track_current_thread()
-            hello(request, response)
-        }
-    }()
-
     /// The event-loop engines (the tick is theirs; the threaded engine's
     /// per-connection threads wake from their receive timeout instead).
     private static let engines: [(name: String, configure: @Sendable (inout Configuration) -> Void)] = {
@@ -39,7 +31,7 @@ final class TickAllocationTests: XCTestCase {
             config.host = "127.0.0.1"
             config.port = 0
             engine.configure(&config)
-            let server = Server(configuration: config, application: Self.countedHello)
+            let server = Server(configuration: config, application: countedHello)
             try server.start()
             defer { server.stop() }
             let clock = ContinuousClock()
