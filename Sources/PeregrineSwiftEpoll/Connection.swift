@@ -137,7 +137,8 @@ extension UnsafeMutablePointer where Pointee == OutChunk {
 /// fields are ordered so that no padding is left (Swift packs a field into
 /// the tail of the one before it), narrow ones are stored narrow behind
 /// computed properties, and what only a busy connection uses is in `busy`.
-/// 248 bytes is one 256-byte malloc chunk (ConnLayoutTests pins it).
+/// 232 bytes is one 240-byte malloc chunk, as the C engine's prg_conn
+/// (ConnLayoutTests pins it).
 struct ConnState {
     var fd: Int32 = -1
     var flags: UInt32 = 0
@@ -172,11 +173,8 @@ struct ConnState {
     var reqMinor: UInt8 = 1            // HTTP minor version of the request being answered
     var respState: UInt8 = RespState.none
     var respFlags: UInt8 = 0
-    // Where the response began in the send queue (RespFlag.marked): nothing
-    // is flushed during a handler, so `replace` can cut back to here.
-    var respMarkEnd: UInt32 = 0
     var deadline: UInt32 = 0           // timeouts: see timerList
-    var respMarkChunk: ChunkPtr? = nil
+    var lingered32: UInt32 = 0         // bytes discarded while lingering (< lingerMaxBytes)
     var respLengthLeft: Int64 = 0      // declared Content-Length minus body written
 
     // Timeouts: on at most one of the loop's FIFO lists.
@@ -185,8 +183,6 @@ struct ConnState {
 
     /// The client: accept's peer, or the PROXY header's source.
     var remote: SocketAddress? = nil
-    var respStatus16: UInt16 = 0       // three digits: the writer checked it
-    var lingered32: UInt32 = 0         // bytes discarded while lingering (< lingerMaxBytes)
     @inline(__always) var respStatus: Int32 {
         get { Int32(respStatus16) }
         set { respStatus16 = UInt16(truncatingIfNeeded: newValue) }
@@ -196,9 +192,10 @@ struct ConnState {
         set { lingered32 = UInt32(truncatingIfNeeded: newValue) }
     }
 
-    var parser = HTTP1Parser()         // its last bytes are free: the next two fit there
+    var parser = HTTP1Parser()         // its last 4 bytes are free: the next three fit there
     var reqKeepAlive = false
     var timerList8: UInt8 = 0
+    var respStatus16: UInt16 = 0       // three digits: the writer checked it
     @inline(__always) var timerList: Int {
         get { Int(timerList8) }
         set { timerList8 = UInt8(truncatingIfNeeded: newValue) }

@@ -207,6 +207,14 @@ struct LoopState {
     var sendHeadSecond = -1
     let sendCT: UnsafeMutableRawPointer     // sendCTMax bytes
     var sendCTLen = 0                       // sendHeadLen 0: none kept yet
+    /// Where the answer being written by `respMarkConn` began in its send
+    /// queue (its RespFlag.marked): nothing is flushed during a handler, so
+    /// `replace` can cut the queue back to here. nil chunk: the queue was
+    /// empty. In the loop, not each connection: only the connection in a
+    /// handler needs it (as the C loop's resp_mark_*).
+    var respMarkConn: ConnPtr? = nil
+    var respMarkChunk: ChunkPtr? = nil
+    var respMarkEnd: UInt32 = 0
 
     init(configuration c: Configuration, loopCount: Int, index: Int, app: AppHandlers,
          drain: DrainSignal, serverLine: [UInt8], inheritedListener: Bool) {

@@ -361,8 +361,10 @@ extension UnsafeMutablePointer where Pointee == ConnState {
     @inline(__always)
     func markBegin() {
         if pointee.flags & CF.inCallback != 0 {
-            pointee.respMarkChunk = pointee.outTail
-            pointee.respMarkEnd = pointee.outTail?.pointee.end ?? 0
+            let loop = pointee.loop
+            loop.pointee.respMarkConn = self
+            loop.pointee.respMarkChunk = pointee.outTail
+            loop.pointee.respMarkEnd = pointee.outTail?.pointee.end ?? 0
             pointee.respFlags |= RespFlag.marked
         }
     }
@@ -660,14 +662,16 @@ extension UnsafeMutablePointer where Pointee == ConnState {
     /// and answers `status` (400...599) with Connection: close instead
     /// (prg_response_replace).
     func replace(_ status: Int32) -> Int32 {
+        let loop = pointee.loop
         guard pointee.flags & (CF.closed | CF.inCallback) == CF.inCallback,
-              pointee.respFlags & RespFlag.marked != 0, (400...599).contains(status) else { return -1 }
+              pointee.respFlags & RespFlag.marked != 0, loop.pointee.respMarkConn == self,
+              (400...599).contains(status) else { return -1 }
         var removed = 0
         var cut: ChunkPtr?
-        if let keep = pointee.respMarkChunk {
+        if let keep = loop.pointee.respMarkChunk {
             cut = keep.pointee.next
-            removed = Int(keep.pointee.end - pointee.respMarkEnd)
-            keep.pointee.end = pointee.respMarkEnd
+            removed = Int(keep.pointee.end - loop.pointee.respMarkEnd)
+            keep.pointee.end = loop.pointee.respMarkEnd
             keep.pointee.next = nil
             pointee.outTail = keep
         } else {
