@@ -903,7 +903,7 @@ int prg_conn_on_readable(prg_conn *c) {
     if ((c->flags & (CONN_STREAMING | CONN_BODY_HELD | CONN_PAUSED)) == CONN_STREAMING && can_hold_body(c))
         process_input(c);
     prg_trigger trigger = c->loop->server->cfg.trigger;
-    int reads = trigger == PRG_TRIGGER_EDGE ? PRG_ET_READS_PER_WAKEUP : 1;
+    int reads = c->loop->engine->blocking_sockets ? 1 : PRG_READS_PER_WAKEUP;
     for (int i = 0; i < reads; i++) {
         if (c->flags & (CONN_CLOSED | CONN_PAUSED | CONN_READ_EOF | CONN_CLOSE_AFTER | CONN_BODY_HELD)) return 1;
         size_t offered = 0;
@@ -921,15 +921,17 @@ int prg_conn_on_readable(prg_conn *c) {
         }
         if (n < 0) return n != -1 || i > 0;   /* closed, full, or drained (EAGAIN) */
         if (!(c->flags & CONN_PROXY_PENDING) || take_proxy_header(c)) process_input(c);
-        /* A short read means the socket is drained, so edge mode can stop
-         * without the extra recv that would return EAGAIN. Not after a hang-up
-         * was signalled: the FIN must still be read, and no new edge comes. */
+        /* A short read means the socket is drained: stop without the extra
+         * recv that would return EAGAIN (a request that fits one read costs
+         * one recv in every mode). Not after a hang-up was signalled: the FIN
+         * must still be read, and no new edge comes. */
         if ((size_t)n < offered && !(c->flags & CONN_PEER_HUP)) return 1;
         /* Flush between reads so a big pipelined burst does not pile up. */
         if (c->out_bytes && prg_conn_flush(c) < 0) return 1;
     }
-    /* Edge mode and the cap was reached: more may be waiting, and no new
-     * edge will come for it. Serve the others first, then come back. */
+    /* The cap was reached: more may be waiting. Level and oneshot modes are
+     * told again by the kernel; in edge mode no new edge will come for it, so
+     * serve the others first, then come back. */
     if (trigger == PRG_TRIGGER_EDGE) prg_loop_mark_ready(c);
     return 1;
 }

@@ -346,6 +346,7 @@ const prg_engine_ops prg_engine_blocking = {
     .unwatch = blocking_unwatch,
     .update_interest = no_interest,
     .set_listener = no_listener,
+    .blocking_sockets = true,
 };
 
 /* ------------------------------------------------------------- threaded */
@@ -600,6 +601,7 @@ const prg_engine_ops prg_engine_threaded = {
     .unwatch = NULL,
     .update_interest = no_interest,
     .set_listener = no_listener,
+    .blocking_sockets = true,
 };
 
 /* A worker context's engine: its socket is registered by spawn (so stop can
@@ -626,4 +628,5 @@ static const prg_engine_ops worker_ops = {
     .unwatch = worker_unwatch,
     .update_interest = no_interest,
     .set_listener = no_listener,
+    .blocking_sockets = true,
 };

@@ -30,9 +30,11 @@
 #define PRG_BLOCK_SIZE 16384u
 /* Blocks kept in a loop's free list; beyond this they go back to malloc. */
 #define PRG_POOL_MAX_FREE 4096u
-/* Edge-triggered: recv calls per wakeup before the connection yields to
- * others (it goes on the ready list and is served again next round). */
-#define PRG_ET_READS_PER_WAKEUP 4
+/* recv calls per wakeup while each fills the buffer (a bulk body) before
+ * the connection yields to others: in level and oneshot modes the kernel
+ * reports it again; in edge mode it goes on the ready list and is served
+ * again next round. */
+#define PRG_READS_PER_WAKEUP 4
 /* Lingering close: after an error answer, or with input left unread, the
  * write side is shut and input discarded until the client closes (at most
  * this long and this much), so the kernel does not answer the unread bytes
@@ -146,6 +148,9 @@ typedef struct prg_engine_ops {
     void (*update_interest)(prg_conn *c);   /* its wants changed: output pending, paused, half-closed */
     int (*set_listener)(prg_loop *loop, bool on);    /* watch the listener or stop watching it; 0 or -errno */
     size_t conn_slot_bytes;                 /* prg_conn.engine_slot's length for this engine (0: none) */
+    /* Its sockets block (the blocking and threaded engines): one recv per
+     * prg_conn_on_readable, since a second could wait for the client. */
+    bool blocking_sockets;
 } prg_engine_ops;
 
 extern const prg_engine_ops prg_engine_epoll;

@@ -2,12 +2,13 @@
  * loop_epoll.c: the readiness loop on raw epoll, in three trigger modes.
  *
  *  level    EPOLLIN registered while the connection may read, EPOLLOUT only
- *           while output is pending (one epoll_ctl when that changes). One
- *           recv per wakeup: the kernel reports the rest again.
+ *           while output is pending (one epoll_ctl when that changes). As in
+ *           every mode, recvs per wakeup go on while each fills the buffer, at
+ *           most PRG_READS_PER_WAKEUP; the kernel reports the rest again.
  *  edge     EPOLLIN|EPOLLOUT|EPOLLET registered once at accept and never
  *           changed: EPOLLOUT fires only on the full-to-writable transition,
  *           so it costs nothing in steady state. Reads until EAGAIN, but at
- *           most PRG_ET_READS_PER_WAKEUP recvs, then the connection goes on
+ *           most PRG_READS_PER_WAKEUP recvs, then the connection goes on
  *           a ready list served after the other events (no starvation).
  *  oneshot  EPOLLONESHOT: every event disarms the descriptor, which is re-armed
  *           with one epoll_ctl after the event is handled (the mode that lets

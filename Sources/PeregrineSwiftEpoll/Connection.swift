@@ -26,8 +26,9 @@ enum Tuning {
     static let blockSize = 16384
     /// Blocks kept in a loop's free list; beyond, they go back to malloc.
     static let poolMaxFree = 4096
-    /// Edge-triggered: recv calls per wakeup before yielding to the others.
-    static let edgeReadsPerWakeup = 4
+    /// recv calls per wakeup while each fills the buffer (a bulk body) before
+    /// yielding to the others (PRG_READS_PER_WAKEUP).
+    static let readsPerWakeup = 4
     /// Lingering close after an error answer: at most this long and this much.
     static let lingerSeconds: UInt32 = 2
     static let lingerMaxBytes = 1 << 20
@@ -957,10 +958,8 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         }
         // A stream resumed: deliver what the buffer holds before reading more.
         if pointee.flags & (CF.streaming | CF.bodyHeld | CF.paused) == CF.streaming { processInput() }
-        let edge = pointee.loop.pointee.edge
-        let reads = edge ? Tuning.edgeReadsPerWakeup : 1
         var i = 0
-        while i < reads {
+        while i < Tuning.readsPerWakeup {
             i += 1
             if pointee.flags & (CF.closed | CF.paused | CF.readEOF | CF.closeAfter | CF.bodyHeld) != 0 { return }
             var offered = 0
@@ -979,16 +978,18 @@ extension UnsafeMutablePointer where Pointee == ConnState {
             }
             if n < 0 { return } // drained (EAGAIN)
             if pointee.flags & CF.proxyPending == 0 || takeProxyHeader() { processInput() }
-            // A short read means the socket is drained, so edge mode can stop
-            // without the recv that would say EAGAIN; not after a hang-up was
-            // signalled (the FIN must still be read, and no new edge comes).
+            // A short read means the socket is drained: stop without the recv
+            // that would say EAGAIN (a request that fits one read costs one
+            // recv in either mode); not after a hang-up was signalled (the FIN
+            // must still be read, and no new edge comes).
             if n < offered && pointee.flags & CF.peerHUP == 0 { return }
             // Flush between reads so a big pipelined burst does not pile up.
             if pointee.outBytes != 0 && flush() < 0 { return }
         }
-        // Edge mode at the cap: more may wait and no new edge will say so.
-        // Serve the others first, then come back.
-        if edge { markReady() }
+        // At the cap more may wait. Level mode is told again by the kernel; in
+        // edge mode no new edge will say so: serve the others first, then
+        // come back.
+        if pointee.loop.pointee.edge { markReady() }
     }
 
     /// Flush, resume a drained paused connection, close when done, update

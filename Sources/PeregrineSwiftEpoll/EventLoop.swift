@@ -3,10 +3,11 @@
 // each batch, and the epoll readiness loop itself.
 //
 //  level  EPOLLIN registered while the connection may read, EPOLLOUT only
-//         while output is pending (one epoll_ctl when that changes). One
-//         recv per wakeup: the kernel reports the rest again.
+//         while output is pending (one epoll_ctl when that changes). As in
+//         edge mode, recvs per wakeup go on while each fills the buffer, at
+//         most Tuning.readsPerWakeup; the kernel reports the rest again.
 //  edge   EPOLLIN|EPOLLOUT|EPOLLET registered once at accept and never
-//         changed. Reads until EAGAIN, but at most Tuning.edgeReadsPerWakeup
+//         changed. Reads until EAGAIN, but at most Tuning.readsPerWakeup
 //         recvs, then the connection goes on a ready list served after the
 //         other events (no starvation).
 
