@@ -415,7 +415,6 @@ prg_conn *prg_conn_open(prg_loop *loop, int fd) {
     c->id = loop->next_id;
     if (loop->server->cfg.proxy_protocol) c->flags |= CONN_PROXY_PENDING;
     loop->next_id += (uint64_t)loop->server->loop_count;   /* loop i hands out i, i+N, i+2N… */
-    prg_http_parser_reset(&c->parser);
     c->next = loop->live;
     if (loop->live) loop->live->prev = c;
     loop->live = c;
@@ -463,7 +462,7 @@ prg_conn_busy *prg_conn_busy_get(prg_conn *c) {
 
 void prg_conn_busy_trim(prg_conn *c) {
     prg_conn_busy *b = c->busy;
-    if (!b || (c->flags & CONN_STREAMING) || c->defer_head || b->userdata) return;
+    if (!b || (c->flags & (CONN_STREAMING | CONN_PARSER_SAVED)) || c->defer_head || b->userdata) return;
     c->busy = NULL;
     free(b);
 }
@@ -550,7 +549,7 @@ void prg_body_fail(prg_conn *c, int state, int status) {
  * before it and its head go; what follows is raw body input (the parser saw
  * the head alone, see process_http). */
 static void stream_begin(prg_conn *c, size_t used) {
-    in_consume(c, used + c->parser.head_len);
+    in_consume(c, used + c->busy->parser.head_len);   /* on_head ran with the parser saved */
     if (c->busy) c->busy->body_pending = 0;   /* NULL: closed by then, the record trimmed */
 }
 
@@ -564,7 +563,7 @@ static int stream_body(prg_conn *c) {
     for (;;) {
         if (c->flags & (CONN_CLOSED | CONN_CLOSE_AFTER)) return -1;
         if (c->flags & CONN_BODY_HELD) return 0;
-        prg_conn_busy *b = c->busy;   /* streaming: prg_body_stream made it */
+        prg_conn_busy *b = c->busy;   /* streaming: prg_body_stream made it, the parser is saved there */
         if (b->body_pending) {
             /* Answers owed before this request's: what it writes waits behind them. */
             prg_out_saved saved;
@@ -588,7 +587,7 @@ static int stream_body(prg_conn *c) {
         }
         size_t decoded = 0;
         int done = 0;
-        int64_t used = prg_http_body_next(&c->parser, c->in, c->in_len, &s->stream_limits, &decoded, &done);
+        int64_t used = prg_http_body_next(&b->parser, c->in, c->in_len, &s->stream_limits, &decoded, &done);
         if (used < 0) {
             int status = (int)-used;
             prg_body_fail(c, status == 413 ? PRG_BODY_TOO_LARGE : PRG_BODY_BAD_FRAMING, status);
@@ -603,7 +602,7 @@ static int stream_body(prg_conn *c) {
         if (decoded) continue;
         if (done) break;
         /* Waiting for body bytes: now is when the client is asked for them. */
-        if ((c->parser.flags & PRG_REQ_EXPECT_CONTINUE) && !(c->flags & CONN_CONTINUE_SENT) &&
+        if ((b->parser.flags & PRG_REQ_EXPECT_CONTINUE) && !(c->flags & CONN_CONTINUE_SENT) &&
             prg_offload_may_continue(c)) {
             prg_send_continue(c);
             c->flags |= CONN_CONTINUE_SENT;
@@ -619,7 +618,8 @@ static int stream_body(prg_conn *c) {
     prg_response_finish_default(c);   /* nothing for a deferred answer */
     if (hold) prg_offload_hold_end(c, &saved);
     if (!c->req_keep_alive) c->flags |= CONN_CLOSE_AFTER;
-    prg_http_parser_reset(&c->parser);
+    c->flags &= ~(uint32_t)CONN_PARSER_SAVED;   /* the next request starts on the stack */
+    prg_conn_busy_trim(c);
     prg_timer_remove(c);
     c->flags &= ~(uint32_t)(CONN_CONTINUE_SENT | CONN_HEAD_SEEN);
     return 1;
@@ -638,13 +638,13 @@ static size_t head_extent(const uint8_t *buf, size_t len) {
 }
 
 /* on_head for the request at in[used, ...): its head is complete and it has
- * a body. Returns what the handler chose. */
-static int head_decide(prg_conn *c, size_t used) {
+ * a body, and its parser p is saved. Returns what the handler chose. */
+static int head_decide(prg_conn *c, const prg_http_parser *p, size_t used) {
     prg_loop *loop = c->loop;
     prg_server *s = loop->server;
     c->flags |= CONN_HEAD_SEEN;
     prg_request req;
-    int rc = prg_http_head_view(&c->parser, c->in + used, c->in_len - used, &s->head_limits, &req, loop->headers);
+    int rc = prg_http_head_view(p, c->in + used, c->in_len - used, &s->head_limits, &req, loop->headers);
     if (rc < 0) {   /* unreachable: the parser accepted this head */
         send_error_ordered(c, -rc);
         c->close_reason = PRG_CLOSE_BAD_REQUEST;
@@ -679,7 +679,7 @@ static int head_decide(prg_conn *c, size_t used) {
     c->req_keep_alive = keep_alive;
     /* Buffered: the limit for buffered bodies applies from here (no body
      * byte was decoded yet: the chunked decoder checks it as it goes). */
-    if (c->parser.content_length > (int64_t)s->cfg.limits.max_body) {
+    if (p->content_length > (int64_t)s->cfg.limits.max_body) {
         send_error_ordered(c, 413);
         c->close_reason = PRG_CLOSE_BAD_REQUEST;
         c->flags |= CONN_CLOSE_AFTER;
@@ -688,11 +688,36 @@ static int head_decide(prg_conn *c, size_t used) {
     return HEAD_BUFFER;
 }
 
+/* Saves the parser of a request that outlives this call (it spans reads)
+ * or is handed to callbacks that may resume it (on_head) into the busy
+ * record. Returns the saved parser, or NULL when there was no memory for
+ * it: the client is then answered 503 and the connection closes. */
+static prg_http_parser *parser_save(prg_conn *c, const prg_http_parser *p) {
+    prg_http_parser *saved = prg_conn_saved_parser(c);
+    if (saved) return saved;   /* p is it */
+    prg_conn_busy *b = prg_conn_busy_get(c);
+    if (!b) {
+        send_error_ordered(c, 503);
+        c->close_reason = PRG_CLOSE_ERROR;
+        c->flags |= CONN_CLOSE_AFTER;
+        return NULL;
+    }
+    b->parser = *p;
+    c->flags |= CONN_PARSER_SAVED;
+    return &b->parser;
+}
+
 /* Parses and answers every complete request in the buffer (HTTP mode). */
 static void process_http(prg_conn *c) {
     prg_loop *loop = c->loop;
     prg_server *s = loop->server;
     size_t used = 0;
+    /* A request that arrives whole (the usual case) is parsed here, on the
+     * stack: the connection carries a parser only while one spans reads.
+     * NULL: the next request starts afresh (reset just before it is parsed,
+     * so one reset per request). */
+    prg_http_parser local;
+    prg_http_parser *p = prg_conn_saved_parser(c);
     for (;;) {
         if (c->flags & (CONN_CLOSED | CONN_CLOSE_AFTER)) break;
         if (c->flags & CONN_STREAMING) {   /* used is 0: stream_begin dropped what came before */
@@ -701,6 +726,7 @@ static void process_http(prg_conn *c) {
                 break;
             }
             if (stream_body(c) <= 0) break;
+            p = NULL;   /* the body ended: the next request starts afresh */
             continue;
         }
         if (used >= c->in_len) break;
@@ -718,19 +744,33 @@ static void process_http(prg_conn *c) {
             limits = &s->head_limits;
             avail = head_extent(c->in + used, avail);
         }
-        int64_t r = prg_http_parse(&c->parser, c->in + used, avail, limits, &req, loop->headers);
-        if (deciding && r == PRG_PARSE_INCOMPLETE && prg_http_head_complete(&c->parser)) {
-            /* The head is complete and a body follows. */
-            int choice = head_decide(c, used);
+        if (!p) {
+            p = &local;
+            prg_http_parser_reset(p);
+        }
+        int64_t r = prg_http_parse(p, c->in + used, avail, limits, &req, loop->headers);
+        if (deciding && r == PRG_PARSE_INCOMPLETE && prg_http_head_complete(p)) {
+            /* The head is complete and a body follows: on_head may stream it,
+             * and the stream goes on after this call. */
+            if (!(p = parser_save(c, p))) {
+                used = c->in_len;
+                break;
+            }
+            int choice = head_decide(c, p, used);
             if (choice == HEAD_STREAM) used = 0;
             else if (choice == HEAD_ANSWERED) used = c->in_len;   /* the body and anything after it are not read */
             continue;   /* HEAD_BUFFER: parse on, body included, under the buffered limit */
         }
         if (r == PRG_PARSE_INCOMPLETE) {
-            c->in_len -= (uint32_t)prg_http_compact(&c->parser, c->in + used, c->in_len - used);
+            /* The rest comes in later reads. */
+            if (!(p = parser_save(c, p))) {
+                used = c->in_len;
+                break;
+            }
+            c->in_len -= (uint32_t)prg_http_compact(p, c->in + used, c->in_len - used);
             /* Not while answers are owed: the interim answer would go out
              * before them and be taken for theirs. */
-            if (prg_http_head_complete(&c->parser) && (c->parser.flags & PRG_REQ_EXPECT_CONTINUE) &&
+            if (prg_http_head_complete(p) && (p->flags & PRG_REQ_EXPECT_CONTINUE) &&
                 !(c->flags & CONN_CONTINUE_SENT) && !c->defer_head) {
                 prg_send_continue(c);
                 c->flags |= CONN_CONTINUE_SENT;
@@ -750,7 +790,11 @@ static void process_http(prg_conn *c) {
          * draining server answers the request in flight and closes: the
          * request view and the writer both see a request that closes. */
         if (loop->one_request || loop->draining) req.flags &= ~(unsigned)PRG_REQ_KEEP_ALIVE;
-        prg_http_parser_reset(&c->parser);
+        if (p != &local) {   /* it spanned reads: the next starts on the stack */
+            c->flags &= ~(uint32_t)CONN_PARSER_SAVED;
+            prg_conn_busy_trim(c);
+        }
+        p = NULL;
         /* The next request's head gets its own deadline. An idle timer stays:
          * finish_io keeps it (moved only when the second changed). */
         if (c->timer_list == TIMER_HEAD) prg_timer_remove(c);
@@ -821,7 +865,8 @@ static ssize_t read_once(prg_conn *c, size_t *offered) {
         /* The buffer is at its limit and the application (raw) or the
          * parser made no progress: give up on this client. */
         if (c->loop->server->cfg.mode == PRG_MODE_HTTP) {
-            send_error_ordered(c, prg_http_head_complete(&c->parser) ? 413 : 431);
+            const prg_http_parser *p = prg_conn_saved_parser(c);
+            send_error_ordered(c, p && prg_http_head_complete(p) ? 413 : 431);
             c->flags |= CONN_CLOSE_AFTER;
             c->close_reason = PRG_CLOSE_BAD_REQUEST;
             return -3;
@@ -993,7 +1038,9 @@ int prg_body_stream(prg_conn *c, void *stream) {
     /* head_decide cleared it for an answer from the head; a streamed request
      * keeps the connection as it asked. */
     const prg_loop *loop = c->loop;
-    uint8_t keep_alive = (c->parser.flags & PRG_REQ_KEEP_ALIVE) && !loop->one_request && !loop->draining;
+    const prg_http_parser *p = prg_conn_saved_parser(c);   /* saved before on_head ran */
+    if (!p) return -1;
+    uint8_t keep_alive = (p->flags & PRG_REQ_KEEP_ALIVE) && !loop->one_request && !loop->draining;
     /* Started an answer: refused. Deferred it in this on_head: the body
      * streams while it is owed, as when prg_defer follows. */
     if (c->resp_state != RESP_NONE && prg_offload_stream_deferred(c, keep_alive) != 0) return -1;

@@ -109,6 +109,7 @@ enum {
     CONN_BODY_HELD     = 1u << 14, /* the application paused, or took less: not reading */
     CONN_BODY_SKIPPED  = 1u << 15, /* answered from the head, body never read: linger on close */
     CONN_WATCHED       = 1u << 16, /* registered with the engine (event engines: after the first read) */
+    CONN_PARSER_SAVED  = 1u << 17, /* a request spans reads or callbacks: its parser is busy->parser */
 };
 
 /* Response writer states. */
@@ -197,7 +198,6 @@ struct prg_conn {
      * lists (timer_list above), in deadline order. */
     struct prg_conn *timer_prev, *timer_next;
 
-    prg_http_parser parser;
     /* Answers still owed, in request order (offload.c): a deferred
      * request, or an answer that waits behind one. NULL on the hot path,
      * which tests only this; the rest of the list is in busy. */
@@ -215,10 +215,11 @@ struct prg_conn {
 };
 /* The idle struct without an engine tail (LP64). Growing it grows every
  * idle connection: move what only a busy connection needs elsewhere first
- * (prg_conn_busy), and what only a callback needs into the loop. 232 bytes
- * is one 240-byte malloc chunk; with libev's 48-byte ev_io, 280 is one of
- * 288. */
-_Static_assert(sizeof(void *) != 8 || sizeof(struct prg_conn) <= 232, "struct prg_conn grew past 232 bytes");
+ * (prg_conn_busy), and what only a callback needs into the loop. 168 bytes
+ * is one 176-byte malloc chunk; with libev's 48-byte ev_io, 216 is one of
+ * 224 (libev adds its own per-descriptor record, about 27 bytes at 19,000
+ * connections, so 256 per idle connection leaves no room to grow). */
+_Static_assert(sizeof(void *) != 8 || sizeof(struct prg_conn) <= 168, "struct prg_conn grew past 168 bytes");
 
 /* A connection's busy-only state (conn.c: prg_conn_busy_get, _trim). */
 typedef struct prg_conn_busy {
@@ -229,9 +230,19 @@ typedef struct prg_conn_busy {
     uint32_t defer_count;
     struct prg_deferred *defer_tail;
     void *userdata;
+    /* The parser of a request that spans reads, or callbacks that may
+     * resume it (on_head, a streamed body): CONN_PARSER_SAVED. A request
+     * that arrives whole is parsed on the stack (conn.c: process_http), so
+     * neither an idle connection nor the usual request carries one. */
+    prg_http_parser parser;
 } prg_conn_busy;
 /* The connection's busy record, allocated if it has none; NULL: out of memory. */
 prg_conn_busy *prg_conn_busy_get(prg_conn *c);
+/* The saved parser of the request in progress, or NULL: none spans reads
+ * (the next request starts from scratch). */
+static inline prg_http_parser *prg_conn_saved_parser(const prg_conn *c) {
+    return (c->flags & CONN_PARSER_SAVED) ? &c->busy->parser : NULL;
+}
 /* Frees the busy record once nothing in it is in use (idle again). */
 void prg_conn_busy_trim(prg_conn *c);
 

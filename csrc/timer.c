@@ -69,8 +69,10 @@ static int timer_wanted(const prg_conn *c) {
     if (c->flags & (CONN_CLOSE_AFTER | CONN_PAUSED)) return TIMER_IDLE;
     /* A streamed body the application holds back: it is the one late. */
     if (c->flags & CONN_BODY_HELD) return c->out_bytes ? TIMER_IDLE : TIMER_NONE;
-    if (cfg->mode == PRG_MODE_HTTP && c->in_len > 0 && !prg_http_head_complete(&c->parser))
-        return TIMER_HEAD;
+    if (cfg->mode == PRG_MODE_HTTP && c->in_len > 0) {
+        const prg_http_parser *p = prg_conn_saved_parser(c);   /* none: no head begun before this read */
+        if (!p || !prg_http_head_complete(p)) return TIMER_HEAD;
+    }
     /* Raw mode: an idle raw connection is the application's business; only
      * output the client does not read is timed. */
     if (cfg->mode == PRG_MODE_RAW && c->out_bytes == 0) return TIMER_NONE;

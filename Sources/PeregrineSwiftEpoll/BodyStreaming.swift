@@ -66,14 +66,14 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         bodyEndNotify(how)
     }
 
-    /// The request at inBuf[used...] has a complete head and a body: the
-    /// head handler chooses.
-    func headDecide(_ used: Int) -> HeadChoice {
+    /// The request at inBuf[used...] has a complete head and a body, and its
+    /// parser `p` is saved: the head handler chooses.
+    func headDecide(_ used: Int, _ p: UnsafeMutablePointer<HTTP1Parser>) -> HeadChoice {
         let loop = pointee.loop
         pointee.flags |= CF.headSeen
         let base = pointee.inBuf.unsafelyUnwrapped + used
         var req = ParsedRequest()
-        let rc = pointee.parser.headView(UnsafeRawBufferPointer(start: base, count: pointee.inLen - used),
+        let rc = p.pointee.headView(UnsafeRawBufferPointer(start: base, count: pointee.inLen - used),
                                          limits: loop.pointee.headLimits, headers: loop.pointee.headers, into: &req)
         if rc < 0 { // unreachable: the parser accepted this head
             sendErrorOrdered(Int32(truncatingIfNeeded: -rc))
@@ -112,7 +112,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
                 consumer.attach(OpaquePointer(self), functions: loop.pointee.bodyFunctions,
                                 response: loop.pointee.responseFunctions)
                 if hold { holdEnd(saved) }
-                streamBegin(used)
+                streamBegin(used, p)
                 return .stream
             }
             consumer.finish(.closed) // it answered as well: the answer stands, the body is not read
@@ -126,7 +126,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         if hold { holdEnd(saved) }
         pointee.reqKeepAlive = keepAlive
         // Buffered: the limit for buffered bodies applies from here.
-        if pointee.parser.contentLength > Int64(loop.pointee.limits.maxBody) {
+        if p.pointee.contentLength > Int64(loop.pointee.limits.maxBody) {
             sendErrorOrdered(413)
             pointee.closeReason = CloseReason.badRequest
             pointee.flags |= CF.closeAfter
@@ -137,8 +137,8 @@ extension UnsafeMutablePointer where Pointee == ConnState {
 
     /// The head goes; what follows it is raw body input (the parser saw the
     /// head alone).
-    func streamBegin(_ used: Int) {
-        inConsume(used + pointee.parser.headLength)
+    func streamBegin(_ used: Int, _ p: UnsafeMutablePointer<HTTP1Parser>) {
+        inConsume(used + p.pointee.headLength)
         pointee.bodyPending = 0
     }
 
@@ -149,6 +149,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
     /// 0: waiting, -1: closing.
     func streamBody() -> Int {
         let loop = pointee.loop
+        let parser = pointee.savedParser.unsafelyUnwrapped // saved before the head handler ran; kept while streaming
         while true {
             if pointee.flags & (CF.closed | CF.closeAfter) != 0 { return -1 }
             if pointee.flags & CF.bodyHeld != 0 { return 0 }
@@ -174,7 +175,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
             }
             var decoded = 0
             var done = false
-            let used = pointee.parser.bodyNext(UnsafeMutableRawBufferPointer(start: pointee.inBuf, count: pointee.inLen),
+            let used = parser.pointee.bodyNext(UnsafeMutableRawBufferPointer(start: pointee.inBuf, count: pointee.inLen),
                                                limits: loop.pointee.streamLimits, decoded: &decoded, done: &done)
             if used < 0 {
                 bodyFail(used == -413 ? .tooLarge : .badFraming, Int32(truncatingIfNeeded: -used))
@@ -190,7 +191,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
             if decoded > 0 { continue }
             if done { break }
             // Waiting for body bytes: now is when the client is asked for them.
-            if pointee.parser.expectContinue && pointee.flags & CF.continueSent == 0 && mayContinue {
+            if parser.pointee.expectContinue && pointee.flags & CF.continueSent == 0 && mayContinue {
                 _ = sendContinue()
                 pointee.flags |= CF.continueSent
             }
@@ -204,7 +205,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         _ = finishDefault()   // nothing for a deferred answer
         if hold { holdEnd(saved) }
         if !pointee.reqKeepAlive { pointee.flags |= CF.closeAfter }
-        pointee.parser.reset()
+        pointee.parserForget() // the next request starts on the stack
         timerRemove()
         pointee.flags &= ~(CF.continueSent | CF.headSeen)
         return 1

@@ -193,7 +193,6 @@ struct ConnState {
         set { lingered32 = UInt32(truncatingIfNeeded: newValue) }
     }
 
-    var parser = HTTP1Parser()         // its last 4 bytes are free: the next three fit there
     var reqKeepAlive = false
     var timerList8: UInt8 = 0
     var respStatus16: UInt16 = 0       // three digits: the writer checked it
@@ -273,6 +272,34 @@ struct ConnState {
         busy?.deallocate()
         busy = nil
     }
+
+    /// The parser of the request in progress when it spans reads, or
+    /// callbacks that may resume it (the head handler, a streamed body);
+    /// nil otherwise: a request that arrives whole is parsed on the stack
+    /// (processHTTP), so neither an idle connection nor the usual request
+    /// carries one.
+    @inline(__always) var savedParser: UnsafeMutablePointer<HTTP1Parser>? {
+        guard let b = busy, b.pointee.parserSaved else { return nil }
+        return b.pointer(to: \ConnBusy.parser)
+    }
+
+    /// Saves `p` as the request's parser (see savedParser) and returns the
+    /// saved one. (Swift's allocation does not fail: where C answers 503
+    /// for want of the record, this one has it.)
+    mutating func parserSave(_ p: UnsafeMutablePointer<HTTP1Parser>) -> UnsafeMutablePointer<HTTP1Parser> {
+        if let saved = savedParser { return saved } // p is it
+        let b = busyRecord()
+        b.pointee.parser = p.pointee
+        b.pointee.parserSaved = true
+        return b.pointer(to: \ConnBusy.parser).unsafelyUnwrapped
+    }
+
+    /// The saved parser's request ended: the next starts on the stack.
+    mutating func parserForget() {
+        guard let b = busy, b.pointee.parserSaved else { return }
+        b.pointee.parserSaved = false
+        busyTrim()
+    }
 }
 
 /// A connection's busy-only state (prg_conn_busy in C). Trivial.
@@ -282,9 +309,12 @@ struct ConnBusy {
     var deferHead: Unmanaged<DeferredAnswer>? = nil
     var deferTail: Unmanaged<DeferredAnswer>? = nil
     var deferCount = 0
+    /// `parser` holds the request in progress (ConnState.savedParser).
+    var parserSaved = false
+    var parser = HTTP1Parser()
 
     var isEmpty: Bool {
-        bodyStream == nil && bodyPending == 0 && deferHead == nil && deferTail == nil && deferCount == 0
+        bodyStream == nil && bodyPending == 0 && deferHead == nil && deferTail == nil && deferCount == 0 && !parserSaved
     }
 }
 
@@ -734,9 +764,20 @@ extension UnsafeMutablePointer where Pointee == ConnState {
 
 extension UnsafeMutablePointer where Pointee == ConnState {
     /// Parses and answers every complete request in the buffer (HTTP mode).
+    /// A request that arrives whole (the usual case) is parsed here, on the
+    /// stack: the connection carries a parser only while one spans reads.
     func processHTTP() {
+        // Uninitialized: initialized just before each request is parsed (one
+        // initialization per request). HTTP1Parser is trivial: nothing to
+        // deinitialize.
+        withUnsafeTemporaryAllocation(of: HTTP1Parser.self, capacity: 1) { processHTTP(local: $0.baseAddress.unsafelyUnwrapped) }
+    }
+
+    private func processHTTP(local: UnsafeMutablePointer<HTTP1Parser>) {
         let loop = pointee.loop
         var used = 0
+        // nil: the next request starts afresh on the stack.
+        var p = pointee.savedParser
         while pointee.flags & (CF.closed | CF.closeAfter) == 0 {
             if pointee.flags & CF.streaming != 0 { // used is 0: streamBegin dropped what came before
                 if overOutputLimit || offloadFull || tooManyFiles {
@@ -744,6 +785,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
                     break
                 }
                 if streamBody() <= 0 { break }
+                p = nil // the body ended: the next request starts afresh
                 continue
             }
             if used >= pointee.inLen { break }
@@ -761,10 +803,20 @@ extension UnsafeMutablePointer where Pointee == ConnState {
                 avail = headExtent(UnsafeRawPointer(base), avail)
             }
             var req = ParsedRequest()
-            let r = pointee.parser.parse(UnsafeMutableRawBufferPointer(start: base, count: avail),
+            let parser: UnsafeMutablePointer<HTTP1Parser>
+            if let p { parser = p } else {
+                local.initialize(to: HTTP1Parser())
+                parser = local
+                p = local
+            }
+            let r = parser.pointee.parse(UnsafeMutableRawBufferPointer(start: base, count: avail),
                                          limits: limits, headers: loop.pointee.headers, into: &req)
-            if deciding && r == 0 && pointee.parser.headComplete {
-                switch headDecide(used) {
+            if deciding && r == 0 && parser.pointee.headComplete {
+                // The head is complete and a body follows: the head handler
+                // may stream it, and the stream goes on after this call.
+                let saved = pointee.parserSave(parser)
+                p = saved
+                switch headDecide(used, saved) {
                 case .stream: used = 0
                 case .answered: used = pointee.inLen // the body and anything after it are not read
                 case .buffer: break                  // parse on, body included, under the buffered limit
@@ -772,9 +824,11 @@ extension UnsafeMutablePointer where Pointee == ConnState {
                 continue
             }
             if r == 0 {
-                pointee.inLen -= pointee.parser.compact(UnsafeMutableRawBufferPointer(start: base, count: avail))
+                // The rest comes in later reads.
+                let saved = pointee.parserSave(parser)
+                pointee.inLen -= saved.pointee.compact(UnsafeMutableRawBufferPointer(start: base, count: avail))
                 // Not while answers are owed: it would be taken for theirs.
-                if pointee.parser.headComplete && pointee.parser.expectContinue
+                if saved.pointee.headComplete && saved.pointee.expectContinue
                     && pointee.flags & CF.continueSent == 0 && pointee.deferHead == nil {
                     _ = sendContinue()
                     pointee.flags |= CF.continueSent
@@ -792,7 +846,8 @@ extension UnsafeMutablePointer where Pointee == ConnState {
             pointee.flags &= ~CF.headSeen
             // A draining server answers the request in flight and closes.
             if loop.pointee.draining { req.flags.remove(.keepAlive) }
-            pointee.parser.reset()
+            if parser != local { pointee.parserForget() } // it spanned reads: the next starts on the stack
+            p = nil
             // The next request's head gets its own deadline. An idle timer
             // stays: finishIO keeps it (moved only when the second changed).
             if pointee.timerList == TimerKind.head { timerRemove() }
@@ -878,7 +933,7 @@ extension UnsafeMutablePointer where Pointee == ConnState {
             // At the limit, and the parser (or the raw application) made no
             // progress: give up on this client.
             if !pointee.loop.pointee.raw {
-                sendErrorOrdered(pointee.parser.headComplete ? 413 : 431)
+                sendErrorOrdered(pointee.savedParser?.pointee.headComplete == true ? 413 : 431)
                 pointee.flags |= CF.closeAfter
                 pointee.closeReason = CloseReason.badRequest
                 return -1

@@ -75,7 +75,8 @@ extension UnsafeMutablePointer where Pointee == ConnState {
         // A streamed body the consumer holds back: it is the one late.
         if f & CF.bodyHeld != 0 { return pointee.outBytes != 0 ? TimerKind.idle : TimerKind.none }
         let raw = pointee.loop.pointee.raw
-        if !raw && pointee.inLen > 0 && !pointee.parser.headComplete { return TimerKind.head }
+        // No saved parser: no head was begun before this read.
+        if !raw && pointee.inLen > 0 && pointee.savedParser?.pointee.headComplete != true { return TimerKind.head }
         // Raw mode: an idle raw connection is the application's business;
         // only output the client does not read is timed.
         if raw && pointee.outBytes == 0 { return TimerKind.none }
