@@ -113,7 +113,7 @@ final class Mailbox: @unchecked Sendable {
         if closed { return -ECONNRESET }
         let rc = check(d)
         if rc != 0 { return rc }
-        d.ops.append(contentsOf: ops())
+        if d.ops.isEmpty { d.ops = ops() } else { d.ops.append(contentsOf: ops()) }   // the first: no copy
         return postLocked(d) ? 0 : -ECONNRESET
     }
 
@@ -124,17 +124,23 @@ final class Mailbox: @unchecked Sendable {
         return body()
     }
 
-    func take() -> [(DeferredAnswer, [StreamOp])] {
+    /// The loop thread: what `drain` renders, kept with its capacity (as
+    /// `items` keeps its own) so that a drain allocates no array.
+    private var batch: [(DeferredAnswer, [StreamOp])] = []
+
+    /// The loop thread: takes every posted answer with its ops (under the
+    /// lock), then hands each to `render` (outside it).
+    func drain(_ render: (DeferredAnswer, [StreamOp]) -> Void) {
         pthread_mutex_lock(mutex)
-        let taken = items.map { d -> (DeferredAnswer, [StreamOp]) in
+        for d in items {
             d.onMailbox = false
-            let ops = d.ops
+            batch.append((d, d.ops))
             d.ops = []
-            return (d, ops)
         }
-        items = []
+        items.removeAll(keepingCapacity: true)
         pthread_mutex_unlock(mutex)
-        return taken
+        for (d, ops) in batch { render(d, ops) }
+        batch.removeAll(keepingCapacity: true)
     }
 
     /// The loop ended: what is queued and what arrives later is dropped.
@@ -199,7 +205,10 @@ final class DeferredAnswer: @unchecked Sendable {
     let wantWritable = Atomic<Bool>(false)
     let lowWater = 64 * 1024
     let highWater = 256 * 1024
-    let onWritable = Locked<(@Sendable () -> Void)?>(nil)
+    /// A stream producer's callback for room to write, under the mailbox
+    /// lock (onWritable, setOnWritable): no lock of its own, which would be
+    /// three allocations per answer.
+    private var onWritableLocked: (@Sendable () -> Void)? = nil
 
     init(conn: ConnPtr, mailbox: Mailbox?, reqMinor: UInt8, keepAlive: Bool, noBody: Bool,
          state: UInt8 = DeferState.open) {
@@ -222,13 +231,24 @@ final class DeferredAnswer: @unchecked Sendable {
             d.state.compareExchange(expected: DeferState.open, desired: DeferState.sent,
                                     ordering: .acquiringAndReleasing).exchanged ? 0 : -EALREADY
         }, {
-            var ops: [StreamOp] = [.head(status: a.status, headers: a.headers, length: a.body.count)]
-            if !a.body.isEmpty { ops.append(.body(a.body)) }
-            ops.append(.end(trailers: []))
-            return ops
+            // One array, sized at once.
+            let head = StreamOp.head(status: a.status, headers: a.headers, length: a.body.count)
+            return a.body.isEmpty ? [head, .end(trailers: [])] : [head, .body(a.body), .end(trailers: [])]
         })
         if rc == 0 { postedTotal.add(a.body.count, ordering: .sequentiallyConsistent) }   // the level counts it as written
         return rc == 0
+    }
+
+    /// The producer's callback for room to write (nil: none), read under the
+    /// mailbox lock; the caller runs it after.
+    var onWritable: (@Sendable () -> Void)? {
+        guard let mb = mailbox else { return nil }   // not a producer's answer: never set
+        return mb.locked { onWritableLocked }
+    }
+
+    func setOnWritable(_ callback: (@Sendable () -> Void)?) {
+        guard let mb = mailbox else { return }
+        mb.locked { onWritableLocked = callback }
     }
 
     /// The loop thread: the loop decides the answer itself (timeout, or the
@@ -509,8 +529,8 @@ extension UnsafeMutablePointer where Pointee == LoopState {
     /// The loop thread, after its eventfd fired.
     func drainMailbox() {
         guard let mb = pointee.mailbox else { return }
-        for (d, ops) in mb.takeUnretainedValue().take() {
-            guard let c = d.conn else { continue }   // its connection closed meanwhile
+        mb.takeUnretainedValue().drain { d, ops in
+            guard let c = d.conn else { return }   // its connection closed meanwhile
             if !ops.isEmpty { c.renderOps(d, ops) }   // a stream's ops (the one-shot answer is one too)
             c.rendered(d)
         }

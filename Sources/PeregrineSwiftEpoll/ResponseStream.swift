@@ -26,20 +26,29 @@ import Synchronization
 /// the client gets 500 before the head, a truncated body after it.
 final class SwiftResponseStream: DeferredAnswerEngine {
     private let d: DeferredAnswer
+    /// A writability callback was registered (cleared at the end).
+    private let watchedWritable = Atomic<Bool>(false)
 
     init(_ d: DeferredAnswer) { self.d = d }
 
     func complete(_ answer: OffloadAnswer) -> Bool { d.complete(answer) }
 
     deinit {
-        d.onWritable.withLock { $0 = nil }
-        if d.complete(OffloadAnswer(status: 500, body: "handler did not respond\n")) {
-            // released before its head: 500
-        } else if let mb = d.mailbox {
-            _ = mb.submit(d, { d in
+        if watchedWritable.load(ordering: .acquiring) { d.setOnWritable(nil) }
+        // The usual end, an answer already sent (or refused: timed out, the
+        // peer gone), needs nothing: the state says so before any answer is
+        // built or the mailbox locked.
+        switch d.state.load(ordering: .acquiring) {
+        case DeferState.open:
+            _ = d.complete(OffloadAnswer(status: 500, body: "handler did not respond\n"))   // released before its head
+        case DeferState.headed:
+            guard let mb = d.mailbox else { return }
+            _ = mb.submit(d, { d in   // released after its head, without an end: cut short
                 d.state.compareExchange(expected: DeferState.headed, desired: DeferState.sent,
                                         ordering: .acquiringAndReleasing).exchanged ? 0 : -EALREADY
             }, { .abort })
+        default:
+            break
         }
     }
 
@@ -142,7 +151,8 @@ final class SwiftResponseStream: DeferredAnswerEngine {
     }
 
     func streamOnWritable(_ callback: (@Sendable () -> Void)?) {
-        d.onWritable.withLock { $0 = callback }
+        watchedWritable.store(true, ordering: .releasing)
+        d.setOnWritable(callback)
     }
 }
 
@@ -245,14 +255,14 @@ extension DeferredAnswer {
     /// the peer went at its next write).
     func runWritable() {
         guard wantWritable.exchange(false, ordering: .sequentiallyConsistent) else { return }
-        onWritable.withLock { $0 }?()
+        onWritable?()
     }
 
     /// The peer went: a registered producer hears it once, waiting for room
     /// or not (so an async handler busy elsewhere can be cancelled).
     func runPeerGone() {
         wantWritable.store(false, ordering: .sequentiallyConsistent)
-        onWritable.withLock { $0 }?()
+        onWritable?()
     }
 }
 
