@@ -468,9 +468,10 @@ final class Bridge: Sendable {
         respond: prg_respond, writeHeader: prg_write_header, writeBody: prg_write_body,
         end: prg_end, send: prg_send, status: prg_response_status, writeFile: prg_write_file,
         replace: prg_response_replace,
-        deferAnswer: { conn in
-            guard let d = prg_defer(conn) else { return nil }
-            return Unmanaged.passRetained(DeferredHandle(pointer: d) as AnyObject).toOpaque()
+        deferAnswer: { conn, out in
+            guard let out, let d = prg_defer(conn) else { return false }
+            out.assumingMemoryBound(to: (any DeferredAnswerEngine)?.self).pointee = DeferredHandle(pointer: d)
+            return true
         })
     let connectionFunctions = ConnectionFunctions(
         write: prg_conn_write, close: prg_conn_close, id: prg_conn_id, pendingOutput: prg_conn_pending_output,

@@ -28,10 +28,12 @@ import Glibc
     @usableFromInline package var writeFile: WriteFile
     /// `prg_response_replace`: nil for a writer that cannot take back a response.
     @usableFromInline package var replace: Replace?
-    /// Answer later: returns an `Unmanaged` `DeferredAnswerEngine`, retained
-    /// once for the caller, or nil when an answer already began (or no
-    /// memory for the handle). nil: the writer cannot defer.
-    @usableFromInline package typealias DeferAnswer = @convention(c) (OpaquePointer?) -> UnsafeMutableRawPointer?
+    /// Answer later: stores the engine's handle at the second argument, an
+    /// initialized `(any DeferredAnswerEngine)?` (typed by the engine, so the
+    /// caller casts nothing), and returns `true`; `false` when an answer
+    /// already began (or no memory for the handle). nil: the writer cannot
+    /// defer.
+    @usableFromInline package typealias DeferAnswer = @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Bool
     @usableFromInline package var deferAnswer: DeferAnswer?
 
     package init(respond: Respond, writeHeader: WriteHeader, writeBody: WriteBody, end: End,
@@ -205,8 +207,10 @@ public struct Response {
     /// answers wait behind it). nil when an answer already began (or the
     /// engine is out of memory for the handle).
     package func deferAnswer() -> (any DeferredAnswerEngine)? {
-        guard let make = functions.deferAnswer, let p = make(sink),
-              let engine = Unmanaged<AnyObject>.fromOpaque(p).takeRetainedValue() as? any DeferredAnswerEngine else { return nil }
+        guard let make = functions.deferAnswer else { return nil }
+        var made: (any DeferredAnswerEngine)? = nil
+        guard withUnsafeMutablePointer(to: &made, { make(sink, UnsafeMutableRawPointer($0)) }),
+              let engine = made else { return nil }
         return AnswerWatch.wrap(engine)   // under the access log or metrics: reported when complete
     }
 

@@ -725,9 +725,10 @@ enum SwiftResponseWriter {
             replace: { sink, status in
                 ConnPtr(sink.unsafelyUnwrapped).replace(status)
             },
-            deferAnswer: { sink in
-                guard let d = ConnPtr(sink.unsafelyUnwrapped).deferAnswer() else { return nil }
-                return Unmanaged.passRetained(SwiftResponseStream(d) as AnyObject).toOpaque()
+            deferAnswer: { sink, out in
+                guard let out, let d = ConnPtr(sink.unsafelyUnwrapped).deferAnswer() else { return false }
+                out.assumingMemoryBound(to: (any DeferredAnswerEngine)?.self).pointee = SwiftResponseStream(d)
+                return true
             })
     }
 }
