@@ -807,7 +807,6 @@ extension UnsafeMutablePointer where Pointee == ConnState {
             if let p { parser = p } else {
                 local.initialize(to: HTTP1Parser())
                 parser = local
-                p = local
             }
             let r = parser.pointee.parse(UnsafeMutableRawBufferPointer(start: base, count: avail),
                                          limits: limits, headers: loop.pointee.headers, into: &req)

@@ -129,7 +129,9 @@ final class Mailbox: @unchecked Sendable {
     private var batch: [(DeferredAnswer, [StreamOp])] = []
 
     /// The loop thread: takes every posted answer with its ops (under the
-    /// lock), then hands each to `render` (outside it).
+    /// lock), then hands each to `render` (outside it). Not reentrant: the
+    /// loop calls it at its top level only (EventLoop.run), never from a
+    /// render, which would otherwise see `batch` still full.
     func drain(_ render: (DeferredAnswer, [StreamOp]) -> Void) {
         pthread_mutex_lock(mutex)
         for d in items {
