@@ -359,17 +359,48 @@ public final class ResponseWriter: @unchecked Sendable {
 
     // The exchange this writer answers: everything the handler's task
     // needs, in this one object, so the task's closure captures only it
-    // (no context allocation per request).
+    // (no context allocation per request). Variables: a loop reuses a
+    // writer answered inline for its next request (`recycled`).
     private let handler: AsyncRequestHandler
-    private let request: HTTPRequest
-    private let requestBody: RequestBody
+    @exclusivity(unchecked) private var request: HTTPRequest
+    @exclusivity(unchecked) private var requestBody: RequestBody
     private let executor: LoopExecutor?
     private let failures: FailureLog
-    private let channel: BodyChannel?
+    @exclusivity(unchecked) private var channel: BodyChannel?
 
     /// The client this answer goes to: its address, or with the PROXY
     /// protocol the source the proxy named (`Request.remoteAddress`).
-    public let remoteAddress: SocketAddress?
+    @exclusivity(unchecked) public private(set) var remoteAddress: SocketAddress?
+
+    /// A loop's writer answered inline, and held by nobody else: made ready
+    /// for the loop's next request (an allocation and a deinit saved).
+    /// Its handler and failure log stay: a loop's spare writer is its
+    /// dispatcher's (`HandlerParts.spareWriterOwner`).
+    func renew(request: HTTPRequest, body: RequestBody, channel: BodyChannel?, remoteAddress: SocketAddress?) {
+        self.request = request
+        self.requestBody = body
+        self.channel = channel
+        self.remoteAddress = remoteAddress
+        phase = .buffering
+        headWritten = false
+        headSent = false
+        finished = false
+        returned = false
+        sentStatus = 0
+        bytesWritten = 0
+    }
+
+    /// After an inline answer: lets go of this request's parts (the loop's
+    /// last request head can then be written over in place, and the
+    /// response head is the loop's memo's).
+    fileprivate func recycled() -> ResponseWriter {
+        request = noRequest
+        requestBody = RequestBody(.empty)
+        channel = nil
+        head = nil
+        trailers = nil
+        return self
+    }
 
     init(handler: @escaping AsyncRequestHandler, request: HTTPRequest, body: RequestBody, executor: LoopExecutor?,
          failures: FailureLog, channel: BodyChannel?, remoteAddress: SocketAddress?) {
@@ -383,7 +414,7 @@ public final class ResponseWriter: @unchecked Sendable {
     }
 
     /// The handler's task: runs it and finishes what it left open.
-    func run() async {
+    @inline(__always) func run() async {
         var failure: (any Error)? = nil
         do {
             try await handler(request, requestBody, self)
@@ -433,9 +464,19 @@ public final class ResponseWriter: @unchecked Sendable {
         sentStatus = statusCode(response)
     }
 
+    /// The head's status code; on a loop, remembered with the head
+    /// (`ResponseHeadMemo`: apps answer with a head made once).
+    private func statusCode(_ response: HTTPResponse) -> Int {
+        guard let executor else { return Self.readStatus(response) }
+        if executor.handlerParts.response.holds(response) { return executor.handlerParts.response.status }
+        let code = Self.readStatus(response)
+        executor.handlerParts.response = ResponseHeadMemo(response, status: code)
+        return code
+    }
+
     /// `response.status.code` without the `Status` (its getter also copies
     /// the reason phrase): the status field's three digits.
-    private func statusCode(_ response: HTTPResponse) -> Int {
+    private static func readStatus(_ response: HTTPResponse) -> Int {
         var digits = response.pseudoHeaderFields.status.value
         return digits.withUTF8 { d in
             // Always three digits (HTTPResponse checks them when set).
@@ -579,34 +620,57 @@ public final class ResponseWriter: @unchecked Sendable {
     /// end (the engine adds the length), in a quarter of the instructions.
     private func sendsWhole(_ head: HTTPResponse, _ code: Int, _ response: Response) -> Bool {
         guard code >= 200 && code != 204 && code != 304 && code <= 999 else { return false }
-        // By count and index: an iterator copies the fields (and retains
-        // their storage) and its second `next()` copies again.
-        let fields = head.headerFields
-        var contentType: String? = nil
-        switch fields.count {
-        case 0:
-            break
-        case 1:
-            let field = fields[fields.startIndex]
-            guard field.name.rawName == "Content-Type" else { return false }
-            contentType = field.value
-        default:
-            return false
-        }
         let status = Int32(truncatingIfNeeded: code)
+        guard let executor, executor.handlerParts.response.holds(head) else {
+            let (whole, contentType) = Self.shape(of: head)
+            guard whole else { return false }
+            var memo = ResponseHeadMemo()
+            memo.contentType = contentType
+            send(status, &memo.contentType, response)
+            return true
+        }
+        if !executor.handlerParts.response.shapeKnown {
+            (executor.handlerParts.response.whole, executor.handlerParts.response.contentType) = Self.shape(of: head)
+            executor.handlerParts.response.shapeKnown = true
+        }
+        guard executor.handlerParts.response.whole else { return false }
+        send(status, &executor.handlerParts.response.contentType, response)
+        return true
+    }
+
+    /// `sendsWhole`'s engine call. inout: the type's bytes are read in
+    /// place (a copy would retain them).
+    private func send(_ status: Int32, _ contentType: inout String?, _ response: Response) {
         body.withUnsafeBytes { b in
-            guard var contentType else {
+            guard contentType != nil else {
                 _ = response.functions.send(response.sink, status, nil, 0, b.baseAddress, b.count)
                 return
             }
-            contentType.withUTF8 { ct in
+            contentType!.withUTF8 { ct in
                 _ = response.functions.send(response.sink, status,
                                             UnsafeRawPointer(ct.baseAddress)?.assumingMemoryBound(to: CChar.self),
                                             ct.count, b.baseAddress, b.count)
             }
         }
         body = []
-        return true
+    }
+
+    /// Whether `head` can go out in one engine call (`sendsWhole`).
+    /// Its only field's value when that is `Content-Type`.
+    private static func shape(of head: HTTPResponse) -> (whole: Bool, contentType: String?) {
+        // By count and index: an iterator copies the fields (and retains
+        // their storage) and its second `next()` copies again.
+        let fields = head.headerFields
+        switch fields.count {
+        case 0:
+            return (true, nil)
+        case 1:
+            let field = fields[fields.startIndex]
+            guard field.name.rawName == "Content-Type" else { return (false, nil) }
+            return (true, field.value)
+        default:
+            return (false, nil)
+        }
     }
 
     /// The dispatcher, on the loop thread, after the handler suspended: from
@@ -707,6 +771,9 @@ public final class ResponseWriter: @unchecked Sendable {
     var bufferedAnswerReady: Bool { returned && trailers == nil }
 }
 
+/// What a recycled writer holds instead of a request (made once).
+private let noRequest = HTTPRequest(method: .get, scheme: nil, authority: nil, path: nil)
+
 /// `503` with `Retry-After: 1`: the limit on tasks in flight was reached.
 private func sendUnavailable(_ response: Response) {
     guard response.begin(status: 503) else { return }
@@ -788,24 +855,38 @@ package final class AsyncDispatcher: Sendable {
             sendUnavailable(response)
             return false
         }
-        let writer = ResponseWriter(handler: handler, request: head, body: body, executor: executor,
+        var writer: ResponseWriter
+        if executor.handlerParts.spareWriterOwner == ObjectIdentifier(self),
+           let spare = executor.handlerParts.spareWriter.take() {
+            spare.renew(request: head, body: body, channel: channel, remoteAddress: client)
+            writer = spare
+        } else {
+            writer = ResponseWriter(handler: handler, request: head, body: body, executor: executor,
                                     failures: failures, channel: channel, remoteAddress: client)
+        }
         if !waits {
             writer.launch(on: executor)
             if writer.bufferedAnswerReady {
                 writer.writeInline(response)   // answered without suspending: as a closure handler
+                // Nobody kept it (the handler may have): the next request's.
+                if isKnownUniquelyReferenced(&writer) {
+                    executor.handlerParts.spareWriter = writer.recycled()
+                    executor.handlerParts.spareWriterOwner = ObjectIdentifier(self)
+                }
                 return false
             }
-        } else {
+        }
+        let owed = writer
+        if waits {
             // Over the limit: the answer is owed from now on, the handler
             // starts when a running one ends (LoopExecutor.runJobs).
-            executor.park(limit: limit) { writer.launch(on: executor) }
+            executor.park(limit: limit) { owed.launch(on: executor) }
         }
         // Owed from now on; with a body, the engine streams it while the
         // answer is owed (deferring first is an order every engine takes).
-        deferAnswer(writer, response, head)
+        deferAnswer(owed, response, head)
         if let channel {
-            channel.onFailure = { writer.task?.cancel() }
+            channel.onFailure = { owed.task?.cancel() }
             channel.consumer?.onAttach = { consumer in channel.attached(consumer) }
         }
         return true
@@ -945,6 +1026,12 @@ struct HandlerParts {
     var hasAuthority = false
     var path = LastBytes("/")
     var hasFields = false
+    /// The last response head a handler gave, and what was read from it.
+    var response = ResponseHeadMemo()
+    /// A writer answered inline, for the next request (`ResponseWriter.renew`).
+    var spareWriter: ResponseWriter? = nil
+    /// The dispatcher whose handler it runs.
+    var spareWriterOwner: ObjectIdentifier? = nil
     /// Handler tasks parked for the next request, newest last.
     fileprivate var idle: [AsyncWorker] = []
     /// The loop ended: handler tasks end instead of parking.
@@ -956,6 +1043,49 @@ struct HandlerParts {
         let parked = idle
         idle = []
         for worker in parked { worker.resume(with: nil) }
+    }
+}
+
+/// The last response head a handler gave on a loop, and what was read from
+/// it. Apps answer with a head made once: a head with the same bits refers
+/// to the same storage, so it reads the same (kept here, that storage
+/// cannot be freed and reused, nor changed in place: a change copies it).
+/// Compared by its bits (a copy of the head would retain its storage).
+struct ResponseHeadMemo {
+    /// Keeps the storage alive.
+    private var head: HTTPResponse? = nil
+    /// `head`'s bytes (an HTTPResponse is two references today; a larger
+    /// one is never remembered).
+    private var bits: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+    private(set) var status = 0
+    /// Whether `head` can go out in one engine call (`sendsWhole`), with
+    /// its only field's value when that is `Content-Type`; read when first needed.
+    var shapeKnown = false
+    var whole = false
+    var contentType: String? = nil
+
+    init() {}
+
+    init(_ head: HTTPResponse, status: Int) {
+        guard let bits = Self.bits(of: head) else { return }
+        self.head = head
+        self.bits = bits
+        self.status = status
+    }
+
+    private static func bits(of head: HTTPResponse) -> (UInt64, UInt64, UInt64, UInt64)? {
+        withUnsafeBytes(of: head) { b -> (UInt64, UInt64, UInt64, UInt64)? in
+            guard b.count <= 32 else { return nil }
+            var bits: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+            withUnsafeMutableBytes(of: &bits) { $0.copyMemory(from: b) }
+            return bits
+        }
+    }
+
+    /// Whether `other` is the remembered head, bit for bit.
+    func holds(_ other: HTTPResponse) -> Bool {
+        guard head != nil, let theirs = Self.bits(of: other) else { return false }
+        return bits == theirs
     }
 }
 

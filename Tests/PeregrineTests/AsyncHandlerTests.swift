@@ -40,6 +40,59 @@ final class AsyncHandlerTests: XCTestCase {
         }
     }
 
+    /// Heads made once and shared by every answer, heads made per request,
+    /// and a shared head changed between requests each answer as given, in
+    /// any order on one kept-alive connection (the loop remembers the last
+    /// head and what it read from it, and reuses writers answered inline);
+    /// a writer a handler keeps after it returned still tells its status.
+    func testSharedChangedAndKeptHeadsAndWritersAnswerAsGiven() throws {
+        let plain = HTTPResponse(status: .ok, headerFields: [.contentType: "text/plain"])
+        let json = HTTPResponse(status: .created, headerFields: [.contentType: "application/json"])
+        let changing = Mutex(HTTPResponse(status: .accepted))
+        let kept = LockedList<ResponseWriter>()
+        let app: Application = .async { request, _, writer in
+            switch request.path ?? "" {
+            case "/plain": try await writer.respond(plain, body: "p")
+            case "/json": try await writer.respond(json, body: "{}")
+            case "/changing":
+                let head = changing.withLock { h -> HTTPResponse in
+                    let now = h
+                    h.status = h.status.code == 202 ? .nonAuthoritativeInformation : .accepted
+                    h.headerFields[.contentType] = h.status.code == 202 ? "text/a" : "text/b"
+                    return now
+                }
+                try await writer.respond(head, body: "c")
+            case "/fielded":
+                try await writer.respond(HTTPResponse(status: .ok, headerFields: [.contentType: "text/x", .cacheControl: "no-store"]), body: "f")
+            default:
+                kept.append(writer)
+                try await writer.respond(HTTPResponse(status: .notFound), body: "k")
+            }
+        }
+        let order: [(String, Int, String?, String)] = [
+            ("/plain", 200, "text/plain", "p"), ("/json", 201, "application/json", "{}"), ("/plain", 200, "text/plain", "p"),
+            ("/changing", 202, nil, "c"), ("/changing", 203, "text/b", "c"), ("/changing", 202, "text/a", "c"),
+            ("/kept", 404, nil, "k"), ("/fielded", 200, "text/x", "f"), ("/kept", 404, nil, "k"), ("/plain", 200, "text/plain", "p"),
+        ]
+        try forEachEngine { mode in
+            guard mode.keepsAlive else { return }
+            changing.withLock { $0 = HTTPResponse(status: .accepted) }
+            try withServer(mode, app) { server in
+                let s = try TestSocket(port: server.port)
+                for (path, status, type, body) in order {
+                    try s.send("GET \(path) HTTP/1.1\r\nHost: t\r\n\r\n")
+                    let r = try s.readResponse()
+                    XCTAssertEqual(r.status, status, "[\(mode)] \(path)")
+                    XCTAssertEqual(r.header("Content-Type"), type, "[\(mode)] \(path)")
+                    XCTAssertEqual(r.bodyString, body, "[\(mode)] \(path)")
+                    XCTAssertEqual(r.header("Content-Length"), String(body.utf8.count), "[\(mode)] \(path)")
+                }
+            }
+        }
+        XCTAssertFalse(kept.all.isEmpty)
+        XCTAssertEqual(kept.all.map { $0.status }, Array(repeating: Int?(404), count: kept.all.count), "a kept writer's status")
+    }
+
     /// A handler that awaits other work is answered later, in request order
     /// with the requests pipelined behind it, on a kept-alive connection.
     func testSuspendedHandlersAnswerInRequestOrder() throws {
