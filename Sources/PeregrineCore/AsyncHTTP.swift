@@ -390,6 +390,14 @@ public final class ResponseWriter: @unchecked Sendable {
         bytesWritten = 0
     }
 
+    /// No weak or unowned reference to this writer exists (the uniqueness
+    /// check sees strong ones only): a handler that kept one must never
+    /// reach the next client's answer through it. The runtime's counts
+    /// (what debuggers read) are 1 for an object with none.
+    var hasNoWeakOrUnownedReferences: Bool {
+        _getUnownedRetainCount(self) == 1 && _getWeakRetainCount(self) <= 1
+    }
+
     /// After an inline answer: lets go of this request's parts (the loop's
     /// last request head can then be written over in place, and the
     /// response head is the loop's memo's).
@@ -869,7 +877,7 @@ package final class AsyncDispatcher: Sendable {
             if writer.bufferedAnswerReady {
                 writer.writeInline(response)   // answered without suspending: as a closure handler
                 // Nobody kept it (the handler may have): the next request's.
-                if isKnownUniquelyReferenced(&writer) {
+                if isKnownUniquelyReferenced(&writer) && writer.hasNoWeakOrUnownedReferences {
                     executor.handlerParts.spareWriter = writer.recycled()
                     executor.handlerParts.spareWriterOwner = ObjectIdentifier(self)
                 }

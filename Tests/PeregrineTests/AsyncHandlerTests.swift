@@ -44,12 +44,14 @@ final class AsyncHandlerTests: XCTestCase {
     /// and a shared head changed between requests each answer as given, in
     /// any order on one kept-alive connection (the loop remembers the last
     /// head and what it read from it, and reuses writers answered inline);
-    /// a writer a handler keeps after it returned still tells its status.
+    /// a writer a handler keeps after it returned (strongly or weakly) still
+    /// tells its own status: it never serves another request.
     func testSharedChangedAndKeptHeadsAndWritersAnswerAsGiven() throws {
         let plain = HTTPResponse(status: .ok, headerFields: [.contentType: "text/plain"])
         let json = HTTPResponse(status: .created, headerFields: [.contentType: "application/json"])
         let changing = Mutex(HTTPResponse(status: .accepted))
         let kept = LockedList<ResponseWriter>()
+        let weaklyKept = LockedList<WeakWriter>()
         let app: Application = .async { request, _, writer in
             switch request.path ?? "" {
             case "/plain": try await writer.respond(plain, body: "p")
@@ -62,6 +64,9 @@ final class AsyncHandlerTests: XCTestCase {
                     return now
                 }
                 try await writer.respond(head, body: "c")
+            case "/weak":
+                weaklyKept.append(WeakWriter(writer))
+                try await writer.respond(HTTPResponse(status: .gone), body: "w")
             case "/fielded":
                 try await writer.respond(HTTPResponse(status: .ok, headerFields: [.contentType: "text/x", .cacheControl: "no-store"]), body: "f")
             default:
@@ -73,6 +78,7 @@ final class AsyncHandlerTests: XCTestCase {
             ("/plain", 200, "text/plain", "p"), ("/json", 201, "application/json", "{}"), ("/plain", 200, "text/plain", "p"),
             ("/changing", 202, nil, "c"), ("/changing", 203, "text/b", "c"), ("/changing", 202, "text/a", "c"),
             ("/kept", 404, nil, "k"), ("/fielded", 200, "text/x", "f"), ("/kept", 404, nil, "k"), ("/plain", 200, "text/plain", "p"),
+            ("/weak", 410, nil, "w"), ("/plain", 200, "text/plain", "p"), ("/json", 201, "application/json", "{}"),
         ]
         try forEachEngine { mode in
             guard mode.keepsAlive else { return }
@@ -91,6 +97,16 @@ final class AsyncHandlerTests: XCTestCase {
         }
         XCTAssertFalse(kept.all.isEmpty)
         XCTAssertEqual(kept.all.map { $0.status }, Array(repeating: Int?(404), count: kept.all.count), "a kept writer's status")
+        XCTAssertFalse(weaklyKept.all.isEmpty)
+        for box in weaklyKept.all {
+            if let writer = box.writer { XCTAssertEqual(writer.status, 410, "a weakly kept writer served another request") }
+        }
+    }
+
+    /// A weak reference a handler keeps to its writer.
+    final class WeakWriter: @unchecked Sendable {
+        weak var writer: ResponseWriter?
+        init(_ writer: ResponseWriter) { self.writer = writer }
     }
 
     /// A handler that awaits other work is answered later, in request order
