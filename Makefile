@@ -38,7 +38,7 @@ check: deps cwarn api-check test-c check-swift
 
 check-swift:
 	swift build --build-tests
-	PEREGRINE_TEST_ENGINES=$(CHECK_ENGINES) swift test --skip-build --disable-swift-testing
+	PEREGRINE_TEST_ENGINES=$(CHECK_ENGINES) scripts/xctest.sh swift test --skip-build --disable-swift-testing
 
 # The public API of the Swift library products, one symbol a line
 # (docs/public-api.txt, from the compiler's symbol graphs; `package` plumbing
@@ -84,7 +84,7 @@ test-c:
 
 swift-test:
 	swift build --build-tests
-	swift test --skip-build --disable-swift-testing
+	scripts/xctest.sh swift test --skip-build --disable-swift-testing
 
 # Leak detection is off here: XCTest and Foundation keep objects until exit,
 # and LSan suppressions match whole stacks (XCTest's main is under every
@@ -92,13 +92,13 @@ swift-test:
 # Swift has no UBSan; test-c and fuzz run the C code under UBSan.
 test-asan:
 	swift build --build-tests --sanitize=address --scratch-path .build-asan
-	ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 swift test --skip-build --sanitize=address \
+	ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 XCTEST_LOG=.build-asan/xctest-last.log scripts/xctest.sh swift test --skip-build --sanitize=address \
 	  --scratch-path .build-asan --disable-swift-testing
 
 TSAN_TESTS = testTwoThreadsEightClients|testAcceptStormOf300Connections|testConnectionIdsAreUniqueAcrossLoops|testStopWithLiveConnections|testEchoEightMiBSlowReaderBoundedMemory|ShutdownTests|OffloadTests|StreamShutdownTests|ResponseStreamTests|testWriterSuspendsAtTheHighWatermark|testClientLeavingCancelsTheTask
 test-tsan:
 	swift build --build-tests --sanitize=thread --scratch-path .build-tsan
-	TSAN_OPTIONS=halt_on_error=1 swift test --skip-build --sanitize=thread --scratch-path .build-tsan \
+	TSAN_OPTIONS=halt_on_error=1 XCTEST_LOG=.build-tsan/xctest-last.log scripts/xctest.sh swift test --skip-build --sanitize=thread --scratch-path .build-tsan \
 	  --disable-swift-testing --filter '$(TSAN_TESTS)'
 
 # Core figures for the closing note: wrk keep-alive CPU per request, malloc
@@ -140,7 +140,7 @@ restart-test: build
 HB_PKG = integrations/hummingbird/peregrine-hummingbird
 test-hummingbird: deps
 	swift build --build-tests --package-path $(HB_PKG)
-	swift test --skip-build --package-path $(HB_PKG) --disable-swift-testing
+	XCTEST_LOG=$(HB_PKG)/.build/xctest-last.log scripts/xctest.sh swift test --skip-build --package-path $(HB_PKG) --disable-swift-testing
 
 # A Hummingbird router answering Hello, World! served by Peregrine on :$(PORT)
 # (ARGS="--engine swift --threads 2" passes flags through).

@@ -857,8 +857,10 @@ package final class AsyncDispatcher: Sendable {
             writer.launch(on: executor)
             if writer.bufferedAnswerReady {
                 writer.writeInline(response)   // answered without suspending: as a closure handler
-                // Nobody kept it (the handler may have): the next request's.
-                if isKnownUniquelyReferenced(&writer) && writer.hasNoWeakOrUnownedReferences {
+                // Nobody kept it (the handler may have): the next request's,
+                // unless the loop ended (retire let go of its spare).
+                if isKnownUniquelyReferenced(&writer) && writer.hasNoWeakOrUnownedReferences
+                    && !executor.handlerParts.retired {
                     executor.handlerParts.spareWriter = writer.recycled()
                     executor.handlerParts.spareWriterOwner = ObjectIdentifier(self)
                 }
@@ -1029,6 +1031,10 @@ struct HandlerParts {
     /// The loop ends: the parked tasks end (their jobs are queued here).
     mutating func retire() {
         retired = true
+        // The spare writer holds the executor (and the app's handler): kept,
+        // it would keep both alive after the loop and its server are gone.
+        spareWriter = nil
+        spareWriterOwner = nil
         let parked = idle
         idle = []
         for worker in parked { worker.resume(with: nil) }

@@ -103,6 +103,36 @@ final class AsyncHandlerTests: XCTestCase {
         }
     }
 
+    /// What an async app holds is let go once its server stopped: the loop's
+    /// reused writer (which holds the handler) does not outlive the loop.
+    func testStoppedServerLetsGoOfItsAsyncApp() throws {
+        try forEachEngine { mode in
+            let watch = WeakBox()
+            try serveThenStop(mode, watch)
+            XCTAssertNil(watch.object, "[\(mode)] the app's state outlived its stopped server")
+        }
+    }
+
+    /// Serves inline async answers with an app that holds a fresh object,
+    /// stops the server, and lets go of everything it made (`watch` keeps
+    /// the object weakly).
+    private func serveThenStop(_ mode: EngineMode, _ watch: WeakBox) throws {
+        let state = AppState()
+        watch.object = state
+        let app: Application = .async { _, _, writer in
+            try await writer.respond(HTTPResponse(status: .ok), body: state.greeting)
+        }
+        try withServer(mode, app) { server in
+            for _ in 0..<3 {
+                let r = try fetch(port: server.port, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                XCTAssertEqual(r.bodyString, "hi", "[\(mode)]")
+            }
+        }
+    }
+
+    final class AppState: Sendable { let greeting = "hi" }
+    final class WeakBox: @unchecked Sendable { weak var object: AppState? }
+
     /// A weak reference a handler keeps to its writer.
     final class WeakWriter: @unchecked Sendable {
         weak var writer: ResponseWriter?
